@@ -1,0 +1,1 @@
+"""Data: SQLModel tables, the engine, SQL per domain, seeding and CSV import."""

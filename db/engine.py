@@ -1,0 +1,116 @@
+"""Async engine and session factories: SQLite pragmas, BEGIN IMMEDIATE writes, PG pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlmodel import SQLModel
+
+from db import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+_IMMEDIATE = "gradepulse_begin_immediate"
+
+
+def async_url(url: str) -> str:
+    """Map the accepted URL spellings onto the async drivers."""
+    for prefix, replacement in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(prefix):
+            return replacement + url[len(prefix) :]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return async_url(url).startswith("sqlite+aiosqlite://")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The engine with one session factory for reads and one for writes."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    write_sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        async with self.write_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def create_database(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int = 10,
+    busy_timeout_ms: int = 5000,
+    echo: bool = False,
+) -> Database:
+    url = async_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if is_sqlite(url):
+        # aiosqlite runs one thread per connection; a small pool keeps GIL contention
+        # low (NOTES.md) while reads and the single writer can overlap.
+        kwargs.update(pool_size=2, max_overflow=4)
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite(url):
+        _configure_sqlite(engine, busy_timeout_ms)
+    write_engine = engine.execution_options(**{_IMMEDIATE: True})
+    return Database(
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        write_sessions=async_sessionmaker(write_engine, expire_on_commit=False),
+    )
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that writes can BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
+            "PRAGMA synchronous=FULL",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # A deferred transaction that later writes can fail with SQLITE_BUSY whatever
+        # the busy timeout: writers take the lock up front.
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+async def create_tables(database: Database) -> None:
+    """Create the tables and indexes that are absent."""
+    async with database.engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)

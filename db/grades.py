@@ -1,0 +1,209 @@
+"""Grade SQL: batch reads per student, keyset-paginated listing, writes and batches."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import models
+from db.errors import NotFound
+from db.records import GradeRecord
+from db.validation import NewGrade, utcnow
+
+G = models.Grade.__table__.c
+K = models.IdempotencyKey.__table__.c
+_COLUMNS = (G.id, G.student_id, G.subject, G.score, G.max_score, G.recorded_at)
+IDEMPOTENCY_TTL = timedelta(days=7)
+INSERT_CHUNK = 10_000
+
+
+def to_record(row: Sequence[Any]) -> GradeRecord:
+    return GradeRecord(*row)
+
+
+async def grades_by_student_ids(
+    session: AsyncSession, keys: Sequence[tuple[str, str | None]]
+) -> list[list[GradeRecord]]:
+    """Grades per (student_id, subject or None for all), oldest first; one statement."""
+    student_ids = {student_id for student_id, _ in keys}
+    query = (
+        select(*_COLUMNS)
+        .where(G.student_id.in_(student_ids))
+        .order_by(G.student_id, G.recorded_at, G.id)
+    )
+    subjects = {subject for _, subject in keys}
+    if None not in subjects:
+        query = query.where(G.subject.in_(subjects))
+    by_student: dict[str, list[GradeRecord]] = {}
+    for row in await session.execute(query):
+        record = GradeRecord(*row)
+        by_student.setdefault(record.student_id, []).append(record)
+    result = []
+    for student_id, subject in keys:
+        grades = by_student.get(student_id, [])
+        if subject is not None:
+            grades = [grade for grade in grades if grade.subject == subject]
+        result.append(grades)
+    return result
+
+
+async def grades_by_ids(
+    session: AsyncSession, ids: Sequence[int]
+) -> list[GradeRecord | None]:
+    rows = await session.execute(select(*_COLUMNS).where(G.id.in_(ids)))
+    found = {row[0]: to_record(row) for row in rows}
+    return [found.get(key) for key in ids]
+
+
+@dataclass(frozen=True, slots=True)
+class GradeFilter:
+    student_id: str | None = None
+    subject: str | None = None
+    recorded_since: datetime | None = None
+    recorded_before: datetime | None = None
+
+    def clauses(self) -> list[Any]:
+        clauses = []
+        if self.student_id is not None:
+            clauses.append(G.student_id == self.student_id)
+        if self.subject is not None:
+            clauses.append(G.subject == self.subject)
+        if self.recorded_since is not None:
+            clauses.append(G.recorded_at >= self.recorded_since)
+        if self.recorded_before is not None:
+            clauses.append(G.recorded_at < self.recorded_before)
+        return clauses
+
+
+async def list_grades(
+    session: AsyncSession,
+    *,
+    first: int,
+    where: GradeFilter,
+    after: tuple[datetime, int] | None = None,
+) -> tuple[list[GradeRecord], bool]:
+    """One page of grades, oldest first; `after` is (recorded_at, id) of the last."""
+    clauses = where.clauses()
+    if after is not None:
+        recorded_at, grade_id = after
+        clauses.append(
+            or_(
+                G.recorded_at > recorded_at,
+                and_(G.recorded_at == recorded_at, G.id > grade_id),
+            )
+        )
+    query = (
+        select(*_COLUMNS)
+        .where(*clauses)
+        .order_by(G.recorded_at, G.id)
+        .limit(first + 1)
+    )
+    rows = [to_record(row) for row in await session.execute(query)]
+    return rows[:first], len(rows) > first
+
+
+async def count_grades(session: AsyncSession, where: GradeFilter) -> int:
+    query = select(func.count()).select_from(models.Grade).where(*where.clauses())
+    return int((await session.execute(query)).scalar_one())
+
+
+async def list_subjects(session: AsyncSession) -> list[str]:
+    rows = await session.execute(select(G.subject).distinct().order_by(G.subject))
+    return [row[0] for row in rows]
+
+
+def _values(grade: NewGrade) -> dict[str, Any]:
+    return {
+        "student_id": grade.student_id,
+        "subject": grade.subject,
+        "score": grade.score,
+        "max_score": grade.max_score,
+        "recorded_at": grade.recorded_at,
+    }
+
+
+async def insert_grade(session: AsyncSession, grade: NewGrade) -> GradeRecord:
+    result = await session.execute(
+        insert(models.Grade).values(**_values(grade)).returning(*_COLUMNS)
+    )
+    return to_record(result.one())
+
+
+async def insert_grades(session: AsyncSession, grades: Sequence[NewGrade]) -> int:
+    """Insert many rows with one executemany statement per chunk."""
+    table = models.Grade.__table__
+    for start in range(0, len(grades), INSERT_CHUNK):
+        chunk = grades[start : start + INSERT_CHUNK]
+        await session.execute(insert(table), [_values(grade) for grade in chunk])
+    return len(grades)
+
+
+async def update_grade(
+    session: AsyncSession, grade_id: int, changes: dict[str, Any]
+) -> tuple[GradeRecord, GradeRecord]:
+    before = (await grades_by_ids(session, [grade_id]))[0]
+    if before is None:
+        raise NotFound("grade", str(grade_id))
+    if not changes:
+        return before, before
+    result = await session.execute(
+        update(models.Grade)
+        .where(G.id == grade_id)
+        .values(**changes)
+        .returning(*_COLUMNS)
+    )
+    return before, to_record(result.one())
+
+
+async def delete_grade(session: AsyncSession, grade_id: int) -> GradeRecord:
+    before = (await grades_by_ids(session, [grade_id]))[0]
+    if before is None:
+        raise NotFound("grade", str(grade_id))
+    await session.execute(delete(models.Grade).where(G.id == grade_id))
+    return before
+
+
+def payload_hash(payload: str) -> str:
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    payload_hash: str
+    result: str
+
+
+async def find_idempotency_key(
+    session: AsyncSession, operation: str, key: str
+) -> StoredResult | None:
+    row = (
+        await session.execute(
+            select(K.payload_hash, K.result).where(
+                K.key == key, K.operation == operation, K.created_at > utcnow() - IDEMPOTENCY_TTL
+            )
+        )
+    ).first()
+    return StoredResult(row[0], row[1]) if row else None
+
+
+async def store_idempotency_key(
+    session: AsyncSession, operation: str, key: str, digest: str, result: str
+) -> None:
+    now = utcnow()
+    # Keys live for IDEMPOTENCY_TTL (at least the promised 24 h); expired ones go here.
+    await session.execute(
+        delete(models.IdempotencyKey).where(
+            or_(K.created_at <= now - IDEMPOTENCY_TTL, K.key == key)
+        )
+    )
+    await session.execute(
+        insert(models.IdempotencyKey).values(
+            key=key, operation=operation, payload_hash=digest, result=result, created_at=now
+        )
+    )

@@ -1,0 +1,35 @@
+"""Plain read records: hot paths map SQL rows once into these, never ORM instances."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StudentRecord:
+    id: int
+    student_id: str
+    name: str
+    email: str
+    grade_level: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class GradeRecord:
+    id: int
+    student_id: str
+    subject: str
+    score: float
+    max_score: float
+    recorded_at: datetime
+
+    @property
+    def percentage(self) -> float:
+        return percentage(self.score, self.max_score)
+
+
+def percentage(score: float, max_score: float) -> float:
+    """The one definition of a percentage: 100 * score / max_score."""
+    return (100.0 * score) / max_score

@@ -1,0 +1,201 @@
+"""Student SQL: batch reads by id, keyset-paginated listing, and writes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import models
+from db.errors import Conflict, NotFound
+from db.records import StudentRecord
+from db.validation import NewStudent, utcnow
+
+S = models.Student.__table__.c
+G = models.Grade.__table__.c
+
+_COLUMNS = (S.id, S.student_id, S.name, S.email, S.grade_level, S.created_at)
+ORDER_COLUMNS = {
+    "student_id": S.student_id,
+    "name": S.name,
+    "grade_level": S.grade_level,
+    "created_at": S.created_at,
+}
+
+
+def to_record(row: Sequence[Any]) -> StudentRecord:
+    return StudentRecord(*row)
+
+
+@dataclass(frozen=True, slots=True)
+class StudentFilter:
+    grade_level: int | None = None
+    search: str | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        clauses: list[ColumnElement[bool]] = []
+        if self.grade_level is not None:
+            clauses.append(S.grade_level == self.grade_level)
+        if self.search:
+            pattern = "%" + _escape_like(self.search.lower()) + "%"
+            clauses.append(
+                or_(
+                    *(
+                        func.lower(column).like(pattern, escape="\\")
+                        for column in (S.name, S.student_id, S.email)
+                    )
+                )
+            )
+        return clauses
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def students_by_student_ids(
+    session: AsyncSession, student_ids: Sequence[str]
+) -> list[StudentRecord | None]:
+    rows = await session.execute(select(*_COLUMNS).where(S.student_id.in_(student_ids)))
+    found = {row[1]: to_record(row) for row in rows}
+    return [found.get(key) for key in student_ids]
+
+
+async def list_students(
+    session: AsyncSession,
+    *,
+    first: int,
+    where: StudentFilter,
+    order_by: str = "student_id",
+    descending: bool = False,
+    after: tuple[Any, str] | None = None,
+) -> tuple[list[StudentRecord], bool]:
+    """One page of students in keyset order; `after` is (order value, student_id)."""
+    column = ORDER_COLUMNS[order_by]
+    clauses = where.clauses()
+    if after is not None:
+        value, student_id = after
+        if column is S.student_id:
+            clauses.append(
+                S.student_id < student_id if descending else S.student_id > student_id
+            )
+        else:
+            beyond = column < value if descending else column > value
+            tie = S.student_id < student_id if descending else S.student_id > student_id
+            clauses.append(or_(beyond, and_(column == value, tie)))
+    order = [column.desc() if descending else column.asc()]
+    if column is not S.student_id:
+        order.append(S.student_id.desc() if descending else S.student_id.asc())
+    query = select(*_COLUMNS).where(*clauses).order_by(*order).limit(first + 1)
+    rows = [to_record(row) for row in await session.execute(query)]
+    return rows[:first], len(rows) > first
+
+
+async def count_students(session: AsyncSession, where: StudentFilter) -> int:
+    query = select(func.count()).select_from(models.Student).where(*where.clauses())
+    return int((await session.execute(query)).scalar_one())
+
+
+async def _taken(
+    session: AsyncSession, student_id: str | None, email: str | None, exclude: int | None
+) -> Conflict | None:
+    checks = []
+    if student_id is not None:
+        checks.append(("studentId", S.student_id == student_id, student_id))
+    if email is not None:
+        checks.append(("email", S.email == email, email))
+    for field, clause, value in checks:
+        query = select(S.id).where(clause)
+        if exclude is not None:
+            query = query.where(S.id != exclude)
+        if (await session.execute(query.limit(1))).first() is not None:
+            return Conflict(field, "DUPLICATE", f"{field} {value!r} is already taken")
+    return None
+
+
+async def insert_student(session: AsyncSession, new: NewStudent) -> StudentRecord:
+    """Insert in the caller's write transaction; a taken id or email is a Conflict."""
+    if conflict := await _taken(session, new.student_id, new.email, None):
+        raise conflict
+    values = {
+        "student_id": new.student_id,
+        "name": new.name,
+        "email": new.email,
+        "grade_level": new.grade_level,
+        "created_at": utcnow(),
+    }
+    try:
+        result = await session.execute(
+            models.Student.__table__.insert().values(**values).returning(*_COLUMNS)
+        )
+    except IntegrityError as exc:  # a concurrent writer won the race (PostgreSQL)
+        raise Conflict("studentId", "DUPLICATE", "studentId or email is taken") from exc
+    return to_record(result.one())
+
+
+async def update_student(
+    session: AsyncSession, student_id: str, changes: dict[str, Any]
+) -> tuple[StudentRecord, StudentRecord]:
+    """Apply `changes` (column -> value); returns the rows before and after."""
+    before = (await students_by_student_ids(session, [student_id]))[0]
+    if before is None:
+        raise NotFound("student", student_id)
+    if not changes:
+        return before, before
+    conflict = await _taken(
+        session, changes.get("student_id"), changes.get("email"), before.id
+    )
+    if conflict:
+        raise conflict
+    result = await session.execute(
+        update(models.Student)
+        .where(S.id == before.id)
+        .values(**changes)
+        .returning(*_COLUMNS)
+    )
+    return before, to_record(result.one())
+
+
+async def delete_student(
+    session: AsyncSession, student_id: str, *, cascade: bool
+) -> tuple[StudentRecord, int]:
+    """Delete a student (and with `cascade` their grades); returns it and the count."""
+    record = (await students_by_student_ids(session, [student_id]))[0]
+    if record is None:
+        raise NotFound("student", student_id)
+    grade_count = int(
+        (
+            await session.execute(
+                select(func.count()).select_from(models.Grade).where(
+                    G.student_id == student_id
+                )
+            )
+        ).scalar_one()
+    )
+    if grade_count and not cascade:
+        raise Conflict(
+            "studentId",
+            "HAS_GRADES",
+            f"student {student_id!r} has {grade_count} grade(s); "
+            "pass cascade: true to delete them too",
+        )
+    if grade_count:
+        await session.execute(delete(models.Grade).where(G.student_id == student_id))
+    await session.execute(delete(models.Student).where(S.id == record.id))
+    return record, grade_count
+
+
+async def existing_student_levels(
+    session: AsyncSession, student_ids: Sequence[str]
+) -> dict[str, int]:
+    """student_id -> grade_level for those of `student_ids` that exist."""
+    if not student_ids:
+        return {}
+    rows = await session.execute(
+        select(S.student_id, S.grade_level).where(S.student_id.in_(set(student_ids)))
+    )
+    return {row[0]: row[1] for row in rows}

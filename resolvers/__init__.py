@@ -1,0 +1,1 @@
+"""The application layer: plain async functions per domain, the context and loaders."""

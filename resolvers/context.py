@@ -1,0 +1,72 @@
+"""The per-request context: database, loaders, shared cache, limits and the viewer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from db.engine import Database
+from resolvers.cache import SharedCache
+from resolvers.errors import Forbidden
+from resolvers.loaders import Loaders, make_loaders
+
+Role = Literal["admin", "teacher", "student"]
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is asking. Until authentication exists every caller is an anonymous admin."""
+
+    identity: str = "anonymous"
+    role: Role = "admin"
+    student_id: str | None = None
+    grade_levels: frozenset[int] | None = None
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise Forbidden(f"the {self.role} role may not do this")
+
+    def may_write_level(self, grade_level: int) -> bool:
+        if self.role == "admin":
+            return True
+        if self.role == "teacher":
+            return self.grade_levels is None or grade_level in self.grade_levels
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Plain values handed down from the settings by the composition root."""
+
+    max_batch_size: int = 5000
+    at_risk_average: float = 65.0
+    at_risk_trend: float = -2.0
+
+
+@dataclass(slots=True)
+class Context:
+    database: Database
+    cache: SharedCache
+    limits: Limits
+    loaders: Loaders
+    viewer: Viewer = field(default_factory=Viewer)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What outlives requests; the app builds one and makes a Context per request."""
+
+    database: Database
+    cache: SharedCache
+    limits: Limits
+
+    def context(self, *, viewer: Viewer | None = None, request_id: str | None = None) -> Context:
+        return Context(
+            database=self.database,
+            cache=self.cache,
+            limits=self.limits,
+            loaders=make_loaders(self.database, self.cache),
+            viewer=viewer or Viewer(),
+            request_id=request_id,
+        )

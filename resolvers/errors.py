@@ -1,0 +1,29 @@
+"""Errors a client sees as top-level GraphQL errors, each with an `extensions.code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    """Bad input or a refused request: shown to the client with its code, never masked."""
+
+    code = "BAD_USER_INPUT"
+
+    def __init__(self, message: str, *, code: str | None = None, **extensions: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.extensions = extensions
+
+
+class BadUserInput(ClientError):
+    code = "BAD_USER_INPUT"
+
+
+class Forbidden(ClientError):
+    code = "FORBIDDEN"
+
+
+class DatabaseUnavailable(ClientError):
+    code = "DB_UNAVAILABLE"

@@ -1,0 +1,258 @@
+"""Grades: a student's grades, paged listing, subjects, and single and batch writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from db import grades as db_grades
+from db import students as db_students
+from db.errors import IdempotencyKeyReused, InvalidInput, InvalidRows, NotFound, RowProblem
+from db.records import GradeRecord
+from db.validation import FieldProblem, InputErrorCode, grade_problems, new_grade, to_naive_utc
+from resolvers.context import Context
+from resolvers.errors import BadUserInput, Forbidden
+from resolvers.loaders import invalidate_grades
+from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+
+GRADES_ADD = "gradesAdd"
+
+
+async def grades_of_student(
+    ctx: Context, student_id: str, subject: str | None = None
+) -> list[GradeRecord]:
+    return await ctx.loaders.grades_by_student_id.load((student_id, subject))
+
+
+async def list_grades(
+    ctx: Context,
+    *,
+    student_id: str | None = None,
+    subject: str | None = None,
+    recorded_since: datetime | None = None,
+    recorded_before: datetime | None = None,
+    first: int = 20,
+    after: str | None = None,
+) -> Page[GradeRecord]:
+    check_first(first)
+    where = db_grades.GradeFilter(
+        student_id=student_id,
+        subject=subject,
+        recorded_since=to_naive_utc(recorded_since) if recorded_since else None,
+        recorded_before=to_naive_utc(recorded_before) if recorded_before else None,
+    )
+    key = None
+    if after is not None:
+        recorded_at, grade_id = decode_cursor(after, "g", 2)
+        try:
+            key = (datetime.fromisoformat(recorded_at), int(grade_id))
+        except (TypeError, ValueError):
+            raise BadUserInput("invalid cursor", argument="after") from None
+    async with ctx.database.sessions() as session:
+        rows, has_next = await db_grades.list_grades(
+            session, first=first, where=where, after=key
+        )
+
+    async def count() -> int:
+        async with ctx.database.sessions() as session:
+            return await db_grades.count_grades(session, where)
+
+    cursors = [encode_cursor("g", r.recorded_at.isoformat(), r.id) for r in rows]
+    return Page(rows, cursors, has_next, count)
+
+
+async def list_subjects(ctx: Context) -> list[str]:
+    async with ctx.database.sessions() as session:
+        return await db_grades.list_subjects(session)
+
+
+def _check_level(ctx: Context, student_id: str, level: int) -> None:
+    if not ctx.viewer.may_write_level(level):
+        raise Forbidden(f"you may not write grades of student {student_id!r}")
+
+
+async def add_grade(
+    ctx: Context,
+    *,
+    student_id: str,
+    subject: str,
+    score: float,
+    max_score: float = 100.0,
+    recorded_at: datetime | None = None,
+) -> GradeRecord:
+    problems = grade_problems(
+        student_id=student_id, subject=subject, score=score, max_score=max_score
+    )
+    if problems:
+        raise InvalidInput(problems[0])
+    grade = new_grade(student_id, subject, score, max_score, recorded_at)
+    async with ctx.database.writing() as session:
+        levels = await db_students.existing_student_levels(session, [grade.student_id])
+        if grade.student_id not in levels:
+            raise NotFound("student", grade.student_id)
+        _check_level(ctx, grade.student_id, levels[grade.student_id])
+        record = await db_grades.insert_grade(session, grade)
+    invalidate_grades(ctx.cache, {grade.student_id: levels[grade.student_id]})
+    return record
+
+
+async def update_grade(ctx: Context, grade_id: str, changes: dict[str, Any]) -> GradeRecord:
+    """`changes` maps column names (student_id, subject, score, ...) to new values."""
+    number = _grade_number(grade_id)
+    checked = {k: v for k, v in changes.items() if k in ("student_id", "subject")}
+    if problems := grade_problems(**checked):
+        raise InvalidInput(problems[0])
+    values = dict(changes)
+    for key in ("student_id", "subject"):
+        if key in values:
+            values[key] = values[key].strip()
+    if values.get("recorded_at") is not None:
+        values["recorded_at"] = to_naive_utc(values["recorded_at"])
+    elif "recorded_at" in values:
+        raise InvalidInput(
+            FieldProblem("recordedAt", InputErrorCode.REQUIRED, "recordedAt may not be null")
+        )
+    async with ctx.database.writing() as session:
+        before = (await db_grades.grades_by_ids(session, [number]))[0]
+        if before is None:
+            raise NotFound("grade", grade_id)
+        score = values.get("score", before.score)
+        max_score = values.get("max_score", before.max_score)
+        if "score" in values or "max_score" in values:
+            if problems := grade_problems(score=score, max_score=max_score):
+                raise InvalidInput(problems[0])
+        ids = sorted({before.student_id, values.get("student_id", before.student_id)})
+        levels = await db_students.existing_student_levels(session, ids)
+        for student_id in ids:
+            if student_id not in levels:
+                raise NotFound("student", student_id)
+            _check_level(ctx, student_id, levels[student_id])
+        _, after = await db_grades.update_grade(session, number, values)
+    invalidate_grades(ctx.cache, {student_id: levels[student_id] for student_id in ids})
+    return after
+
+
+async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
+    number = _grade_number(grade_id)
+    async with ctx.database.writing() as session:
+        before = (await db_grades.grades_by_ids(session, [number]))[0]
+        if before is None:
+            raise NotFound("grade", grade_id)
+        levels = await db_students.existing_student_levels(session, [before.student_id])
+        _check_level(ctx, before.student_id, levels[before.student_id])
+        await db_grades.delete_grade(session, number)
+    invalidate_grades(ctx.cache, {before.student_id: levels[before.student_id]})
+    return before
+
+
+def _grade_number(grade_id: str) -> int:
+    try:
+        return int(grade_id)
+    except (TypeError, ValueError):
+        raise NotFound("grade", str(grade_id)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    inserted: int
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GradeRow:
+    """One row of a batch as the client sent it (recorded_at None means now)."""
+
+    student_id: Any
+    subject: Any
+    score: Any
+    max_score: Any = 100.0
+    recorded_at: datetime | None = None
+
+    def canonical(self) -> list[Any]:
+        when = to_naive_utc(self.recorded_at).isoformat() if self.recorded_at else None
+        return [self.student_id, self.subject, self.score, self.max_score, when]
+
+
+async def add_grades(
+    ctx: Context, rows: list[GradeRow], idempotency_key: str | None = None
+) -> BatchResult:
+    """All-or-nothing insert of `rows`; InvalidRows lists every bad row."""
+    if len(rows) > ctx.limits.max_batch_size:
+        raise InvalidRows([
+            RowProblem(
+                -1, "input", InputErrorCode.TOO_MANY_ROWS.value,
+                f"{len(rows)} rows is more than the limit of {ctx.limits.max_batch_size}",
+            )
+        ])
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        raise InvalidInput(
+            FieldProblem(
+                "idempotencyKey", InputErrorCode.OUT_OF_RANGE,
+                "idempotencyKey must be 1 to 200 characters",
+            )
+        )
+    problems = [
+        RowProblem(index, p.field, p.code.value, p.message)
+        for index, row in enumerate(rows)
+        for p in grade_problems(
+            student_id=row.student_id, subject=row.subject,
+            score=row.score, max_score=row.max_score,
+        )
+    ]
+    digest = db_grades.payload_hash(
+        json.dumps([row.canonical() for row in rows], default=str, separators=(",", ":"))
+    )
+    try:
+        return await _insert_batch(ctx, rows, problems, idempotency_key, digest)
+    except IntegrityError:
+        # A concurrent request stored the same key first (PostgreSQL): replay it.
+        if idempotency_key is None:
+            raise
+        return await _insert_batch(ctx, rows, problems, idempotency_key, digest)
+
+
+async def _insert_batch(
+    ctx: Context,
+    rows: list[GradeRow],
+    problems: list[RowProblem],
+    key: str | None,
+    digest: str,
+) -> BatchResult:
+    async with ctx.database.writing() as session:
+        if key is not None:
+            stored = await db_grades.find_idempotency_key(session, GRADES_ADD, key)
+            if stored is not None:
+                if stored.payload_hash != digest:
+                    raise IdempotencyKeyReused(key)
+                return BatchResult(json.loads(stored.result)["inserted"], True)
+        wanted = [r.student_id.strip() for r in rows if isinstance(r.student_id, str)]
+        levels = await db_students.existing_student_levels(session, wanted)
+        bad_rows = {p.index for p in problems}
+        for index, row in enumerate(rows):
+            if index in bad_rows:
+                continue
+            student_id = row.student_id.strip()
+            if student_id not in levels:
+                problems.append(
+                    RowProblem(index, "studentId", InputErrorCode.NOT_FOUND.value,
+                               f"student {student_id!r} does not exist")
+                )
+            elif not ctx.viewer.may_write_level(levels[student_id]):
+                raise Forbidden(f"you may not write grades of student {student_id!r}")
+        if problems:
+            raise InvalidRows(sorted(problems, key=lambda p: p.index))
+        grades = [
+            new_grade(r.student_id, r.subject, r.score, r.max_score, r.recorded_at)
+            for r in rows
+        ]
+        inserted = await db_grades.insert_grades(session, grades)
+        if key is not None:
+            await db_grades.store_idempotency_key(
+                session, GRADES_ADD, key, digest, json.dumps({"inserted": inserted})
+            )
+    invalidate_grades(ctx.cache, {g.student_id: levels[g.student_id] for g in grades})
+    return BatchResult(inserted, False)

@@ -1,0 +1,115 @@
+"""Students: reading one or a page, creating, updating and deleting."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from db import students as db_students
+from db.errors import InvalidInput
+from db.records import StudentRecord
+from db.validation import new_student, normalize_email, student_problems
+from resolvers.context import Context
+from resolvers.errors import BadUserInput
+from resolvers.loaders import invalidate_student
+from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+
+ORDER_FIELDS = ("student_id", "name", "grade_level", "created_at")
+
+
+async def get_student(ctx: Context, student_id: str) -> StudentRecord | None:
+    return await ctx.loaders.student_by_id.load(student_id)
+
+
+def _order_value(record: StudentRecord, order_by: str) -> Any:
+    value = getattr(record, order_by)
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+async def list_students(
+    ctx: Context,
+    *,
+    first: int = 20,
+    after: str | None = None,
+    grade_level: int | None = None,
+    search: str | None = None,
+    order_by: str = "student_id",
+    descending: bool = False,
+) -> Page[StudentRecord]:
+    check_first(first)
+    where = db_students.StudentFilter(grade_level=grade_level, search=search or None)
+    key = None
+    kind = f"s:{order_by}:{'d' if descending else 'a'}"
+    if after is not None:
+        value, student_id = decode_cursor(after, kind, 2)
+        if order_by == "created_at":
+            try:
+                value = datetime.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise BadUserInput("invalid cursor", argument="after") from None
+        key = (value, student_id)
+    async with ctx.database.sessions() as session:
+        rows, has_next = await db_students.list_students(
+            session, first=first, where=where, order_by=order_by,
+            descending=descending, after=key,
+        )
+    for row in rows:
+        ctx.loaders.student_by_id.prime(row.student_id, row)
+
+    async def count() -> int:
+        async with ctx.database.sessions() as session:
+            return await db_students.count_students(session, where)
+
+    cursors = [encode_cursor(kind, _order_value(r, order_by), r.student_id) for r in rows]
+    return Page(rows, cursors, has_next, count)
+
+
+def _raise_first(problems: list[Any]) -> None:
+    if problems:
+        raise InvalidInput(problems[0])
+
+
+async def create_student(
+    ctx: Context, *, student_id: str, name: str, email: str, grade_level: int
+) -> StudentRecord:
+    ctx.viewer.require("admin")
+    _raise_first(
+        student_problems(
+            student_id=student_id, name=name, email=email, grade_level=grade_level
+        )
+    )
+    new = new_student(student_id, name, email, grade_level)
+    async with ctx.database.writing() as session:
+        record = await db_students.insert_student(session, new)
+    invalidate_student(ctx.cache, [record.student_id], [record.grade_level])
+    return record
+
+
+async def update_student(
+    ctx: Context, student_id: str, changes: dict[str, Any]
+) -> StudentRecord:
+    """`changes` maps the camelCase-free field names that are being set to values."""
+    ctx.viewer.require("admin")
+    _raise_first(student_problems(**changes))
+    values = dict(changes)
+    for key in ("student_id", "name"):
+        if key in values:
+            values[key] = values[key].strip()
+    if "email" in values:
+        values["email"] = normalize_email(values["email"])
+    async with ctx.database.writing() as session:
+        before, after = await db_students.update_student(session, student_id, values)
+    invalidate_student(
+        ctx.cache,
+        sorted({before.student_id, after.student_id}),
+        sorted({before.grade_level, after.grade_level}),
+    )
+    return after
+
+
+async def delete_student(ctx: Context, student_id: str, *, cascade: bool) -> StudentRecord:
+    ctx.viewer.require("admin")
+    async with ctx.database.writing() as session:
+        record, _ = await db_students.delete_student(session, student_id, cascade=cascade)
+    invalidate_student(ctx.cache, [record.student_id], [record.grade_level])
+    return record

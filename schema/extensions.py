@@ -1,0 +1,71 @@
+"""Schema extensions: every error a client sees carries extensions.code and requestId."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.extensions import SchemaExtension
+
+from resolvers.errors import ClientError
+
+log = logging.getLogger("gradepulse.errors")
+MASKED_MESSAGE = "Unexpected error."
+
+
+class ErrorCodes(SchemaExtension):
+    """Give each error a code; mask unexpected exceptions unless `expose` is set."""
+
+    def __init__(self, *, expose: bool = False) -> None:
+        self.expose = expose
+        self._validation_errors: set[int] = set()
+
+    def on_validate(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            self._validation_errors.add(id(error))
+
+    def on_operation(self) -> Iterator[None]:
+        self._validation_errors = set()
+        yield
+        result = self.execution_context.result
+        if result is not None and getattr(result, "errors", None):
+            result.errors = [self.coded(error) for error in result.errors]
+
+    def _request_id(self) -> str | None:
+        return getattr(self.execution_context.context, "request_id", None)
+
+    def coded(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        extensions: dict[str, Any] = dict(error.extensions or {})
+        message = error.message
+        if isinstance(original, ClientError):
+            extensions.setdefault("code", original.code)
+            extensions.update(original.extensions)
+        elif "code" in extensions:
+            pass
+        elif isinstance(error, GraphQLSyntaxError):
+            extensions["code"] = "GRAPHQL_PARSE_FAILED"
+        elif id(error) in self._validation_errors:
+            extensions["code"] = "GRAPHQL_VALIDATION_FAILED"
+        elif original is None or isinstance(original, GraphQLError):
+            # Raised by graphql-core while coercing variables or arguments.
+            extensions["code"] = "BAD_USER_INPUT"
+        else:
+            extensions["code"] = "INTERNAL_SERVER_ERROR"
+            log.error("unexpected error in %s", error.path, exc_info=original)
+            if not self.expose:
+                message = MASKED_MESSAGE
+        if request_id := self._request_id():
+            extensions["requestId"] = request_id
+        return GraphQLError(
+            message,
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            path=error.path,
+            original_error=None,
+            extensions=extensions,
+        )

@@ -1,0 +1,148 @@
+"""Settings fields, per-profile defaults and start-up validation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "staging", "production"]
+
+# Values that differ per profile (DESIGN.md); anything not listed uses the field default.
+PROFILES: dict[str, dict[str, Any]] = {
+    "development": {
+        "cache_size": 500,
+        "alert_response_time_ms": 500.0,
+        "alert_memory_mb": 300.0,
+        "cost_per_db_query": 0.0001,
+    },
+    "staging": {
+        "cache_size": 1000,
+        "alert_response_time_ms": 300.0,
+        "alert_memory_mb": 500.0,
+        "cost_per_db_query": 0.00015,
+    },
+    "production": {
+        "cache_size": 2000,
+        "alert_response_time_ms": 200.0,
+        "alert_memory_mb": 1000.0,
+        "cost_per_db_query": 0.0002,
+    },
+}
+
+_DATABASE_SCHEMES = (
+    "sqlite://",
+    "sqlite+aiosqlite://",
+    "postgresql://",
+    "postgresql+asyncpg://",
+    "postgres://",
+)
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Configuration, read from environment variables of the same (upper-case) name."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    environment: Environment = "development"
+    debug: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    database_url: str = "sqlite+aiosqlite:///./gradepulse.db"
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_busy_timeout_ms: int = Field(5000, ge=0)
+    redis_url: str | None = None
+
+    cache_size: int = Field(500, ge=0)
+    cache_ttl_seconds: float = Field(300.0, gt=0)
+
+    sample_interval_ms: int = Field(1000, ge=10)
+    alert_response_time_ms: float = Field(500.0, ge=0)
+    alert_memory_mb: float = Field(300.0, ge=0)
+    alert_cost_per_hour: float = Field(1.0, ge=0)
+    alert_cooldown_seconds: float = Field(300.0, ge=0)
+    alert_log_path: str = "alert.log"
+    costs_csv_path: str = "costs.csv"
+    cost_per_db_query: float = Field(0.0001, ge=0)
+    cost_per_100_requests: float = Field(0.001, ge=0)
+    cost_summary_interval_s: float = Field(3600.0, gt=0)
+
+    max_batch_size: int = Field(5000, ge=1)
+    at_risk_average: float = 65.0
+    at_risk_trend: float = -2.0
+    graphiql_enabled: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        env = str(data.get("environment") or "development").strip().lower()
+        data = dict(data)
+        data["environment"] = env
+        for name, value in PROFILES.get(env, {}).items():
+            data.setdefault(name, value)
+        return data
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not value.startswith(_DATABASE_SCHEMES) or "://" not in value:
+            raise ValueError(
+                "must start with sqlite:///, sqlite+aiosqlite:///, postgresql:// "
+                "or postgresql+asyncpg://"
+            )
+        if value.startswith("sqlite") and not value.split("://", 1)[1].startswith("/"):
+            raise ValueError("a SQLite URL needs three slashes: sqlite:///path")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> Settings:
+        if self.environment == "production" and self.debug:
+            raise ValueError("DEBUG must be off in production")
+        return self
+
+    @property
+    def graphiql(self) -> bool:
+        """GraphiQL is served outside production unless switched explicitly."""
+        if self.graphiql_enabled is not None:
+            return self.graphiql_enabled
+        return self.environment != "production"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one line per bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
+        variable = loc[0].upper() if loc else "settings"
+        message = error.get("msg", "invalid value").removeprefix("Value error, ")
+        if not loc and "DEBUG" in message:
+            variable = "DEBUG"
+        parts.append(f"{variable}: {message}")
+    return "invalid settings: " + "; ".join(parts)

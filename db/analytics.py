@@ -18,6 +18,9 @@ G = models.Grade.__table__.c
 S = models.Student.__table__.c
 
 LETTERS = (("A", 90.0, 4.0), ("B", 80.0, 3.0), ("C", 70.0, 2.0), ("D", 60.0, 1.0))
+# An average summed in floating point can land an ulp below a bound that its exact
+# value reaches (93.2, 98.0, 76.1, 92.7 sum to 359.99999999999994): such a value counts.
+_BOUND_SLACK = 1e-9
 DAYS_PER_MONTH = 30.0
 # x for the trend is days since 2020-01-01 (small numbers keep the sums exact enough).
 _SQLITE_EPOCH_JULIANDAY = 2458849.5
@@ -26,14 +29,14 @@ _UNIX_DAYS_TO_EPOCH = 18262.0
 
 def letter(percentage: float) -> str:
     for name, bound, _ in LETTERS:
-        if percentage >= bound:
+        if percentage >= bound - _BOUND_SLACK:
             return name
     return "F"
 
 
 def grade_points(percentage: float) -> float:
     for _, bound, points in LETTERS:
-        if percentage >= bound:
+        if percentage >= bound - _BOUND_SLACK:
             return points
     return 0.0
 
@@ -278,26 +281,34 @@ async def class_stats(
     dialect = session.bind.dialect.name
     where = _selection(grade_level, subject)
     pct = _pct()
+    # Deviations from the mean (a window over the selection), not sum(p*p) - n*mean^2:
+    # the one-pass formula cancels to ~1e-6 for identical grades.
+    graded = (
+        select(G.student_id, pct.label("p"), func.avg(pct).over().label("m"))
+        .where(*where)
+        .subquery()
+    )
+    p, deviation = graded.c.p, graded.c.p - graded.c.m
     bucket_columns = [
-        func.sum(case((and_range(pct, 10 * i, 10 * (i + 1), i == 9), 1), else_=0))
+        func.sum(case((and_range(p, 10 * i, 10 * (i + 1), i == 9), 1), else_=0))
         for i in range(10)
     ]
     letter_columns = [
-        func.sum(case((and_range(pct, low, high, high is None), 1), else_=0))
+        func.sum(case((and_range(p, low, high, high is None), 1), else_=0))
         for low, high in ((90, None), (80, 90), (70, 80), (60, 70), (None, 60))
     ]
     overall = (
         await session.execute(
             select(
                 func.count(),
-                func.count(G.student_id.distinct()),
-                func.sum(pct),
-                func.sum(pct * pct),
-                func.min(pct),
-                func.max(pct),
+                func.count(graded.c.student_id.distinct()),
+                func.sum(p),
+                func.sum(deviation * deviation),
+                func.min(p),
+                func.max(p),
                 *letter_columns,
                 *bucket_columns,
-            ).where(*where)
+            )
         )
     ).one()
     n = int(overall[0])
@@ -308,7 +319,7 @@ async def class_stats(
     if n == 0:
         return ClassStats(0, 0, None, None, None, None, None, letters, histogram, (), (), ())
     mean = float(overall[2]) / n
-    variance = max(0.0, float(overall[3]) / n - mean * mean)
+    variance = float(overall[3]) / n
     middle = await session.execute(
         select(pct.label("p"))
         .where(*where)

@@ -1,4 +1,8 @@
-"""Plain read records: hot paths map SQL rows once into these, never ORM instances."""
+"""Plain read records: hot paths map SQL rows once into these, never ORM instances.
+
+Not frozen: a frozen dataclass costs five times as much to build, and thousands are
+built per request. Treat them as read-only; the shared cache hands out the same ones.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StudentRecord:
     id: int
     student_id: str
@@ -16,7 +20,7 @@ class StudentRecord:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GradeRecord:
     id: int
     student_id: str

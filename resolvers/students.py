@@ -26,6 +26,30 @@ def _order_value(record: StudentRecord, order_by: str) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+# The JSON type of each order value in a cursor (created_at as ISO 8601).
+_CURSOR_TYPES: dict[str, type] = {
+    "student_id": str,
+    "name": str,
+    "grade_level": int,
+    "created_at": str,
+}
+
+
+def _cursor_key(value: Any, student_id: Any, order_by: str) -> tuple[Any, str]:
+    """The keyset position of a decoded cursor; a forged one is bad input, not a
+    driver error on the typed column."""
+    try:
+        if type(value) is not _CURSOR_TYPES[order_by] or type(student_id) is not str:
+            raise TypeError(order_by)
+        if order_by == "grade_level" and not -(2**31) <= value < 2**31:
+            raise ValueError(value)
+        if order_by == "created_at":
+            value = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise BadUserInput("invalid cursor", argument="after") from None
+    return value, student_id
+
+
 async def list_students(
     ctx: Context,
     *,
@@ -41,13 +65,7 @@ async def list_students(
     key = None
     kind = f"s:{order_by}:{'d' if descending else 'a'}"
     if after is not None:
-        value, student_id = decode_cursor(after, kind, 2)
-        if order_by == "created_at":
-            try:
-                value = datetime.fromisoformat(value)
-            except (TypeError, ValueError):
-                raise BadUserInput("invalid cursor", argument="after") from None
-        key = (value, student_id)
+        key = _cursor_key(*decode_cursor(after, kind, 2), order_by)
     async with ctx.database.sessions() as session:
         rows, has_next = await db_students.list_students(
             session, first=first, where=where, order_by=order_by,

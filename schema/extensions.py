@@ -4,15 +4,41 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError, GraphQLSyntaxError
+from graphql import DocumentNode, GraphQLError, GraphQLSyntaxError, parse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from strawberry.extensions import SchemaExtension
 
 from resolvers.errors import ClientError
 
 log = logging.getLogger("gradepulse.errors")
 MASKED_MESSAGE = "Unexpected error."
+DB_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
+# Failures to reach the database, as opposed to bugs: the client may retry.
+_UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+@lru_cache(maxsize=1000)
+def _parse(query: str, **options: Any) -> DocumentNode:
+    return parse(query, **options)
+
+
+class CachedParser(SchemaExtension):
+    """Parse each distinct document once (bounded LRU, shared by all requests).
+
+    Unlike Strawberry's ParserCache, a document that fails to parse is left to
+    Strawberry, which then reports it inside the operation like any other error."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.query is not None and context.graphql_document is None:
+            try:
+                context.graphql_document = _parse(context.query, **context.parse_options)
+            except GraphQLError:
+                pass
+        yield
 
 
 class ErrorCodes(SchemaExtension):
@@ -29,7 +55,14 @@ class ErrorCodes(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         self._validation_errors = set()
-        yield
+        try:
+            yield
+        except GraphQLError as error:
+            # Raised by another hook (ParserCache parses in on_parse): Strawberry
+            # answers with this very object, so it gets its code in place.
+            coded = self.coded(error)
+            error.message, error.extensions = coded.message, coded.extensions
+            raise
         result = self.execution_context.result
         if result is not None and getattr(result, "errors", None):
             result.errors = [self.coded(error) for error in result.errors]
@@ -50,6 +83,10 @@ class ErrorCodes(SchemaExtension):
             extensions["code"] = "GRAPHQL_PARSE_FAILED"
         elif id(error) in self._validation_errors:
             extensions["code"] = "GRAPHQL_VALIDATION_FAILED"
+        elif isinstance(original, _UNAVAILABLE):
+            extensions["code"] = "DB_UNAVAILABLE"
+            log.warning("database unavailable: %s", type(original).__name__)
+            message = DB_UNAVAILABLE_MESSAGE
         elif original is None or isinstance(original, GraphQLError):
             # Raised by graphql-core while coercing variables or arguments.
             extensions["code"] = "BAD_USER_INPUT"

@@ -8,12 +8,13 @@ from functools import partial
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ValidationCache
 
 from resolvers import analytics, grades, students
 from schema.analytics import ClassAnalytics, StudentAnalytics
 from schema.common import OrderDirection, ctx
-from schema.extensions import ErrorCodes
+from schema.extensions import CachedParser, ErrorCodes
+from schema.execution import FastExecutor
 from schema.grades import GradeConnection
 from schema.mutations import Mutation
 from schema.scalars import SCALARS
@@ -135,18 +136,24 @@ class Query:
         return StudentConnection.from_page(page)
 
 
+class GradePulseSchema(strawberry.Schema):
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
+
+
 def build_schema(
     *, expose_errors: bool = False, extra_extensions: Sequence[Any] = ()
-) -> strawberry.Schema:
+) -> GradePulseSchema:
     """The schema with its extensions; `expose_errors` shows unexpected messages."""
-    return strawberry.Schema(
+    return GradePulseSchema(
         query=Query,
         mutation=Mutation,
         scalar_overrides=SCALARS,
+        execution_context_class=FastExecutor,
         extensions=[
             partial(ErrorCodes, expose=expose_errors),
-            ParserCache(maxsize=1000),
-            ValidationCache(maxsize=1000),
+            CachedParser,
+            partial(ValidationCache, maxsize=1000),
             *extra_extensions,
         ],
     )

@@ -1,0 +1,384 @@
+"""CSV import of students and grades: all rows valid, one transaction, or nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from tqdm import tqdm
+
+from db import models
+from db.csvrows import (
+    ParsedCsv,
+    RowProblem,
+    line_of,
+    parse_grades_csv,
+    parse_students_csv,
+    sort_problems,
+)
+from db.engine import Database, create_database, create_tables
+from db.validation import InputErrorCode, NewGrade, NewStudent, utcnow
+
+CHUNK_SIZE = 10_000
+# Stays under SQLite's bound-parameter limit and PostgreSQL's comfort zone.
+_LOOKUP_CHUNK = 500
+_IMPORT_CACHE_KIB = -65536  # negative: KiB, so 64 MiB
+
+Progress = Callable[[int], object]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSummary:
+    students: int
+    grades: int
+
+
+class ImportRejected(Exception):
+    """Some rows conflict with the database or each other; nothing was written."""
+
+    def __init__(
+        self, student_problems: list[RowProblem], grade_problems: list[RowProblem]
+    ) -> None:
+        self.student_problems = student_problems
+        self.grade_problems = grade_problems
+        count = len(student_problems) + len(grade_problems)
+        super().__init__(f"{count} problem(s) in the rows; nothing was imported")
+
+
+async def find_conflicts(
+    session: AsyncSession,
+    students: Sequence[NewStudent],
+    grades: Sequence[NewGrade],
+    *,
+    student_lines: Sequence[int] | None = None,
+    grade_lines: Sequence[int] | None = None,
+    known_student_ids: Collection[str] = (),
+) -> tuple[list[RowProblem], list[RowProblem]]:
+    """Problems only the database can tell: a student id or email that exists
+    (DUPLICATE), or appears twice in `students`; a grade for a student that is
+    neither in the database, nor in `students`, nor in `known_student_ids`
+    (NOT_FOUND). Lines default to one row per line after a header."""
+    student_problems = _duplicates_in(students, student_lines)
+    taken_ids = await _existing(
+        session, models.Student.student_id, {s.student_id for s in students}
+    )
+    taken_emails = await _existing(
+        session, models.Student.email, {s.email for s in students}
+    )
+    for index, student in enumerate(students):
+        line = line_of(index, student_lines)
+        if student.student_id in taken_ids:
+            student_problems.append(
+                RowProblem(
+                    index,
+                    line,
+                    "studentId",
+                    InputErrorCode.DUPLICATE,
+                    f"studentId {student.student_id!r} already exists",
+                )
+            )
+        if student.email in taken_emails:
+            student_problems.append(
+                RowProblem(
+                    index,
+                    line,
+                    "email",
+                    InputErrorCode.DUPLICATE,
+                    f"email {student.email!r} already exists",
+                )
+            )
+
+    known = {s.student_id for s in students}
+    known.update(known_student_ids)
+    wanted = {g.student_id for g in grades} - known
+    known |= await _existing(session, models.Student.student_id, wanted)
+    grade_problems = [
+        RowProblem(
+            index,
+            line_of(index, grade_lines),
+            "studentId",
+            InputErrorCode.NOT_FOUND,
+            f"no student with studentId {grade.student_id!r}",
+        )
+        for index, grade in enumerate(grades)
+        if grade.student_id not in known
+    ]
+    return sort_problems(student_problems), grade_problems
+
+
+async def import_rows(
+    database: Database,
+    students: Sequence[NewStudent],
+    grades: Sequence[NewGrade],
+    *,
+    student_lines: Sequence[int] | None = None,
+    grade_lines: Sequence[int] | None = None,
+    progress: Progress | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> ImportSummary:
+    """Insert valid rows in one write transaction, students first; raise
+    ImportRejected (and write nothing) when `find_conflicts` reports anything.
+    `progress(n)` is called after each chunk of n rows."""
+    async with database.writing() as session:
+        student_problems, grade_problems = await find_conflicts(
+            session,
+            students,
+            grades,
+            student_lines=student_lines,
+            grade_lines=grade_lines,
+        )
+        if student_problems or grade_problems:
+            raise ImportRejected(student_problems, grade_problems)
+        conn = await session.connection()
+        created_at = utcnow()
+        for chunk in _chunks(students, chunk_size):
+            await conn.execute(
+                insert(models.Student),
+                [
+                    {
+                        "student_id": s.student_id,
+                        "name": s.name,
+                        "email": s.email,
+                        "grade_level": s.grade_level,
+                        "created_at": created_at,
+                    }
+                    for s in chunk
+                ],
+            )
+            if progress is not None:
+                progress(len(chunk))
+        if grades and conn.dialect.name == "sqlite":
+            await _insert_grades_sqlite(conn, grades, chunk_size, progress)
+        else:
+            for chunk in _chunks(grades, chunk_size):
+                await conn.execute(
+                    insert(models.Grade),
+                    [
+                        {
+                            "student_id": g.student_id,
+                            "subject": g.subject,
+                            "score": g.score,
+                            "max_score": g.max_score,
+                            "recorded_at": g.recorded_at,
+                        }
+                        for g in chunk
+                    ],
+                )
+                if progress is not None:
+                    progress(len(chunk))
+    return ImportSummary(students=len(students), grades=len(grades))
+
+
+async def _insert_grades_sqlite(
+    conn: AsyncConnection,
+    grades: Sequence[NewGrade],
+    chunk_size: int,
+    progress: Progress | None,
+) -> None:
+    """The same rows as `insert(models.Grade)`, minus SQLAlchemy's per-row
+    parameter processing, which took longer than SQLite itself for 100,000 rows.
+    Times are written in SQLAlchemy's SQLite format (`2025-09-01 08:00:00.000000`)
+    so that they compare and read back exactly like rows written through the ORM."""
+    statement = insert(models.Grade).compile(
+        dialect=conn.dialect,
+        column_keys=["student_id", "subject", "score", "max_score", "recorded_at"],
+    )
+    if conn.dialect.paramstyle != "qmark":  # pragma: no cover - pysqlite's style
+        raise RuntimeError(f"unexpected paramstyle {conn.dialect.paramstyle}")
+    sql = str(statement)
+    # A bigger page cache for this transaction: four indexes on grades make a large
+    # insert touch pages all over the file (1.9 s -> 1.3 s for 100,000 rows).
+    previous = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
+    await conn.exec_driver_sql(f"PRAGMA cache_size={_IMPORT_CACHE_KIB}")
+    try:
+        for chunk in _chunks(grades, chunk_size):
+            await conn.exec_driver_sql(
+                sql,
+                [
+                    (
+                        g.student_id,
+                        g.subject,
+                        g.score,
+                        g.max_score,
+                        g.recorded_at.isoformat(" ", "microseconds"),
+                    )
+                    for g in chunk
+                ],
+            )
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        await conn.exec_driver_sql(f"PRAGMA cache_size={int(previous)}")
+
+
+def _duplicates_in(
+    students: Sequence[NewStudent], lines: Sequence[int] | None
+) -> list[RowProblem]:
+    problems: list[RowProblem] = []
+    first_ids: dict[str, int] = {}
+    first_emails: dict[str, int] = {}
+    for index, student in enumerate(students):
+        line = line_of(index, lines)
+        for name, value, first in (
+            ("studentId", student.student_id, first_ids),
+            ("email", student.email, first_emails),
+        ):
+            seen = first.setdefault(value, line)
+            if seen != line:
+                problems.append(
+                    RowProblem(
+                        index,
+                        line,
+                        name,
+                        InputErrorCode.DUPLICATE,
+                        f"{name} {value!r} is already on line {seen}",
+                    )
+                )
+    return problems
+
+
+async def _existing(session: AsyncSession, column: Any, values: set[str]) -> set[str]:
+    """The subset of `values` present in `column`."""
+    found: set[str] = set()
+    for chunk in _chunks(sorted(values), _LOOKUP_CHUNK):
+        result = await session.execute(select(column).where(column.in_(chunk)))
+        found.update(result.scalars())
+    return found
+
+
+def _chunks(rows: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+# --- command line ---------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m db.importer",
+        description="Import students and grades from CSV files: every row is "
+        "validated first; one bad row and nothing is imported.",
+    )
+    parser.add_argument(
+        "--students", type=Path, help="CSV: student_id,name,email,grade_level"
+    )
+    parser.add_argument(
+        "--grades",
+        type=Path,
+        help="CSV: student_id,subject,score[,max_score][,recorded_at]",
+    )
+    parser.add_argument(
+        "--database-url", help="overrides DATABASE_URL from the environment"
+    )
+    args = parser.parse_args(argv)
+    if args.students is None and args.grades is None:
+        parser.error("give --students, --grades or both")
+    url = args.database_url
+    if url is None:
+        from settings import SettingsError, load_settings
+
+        try:
+            url = load_settings().database_url
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    texts: dict[str, bytes] = {}
+    for path in (args.students, args.grades):
+        if path is not None:
+            try:
+                texts[str(path)] = path.read_bytes()
+            except OSError as exc:
+                print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+                return 2
+    return asyncio.run(_run(url, args.students, args.grades, texts))
+
+
+async def _run(
+    url: str,
+    students_path: Path | None,
+    grades_path: Path | None,
+    texts: dict[str, bytes],
+) -> int:
+    started = time.perf_counter()
+    students: ParsedCsv[NewStudent] = (
+        parse_students_csv(texts[str(students_path)])
+        if students_path is not None
+        else ParsedCsv()
+    )
+    grades: ParsedCsv[NewGrade] = (
+        parse_grades_csv(texts[str(grades_path)])
+        if grades_path is not None
+        else ParsedCsv()
+    )
+    students_name = students_path.name if students_path else "students.csv"
+    grades_name = grades_path.name if grades_path else "grades.csv"
+    database = create_database(url)
+    try:
+        await create_tables(database)
+        if not (students.ok and grades.ok):
+            # Report what the database would add too, so one run lists every bad row.
+            async with database.sessions() as session:
+                more_students, more_grades = await find_conflicts(
+                    session,
+                    students.rows,
+                    grades.rows,
+                    student_lines=students.lines,
+                    grade_lines=grades.lines,
+                    known_student_ids=students.student_ids,
+                )
+            _report(students_name, students.problems + more_students)
+            _report(grades_name, grades.problems + more_grades)
+            return 1
+        try:
+            summary = await _import_with_progress(database, students, grades)
+        except ImportRejected as exc:
+            _report(students_name, exc.student_problems)
+            _report(grades_name, exc.grade_problems)
+            return 1
+    finally:
+        await database.dispose()
+    elapsed = time.perf_counter() - started
+    print(
+        f"imported {summary.students} students and {summary.grades} grades "
+        f"in {elapsed:.2f} s"
+    )
+    return 0
+
+
+async def _import_with_progress(
+    database: Database, students: ParsedCsv[NewStudent], grades: ParsedCsv[NewGrade]
+) -> ImportSummary:
+    # disable=None: a bar on a terminal, silence when stderr is a file or a pipe.
+    with tqdm(
+        total=len(students.rows) + len(grades.rows),
+        unit="rows",
+        file=sys.stderr,
+        disable=None,
+    ) as bar:
+        return await import_rows(
+            database,
+            students.rows,
+            grades.rows,
+            student_lines=students.lines,
+            grade_lines=grades.lines,
+            progress=bar.update,
+        )
+
+
+def _report(source: str, problems: Iterable[RowProblem]) -> None:
+    for problem in sort_problems(problems):
+        print(problem.describe(source), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,235 @@
+"""Fixtures: the real app per backend (SQLite always, PostgreSQL with TEST_DATABASE_URL),
+a seeded read-only database and a scratch one per test, the gql client, SQL counters."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from gql import Client, GraphQLRequest
+from gql.transport.httpx import HTTPXAsyncTransport
+from sqlalchemy import event, text
+from starlette.applications import Starlette
+
+from db.engine import async_url, create_database, create_tables
+from db.seed import seed
+from settings import Settings
+
+SEEDED_STUDENTS = 120
+SEEDED_GRADES_PER_STUDENT = 12
+SEED = 42
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _require_services() -> bool:
+    return os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def postgres_url(database: str) -> str:
+    """TEST_DATABASE_URL with another database name on the same server."""
+    base = os.environ["TEST_DATABASE_URL"]
+    return re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", async_url(base), count=1)
+
+
+async def _ensure_pg_database(name: str) -> None:
+    import asyncpg
+
+    base = async_url(os.environ["TEST_DATABASE_URL"]).replace(
+        "postgresql+asyncpg://", "postgresql://"
+    )
+    conn = await asyncpg.connect(base)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def skip_without_postgres() -> None:
+    if not os.environ.get("TEST_DATABASE_URL"):
+        reason = "PostgreSQL run skipped: TEST_DATABASE_URL is not set"
+        if _require_services():
+            pytest.fail(reason + " (REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        skip_without_postgres()
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+async def seeded_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database seeded once per session with SEED; tests must not write to it."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('seeded') / 'seeded.db'}"
+    else:
+        await _ensure_pg_database("gradepulse_seeded")
+        url = postgres_url("gradepulse_seeded")
+    database = create_database(url)
+    try:
+        if backend == "postgresql":
+            await _drop_all(database)
+        await create_tables(database)
+        await seed(
+            database,
+            students=SEEDED_STUDENTS,
+            grades_per_student=SEEDED_GRADES_PER_STUDENT,
+            seed=SEED,
+        )
+    finally:
+        await database.dispose()
+    return url
+
+
+async def _drop_all(database: Any) -> None:
+    from sqlmodel import SQLModel
+
+    async with database.engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.drop_all)
+
+
+@pytest.fixture
+async def scratch_url(backend: str, tmp_path: Path) -> str:
+    """An empty database for a test that writes."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'scratch.db'}"
+    await _ensure_pg_database("gradepulse_scratch")
+    url = postgres_url("gradepulse_scratch")
+    database = create_database(url)
+    try:
+        await _drop_all(database)
+    finally:
+        await database.dispose()
+    return url
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "alert_log_path": "alert.log",
+        "costs_csv_path": "costs.csv",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class StatementCounter:
+    """Counts SQL statements sent on an engine (an SQLAlchemy event listener)."""
+
+    statements: list[str] = field(default_factory=list)
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK")):
+            self.statements.append(statement)
+
+    @property
+    def reads(self) -> list[str]:
+        return [s for s in self.statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+    def reset(self) -> None:
+        self.statements.clear()
+
+
+@dataclass
+class Api:
+    """The real app under its lifespan, with a gql client over httpx.ASGITransport."""
+
+    app: Starlette
+    http: httpx.AsyncClient
+    client: Client
+    session: Any
+    counter: StatementCounter
+
+    async def execute(self, document: Any, **variables: Any) -> dict[str, Any]:
+        request = GraphQLRequest(document, variable_values=variables or None)
+        result: dict[str, Any] = await self.session.execute(request)
+        return result
+
+    async def post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Raw POST, for responses that carry errors (gql raises on those)."""
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
+
+
+@pytest.fixture
+async def make_api() -> AsyncIterator[Any]:
+    stack: list[Any] = []
+
+    async def factory(database_url: str, **overrides: Any) -> Api:
+        from app import create_app
+
+        app = create_app(make_settings(database_url, **overrides))
+        manager = LifespanManager(app)
+        await manager.__aenter__()
+        stack.append(manager)
+        counter = StatementCounter()
+        engine = app.state.services.database.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", counter)
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        )
+        stack.append(http)
+        transport = HTTPXAsyncTransport(
+            url="http://127.0.0.1/graphql", transport=httpx.ASGITransport(app=app)
+        )
+        client = Client(transport=transport, fetch_schema_from_transport=False)
+        session = await client.connect_async()
+        stack.append(client)
+        return Api(app=app, http=http, client=client, session=session, counter=counter)
+
+    yield factory
+    for item in reversed(stack):
+        if isinstance(item, LifespanManager):
+            await item.__aexit__(None, None, None)
+        elif isinstance(item, Client):
+            await item.close_async()
+        else:
+            await item.aclose()
+
+
+@pytest.fixture
+async def seeded_api(make_api: Any, seeded_url: str) -> Api:
+    api: Api = await make_api(seeded_url)
+    return api
+
+
+@pytest.fixture
+async def api(make_api: Any, scratch_url: str) -> Api:
+    api: Api = await make_api(scratch_url)
+    return api
+
+
+@pytest.fixture
+def rows_in(api: Api) -> Any:
+    """Counts rows in a table of the scratch database (proof that nothing was written)."""
+
+    async def count(table: str) -> int:
+        async with api.services.database.sessions() as session:
+            return int((await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+    return count
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """alert.log, costs.csv and any default SQLite file land in the test's tmp dir."""
+    monkeypatch.chdir(tmp_path)
+    yield

@@ -1,0 +1,134 @@
+"""HTTP surface: GraphiQL offline, health routes, GET queries, error codes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import make_settings
+
+
+async def test_graphiql_is_served_with_local_assets_only(api):
+    response = await api.http.get("/graphql", headers={"Accept": "text/html"})
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "graphiql" in page.lower()
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assets = [s for s in sources if s.startswith("/static/")]
+    assert len(assets) == 7
+    assert [s for s in sources if s.startswith(("http:", "https:", "//"))] == []
+    assert "unpkg.com" not in page
+    for asset in assets:
+        served = await api.http.get(asset)
+        assert served.status_code == 200, asset
+        assert len(served.content) > 500, asset
+
+
+async def test_graphiql_is_off_in_production(make_api, scratch_url):
+    api = await make_api(scratch_url, environment="production")
+
+    response = await api.http.get("/graphql", headers={"Accept": "text/html"})
+
+    assert "text/html" not in response.headers.get("content-type", "")
+
+
+async def test_health_routes_report_the_database(api):
+    health = await api.http.get("/health")
+    live = await api.http.get("/health/live")
+    ready = await api.http.get("/health/ready")
+    db = await api.http.get("/health/db")
+
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert health.json()["environment"] == "development"
+    assert health.json()["database"]["status"] == "ok"
+    assert live.json() == {"status": "ok"}
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert db.json()["status"] == "ok"
+    assert db.json()["dialect"] in ("sqlite", "postgresql")
+
+
+async def test_ready_is_503_when_the_database_is_unreachable(make_api, tmp_path):
+    api = await make_api(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await api.services.database.dispose()
+    (tmp_path / "db.sqlite").unlink()
+    (tmp_path / "db.sqlite").mkdir()  # a directory where the file was: cannot open
+
+    ready = await api.http.get("/health/ready")
+
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+
+
+async def test_get_query_returns_data(seeded_api):
+    response = await seeded_api.http.get("/graphql", params={"query": "{ subjects }"})
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "data": {"subjects": ["Art", "English", "History", "Math", "Science"]}
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("{ students {", "GRAPHQL_PARSE_FAILED"),
+        ("{ helo }", "GRAPHQL_VALIDATION_FAILED"),
+        ("{ students(first: 0) { totalCount } }", "BAD_USER_INPUT"),
+        ('{ students(after: "nope") { totalCount } }', "BAD_USER_INPUT"),
+    ],
+)
+async def test_errors_carry_a_code_and_the_request_id(api, query, code):
+    response = await api.http.post(
+        "/graphql", json={"query": query}, headers={"X-Request-ID": "req-42"}
+    )
+
+    assert response.status_code == 200
+    errors = response.json()["errors"]
+    assert [e["extensions"]["code"] for e in errors] == [code]
+    assert errors[0]["extensions"]["requestId"] == "req-42"
+
+
+async def test_variable_of_wrong_type_is_bad_user_input(api):
+    body = await api.post(
+        "query($n: Int!) { students(first: $n) { totalCount } }", {"n": "ten"}
+    )
+
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_unexpected_errors_are_masked(api, monkeypatch):
+    from resolvers import grades
+
+    async def broken(ctx):
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(grades, "list_subjects", broken)
+
+    body = await api.post("{ subjects }")
+
+    assert body["errors"][0]["message"] == "Unexpected error."
+    assert body["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "secret" not in str(body)
+
+
+def test_settings_for_tests_do_not_read_dot_env(tmp_path):
+    (tmp_path / ".env").write_text("CACHE_SIZE=3\n")
+
+    assert make_settings("sqlite:///x.db").cache_size == 500
+
+
+async def test_database_outage_is_db_unavailable(make_api, tmp_path):
+    api = await make_api(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await api.services.database.dispose()
+    (tmp_path / "db.sqlite").unlink()
+    (tmp_path / "db.sqlite").mkdir()
+
+    body = await api.post("{ subjects }")
+
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "DB_UNAVAILABLE"
+    assert body["errors"][0]["message"] == "The database is unavailable; try again shortly."

@@ -18,8 +18,9 @@ G = models.Grade.__table__.c
 S = models.Student.__table__.c
 
 LETTERS = (("A", 90.0, 4.0), ("B", 80.0, 3.0), ("C", 70.0, 2.0), ("D", 60.0, 1.0))
-# An average summed in floating point can land an ulp below a bound that its exact
-# value reaches (93.2, 98.0, 76.1, 92.7 sum to 359.99999999999994): such a value counts.
+# An average summed in floating point can land an ulp off the value it has exactly
+# (93.2, 98.0, 76.1, 92.7 sum to 359.99999999999994): letters, risk bounds and
+# percentile ties compare with this much slack, so that 90 is an A and 65 not below 65.
 _BOUND_SLACK = 1e-9
 DAYS_PER_MONTH = 30.0
 # x for the trend is days since 2020-01-01 (small numbers keep the sums exact enough).
@@ -126,12 +127,12 @@ class StudentStats:
 
     def risk_reasons(self, average_below: float, trend_below: float) -> list[str]:
         reasons = []
-        if self.average is not None and self.average < average_below:
+        if self.average is not None and self.average < average_below - _BOUND_SLACK:
             reasons.append(
                 f"average {self.average:.1f}% is below {average_below:g}%"
             )
         trend = self.trend_per_month
-        if trend is not None and trend < trend_below:
+        if trend is not None and trend < trend_below - _BOUND_SLACK:
             reasons.append(
                 f"trend {trend:+.2f} points per month is below {trend_below:g}"
             )
@@ -210,8 +211,9 @@ class LevelRanking:
         value = self.averages.get(student_id)
         if value is None:
             return None
-        below = bisect_left(self.ordered, value)
-        ties = bisect_right(self.ordered, value) - below - 1
+        # Averages summed in another order may differ by an ulp: still a tie.
+        below = bisect_left(self.ordered, value - _BOUND_SLACK)
+        ties = bisect_right(self.ordered, value + _BOUND_SLACK) - below - 1
         return 100.0 * (below + 0.5 * ties) / len(self.ordered)
 
 
@@ -413,7 +415,9 @@ def _at_risk_query(
     query = select(G.student_id).group_by(G.student_id)
     if grade_level is not None:
         query = query.where(*_selection(grade_level, None))
-    return query.having((sy / n < average_below) | (slope < trend_below))
+    return query.having(
+        (sy / n < average_below - _BOUND_SLACK) | (slope < trend_below - _BOUND_SLACK)
+    )
 
 
 async def at_risk_student_ids(

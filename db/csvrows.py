@@ -126,60 +126,88 @@ def parse_grades_csv(
     i_id, i_subject, i_score = at["student_id"], at["subject"], at["score"]
     i_max, i_time = at.get("max_score"), at.get("recorded_at")
     default_time = to_naive_utc(now) if now is not None else utcnow()
-    rows, lines, student_ids = parsed.rows, parsed.lines, parsed.student_ids
+    rows, lines, problems = parsed.rows, parsed.lines, parsed.problems
+    reader, width = table.reader, table.width
     fromisoformat = datetime.fromisoformat
-    for index, line, cells in table.rows(parsed.problems):
-        raw_id, raw_subject = cells[i_id], cells[i_subject]
-        student_id, subject = raw_id.strip(), raw_subject.strip()
-        if student_id:
-            student_ids.add(student_id)
-        max_text = cells[i_max] if i_max is not None else ""
-        time_text = cells[i_time] if i_time is not None else ""
-        # Fast path for 100,000-row files: a row that passes these cheap checks is
-        # one that db.validation accepts (tests/test_importer.py holds them to
-        # that); any other row goes through db.validation for its problems.
-        try:
-            score = float(cells[i_score])
-            max_score = float(max_text) if max_text else DEFAULT_MAX_SCORE
-            if not time_text:
-                recorded_at = default_time
-            elif time_text[-1] == "Z":
-                recorded_at = fromisoformat(time_text[:-1])
-            else:
-                recorded_at = to_naive_utc(fromisoformat(time_text))
-        except ValueError:
-            pass
-        else:
-            if (
-                recorded_at.tzinfo is None
-                and student_id
-                and subject
-                and len(raw_id) <= STUDENT_ID_MAX
-                and len(raw_subject) <= SUBJECT_MAX
-                and 0.0 < max_score < _INFINITY
-                and 0.0 <= score <= max_score
-            ):
+    id_max, subject_max, infinity = STUDENT_ID_MAX, SUBJECT_MAX, _INFINITY
+    rejected = 0  # rows with problems: a row's index is len(rows) + rejected
+    previous = reader.line_num
+    try:
+        for cells in reader:
+            # A quoted value may span lines: a row starts after the previous one.
+            line, previous = previous + 1, reader.line_num
+            if len(cells) == width:
+                raw_id, raw_subject = cells[i_id], cells[i_subject]
+                max_text = "" if i_max is None else cells[i_max]
+                time_text = "" if i_time is None else cells[i_time]
+                # The fast path for 100,000-row files: a row that passes these
+                # cheap checks is one that db.validation accepts; any other row
+                # goes through db.validation below, which words every problem.
+                # A rule added to check_text or score_problems belongs here too:
+                # test_fast_path_accepts_exactly_what_validation_accepts.
+                try:
+                    score = float(cells[i_score])
+                    max_score = float(max_text) if max_text else DEFAULT_MAX_SCORE
+                    if not time_text:
+                        recorded_at = default_time
+                    elif time_text[-1] == "Z":
+                        recorded_at = fromisoformat(time_text[:-1])
+                    else:
+                        recorded_at = to_naive_utc(fromisoformat(time_text))
+                except ValueError:
+                    pass
+                else:
+                    student_id, subject = raw_id.strip(), raw_subject.strip()
+                    if (
+                        student_id
+                        and subject
+                        and len(raw_id) <= id_max
+                        and len(raw_subject) <= subject_max
+                        and "\x00" not in raw_id
+                        and "\x00" not in raw_subject
+                        and 0.0 < max_score < infinity
+                        and 0.0 <= score <= max_score
+                        and recorded_at.tzinfo is None
+                    ):
+                        rows.append(
+                            NewGrade(student_id, subject, score, max_score, recorded_at)
+                        )
+                        lines.append(line)
+                        continue
+            elif _blank(cells):
+                continue
+            index = len(rows) + rejected
+            if len(cells) != width:
+                problems.append(_width_problem(index, line, width, len(cells)))
+                rejected += 1
+                continue
+            if _blank(cells):
+                continue
+            raw_id, raw_subject = cells[i_id], cells[i_subject]
+            max_text = "" if i_max is None else cells[i_max]
+            time_text = "" if i_time is None else cells[i_time]
+            if raw_id.strip():
+                parsed.student_ids.add(raw_id.strip())
+            row_problems = _grade_row_problems(
+                raw_id, raw_subject, cells[i_score], max_text, time_text
+            )
+            if row_problems:
+                problems.extend(_at(index, line, row_problems))
+                rejected += 1
+            else:  # valid after all, e.g. a time with spaces around it
                 rows.append(
-                    NewGrade(student_id, subject, score, max_score, recorded_at)
+                    new_grade(
+                        raw_id,
+                        raw_subject,
+                        float(cells[i_score]),
+                        float(max_text) if max_text.strip() else DEFAULT_MAX_SCORE,
+                        _parse_time(time_text) if time_text.strip() else default_time,
+                    )
                 )
                 lines.append(line)
-                continue
-        problems = _grade_row_problems(
-            raw_id, raw_subject, cells[i_score], max_text, time_text
-        )
-        if problems:
-            parsed.problems.extend(_at(index, line, problems))
-        else:  # valid after all, e.g. a time with spaces around it
-            rows.append(
-                new_grade(
-                    raw_id,
-                    raw_subject,
-                    float(cells[i_score]),
-                    float(max_text) if max_text.strip() else DEFAULT_MAX_SCORE,
-                    _parse_time(time_text) if time_text.strip() else default_time,
-                )
-            )
-            lines.append(line)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        problems.append(_unreadable(len(rows) + rejected, previous + 1, exc))
+    parsed.student_ids.update({r.student_id for r in rows})
     return parsed
 
 
@@ -189,9 +217,7 @@ def _grade_row_problems(
     """Every problem with one grade row, in column order, worded by db.validation."""
     score, score_problem = _number(score_text, "score")
     max_score, max_problem = (
-        _number(max_text, "maxScore")
-        if max_text.strip()
-        else (DEFAULT_MAX_SCORE, None)
+        _number(max_text, "maxScore") if max_text.strip() else (DEFAULT_MAX_SCORE, None)
     )
     time_problem = _time_problem(time_text, "recordedAt") if time_text.strip() else None
     problems = grade_problems(student_id=student_id, subject=subject)
@@ -199,9 +225,7 @@ def _grade_row_problems(
         problems += score_problems(score, max_score)
     elif max_problem is None:
         # The score is not a number: still say what is wrong with maxScore.
-        problems += [
-            p for p in score_problems(0.0, max_score) if p.field == "maxScore"
-        ]
+        problems += [p for p in score_problems(0.0, max_score) if p.field == "maxScore"]
     problems += [p for p in (score_problem, max_problem, time_problem) if p]
     return sorted(problems, key=_grade_order)
 
@@ -219,6 +243,7 @@ def line_of(index: int, lines: Sequence[int] | None) -> int:
 # --- helpers ---------------------------------------------------------------------
 
 _INFINITY = float("inf")
+_FORMAT = InputErrorCode.INVALID_FORMAT
 
 # Problems in one row are reported in the order of the grade columns.
 _GRADE_ORDER = {
@@ -229,15 +254,17 @@ _GRADE_ORDER = {
 }
 
 
+def _grade_order(problem: FieldProblem) -> int:
+    return _GRADE_ORDER[problem.field]
+
+
 @dataclass(slots=True)
 class _Table:
     reader: Reader
     columns: dict[str, int]
     width: int
 
-    def rows(
-        self, problems: list[RowProblem]
-    ) -> Iterator[tuple[int, int, list[str]]]:
+    def rows(self, problems: list[RowProblem]) -> Iterator[tuple[int, int, list[str]]]:
         """(index, line, cells) per data row; blank lines are skipped, rows of the
         wrong width and unreadable CSV become problems."""
         index = 0
@@ -248,30 +275,14 @@ class _Table:
             except StopIteration:
                 return
             except (csv.Error, UnicodeDecodeError) as exc:
-                problems.append(
-                    RowProblem(
-                        index,
-                        previous + 1,
-                        "row",
-                        InputErrorCode.INVALID_FORMAT,
-                        f"unreadable CSV: {exc}",
-                    )
-                )
+                problems.append(_unreadable(index, previous + 1, exc))
                 return
             # A quoted value may span lines: a row starts after the previous one.
             line, previous = previous + 1, self.reader.line_num
-            if not any(cells) or not "".join(cells).strip():
+            if _blank(cells):
                 continue
             if len(cells) != self.width:
-                problems.append(
-                    RowProblem(
-                        index,
-                        line,
-                        "row",
-                        InputErrorCode.INVALID_FORMAT,
-                        f"expected {self.width} values, found {len(cells)}",
-                    )
-                )
+                problems.append(_width_problem(index, line, self.width, len(cells)))
             else:
                 yield index, line, cells
             index += 1
@@ -285,10 +296,14 @@ def _open(
 ) -> _Table | None:
     """Read and check the header; None (with a problem) when it is unusable."""
     if isinstance(source, bytes):
+        data = source
         try:
-            source = source.decode("utf-8-sig")
+            source = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            problems.append(_file_problem(1, f"the file is not UTF-8 text: {exc}"))
+            line = data.count(b"\n", 0, exc.start) + 1
+            byte = data[exc.start : exc.start + 1].hex()
+            message = f"the file is not UTF-8 text (byte 0x{byte})"
+            problems.append(RowProblem(None, line, "file", _FORMAT, message))
             return None
     lines = io.StringIO(source, newline="") if isinstance(source, str) else source
     reader = csv.reader(lines)
@@ -299,9 +314,7 @@ def _open(
         problems.append(_file_problem(1, f"unreadable CSV: {exc}"))
         return None
     if not header or not any(cell.strip() for cell in header):
-        problems.append(
-            _file_problem(1, f"the header is missing; expected {expected}")
-        )
+        problems.append(_file_problem(1, f"the header is missing; expected {expected}"))
         return None
     header[0] = header[0].removeprefix("\ufeff")
     names = [cell.strip().lower() for cell in header]
@@ -321,8 +334,29 @@ def _open(
     return _Table(reader=reader, columns=found, width=len(names))
 
 
+def _blank(cells: list[str]) -> bool:
+    """An empty line, or one of empty values only (`,,,` as spreadsheets write)."""
+    return not "".join(cells).strip()
+
+
+def _width_problem(index: int, line: int, width: int, found: int) -> RowProblem:
+    return RowProblem(
+        index,
+        line,
+        "row",
+        InputErrorCode.INVALID_FORMAT,
+        f"expected {width} values, found {found}",
+    )
+
+
+def _unreadable(index: int, line: int, exc: Exception) -> RowProblem:
+    return RowProblem(
+        index, line, "row", InputErrorCode.INVALID_FORMAT, f"unreadable CSV: {exc}"
+    )
+
+
 def _file_problem(line: int, message: str) -> RowProblem:
-    return RowProblem(None, line, "header", InputErrorCode.INVALID_FORMAT, message)
+    return RowProblem(None, line, "header", _FORMAT, message)
 
 
 def _number(text: str, name: str) -> tuple[float | None, FieldProblem | None]:
@@ -394,8 +428,3 @@ def _first_seen(
 
 def _at(index: int, line: int, problems: Iterable[FieldProblem]) -> list[RowProblem]:
     return [RowProblem(index, line, p.field, p.code, p.message) for p in problems]
-
-
-
-def _grade_order(problem: FieldProblem) -> int:
-    return _GRADE_ORDER[problem.field]

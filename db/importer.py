@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -30,7 +31,7 @@ from db.validation import InputErrorCode, NewGrade, NewStudent, utcnow
 CHUNK_SIZE = 10_000
 # Stays under SQLite's bound-parameter limit and PostgreSQL's comfort zone.
 _LOOKUP_CHUNK = 500
-_IMPORT_CACHE_KIB = -65536  # negative: KiB, so 64 MiB
+_IMPORT_CACHE_SIZE = -65536  # PRAGMA cache_size: negative means KiB, so 64 MiB
 
 Progress = Callable[[int], object]
 _T = TypeVar("_T")
@@ -100,7 +101,7 @@ async def find_conflicts(
     known = {s.student_id for s in students}
     known.update(known_student_ids)
     wanted = {g.student_id for g in grades} - known
-    known |= await _existing(session, models.Student.student_id, wanted)
+    missing = wanted - await _existing(session, models.Student.student_id, wanted)
     grade_problems = [
         RowProblem(
             index,
@@ -109,8 +110,8 @@ async def find_conflicts(
             InputErrorCode.NOT_FOUND,
             f"no student with studentId {grade.student_id!r}",
         )
-        for index, grade in enumerate(grades)
-        if grade.student_id not in known
+        for index, grade in enumerate(grades if missing else ())
+        if grade.student_id in missing
     ]
     return sort_problems(student_problems), grade_problems
 
@@ -140,7 +141,7 @@ async def import_rows(
             raise ImportRejected(student_problems, grade_problems)
         conn = await session.connection()
         created_at = utcnow()
-        for chunk in _chunks(students, chunk_size):
+        for student_chunk in _chunks(students, chunk_size):
             await conn.execute(
                 insert(models.Student),
                 [
@@ -151,11 +152,11 @@ async def import_rows(
                         "grade_level": s.grade_level,
                         "created_at": created_at,
                     }
-                    for s in chunk
+                    for s in student_chunk
                 ],
             )
             if progress is not None:
-                progress(len(chunk))
+                progress(len(student_chunk))
         if grades and conn.dialect.name == "sqlite":
             await _insert_grades_sqlite(conn, grades, chunk_size, progress)
         else:
@@ -198,7 +199,7 @@ async def _insert_grades_sqlite(
     # A bigger page cache for this transaction: four indexes on grades make a large
     # insert touch pages all over the file (1.9 s -> 1.3 s for 100,000 rows).
     previous = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
-    await conn.exec_driver_sql(f"PRAGMA cache_size={_IMPORT_CACHE_KIB}")
+    await conn.exec_driver_sql(f"PRAGMA cache_size={_IMPORT_CACHE_SIZE}")
     try:
         for chunk in _chunks(grades, chunk_size):
             await conn.exec_driver_sql(
@@ -300,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             except OSError as exc:
                 print(f"error: cannot read {path}: {exc.strerror}", file=sys.stderr)
                 return 2
+    # One bulk load of acyclic rows: collections over 100,000s of live objects
+    # would only cost time (~0.06 s per 100,000 grades).
+    gc.disable()
     return asyncio.run(_run(url, args.students, args.grades, texts))
 
 

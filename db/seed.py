@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select
+from sqlmodel import col
 
 from db import models
 from db.engine import Database, create_database, create_tables
@@ -126,7 +127,7 @@ async def seed(
 async def is_empty(database: Database) -> bool:
     """True when the students table has no rows."""
     async with database.sessions() as session:
-        result = await session.execute(select(models.Student.id).limit(1))
+        result = await session.execute(select(col(models.Student.id)).limit(1))
         return result.first() is None
 
 

@@ -71,6 +71,10 @@ def check_text(field: str, value: Any, limit: int) -> FieldProblem | None:
         return FieldProblem(
             field, InputErrorCode.TOO_LONG, f"{field} is longer than {limit} characters"
         )
+    if "\x00" in str(value):  # PostgreSQL text cannot hold it; refuse it everywhere
+        return FieldProblem(
+            field, InputErrorCode.INVALID_FORMAT, f"{field} contains a NUL character"
+        )
     return None
 
 

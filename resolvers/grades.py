@@ -49,7 +49,10 @@ async def list_grades(
     if after is not None:
         recorded_at, grade_id = decode_cursor(after, "g", 2)
         try:
-            key = (datetime.fromisoformat(recorded_at), int(grade_id))
+            # A forged id must not reach the driver: it would fail on the int column.
+            if type(grade_id) is not int or not 0 <= grade_id < 2**31:
+                raise ValueError(grade_id)
+            key = (datetime.fromisoformat(recorded_at), grade_id)
         except (TypeError, ValueError):
             raise BadUserInput("invalid cursor", argument="after") from None
     async with ctx.database.sessions() as session:
@@ -151,9 +154,12 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
 
 def _grade_number(grade_id: str) -> int:
     try:
-        return int(grade_id)
+        number = int(grade_id)
     except (TypeError, ValueError):
         raise NotFound("grade", str(grade_id)) from None
+    if not 0 < number < 2**31:  # no such id; the driver would refuse it as a value
+        raise NotFound("grade", str(grade_id))
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,12 +195,14 @@ async def add_grades(
             )
         ])
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
-        raise InvalidInput(
-            FieldProblem(
-                "idempotencyKey", InputErrorCode.OUT_OF_RANGE,
+        # GradesAddResult has no InvalidInputError: a bad key is a batch-level row error.
+        code = InputErrorCode.TOO_LONG if idempotency_key else InputErrorCode.REQUIRED
+        raise InvalidRows([
+            RowProblem(
+                -1, "idempotencyKey", code.value,
                 "idempotencyKey must be 1 to 200 characters",
             )
-        )
+        ])
     problems = [
         RowProblem(index, p.field, p.code.value, p.message)
         for index, row in enumerate(rows)

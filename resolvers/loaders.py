@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
@@ -22,14 +22,6 @@ ANALYTICS = "analytics"
 RANKINGS = "rankings"
 CLASS_ANALYTICS = "class_analytics"
 CACHE_NAMES = (STUDENTS, ANALYTICS, RANKINGS, CLASS_ANALYTICS)
-
-
-@dataclass(frozen=True, slots=True)
-class Loaders:
-    student_by_id: DataLoader[str, StudentRecord | None]
-    grades_by_student_id: DataLoader[tuple[str, str | None], list[GradeRecord]]
-    stats_by_student_id: DataLoader[str, StudentStats]
-    ranking_by_grade_level: DataLoader[int, LevelRanking]
 
 
 def cached_batch(
@@ -61,31 +53,73 @@ def cached_batch(
     return batch
 
 
+async def _load_students(database: Database, keys: list[str]) -> list[StudentRecord | None]:
+    async with database.sessions() as session:  # one short session per batch
+        return await students.students_by_student_ids(session, keys)
+
+
+async def _load_grades(
+    database: Database, keys: list[tuple[str, str | None]]
+) -> list[list[GradeRecord]]:
+    async with database.sessions() as session:
+        return await grades.grades_by_student_ids(session, keys)
+
+
+async def _load_stats(database: Database, keys: list[str]) -> list[StudentStats]:
+    async with database.sessions() as session:
+        return await analytics.student_stats_by_student_ids(session, keys)
+
+
+async def _load_rankings(database: Database, keys: list[int]) -> list[LevelRanking]:
+    async with database.sessions() as session:
+        return await analytics.rankings_by_grade_levels(session, keys)
+
+
+class Loaders:
+    """The DataLoaders of one request (or one subscription event), each built on first
+    use: most operations need one or two, and building all of them costs more than
+    answering `{ __typename }`."""
+
+    __slots__ = ("_cache", "_database", "_grades", "_rankings", "_stats", "_students")
+
+    def __init__(self, database: Database, cache: SharedCache) -> None:
+        self._database = database
+        self._cache = cache
+        self._students: DataLoader[str, StudentRecord | None] | None = None
+        self._grades: DataLoader[tuple[str, str | None], list[GradeRecord]] | None = None
+        self._stats: DataLoader[str, StudentStats] | None = None
+        self._rankings: DataLoader[int, LevelRanking] | None = None
+
+    @property
+    def student_by_id(self) -> DataLoader[str, StudentRecord | None]:
+        if self._students is None:
+            load = partial(_load_students, self._database)
+            self._students = DataLoader(cached_batch(self._cache, STUDENTS, load))
+        return self._students
+
+    @property
+    def grades_by_student_id(self) -> DataLoader[tuple[str, str | None], list[GradeRecord]]:
+        if self._grades is None:
+            self._grades = DataLoader(partial(_load_grades, self._database))
+        return self._grades
+
+    @property
+    def stats_by_student_id(self) -> DataLoader[str, StudentStats]:
+        if self._stats is None:
+            load = partial(_load_stats, self._database)
+            self._stats = DataLoader(cached_batch(self._cache, ANALYTICS, load))
+        return self._stats
+
+    @property
+    def ranking_by_grade_level(self) -> DataLoader[int, LevelRanking]:
+        if self._rankings is None:
+            load = partial(_load_rankings, self._database)
+            self._rankings = DataLoader(cached_batch(self._cache, RANKINGS, load))
+        return self._rankings
+
+
 def make_loaders(database: Database, cache: SharedCache) -> Loaders:
-    sessions = database.sessions
-
-    async def load_students(keys: list[str]) -> list[StudentRecord | None]:
-        async with sessions() as session:  # one short session per batch
-            return await students.students_by_student_ids(session, keys)
-
-    async def load_grades(keys: list[tuple[str, str | None]]) -> list[list[GradeRecord]]:
-        async with sessions() as session:
-            return await grades.grades_by_student_ids(session, keys)
-
-    async def load_stats(keys: list[str]) -> list[StudentStats]:
-        async with sessions() as session:
-            return await analytics.student_stats_by_student_ids(session, keys)
-
-    async def load_rankings(keys: list[int]) -> list[LevelRanking]:
-        async with sessions() as session:
-            return await analytics.rankings_by_grade_levels(session, keys)
-
-    return Loaders(
-        student_by_id=DataLoader(cached_batch(cache, STUDENTS, load_students)),
-        grades_by_student_id=DataLoader(load_grades),
-        stats_by_student_id=DataLoader(cached_batch(cache, ANALYTICS, load_stats)),
-        ranking_by_grade_level=DataLoader(cached_batch(cache, RANKINGS, load_rankings)),
-    )
+    return Loaders(database, cache)
 
 
 def invalidate_grades(cache: SharedCache, levels: dict[str, int]) -> None:

@@ -8,7 +8,7 @@ from functools import lru_cache
 from typing import Any
 
 from graphql import DocumentNode, GraphQLError, GraphQLSyntaxError, parse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from strawberry.extensions import SchemaExtension
 
 from resolvers.errors import ClientError
@@ -23,6 +23,13 @@ _UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 @lru_cache(maxsize=1000)
 def _parse(query: str, **options: Any) -> DocumentNode:
     return parse(query, **options)
+
+
+def _sqlstate(error: BaseException | None) -> str:
+    """The SQLSTATE of a driver error ("" when unknown)."""
+    if isinstance(error, DBAPIError):
+        return str(getattr(error.orig, "sqlstate", None) or "")
+    return ""
 
 
 class CachedParser(SchemaExtension):
@@ -55,14 +62,7 @@ class ErrorCodes(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         self._validation_errors = set()
-        try:
-            yield
-        except GraphQLError as error:
-            # Raised by another hook (ParserCache parses in on_parse): Strawberry
-            # answers with this very object, so it gets its code in place.
-            coded = self.coded(error)
-            error.message, error.extensions = coded.message, coded.extensions
-            raise
+        yield
         result = self.execution_context.result
         if result is not None and getattr(result, "errors", None):
             result.errors = [self.coded(error) for error in result.errors]
@@ -83,6 +83,11 @@ class ErrorCodes(SchemaExtension):
             extensions["code"] = "GRAPHQL_PARSE_FAILED"
         elif id(error) in self._validation_errors:
             extensions["code"] = "GRAPHQL_VALIDATION_FAILED"
+        elif isinstance(original, DataError) or _sqlstate(original).startswith("22"):
+            # The database refused a value taken from the request (SQLSTATE class 22,
+            # e.g. a NUL character in a text argument on PostgreSQL).
+            extensions["code"] = "BAD_USER_INPUT"
+            message = "An argument holds a value the database cannot use."
         elif isinstance(original, _UNAVAILABLE):
             extensions["code"] = "DB_UNAVAILABLE"
             log.warning("database unavailable: %s", type(original).__name__)

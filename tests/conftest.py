@@ -26,6 +26,9 @@ SEEDED_STUDENTS = 120
 SEEDED_GRADES_PER_STUDENT = 12
 SEED = 42
 BACKENDS = ["sqlite", "postgresql"]
+# Per-run database names, so that two suites on one PostgreSQL server never collide.
+PG_SEEDED = f"gradepulse_seeded_{os.getpid()}"
+PG_SCRATCH = f"gradepulse_scratch_{os.getpid()}"
 
 
 def _require_services() -> bool:
@@ -38,7 +41,7 @@ def postgres_url(database: str) -> str:
     return re.sub(r"/[^/?]*(\?|$)", f"/{database}\\1", async_url(base), count=1)
 
 
-async def _ensure_pg_database(name: str) -> None:
+async def _admin(sql: str, *args: Any) -> Any:
     import asyncpg
 
     base = async_url(os.environ["TEST_DATABASE_URL"]).replace(
@@ -46,11 +49,22 @@ async def _ensure_pg_database(name: str) -> None:
     )
     conn = await asyncpg.connect(base)
     try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+        return await conn.fetchval(sql, *args)
     finally:
         await conn.close()
+
+
+async def _ensure_pg_database(name: str) -> None:
+    if not await _admin("SELECT 1 FROM pg_database WHERE datname = $1", name):
+        await _admin(f'CREATE DATABASE "{name}"')
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _drop_pg_databases() -> AsyncIterator[None]:
+    yield
+    if os.environ.get("TEST_DATABASE_URL"):
+        for name in (PG_SEEDED, PG_SCRATCH):
+            await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def skip_without_postgres() -> None:
@@ -74,8 +88,8 @@ async def seeded_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> 
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('seeded') / 'seeded.db'}"
     else:
-        await _ensure_pg_database("gradepulse_seeded")
-        url = postgres_url("gradepulse_seeded")
+        await _ensure_pg_database(PG_SEEDED)
+        url = postgres_url(PG_SEEDED)
     database = create_database(url)
     try:
         if backend == "postgresql":
@@ -104,8 +118,8 @@ async def scratch_url(backend: str, tmp_path: Path) -> str:
     """An empty database for a test that writes."""
     if backend == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'scratch.db'}"
-    await _ensure_pg_database("gradepulse_scratch")
-    url = postgres_url("gradepulse_scratch")
+    await _ensure_pg_database(PG_SCRATCH)
+    url = postgres_url(PG_SCRATCH)
     database = create_database(url)
     try:
         await _drop_all(database)

@@ -183,7 +183,9 @@ def student_reference(data: Data, student_id: str) -> dict[str, Any]:
     }
 
 
-def class_reference(data: Data, level: int | None, subject: str | None) -> dict[str, Any]:
+def class_reference(
+    data: Data, level: int | None, subject: str | None
+) -> dict[str, Any]:
     rows = [
         g
         for g in data.grades
@@ -222,7 +224,7 @@ def class_reference(data: Data, level: int | None, subject: str | None) -> dict[
 
 
 def approx(expected: Any) -> Any:
-    """`expected` with every float compared to TOLERANCE (pytest.approx is flat only)."""
+    """`expected` with every float compared to TOLERANCE (pytest.approx is flat)."""
     if isinstance(expected, float):
         return pytest.approx(expected, abs=TOLERANCE)
     if isinstance(expected, dict):
@@ -239,10 +241,19 @@ async def data(seeded_url: str) -> Data:
     database = create_database(seeded_url)
     try:
         async with database.sessions() as session:
-            students = (await session.execute(select(s.student_id, s.name, s.grade_level))).all()
+            students = (
+                await session.execute(select(s.student_id, s.name, s.grade_level))
+            ).all()
             grades = (
                 await session.execute(
-                    select(g.id, g.student_id, g.subject, g.score, g.max_score, g.recorded_at)
+                    select(
+                        g.id,
+                        g.student_id,
+                        g.subject,
+                        g.score,
+                        g.max_score,
+                        g.recorded_at,
+                    )
                 )
             ).all()
     finally:
@@ -251,8 +262,13 @@ async def data(seeded_url: str) -> Data:
         names={row.student_id: row.name for row in students},
         levels={row.student_id: row.grade_level for row in students},
         grades=[
-            Row(row.id, row.student_id, row.subject, 100.0 * row.score / row.max_score,
-                row.recorded_at)
+            Row(
+                row.id,
+                row.student_id,
+                row.subject,
+                100.0 * row.score / row.max_score,
+                row.recorded_at,
+            )
             for row in grades
         ],
     )
@@ -270,7 +286,9 @@ def test_reference_covers_the_seeded_data(data):
     assert 0 < sum(flags) < len(flags)
 
 
-@pytest.mark.parametrize("student_id", ["S00001", "S00002", "S00017", "S00060", "S00120"])
+@pytest.mark.parametrize(
+    "student_id", ["S00001", "S00002", "S00017", "S00060", "S00120"]
+)
 async def test_student_analytics_matches_reference(seeded_api, data, student_id):
     result = await seeded_api.execute(STUDENT_ANALYTICS, id=student_id)
 
@@ -281,7 +299,9 @@ async def test_every_students_analytics_matches_reference(seeded_api, data):
     seen: dict[str, Any] = {}
     after = None
     while True:
-        page = (await seeded_api.execute(STUDENTS_WITH_ANALYTICS, after=after))["students"]
+        page = (await seeded_api.execute(STUDENTS_WITH_ANALYTICS, after=after))[
+            "students"
+        ]
         for edge in page["edges"]:
             seen[edge["node"]["studentId"]] = edge["node"]["analytics"]
         if not page["pageInfo"]["hasNextPage"]:
@@ -311,7 +331,9 @@ async def test_class_analytics_per_grade_level_matches_reference(seeded_api, dat
     for level in range(1, 13):
         result = await seeded_api.execute(CLASS_ANALYTICS, level=level)
 
-        assert result["classAnalytics"] == approx(class_reference(data, level, None)), level
+        assert result["classAnalytics"] == approx(class_reference(data, level, None)), (
+            level
+        )
 
 
 async def test_class_analytics_per_subject_matches_reference(seeded_api, data):
@@ -321,17 +343,23 @@ async def test_class_analytics_per_subject_matches_reference(seeded_api, data):
         assert result["classAnalytics"] == approx(class_reference(data, None, subject))
 
 
-async def test_class_analytics_per_level_and_subject_matches_reference(seeded_api, data):
+async def test_class_analytics_per_level_and_subject_matches_reference(
+    seeded_api, data
+):
     for level in (1, 4, 7, 12):
         for subject in SUBJECTS:
-            result = await seeded_api.execute(CLASS_ANALYTICS, level=level, subject=subject)
+            result = await seeded_api.execute(
+                CLASS_ANALYTICS, level=level, subject=subject
+            )
 
             expected = class_reference(data, level, subject)
             assert result["classAnalytics"] == approx(expected), (level, subject)
 
 
-async def read_at_risk(api: Any, level: int | None, first: int) -> tuple[list[str], int, int]:
-    """Every page of atRiskStudents: the ids, the totalCount, and the number of pages."""
+async def read_at_risk(
+    api: Any, level: int | None, first: int
+) -> tuple[list[str], int, int]:
+    """Every page of atRiskStudents: the ids, the totalCount and the page count."""
     ids: list[str] = []
     totals: set[int] = set()
     pages = 0
@@ -440,6 +468,19 @@ async def test_three_grades_have_a_trend_in_points_per_30_days(api):
     assert result["riskReasons"] == ["trend -20.00 points per month is below -2"]
 
 
+async def test_grades_at_one_instant_have_no_trend(api):
+    student = await create_student(api)
+    for score in (50.0, 70.0, 90.0):
+        await add_grade(api, student["studentId"], score=score)
+
+    result = (await api.execute(STUDENT_ANALYTICS, id=student["studentId"]))[
+        "studentAnalytics"
+    ]
+
+    assert (result["gradeCount"], result["trendPerMonth"]) == (3, None)
+    assert (result["atRisk"], result["riskReasons"]) == (False, [])
+
+
 async def test_class_analytics_over_an_empty_database(api):
     result = await api.execute(CLASS_ANALYTICS)
 
@@ -488,7 +529,10 @@ async def test_average_on_a_letter_bound_gets_that_letter(api):
     student = await create_student(api)
     for day, score in (("04", 93.2), ("03", 98.0), ("02", 76.1), ("01", 92.7)):
         await add_grade(
-            api, student["studentId"], score=score, recordedAt=f"2025-10-{day}T09:00:00Z"
+            api,
+            student["studentId"],
+            score=score,
+            recordedAt=f"2025-10-{day}T09:00:00Z",
         )
 
     result = (await api.execute(STUDENT_ANALYTICS, id=student["studentId"]))[
@@ -521,17 +565,73 @@ async def test_percentile_is_mid_rank_within_the_grade_level(api):
 async def test_subject_stats_take_the_most_recent_grade_as_latest(api):
     student = await create_student(api)
     sid = student["studentId"]
-    await add_grade(api, sid, subject="Math", score=70.0, recordedAt="2025-10-05T09:00:00Z")
-    await add_grade(api, sid, subject="Math", score=90.0, recordedAt="2025-10-01T09:00:00Z")
-    await add_grade(api, sid, subject="Art", score=60.0, recordedAt="2025-09-01T09:00:00Z")
+    await add_grade(
+        api, sid, subject="Math", score=70.0, recordedAt="2025-10-05T09:00:00Z"
+    )
+    await add_grade(
+        api, sid, subject="Math", score=90.0, recordedAt="2025-10-01T09:00:00Z"
+    )
+    await add_grade(
+        api, sid, subject="Art", score=60.0, recordedAt="2025-09-01T09:00:00Z"
+    )
 
     result = (await api.execute(STUDENT_ANALYTICS, id=sid))["studentAnalytics"]
 
     assert result["subjects"] == [
-        {"subject": "Art", "count": 1, "average": 60.0, "min": 60.0, "max": 60.0,
-         "latest": 60.0},
-        {"subject": "Math", "count": 2, "average": 80.0, "min": 70.0, "max": 90.0,
-         "latest": 70.0},
+        {
+            "subject": "Art",
+            "count": 1,
+            "average": 60.0,
+            "min": 60.0,
+            "max": 60.0,
+            "latest": 60.0,
+        },
+        {
+            "subject": "Math",
+            "count": 2,
+            "average": 80.0,
+            "min": 70.0,
+            "max": 90.0,
+            "latest": 70.0,
+        },
     ]
     # GPA: Art 60 is D (1.0), Math 80 is B (3.0).
     assert result["gpa"] == 2.0
+
+
+async def test_equal_averages_tie_in_the_percentile(api):
+    # Both means are exactly 90; summed in these orders, one lands an ulp below.
+    a = await create_student(api, gradeLevel=4)
+    b = await create_student(api, gradeLevel=4)
+    for student, scores in (
+        (a, (93.2, 98.0, 76.1, 92.7)),
+        (b, (93.2, 98.0, 92.7, 76.1)),
+    ):
+        for score in scores:
+            await add_grade(api, student["studentId"], score=score)
+
+    percentiles = [
+        (await api.execute(STUDENT_ANALYTICS, id=s["studentId"]))["studentAnalytics"][
+            "percentile"
+        ]
+        for s in (a, b)
+    ]
+
+    assert percentiles == [25.0, 25.0]
+
+
+async def test_average_exactly_on_the_at_risk_bound_is_not_at_risk(api):
+    # The exact mean is 65 (not below 65); summed newest first it lands an ulp below.
+    student = await create_student(api, gradeLevel=2)
+    sid = student["studentId"]
+    for day, score in (("04", 82.6), ("03", 80.3), ("02", 89.2), ("01", 7.9)):
+        await add_grade(api, sid, score=score, recordedAt=f"2025-10-{day}T09:00:00Z")
+
+    analytics = (await api.execute(STUDENT_ANALYTICS, id=sid))["studentAnalytics"]
+    at_risk = (await api.execute(AT_RISK, level=None, first=10, after=None))[
+        "atRiskStudents"
+    ]
+
+    assert analytics["average"] == pytest.approx(65.0, abs=TOLERANCE)
+    assert (analytics["atRisk"], analytics["riskReasons"]) == (False, [])
+    assert (at_risk["totalCount"], at_risk["edges"]) == (0, [])

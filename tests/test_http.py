@@ -132,3 +132,24 @@ async def test_database_outage_is_db_unavailable(make_api, tmp_path):
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "DB_UNAVAILABLE"
     assert body["errors"][0]["message"] == "The database is unavailable; try again shortly."
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        '{ student(studentId: "S\\u0000") { name } }',
+        '{ students(search: "a\\u0000") { totalCount } }',
+        '{ grades(subject: "M\\u0000") { totalCount } }',
+    ],
+)
+async def test_nul_in_a_read_argument_is_bad_user_input(api, query):
+    body = await api.post(query)
+
+    if body.get("errors"):
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    else:  # SQLite stores and compares NUL like any character: nothing matches
+        assert body["data"] in (
+            {"student": None},
+            {"students": {"totalCount": 0}},
+            {"grades": {"totalCount": 0}},
+        )

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text
+from sqlmodel import SQLModel
 
 from db import models
 from db.csvrows import RowProblem, parse_grades_csv, parse_students_csv
@@ -29,6 +30,8 @@ from db.validation import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STUDENTS = SQLModel.metadata.tables["students"]
+GRADES = SQLModel.metadata.tables["grades"]
 NOW = datetime(2026, 1, 15, 12, 0)
 
 GOOD_STUDENTS = (
@@ -68,13 +71,16 @@ BAD_GRADES = (
 )
 EXPECTED_BAD_REPORT = [
     "students.csv line 3: name: REQUIRED: name is required",
-    "students.csv line 3: gradeLevel: OUT_OF_RANGE: gradeLevel must be between 1 and 12",
-    "students.csv line 4: studentId: DUPLICATE: studentId 'S10001' is already on line 2",
+    "students.csv line 3: gradeLevel: OUT_OF_RANGE: "
+    "gradeLevel must be between 1 and 12",
+    "students.csv line 4: studentId: DUPLICATE: "
+    "studentId 'S10001' is already on line 2",
     "students.csv line 5: email: INVALID_EMAIL: 'not-an-email' is not an email address",
     "students.csv line 6: studentId: DUPLICATE: studentId 'S00001' already exists",
     "students.csv line 7: gradeLevel: INVALID_FORMAT: "
     "gradeLevel must be a whole number, not 'x'",
-    "students.csv line 8: email: DUPLICATE: email 's00001@school.example' already exists",
+    "students.csv line 8: email: DUPLICATE: "
+    "email 's00001@school.example' already exists",
     "grades.csv line 3: score: OUT_OF_RANGE: score must be between 0 and 100",
     "grades.csv line 4: score: INVALID_FORMAT: score must be a number, not 'abc'",
     "grades.csv line 6: studentId: NOT_FOUND: no student with studentId 'S99999'",
@@ -128,13 +134,15 @@ async def database(db_url: str) -> AsyncIterator[Database]:
 
 async def counts(database: Database) -> tuple[int, int]:
     async with database.sessions() as session:
-        students = await session.scalar(select(func.count()).select_from(models.Student))
+        students = await session.scalar(
+            select(func.count()).select_from(models.Student)
+        )
         grades = await session.scalar(select(func.count()).select_from(models.Grade))
     return int(students or 0), int(grades or 0)
 
 
 async def student_rows(database: Database) -> list[tuple[Any, ...]]:
-    s = models.Student.__table__.c
+    s = STUDENTS.c
     async with database.sessions() as session:
         result = await session.execute(
             select(s.student_id, s.name, s.email, s.grade_level).order_by(s.id)
@@ -143,11 +151,12 @@ async def student_rows(database: Database) -> list[tuple[Any, ...]]:
 
 
 async def grade_rows(database: Database) -> list[tuple[Any, ...]]:
-    g = models.Grade.__table__.c
+    g = GRADES.c
     async with database.sessions() as session:
         result = await session.execute(
-            select(g.student_id, g.subject, g.score, g.max_score, g.recorded_at)
-            .order_by(g.id)
+            select(
+                g.student_id, g.subject, g.score, g.max_score, g.recorded_at
+            ).order_by(g.id)
         )
         return [tuple(row) for row in result]
 
@@ -254,6 +263,21 @@ def test_accepts_bytes_with_a_byte_order_mark_and_columns_in_any_order() -> None
     assert parsed.rows == [NewGrade("S1", "Art", 80.0, 100.0, NOW)]
 
 
+def test_reports_the_line_of_a_byte_that_is_not_utf_8() -> None:
+    parsed = parse_grades_csv(b"student_id,subject,score\nS1,Art,5\nS2,\xff,5\n")
+
+    assert parsed.rows == []
+    assert parsed.problems == [
+        RowProblem(
+            None,
+            3,
+            "file",
+            InputErrorCode.INVALID_FORMAT,
+            "the file is not UTF-8 text (byte 0xff)",
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -307,6 +331,8 @@ def test_rejects_a_wrong_header(text: str, message: str) -> None:
         ("S" * 65, "Math", "50", ""),
         ("S1", "M" * 65, "50", ""),
         (" S1 ", " Math ", "50", ""),
+        ("S\x001", "Math", "50", ""),
+        ("S1", "Ma\x00th", "50", ""),
     ],
 )
 def test_fast_path_accepts_exactly_what_validation_accepts(
@@ -324,9 +350,8 @@ def test_fast_path_accepts_exactly_what_validation_accepts(
         max_score=float(max_score) if max_score.strip() else 100.0,
     )
     # The same problems (in column order here, in validation's order there).
-    assert sorted((p.field, p.code.value, p.message) for p in parsed.problems) == sorted(
-        (p.field, p.code.value, p.message) for p in expected
-    )
+    found = sorted((p.field, p.code.value, p.message) for p in parsed.problems)
+    assert found == sorted((p.field, p.code.value, p.message) for p in expected)
     assert len(parsed.rows) == (0 if expected else 1)
 
 
@@ -352,9 +377,13 @@ def test_reads_iso_8601_times_as_naive_utc(text: str, expected: datetime) -> Non
     assert parsed.rows[0].recorded_at == expected
 
 
-@pytest.mark.parametrize("text", ["2025-13-01", "01/10/2025", "2025-10-01T08:00+02:00Z"])
+@pytest.mark.parametrize(
+    "text", ["2025-13-01", "01/10/2025", "2025-10-01T08:00+02:00Z"]
+)
 def test_rejects_times_that_are_not_iso_8601(text: str) -> None:
-    parsed = parse_grades_csv(f"student_id,subject,score,recorded_at\nS1,Art,50,{text}\n")
+    parsed = parse_grades_csv(
+        f"student_id,subject,score,recorded_at\nS1,Art,50,{text}\n"
+    )
 
     assert parsed.rows == []
     assert [p.describe("g.csv") for p in parsed.problems] == [
@@ -410,7 +439,7 @@ async def test_stores_times_in_the_format_sqlalchemy_writes(
         )
         later = await session.scalar(
             select(func.count()).where(
-                models.Grade.__table__.c.recorded_at >= datetime(2025, 10, 2, 9, 15)
+                GRADES.c.recorded_at >= datetime(2025, 10, 2, 9, 15)
             )
         )
     # The first row went through SQLAlchemy's DateTime type, the second did not.
@@ -587,7 +616,5 @@ async def test_cli_reports_a_missing_file(db_url: str, tmp_path: Path) -> None:
     done = run_cli("db.importer", db_url, "--grades", str(missing))
 
     assert done.returncode == 2
-    assert done.stderr == (
-        f"error: cannot read {missing}: No such file or directory\n"
-    )
+    assert done.stderr == (f"error: cannot read {missing}: No such file or directory\n")
     assert not (tmp_path / "import.db").exists()

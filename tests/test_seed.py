@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlmodel import SQLModel
 
 from db import models
 from db.engine import Database, create_database, create_tables
@@ -28,6 +29,8 @@ from db.seed import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STUDENTS = SQLModel.metadata.tables["students"]
+GRADES = SQLModel.metadata.tables["grades"]
 AT_RISK_AVERAGE = 65.0  # the settings' defaults (AT_RISK_AVERAGE, AT_RISK_TREND)
 AT_RISK_TREND = -2.0  # points per 30 days
 
@@ -46,7 +49,7 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 async def all_rows(database: Database) -> tuple[list[tuple[Any, ...]], ...]:
-    s, g = models.Student.__table__.c, models.Grade.__table__.c
+    s, g = STUDENTS.c, GRADES.c
     async with database.sessions() as session:
         students = await session.execute(select(*s).order_by(s.id))
         grades = await session.execute(select(*g).order_by(g.id))
@@ -55,7 +58,9 @@ async def all_rows(database: Database) -> tuple[list[tuple[Any, ...]], ...]:
 
 async def counts(database: Database) -> tuple[int, int]:
     async with database.sessions() as session:
-        students = await session.scalar(select(func.count()).select_from(models.Student))
+        students = await session.scalar(
+            select(func.count()).select_from(models.Student)
+        )
         grades = await session.scalar(select(func.count()).select_from(models.Grade))
     return int(students or 0), int(grades or 0)
 

@@ -1,0 +1,251 @@
+"""`make bench`: GraphQL against hand-written baselines on one uvicorn worker, SQL
+statement counts, and a 100,000-grade CSV import. Prints and writes bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import event
+
+from bench.load import LoadResult, run_load
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDENTS_QUERY = (
+    "{ students(first: 100) { edges { node { studentId grades { subject score } } } } }"
+)
+TYPENAME_QUERY = "{ __typename }"
+PACKAGES = ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "sqlalchemy",
+            "sqlmodel", "aiosqlite", "orjson")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def seed_database(path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "db.seed", "--students", "1000", "--grades-per-student",
+         "20", "--seed", "42"],
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": f"sqlite:///{path}"}, check=True,
+        capture_output=True,
+    )
+
+
+class Server:
+    """One uvicorn worker serving bench.server:create_bench_app."""
+
+    def __init__(self, database: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}",
+               "PYTHONPATH": str(ROOT), "ENVIRONMENT": "development"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.server:create_bench_app", "--factory",
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+             "--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio"],
+            cwd=ROOT, env=env,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health/live", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise SystemExit("bench server did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+def graphql_body(query: str) -> bytes:
+    return orjson.dumps({"query": query})
+
+
+def check_identical(server: Server) -> int:
+    graphql = httpx.post(server.url + "/graphql", content=graphql_body(STUDENTS_QUERY),
+                         headers={"Content-Type": "application/json"}).content
+    handwritten = httpx.get(server.url + "/bench/handwritten").content
+    if graphql != handwritten:
+        raise SystemExit("GraphQL and hand-written responses differ: the comparison is void")
+    return len(graphql)
+
+
+async def statement_counts(database: Path) -> dict[str, int]:
+    """SQL statements one request of each benchmarked query runs (caches cold)."""
+    from asgi_lifespan import LifespanManager
+
+    from app import create_app
+    from settings import Settings
+
+    counts: dict[str, int] = {}
+    for label, query in (("students(first: 100) with grades", STUDENTS_QUERY),
+                         ("{ __typename }", TYPENAME_QUERY)):
+        app = create_app(Settings(_env_file=None, database_url=f"sqlite:///{database}"))  # type: ignore[call-arg]
+        statements: list[str] = []
+        engine = app.state.services.database.engine.sync_engine
+
+        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE")):
+                statements.append(statement)
+
+        async with LifespanManager(app):
+            event.listen(engine, "before_cursor_execute", count)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
+                response = await c.post("/graphql", json={"query": query})
+                assert "errors" not in response.json(), response.text
+        counts[label] = len(statements)
+    return counts
+
+
+def import_figures(database: Path, rows: int) -> dict[str, float]:
+    """Import `rows` grades for the seeded students from a CSV file, twice: in process
+    (parse + validate + insert) and through the command line (interpreter start-up
+    included)."""
+    from db.csvrows import parse_grades_csv
+    from db.engine import create_database
+    from db.importer import import_rows
+
+    work = Path(tempfile.mkdtemp(prefix="gradepulse-import-"))
+    try:
+        csv_path = work / "grades.csv"
+        with csv_path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["student_id", "subject", "score", "max_score", "recorded_at"])
+            subjects = ("Math", "Science", "English", "History", "Art")
+            for n in range(rows):
+                writer.writerow([f"S{n % 1000 + 1:05d}", subjects[n % 5], f"{(n * 37) % 101}",
+                                 "100", f"2026-0{1 + n % 6}-{1 + n % 28:02d}T09:{n % 60:02d}:00Z"])
+        in_process_db = work / "a.db"
+        cli_db = work / "b.db"
+        shutil.copy(database, in_process_db)
+        shutil.copy(database, cli_db)
+
+        async def in_process() -> float:
+            db = create_database(f"sqlite:///{in_process_db}")
+            try:
+                started = time.perf_counter()
+                parsed = parse_grades_csv(csv_path.read_bytes())
+                assert not parsed.problems, parsed.problems[:3]
+                await import_rows(db, [], parsed.rows, grade_lines=parsed.lines)
+                return time.perf_counter() - started
+            finally:
+                await db.dispose()
+
+        seconds_in_process = asyncio.run(in_process())
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "db.importer", "--grades", str(csv_path)],
+                       cwd=ROOT, env={**os.environ, "DATABASE_URL": f"sqlite:///{cli_db}"},
+                       check=True, capture_output=True)
+        seconds_cli = time.perf_counter() - started
+        return {"in_process_s": seconds_in_process, "cli_s": seconds_cli}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per load case")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--import-rows", type=int, default=100_000)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gradepulse-bench-"))
+    database = work / "bench.db"
+    print("seeding 1,000 students x 20 grades (seed 42) ...", flush=True)
+    seed_database(database)
+    counts = asyncio.run(statement_counts(database))
+
+    server = Server(database)
+    try:
+        size = check_identical(server)
+        cases: dict[str, LoadResult] = {}
+        plan = [
+            ("graphql students", server.url + "/graphql", graphql_body(STUDENTS_QUERY)),
+            ("hand-written students", server.url + "/bench/handwritten", None),
+            ("graphql __typename", server.url + "/graphql", graphql_body(TYPENAME_QUERY)),
+            ("raw starlette json", server.url + "/bench/raw", graphql_body(TYPENAME_QUERY)),
+        ]
+        for name, url, body in plan:
+            run_load(url, body=body, seconds=2, connections=args.connections)  # warm-up
+            cases[name] = run_load(url, body=body, seconds=args.seconds,
+                                   connections=args.connections)
+            r = cases[name]
+            print(f"{name:24} {r.requests_per_s:10.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
+                  f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}", flush=True)
+    finally:
+        server.stop()
+    print("importing grades from CSV ...", flush=True)
+    imports = import_figures(database, args.import_rows)
+    shutil.rmtree(work, ignore_errors=True)
+
+    students_ratio = cases["graphql students"].requests_per_s / cases["hand-written students"].requests_per_s
+    typename_ratio = cases["graphql __typename"].requests_per_s / cases["raw starlette json"].requests_per_s
+    print(f"ratio students: {students_ratio:.2f} (target >= 0.5)")
+    print(f"ratio __typename: {typename_ratio:.2f} (target >= 0.5)")
+    print(f"statements: {counts}")
+    print(f"import {args.import_rows:,} grades: {imports['in_process_s']:.2f} s in process, "
+          f"{imports['cli_s']:.2f} s via the CLI (target <= 2 s)")
+    write_results(args, cases, counts, imports, size, students_ratio, typename_ratio)
+
+
+def write_results(args: Any, cases: dict[str, LoadResult], counts: dict[str, int],
+                  imports: dict[str, float], size: int, students_ratio: float,
+                  typename_ratio: float) -> None:
+    tool = next(iter(cases.values())).tool
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}.",
+        "Versions: " + ", ".join(f"{p} {version(p)}" for p in PACKAGES) + ".",
+        f"Load: {tool}, {args.connections} connections, {args.seconds:g} s per case after a "
+        "2 s warm-up, against one uvicorn worker on a SQLite database seeded with 1,000 "
+        "students x 20 grades (seed 42). Both sides of each pair run in the same server.",
+        "",
+        "| case | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {name} | {r.requests_per_s:.1f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |"
+          for name, r in cases.items()),
+        "",
+        f"- `students(first: 100) {{ grades {{ subject score }} }}` against a hand-written "
+        f"handler with byte-identical JSON ({size:,} bytes): **{students_ratio:.2f}** "
+        "(target >= 0.5).",
+        f"- `{{ __typename }}` against a raw Starlette JSON endpoint: **{typename_ratio:.2f}** "
+        "(target >= 0.5).",
+        "- SQL statements per request (cold caches): "
+        + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ".",
+        f"- Importing {args.import_rows:,} grades from CSV: {imports['in_process_s']:.2f} s in "
+        f"process (parse, validate, insert), {imports['cli_s']:.2f} s through "
+        "`python -m db.importer` including interpreter start-up (target <= 2 s).",
+        "",
+    ]
+    args.results.write_text("\n".join(lines))
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()

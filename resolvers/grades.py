@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,10 +23,11 @@ from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
 GRADES_ADD = "gradesAdd"
 
 
-async def grades_of_student(
+def grades_of_student(
     ctx: Context, student_id: str, subject: str | None = None
-) -> list[GradeRecord]:
-    return await ctx.loaders.grades_by_student_id.load((student_id, subject))
+) -> Awaitable[list[GradeRecord]]:
+    """The loader's future itself: no coroutine (and no task) per student."""
+    return ctx.loaders.grades_by_student_id.load((student_id, subject))
 
 
 async def list_grades(

@@ -12,9 +12,8 @@ field) takes the general path, which then reports exactly what it always did.
 
 from __future__ import annotations
 
-import math
+import keyword
 from collections.abc import Callable, Iterable
-from operator import attrgetter
 from typing import Any
 
 from graphql import (
@@ -48,57 +47,66 @@ Completer = Callable[[Any], Any]
 _NO_PLAN: Any = object()
 
 
-def _int(value: Any) -> Any:
-    if type(value) is int and -(2**31) <= value < 2**31:
-        return value
-    return GraphQLInt.serialize(value)
-
-
-def _float(value: Any) -> Any:
-    if type(value) is float and math.isfinite(value):
-        return value
-    return GraphQLFloat.serialize(value)
-
-
-def _string(value: Any) -> Any:
-    return value if type(value) is str else GraphQLString.serialize(value)
-
-
-def _id(value: Any) -> Any:
-    if type(value) is str:
-        return value
-    if type(value) is int:
-        return str(value)
-    return GraphQLID.serialize(value)
-
-
-def _bool(value: Any) -> Any:
-    return value if type(value) is bool else GraphQLBoolean.serialize(value)
-
-
-_BUILTIN_COERCERS: dict[GraphQLLeafType, Callable[[Any], Any]] = {
-    GraphQLInt: _int,
-    GraphQLFloat: _float,
-    GraphQLString: _string,
-    GraphQLID: _id,
-    GraphQLBoolean: _bool,
+# Inline checks for the built-in scalars' common cases; anything else calls the type.
+_INLINE_CHECKS: dict[GraphQLLeafType, str] = {
+    GraphQLString: "x.__class__ is str",
+    GraphQLID: "x.__class__ is str",
+    GraphQLFloat: "x.__class__ is float and x - x == 0.0",
+    GraphQLInt: "x.__class__ is int and -2147483648 <= x <= 2147483647",
+    GraphQLBoolean: "x.__class__ is bool",
 }
 
 
-def _leaf_coercer(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
-    """The built-in scalars' common cases inline; anything else via the type."""
-    builtin = _BUILTIN_COERCERS.get(leaf)
-    if builtin is not None:
-        return builtin
+def _leaf_completer(leaf: GraphQLLeafType, required: bool) -> Callable[[Any], Any]:
     coerce = leaf.coerce_output_value
 
-    def coerce_leaf(value: Any) -> Any:
+    def complete_leaf(value: Any) -> Any:
+        if value is None:
+            if required:
+                raise Fallback
+            return None
         result = coerce(value)
         if result is None:
             raise Fallback
         return result
 
-    return coerce_leaf
+    return complete_leaf
+
+
+def _nested_completer(plan: Plan, required: bool) -> Callable[[Any], Any]:
+    one = plan.one
+
+    def complete_nested(value: Any) -> Any:
+        if value is None:
+            if required:
+                raise Fallback
+            return None
+        return one(value)
+
+    return complete_nested
+
+
+class Plan:
+    """Generated code that completes one object, or a list of them, of a selection.
+
+    The source is built from the schema's Python attribute names and the document's
+    response names (GraphQL names, so identifiers); values never reach the source."""
+
+    __slots__ = ("many", "one")
+
+    def __init__(self, entries: list[tuple[str, str]], namespace: dict[str, Any],
+                 nullable_items: bool) -> None:
+        body = ", ".join(f"{name!r}: {expression}" for name, expression in entries)
+        item = f"(None if v is None else {{{body}}})" if nullable_items else f"{{{body}}}"
+        source = (
+            "def one(v):\n"
+            f"    return {item}\n"
+            "def many(items):\n"
+            f"    return [{item} for v in items]\n"
+        )
+        exec(compile(source, "<gradepulse fast completion>", "exec"), namespace)  # noqa: S102
+        self.one: Completer = namespace["one"]
+        self.many: Callable[[Iterable[Any]], list[Any]] = namespace["many"]
 
 
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
@@ -113,19 +121,20 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             self._fast_allowed_cache = allowed
         return allowed
 
-    def _plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Completer | None:
+    def _plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Plan | None:
         plans: dict[Any, Any] = self.__dict__.setdefault("_fast_plans", {})
         key = (item_type, id(field_details_list))
         cached = plans.get(key)
         if cached is None:
             plan = self._build_plan(item_type, field_details_list) if self._fast_allowed() else None
+            # Like collect_subfields, keep the list alive so that its id stays unique.
             plans[key] = (field_details_list, plan if plan is not None else _NO_PLAN)
             return plan
         plan = cached[1]
         return None if plan is _NO_PLAN else plan
 
-    def _build_plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Completer | None:
-        non_null = is_non_null_type(item_type)
+    def _build_plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Plan | None:
+        nullable_items = not is_non_null_type(item_type)
         object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
         if not is_object_type(object_type) or object_type.is_type_of is not None:
             return None
@@ -133,13 +142,15 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         grouped, defer_usages, _ = self.collect_subfields(object_type, field_details_list)
         if defer_usages:
             return None
-        steps: list[tuple[str, Callable[[Any], Any] | None, Callable[[Any], Any], bool]] = []
-        for response_name, details in grouped.items():
+        entries: list[tuple[str, str]] = []
+        namespace: dict[str, Any] = {}
+        for index, (response_name, details) in enumerate(grouped.items()):
             node = details[0].node
             name = node.name.value
+            if not response_name.isidentifier():
+                return None
             if name == "__typename":
-                typename = object_type.name
-                steps.append((response_name, None, lambda _v, t=typename: t, False))
+                entries.append((response_name, repr(object_type.name)))
                 continue
             field_def = self.schema.get_field(object_type, name)
             if field_def is None or node.arguments or field_def.args:
@@ -149,40 +160,32 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 definition is None
                 or not getattr(field_def.resolve, "_is_default", False)
                 or definition.default_resolver is not getattr
+                or not definition.python_name.isidentifier()
+                or keyword.iskeyword(definition.python_name)
             ):
                 return None
             field_type = field_def.type
             required = is_non_null_type(field_type)
             inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
+            attribute = f"v.{definition.python_name}"
+            helper = f"c{index}"
             if is_leaf_type(inner):
-                complete = _leaf_coercer(inner)  # type: ignore[arg-type]
+                namespace[helper] = _leaf_completer(inner, required)  # type: ignore[arg-type]
+                check = _INLINE_CHECKS.get(inner)  # type: ignore[call-overload]
+                expression = (
+                    f"(x if ({check.replace('x', '(x := ' + attribute + ')', 1)}) "
+                    f"else {helper}(x))"
+                    if check
+                    else f"{helper}({attribute})"
+                )
             else:
                 nested = self._plan(inner, details)
                 if nested is None:
                     return None
-                complete = nested
-            steps.append((response_name, attrgetter(definition.python_name), complete, required))
-
-        def complete_object(value: Any) -> Any:
-            if value is None:
-                if non_null:
-                    raise Fallback
-                return None
-            result: dict[str, Any] = {}
-            for response_name, get, complete, required in steps:
-                if get is None:
-                    result[response_name] = complete(value)
-                    continue
-                field_value = get(value)
-                if field_value is None:
-                    if required:
-                        raise Fallback
-                    result[response_name] = None
-                else:
-                    result[response_name] = complete(field_value)
-            return result
-
-        return complete_object
+                namespace[helper] = _nested_completer(nested, required)
+                expression = f"{helper}({attribute})"
+            entries.append((response_name, expression))
+        return Plan(entries, namespace, nullable_items)
 
     def complete_iterable_value(
         self,
@@ -197,7 +200,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             plan = self._plan(item_type, field_details_list)
             if plan is not None:
                 try:
-                    return [plan(item) for item in items]
+                    return plan.many(items)
                 except Exception:  # noqa: BLE001 - the general path reports it properly
                     pass
         return super().complete_iterable_value(

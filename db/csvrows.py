@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from db.errors import RowProblem
 from db.models import STUDENT_ID_MAX, SUBJECT_MAX
 from db.validation import (
     FieldProblem,
@@ -34,25 +35,6 @@ DEFAULT_MAX_SCORE = 100.0
 
 Source = str | bytes | Iterable[str]
 RowT = TypeVar("RowT", NewStudent, NewGrade)
-
-
-@dataclass(frozen=True, slots=True)
-class RowProblem:
-    """One problem with one row: `index` is the 0-based data row (None for the
-    header or the file as a whole), `line` the 1-based line in the file."""
-
-    index: int | None
-    line: int
-    field: str
-    code: InputErrorCode
-    message: str
-
-    def describe(self, source: str) -> str:
-        """`grades.csv line 17: score: OUT_OF_RANGE: score must be between 0 and 100`"""
-        return (
-            f"{source} line {self.line}: {self.field}: {self.code.value}: "
-            f"{self.message}"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from db.validation import FieldProblem
+from db.validation import FieldProblem, InputErrorCode
 
 
 class DomainError(Exception):
@@ -49,10 +49,16 @@ class IdempotencyKeyReused(DomainError):
 
 @dataclass(frozen=True, slots=True)
 class RowProblem:
-    """One invalid row of a batch (0-based `index`) or a CSV file (1-based `line`)."""
+    """One problem with one row of a batch or a CSV file: `index` is the 0-based
+    data row (None for a CSV header or the file as a whole), `line` the 1-based line
+    in the file (None outside imports)."""
 
-    index: int
+    index: int | None
+    line: int | None
     field: str
-    code: str
+    code: InputErrorCode
     message: str
-    line: int | None = None
+
+    def describe(self, source: str) -> str:
+        """`grades.csv line 17: score: OUT_OF_RANGE: score must be between 0 and 100`"""
+        return f"{source} line {self.line}: {self.field}: {self.code.value}: {self.message}"

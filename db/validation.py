@@ -36,7 +36,9 @@ class FieldProblem:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+# Rows to insert are built by the hundred thousand in an import: plain slots classes
+# cost a fifth of frozen ones to build. Nothing mutates them after validation.
+@dataclass(slots=True)
 class NewStudent:
     student_id: str
     name: str
@@ -44,7 +46,7 @@ class NewStudent:
     grade_level: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NewGrade:
     student_id: str
     subject: str

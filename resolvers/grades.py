@@ -192,7 +192,7 @@ async def add_grades(
     if len(rows) > ctx.limits.max_batch_size:
         raise InvalidRows([
             RowProblem(
-                -1, "input", InputErrorCode.TOO_MANY_ROWS.value,
+                -1, None, "input", InputErrorCode.TOO_MANY_ROWS,
                 f"{len(rows)} rows is more than the limit of {ctx.limits.max_batch_size}",
             )
         ])
@@ -201,12 +201,12 @@ async def add_grades(
         code = InputErrorCode.TOO_LONG if idempotency_key else InputErrorCode.REQUIRED
         raise InvalidRows([
             RowProblem(
-                -1, "idempotencyKey", code.value,
+                -1, None, "idempotencyKey", code,
                 "idempotencyKey must be 1 to 200 characters",
             )
         ])
     problems = [
-        RowProblem(index, p.field, p.code.value, p.message)
+        RowProblem(index, None, p.field, p.code, p.message)
         for index, row in enumerate(rows)
         for p in grade_problems(
             student_id=row.student_id, subject=row.subject,
@@ -248,7 +248,7 @@ async def _insert_batch(
             student_id = row.student_id.strip()
             if student_id not in levels:
                 problems.append(
-                    RowProblem(index, "studentId", InputErrorCode.NOT_FOUND.value,
+                    RowProblem(index, None, "studentId", InputErrorCode.NOT_FOUND,
                                f"student {student_id!r} does not exist")
                 )
             elif not ctx.viewer.may_write_level(levels[student_id]):

@@ -90,10 +90,10 @@ def error_result(exc: DomainError) -> Error:
             message=str(exc),
             rows=[
                 RowError(
-                    index=row.index,
+                    index=row.index if row.index is not None else -1,
                     line=row.line,
                     field=row.field,
-                    code=_code(row.code),
+                    code=_code(row.code.value),
                     message=row.message,
                 )
                 for row in exc.rows

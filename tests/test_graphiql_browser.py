@@ -1,0 +1,72 @@
+"""GraphiQL in a real headless Chromium: offline assets, and a README query returns
+seeded data. A screenshot is saved under tests/artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser import Browser, chromium_path
+from tests.test_live_server import free_port, wait_until_up
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+QUERY = '{ student(studentId: "S00001") { studentId name analytics { letter } } }'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    chromium_path()
+    db = tmp_path_factory.mktemp("graphiql") / "g.db"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, "-m", "db.seed", "--students", "50", "--grades-per-student", "4"],
+        cwd=ROOT, env=env, check=True, capture_output=True,
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], cwd=db.parent,
+        env={**env, "PORT": str(port)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(port, process)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def test_graphiql_runs_a_query_with_nothing_leaving_loopback(server: int) -> None:
+    browser = Browser()
+    try:
+        browser.goto(f"http://127.0.0.1:{server}/graphql")
+        browser.wait_for("document.querySelector('.graphiql-query-editor .CodeMirror') !== null")
+        browser.evaluate(
+            "document.querySelector('.graphiql-query-editor .CodeMirror')"
+            f".CodeMirror.setValue({json.dumps(QUERY)})"
+        )
+        browser.evaluate("document.querySelector('.graphiql-execute-button').click()")
+        text = browser.wait_for(
+            "(() => { const r = document.querySelector('.result-window');"
+            " return r && r.innerText.includes('S00001') ? r.innerText : ''; })()"
+        )
+        browser.screenshot(ARTIFACTS / "graphiql.png")
+        requests = list(browser.requests)
+    finally:
+        browser.close()
+
+    assert '"studentId": "S00001"' in text
+    assert '"letter"' in text
+    outside = [
+        url for url in requests
+        if not url.startswith((f"http://127.0.0.1:{server}/", "data:", "blob:", "about:"))
+    ]
+    assert outside == []
+    assert any(url.endswith("/static/graphiql/graphiql.min.js") for url in requests)

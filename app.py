@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
 
 from db.engine import Database, create_database, create_tables
 from resolvers.cache import LocalCache
@@ -51,6 +53,41 @@ class GraphQLView(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # NaN and Infinity are not JSON, but Python's parser reads them: the
+            # variable then fails Float coercion with a coded BAD_USER_INPUT error
+            # rather than a bare 400. Truly malformed JSON still raises here.
+            return json.loads(data)
+
+    async def parse_http_body(self, request: Any) -> Any:
+        """The common case (a POST of one JSON operation) without Strawberry's
+        email-module content-type parsing; everything else goes the stock way."""
+        content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
+        if (
+            request.method == "POST"
+            and content_type == "application/json"
+            and self._get_stream_transport_from_headers(request.headers) is None
+        ):
+            data = self.parse_json(await request.get_body())
+            if isinstance(data, dict):
+                query, variables = data.get("query"), data.get("variables")
+                extensions = data.get("extensions")
+                if (
+                    isinstance(query, (str, type(None)))
+                    and isinstance(variables, (dict, type(None)))
+                    and isinstance(extensions, (dict, type(None)))
+                ):
+                    return GraphQLRequestData(
+                        query=query,
+                        variables=variables,
+                        operation_name=data.get("operationName"),
+                        extensions=extensions,
+                    )
+        return await super().parse_http_body(request)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -32,8 +32,16 @@ def _sqlstate(error: BaseException | None) -> str:
     return ""
 
 
-class CachedParser(SchemaExtension):
-    """Parse each distinct document once (bounded LRU, shared by all requests).
+@lru_cache(maxsize=1000)
+def _validate(schema: Any, document: DocumentNode, rules: tuple[Any, ...]) -> list[GraphQLError]:
+    from strawberry.schema.schema import validate_document
+
+    return validate_document(schema, document, rules)
+
+
+class DocumentCache(SchemaExtension):
+    """Parse and validate each distinct document once (bounded LRUs shared by all
+    requests): one extension for both, since each extension hook costs every request.
 
     Unlike Strawberry's ParserCache, a document that fails to parse is left to
     Strawberry, which then reports it inside the operation like any other error."""
@@ -45,6 +53,14 @@ class CachedParser(SchemaExtension):
                 context.graphql_document = _parse(context.query, **context.parse_options)
             except GraphQLError:
                 pass
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.graphql_document is not None:
+            context.pre_execution_errors = _validate(
+                context.schema._schema, context.graphql_document, tuple(context.validation_rules)
+            )
         yield
 
 

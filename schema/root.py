@@ -8,12 +8,11 @@ from functools import partial
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.extensions import ValidationCache
 
 from resolvers import analytics, grades, students
 from schema.analytics import ClassAnalytics, StudentAnalytics
 from schema.common import OrderDirection, ctx
-from schema.extensions import CachedParser, ErrorCodes
+from schema.extensions import DocumentCache, ErrorCodes
 from schema.execution import FastExecutor
 from schema.grades import GradeConnection
 from schema.mutations import Mutation
@@ -152,8 +151,7 @@ def build_schema(
         execution_context_class=FastExecutor,
         extensions=[
             partial(ErrorCodes, expose=expose_errors),
-            CachedParser,
-            partial(ValidationCache, maxsize=1000),
+            DocumentCache,
             *extra_extensions,
         ],
     )

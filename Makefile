@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
+SOURCES := app.py schema resolvers db settings bench tests
 
 .PHONY: install run seed test lint bench clean
 
@@ -26,6 +27,8 @@ run: seed
 	$(BIN)/python app.py
 
 lint: install
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	PYTHONPATH=. $(BIN)/lint-imports
 
 test: lint

@@ -30,8 +30,16 @@ STUDENTS_QUERY = (
     "{ students(first: 100) { edges { node { studentId grades { subject score } } } } }"
 )
 TYPENAME_QUERY = "{ __typename }"
-PACKAGES = ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "sqlalchemy",
-            "sqlmodel", "aiosqlite", "orjson")
+PACKAGES = (
+    "strawberry-graphql",
+    "graphql-core",
+    "starlette",
+    "uvicorn",
+    "sqlalchemy",
+    "sqlmodel",
+    "aiosqlite",
+    "orjson",
+)
 
 
 def free_port() -> int:
@@ -42,9 +50,20 @@ def free_port() -> int:
 
 def seed_database(path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "db.seed", "--students", "1000", "--grades-per-student",
-         "20", "--seed", "42"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": f"sqlite:///{path}"}, check=True,
+        [
+            sys.executable,
+            "-m",
+            "db.seed",
+            "--students",
+            "1000",
+            "--grades-per-student",
+            "20",
+            "--seed",
+            "42",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{path}"},
+        check=True,
         capture_output=True,
     )
 
@@ -55,13 +74,33 @@ class Server:
     def __init__(self, database: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}",
-               "PYTHONPATH": str(ROOT), "ENVIRONMENT": "development"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{database}",
+            "PYTHONPATH": str(ROOT),
+            "ENVIRONMENT": "development",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bench.server:create_bench_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--log-level", "warning", "--no-access-log", "--ws", "websockets-sansio"],
-            cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.server:create_bench_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--ws",
+                "websockets-sansio",
+            ],
+            cwd=ROOT,
+            env=env,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -83,11 +122,16 @@ def graphql_body(query: str) -> bytes:
 
 
 def check_identical(server: Server) -> int:
-    graphql = httpx.post(server.url + "/graphql", content=graphql_body(STUDENTS_QUERY),
-                         headers={"Content-Type": "application/json"}).content
+    graphql = httpx.post(
+        server.url + "/graphql",
+        content=graphql_body(STUDENTS_QUERY),
+        headers={"Content-Type": "application/json"},
+    ).content
     handwritten = httpx.get(server.url + "/bench/handwritten").content
     if graphql != handwritten:
-        raise SystemExit("GraphQL and hand-written responses differ: the comparison is void")
+        raise SystemExit(
+            "GraphQL and hand-written responses differ: the comparison is void"
+        )
     return len(graphql)
 
 
@@ -99,20 +143,34 @@ async def statement_counts(database: Path) -> dict[str, int]:
     from settings import Settings
 
     counts: dict[str, int] = {}
-    for label, query in (("students(first: 100) with grades", STUDENTS_QUERY),
-                         ("{ __typename }", TYPENAME_QUERY)):
+    for label, query in (
+        ("students(first: 100) with grades", STUDENTS_QUERY),
+        ("{ __typename }", TYPENAME_QUERY),
+    ):
         app = create_app(Settings(_env_file=None, database_url=f"sqlite:///{database}"))  # type: ignore[call-arg]
         statements: list[str] = []
         engine = app.state.services.database.engine.sync_engine
 
-        def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if statement.lstrip().upper().startswith(("SELECT", "INSERT", "UPDATE", "DELETE")):
-                statements.append(statement)
+        def count(
+            conn: Any,
+            cursor: Any,
+            statement: str,
+            *args: Any,
+            seen: list[str] = statements,
+        ) -> None:
+            if (
+                statement.lstrip()
+                .upper()
+                .startswith(("SELECT", "INSERT", "UPDATE", "DELETE"))
+            ):
+                seen.append(statement)
 
         async with LifespanManager(app):
             event.listen(engine, "before_cursor_execute", count)
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://bench"
+            ) as c:
                 response = await c.post("/graphql", json={"query": query})
                 assert "errors" not in response.json(), response.text
         counts[label] = len(statements)
@@ -132,11 +190,20 @@ def import_figures(database: Path, rows: int) -> dict[str, float]:
         csv_path = work / "grades.csv"
         with csv_path.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["student_id", "subject", "score", "max_score", "recorded_at"])
+            writer.writerow(
+                ["student_id", "subject", "score", "max_score", "recorded_at"]
+            )
             subjects = ("Math", "Science", "English", "History", "Art")
             for n in range(rows):
-                writer.writerow([f"S{n % 1000 + 1:05d}", subjects[n % 5], f"{(n * 37) % 101}",
-                                 "100", f"2026-0{1 + n % 6}-{1 + n % 28:02d}T09:{n % 60:02d}:00Z"])
+                writer.writerow(
+                    [
+                        f"S{n % 1000 + 1:05d}",
+                        subjects[n % 5],
+                        f"{(n * 37) % 101}",
+                        "100",
+                        f"2026-0{1 + n % 6}-{1 + n % 28:02d}T09:{n % 60:02d}:00Z",
+                    ]
+                )
         in_process_db = work / "a.db"
         cli_db = work / "b.db"
         shutil.copy(database, in_process_db)
@@ -155,9 +222,13 @@ def import_figures(database: Path, rows: int) -> dict[str, float]:
 
         seconds_in_process = asyncio.run(in_process())
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "db.importer", "--grades", str(csv_path)],
-                       cwd=ROOT, env={**os.environ, "DATABASE_URL": f"sqlite:///{cli_db}"},
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "db.importer", "--grades", str(csv_path)],
+            cwd=ROOT,
+            env={**os.environ, "DATABASE_URL": f"sqlite:///{cli_db}"},
+            check=True,
+            capture_output=True,
+        )
         seconds_cli = time.perf_counter() - started
         return {"in_process_s": seconds_in_process, "cli_s": seconds_cli}
     finally:
@@ -185,35 +256,61 @@ def main() -> None:
         plan = [
             ("graphql students", server.url + "/graphql", graphql_body(STUDENTS_QUERY)),
             ("hand-written students", server.url + "/bench/handwritten", None),
-            ("graphql __typename", server.url + "/graphql", graphql_body(TYPENAME_QUERY)),
-            ("raw starlette json", server.url + "/bench/raw", graphql_body(TYPENAME_QUERY)),
+            (
+                "graphql __typename",
+                server.url + "/graphql",
+                graphql_body(TYPENAME_QUERY),
+            ),
+            (
+                "raw starlette json",
+                server.url + "/bench/raw",
+                graphql_body(TYPENAME_QUERY),
+            ),
         ]
         for name, url, body in plan:
             run_load(url, body=body, seconds=2, connections=args.connections)  # warm-up
-            cases[name] = run_load(url, body=body, seconds=args.seconds,
-                                   connections=args.connections)
+            cases[name] = run_load(
+                url, body=body, seconds=args.seconds, connections=args.connections
+            )
             r = cases[name]
-            print(f"{name:24} {r.requests_per_s:10.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
-                  f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}", flush=True)
+            print(
+                f"{name:24} {r.requests_per_s:10.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
+                f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+                flush=True,
+            )
     finally:
         server.stop()
     print("importing grades from CSV ...", flush=True)
     imports = import_figures(database, args.import_rows)
     shutil.rmtree(work, ignore_errors=True)
 
-    students_ratio = cases["graphql students"].requests_per_s / cases["hand-written students"].requests_per_s
-    typename_ratio = cases["graphql __typename"].requests_per_s / cases["raw starlette json"].requests_per_s
+    students_ratio = (
+        cases["graphql students"].requests_per_s
+        / cases["hand-written students"].requests_per_s
+    )
+    typename_ratio = (
+        cases["graphql __typename"].requests_per_s
+        / cases["raw starlette json"].requests_per_s
+    )
     print(f"ratio students: {students_ratio:.2f} (target >= 0.5)")
     print(f"ratio __typename: {typename_ratio:.2f} (target >= 0.5)")
     print(f"statements: {counts}")
-    print(f"import {args.import_rows:,} grades: {imports['in_process_s']:.2f} s in process, "
-          f"{imports['cli_s']:.2f} s via the CLI (target <= 2 s)")
+    print(
+        f"import {args.import_rows:,} grades: {imports['in_process_s']:.2f} s in process, "
+        f"{imports['cli_s']:.2f} s via the CLI (target <= 2 s)"
+    )
     write_results(args, cases, counts, imports, size, students_ratio, typename_ratio)
 
 
-def write_results(args: Any, cases: dict[str, LoadResult], counts: dict[str, int],
-                  imports: dict[str, float], size: int, students_ratio: float,
-                  typename_ratio: float) -> None:
+def write_results(
+    args: Any,
+    cases: dict[str, LoadResult],
+    counts: dict[str, int],
+    imports: dict[str, float],
+    size: int,
+    students_ratio: float,
+    typename_ratio: float,
+) -> None:
     tool = next(iter(cases.values())).tool
     lines = [
         "# Benchmark results",
@@ -228,8 +325,10 @@ def write_results(args: Any, cases: dict[str, LoadResult], counts: dict[str, int
         "",
         "| case | requests/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|",
-        *(f"| {name} | {r.requests_per_s:.1f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |"
-          for name, r in cases.items()),
+        *(
+            f"| {name} | {r.requests_per_s:.1f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} |"
+            for name, r in cases.items()
+        ),
         "",
         f"- `students(first: 100) {{ grades {{ subject score }} }}` against a hand-written "
         f"handler with byte-identical JSON ({size:,} bytes): **{students_ratio:.2f}** "
@@ -237,7 +336,8 @@ def write_results(args: Any, cases: dict[str, LoadResult], counts: dict[str, int
         f"- `{{ __typename }}` against a raw Starlette JSON endpoint: **{typename_ratio:.2f}** "
         "(target >= 0.5).",
         "- SQL statements per request (cold caches): "
-        + ", ".join(f"{k}: {v}" for k, v in counts.items()) + ".",
+        + ", ".join(f"{k}: {v}" for k, v in counts.items())
+        + ".",
         f"- Importing {args.import_rows:,} grades from CSV: {imports['in_process_s']:.2f} s in "
         f"process (parse, validate, insert), {imports['cli_s']:.2f} s through "
         "`python -m db.importer` including interpreter start-up (target <= 2 s).",

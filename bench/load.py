@@ -29,14 +29,18 @@ def run_load(
 ) -> LoadResult:
     if shutil.which("wrk"):
         return _wrk(url, body=body, seconds=seconds, connections=connections)
-    return asyncio.run(_python_load(url, body=body, seconds=seconds, connections=connections))
+    return asyncio.run(
+        _python_load(url, body=body, seconds=seconds, connections=connections)
+    )
 
 
 def _lua_string(data: bytes) -> str:
     return '"' + "".join(f"\\{byte}" for byte in data) + '"'
 
 
-def _wrk(url: str, *, body: bytes | None, seconds: float, connections: int) -> LoadResult:
+def _wrk(
+    url: str, *, body: bytes | None, seconds: float, connections: int
+) -> LoadResult:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "request.lua"
         if body is not None:
@@ -49,17 +53,27 @@ def _wrk(url: str, *, body: bytes | None, seconds: float, connections: int) -> L
             script.write_text('wrk.method = "GET"\n')
         output = subprocess.run(
             [
-                "wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency",
-                "-s", str(script), url,
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{int(seconds)}s",
+                "--latency",
+                "-s",
+                str(script),
+                url,
             ],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         errors += int(match.group(1))
-    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+    if match := re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    ):
         errors += sum(int(g) for g in match.groups())
     return LoadResult(
         requests_per_s=rate,

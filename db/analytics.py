@@ -128,9 +128,7 @@ class StudentStats:
     def risk_reasons(self, average_below: float, trend_below: float) -> list[str]:
         reasons = []
         if self.average is not None and self.average < average_below - _BOUND_SLACK:
-            reasons.append(
-                f"average {self.average:.1f}% is below {average_below:g}%"
-            )
+            reasons.append(f"average {self.average:.1f}% is below {average_below:g}%")
         trend = self.trend_per_month
         if trend is not None and trend < trend_below - _BOUND_SLACK:
             reasons.append(
@@ -170,7 +168,9 @@ def _subject_aggregate(dialect: str, where: Sequence[Any]) -> Any:
 def _subject_stats(row: Sequence[Any]) -> tuple[Sums, SubjectStats]:
     _, subject, n, sy, sx, sxx, sxy, low, high, latest = row
     sums = Sums(int(n), float(sy), float(sx), float(sxx), float(sxy))
-    stats = SubjectStats(subject, int(n), float(sy) / n, float(low), float(high), float(latest))
+    stats = SubjectStats(
+        subject, int(n), float(sy) / n, float(low), float(high), float(latest)
+    )
     return sums, stats
 
 
@@ -319,7 +319,9 @@ async def class_stats(
         Bucket(10 * i, 10 * (i + 1), int(v or 0)) for i, v in enumerate(overall[11:21])
     )
     if n == 0:
-        return ClassStats(0, 0, None, None, None, None, None, letters, histogram, (), (), ())
+        return ClassStats(
+            0, 0, None, None, None, None, None, letters, histogram, (), (), ()
+        )
     mean = float(overall[2]) / n
     variance = float(overall[3]) / n
     middle = await session.execute(
@@ -336,7 +338,14 @@ async def class_stats(
     for row in await session.execute(_subject_per_class(dialect, where)):
         n_s, sy, low, high, latest = row[1:]
         subjects.append(
-            SubjectStats(row[0], int(n_s), float(sy) / n_s, float(low), float(high), float(latest))
+            SubjectStats(
+                row[0],
+                int(n_s),
+                float(sy) / n_s,
+                float(low),
+                float(high),
+                float(latest),
+            )
         )
     averages = [
         StudentAverage(student_id, name, float(average))
@@ -430,7 +439,9 @@ async def at_risk_student_ids(
     after: str | None,
 ) -> tuple[list[str], bool]:
     """One page of at-risk student ids in id order."""
-    query = _at_risk_query(session.bind.dialect.name, average_below, trend_below, grade_level)
+    query = _at_risk_query(
+        session.bind.dialect.name, average_below, trend_below, grade_level
+    )
     if after is not None:
         query = query.where(G.student_id > after)
     query = query.order_by(G.student_id).limit(first + 1)
@@ -445,6 +456,8 @@ async def count_at_risk(
     trend_below: float,
     grade_level: int | None,
 ) -> int:
-    query = _at_risk_query(session.bind.dialect.name, average_below, trend_below, grade_level)
+    query = _at_risk_query(
+        session.bind.dialect.name, average_below, trend_below, grade_level
+    )
     total = select(func.count()).select_from(query.subquery())
     return int((await session.execute(total)).scalar_one())

@@ -75,7 +75,9 @@ def create_database(
         # low (NOTES.md) while reads and the single writer can overlap.
         kwargs.update(pool_size=2, max_overflow=4)
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        kwargs.update(
+            pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _configure_sqlite(engine, busy_timeout_ms)

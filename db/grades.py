@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import models
 from db.errors import NotFound
-from db.records import GradeRecord
+from db.records import GradeRecord, chunks
 from db.validation import NewGrade, utcnow
 
 G = models.Grade.__table__.c
@@ -99,10 +99,7 @@ async def list_grades(
             )
         )
     query = (
-        select(*_COLUMNS)
-        .where(*clauses)
-        .order_by(G.recorded_at, G.id)
-        .limit(first + 1)
+        select(*_COLUMNS).where(*clauses).order_by(G.recorded_at, G.id).limit(first + 1)
     )
     rows = [to_record(row) for row in await session.execute(query)]
     return rows[:first], len(rows) > first
@@ -118,7 +115,7 @@ async def list_subjects(session: AsyncSession) -> list[str]:
     return [row[0] for row in rows]
 
 
-def _values(grade: NewGrade) -> dict[str, Any]:
+def grade_values(grade: NewGrade) -> dict[str, Any]:
     return {
         "student_id": grade.student_id,
         "subject": grade.subject,
@@ -130,7 +127,7 @@ def _values(grade: NewGrade) -> dict[str, Any]:
 
 async def insert_grade(session: AsyncSession, grade: NewGrade) -> GradeRecord:
     result = await session.execute(
-        insert(models.Grade).values(**_values(grade)).returning(*_COLUMNS)
+        insert(models.Grade).values(**grade_values(grade)).returning(*_COLUMNS)
     )
     return to_record(result.one())
 
@@ -138,9 +135,8 @@ async def insert_grade(session: AsyncSession, grade: NewGrade) -> GradeRecord:
 async def insert_grades(session: AsyncSession, grades: Sequence[NewGrade]) -> int:
     """Insert many rows with one executemany statement per chunk."""
     table = models.Grade.__table__
-    for start in range(0, len(grades), INSERT_CHUNK):
-        chunk = grades[start : start + INSERT_CHUNK]
-        await session.execute(insert(table), [_values(grade) for grade in chunk])
+    for chunk in chunks(grades, INSERT_CHUNK):
+        await session.execute(insert(table), [grade_values(grade) for grade in chunk])
     return len(grades)
 
 
@@ -185,7 +181,9 @@ async def find_idempotency_key(
     row = (
         await session.execute(
             select(K.payload_hash, K.result).where(
-                K.key == key, K.operation == operation, K.created_at > utcnow() - IDEMPOTENCY_TTL
+                K.key == key,
+                K.operation == operation,
+                K.created_at > utcnow() - IDEMPOTENCY_TTL,
             )
         )
     ).first()
@@ -204,6 +202,10 @@ async def store_idempotency_key(
     )
     await session.execute(
         insert(models.IdempotencyKey).values(
-            key=key, operation=operation, payload_hash=digest, result=result, created_at=now
+            key=key,
+            operation=operation,
+            payload_hash=digest,
+            result=result,
+            created_at=now,
         )
     )

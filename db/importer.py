@@ -7,7 +7,7 @@ import asyncio
 import gc
 import sys
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,8 @@ from db.csvrows import (
     sort_problems,
 )
 from db.engine import Database, create_database, create_tables
+from db.grades import grade_values
+from db.records import chunks
 from db.validation import InputErrorCode, NewGrade, NewStudent, utcnow
 
 CHUNK_SIZE = 10_000
@@ -141,7 +143,7 @@ async def import_rows(
             raise ImportRejected(student_problems, grade_problems)
         conn = await session.connection()
         created_at = utcnow()
-        for student_chunk in _chunks(students, chunk_size):
+        for student_chunk in chunks(students, chunk_size):
             await conn.execute(
                 insert(models.Student),
                 [
@@ -160,19 +162,9 @@ async def import_rows(
         if grades and conn.dialect.name == "sqlite":
             await _insert_grades_sqlite(conn, grades, chunk_size, progress)
         else:
-            for chunk in _chunks(grades, chunk_size):
+            for chunk in chunks(grades, chunk_size):
                 await conn.execute(
-                    insert(models.Grade),
-                    [
-                        {
-                            "student_id": g.student_id,
-                            "subject": g.subject,
-                            "score": g.score,
-                            "max_score": g.max_score,
-                            "recorded_at": g.recorded_at,
-                        }
-                        for g in chunk
-                    ],
+                    insert(models.Grade), [grade_values(g) for g in chunk]
                 )
                 if progress is not None:
                     progress(len(chunk))
@@ -201,7 +193,7 @@ async def _insert_grades_sqlite(
     previous = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
     await conn.exec_driver_sql(f"PRAGMA cache_size={_IMPORT_CACHE_SIZE}")
     try:
-        for chunk in _chunks(grades, chunk_size):
+        for chunk in chunks(grades, chunk_size):
             await conn.exec_driver_sql(
                 sql,
                 [
@@ -250,15 +242,10 @@ def _duplicates_in(
 async def _existing(session: AsyncSession, column: Any, values: set[str]) -> set[str]:
     """The subset of `values` present in `column`."""
     found: set[str] = set()
-    for chunk in _chunks(sorted(values), _LOOKUP_CHUNK):
+    for chunk in chunks(sorted(values), _LOOKUP_CHUNK):
         result = await session.execute(select(column).where(column.in_(chunk)))
         found.update(result.scalars())
     return found
-
-
-def _chunks(rows: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 # --- command line ---------------------------------------------------------------

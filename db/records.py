@@ -6,8 +6,12 @@ built per request. Treat them as read-only; the shared cache hands out the same 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -37,3 +41,9 @@ class GradeRecord:
 def percentage(score: float, max_score: float) -> float:
     """The one definition of a percentage: 100 * score / max_score."""
     return (100.0 * score) / max_score
+
+
+def chunks(rows: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most `size` rows, for executemany in bounded pieces."""
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import random
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlmodel import col
 
 from db import models
 from db.engine import Database, create_database, create_tables
+from db.records import chunks
 
 SUBJECTS = ("Math", "Science", "English", "History", "Art")
 # Points added to a student's ability in each subject: Math is the hardest here.
@@ -119,7 +120,7 @@ async def seed(
     student_rows, grade_rows = generate(students, grades_per_student, seed)
     async with database.writing() as session:
         for table, rows in ((models.Student, student_rows), (models.Grade, grade_rows)):
-            for chunk in _chunks(rows, chunk_size):
+            for chunk in chunks(rows, chunk_size):
                 await session.execute(insert(table), chunk)
     return len(student_rows), len(grade_rows)
 
@@ -135,11 +136,6 @@ async def count_students(database: Database) -> int:
     async with database.sessions() as session:
         result = await session.execute(select(func.count()).select_from(models.Student))
         return int(result.scalar_one())
-
-
-def _chunks(rows: list[Row], size: int) -> Iterator[list[Row]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 # --- command line ---------------------------------------------------------------

@@ -101,7 +101,10 @@ async def count_students(session: AsyncSession, where: StudentFilter) -> int:
 
 
 async def _taken(
-    session: AsyncSession, student_id: str | None, email: str | None, exclude: int | None
+    session: AsyncSession,
+    student_id: str | None,
+    email: str | None,
+    exclude: int | None,
 ) -> Conflict | None:
     checks = []
     if student_id is not None:
@@ -170,9 +173,9 @@ async def delete_student(
     grade_count = int(
         (
             await session.execute(
-                select(func.count()).select_from(models.Grade).where(
-                    G.student_id == student_id
-                )
+                select(func.count())
+                .select_from(models.Grade)
+                .where(G.student_id == student_id)
             )
         ).scalar_one()
     )

@@ -118,9 +118,7 @@ def student_problems(
     return [p for f, v, check in checks if v is not ... and (p := check(f, v))]
 
 
-def new_student(
-    student_id: str, name: str, email: str, grade_level: int
-) -> NewStudent:
+def new_student(student_id: str, name: str, email: str, grade_level: int) -> NewStudent:
     return NewStudent(
         student_id=student_id.strip(),
         name=name.strip(),
@@ -142,7 +140,9 @@ def score_problems(score: Any, max_score: Any) -> list[FieldProblem]:
         )
     elif not math.isfinite(max_score):
         problems.append(
-            FieldProblem("maxScore", InputErrorCode.NOT_FINITE, "maxScore must be finite")
+            FieldProblem(
+                "maxScore", InputErrorCode.NOT_FINITE, "maxScore must be finite"
+            )
         )
     elif max_score <= 0:
         problems.append(
@@ -153,7 +153,9 @@ def score_problems(score: Any, max_score: Any) -> list[FieldProblem]:
     else:
         finite_max = max_score
     if score is None:
-        problems.append(FieldProblem("score", InputErrorCode.REQUIRED, "score is required"))
+        problems.append(
+            FieldProblem("score", InputErrorCode.REQUIRED, "score is required")
+        )
     elif not math.isfinite(score):
         problems.append(
             FieldProblem("score", InputErrorCode.NOT_FINITE, "score must be finite")
@@ -178,12 +180,12 @@ def grade_problems(
     max_score: Any = ...,
 ) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
-    if student_id is not ...:
-        if p := check_text("studentId", student_id, STUDENT_ID_MAX):
-            problems.append(p)
-    if subject is not ...:
-        if p := check_text("subject", subject, SUBJECT_MAX):
-            problems.append(p)
+    if student_id is not ... and (
+        p := check_text("studentId", student_id, STUDENT_ID_MAX)
+    ):
+        problems.append(p)
+    if subject is not ... and (p := check_text("subject", subject, SUBJECT_MAX)):
+        problems.append(p)
     if score is not ... or max_score is not ...:
         problems.extend(score_problems(score, max_score))
     return problems

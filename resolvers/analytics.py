@@ -67,7 +67,11 @@ async def class_analytics(
 
 
 async def at_risk_students(
-    ctx: Context, *, grade_level: int | None = None, first: int = 20, after: str | None = None
+    ctx: Context,
+    *,
+    grade_level: int | None = None,
+    first: int = 20,
+    after: str | None = None,
 ) -> Page[StudentRecord]:
     check_first(first)
     last = decode_cursor(after, "r", 1)[0] if after is not None else None

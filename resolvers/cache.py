@@ -38,8 +38,14 @@ class SharedCache(Protocol):
 class LocalCache:
     """In-process implementation over cachetools, one TTLCache per name."""
 
-    def __init__(self, names: Iterable[str], *, maxsize: int, ttl: float,
-                 timer: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        names: Iterable[str],
+        *,
+        maxsize: int,
+        ttl: float,
+        timer: Callable[[], float] | None = None,
+    ) -> None:
         extra = {"timer": timer} if timer else {}
         self._caches: dict[str, TTLCache[Hashable, Any]] = {
             name: TTLCache(maxsize=max(maxsize, 0), ttl=ttl, **extra) for name in names

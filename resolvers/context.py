@@ -61,7 +61,9 @@ class Services:
     cache: SharedCache
     limits: Limits
 
-    def context(self, *, viewer: Viewer | None = None, request_id: str | None = None) -> Context:
+    def context(
+        self, *, viewer: Viewer | None = None, request_id: str | None = None
+    ) -> Context:
         return Context(
             database=self.database,
             cache=self.cache,

@@ -10,7 +10,9 @@ class ClientError(Exception):
 
     code = "BAD_USER_INPUT"
 
-    def __init__(self, message: str, *, code: str | None = None, **extensions: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, **extensions: Any
+    ) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code

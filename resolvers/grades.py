@@ -12,9 +12,21 @@ from sqlalchemy.exc import IntegrityError
 
 from db import grades as db_grades
 from db import students as db_students
-from db.errors import IdempotencyKeyReused, InvalidInput, InvalidRows, NotFound, RowProblem
+from db.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    InvalidRows,
+    NotFound,
+    RowProblem,
+)
 from db.records import GradeRecord
-from db.validation import FieldProblem, InputErrorCode, grade_problems, new_grade, to_naive_utc
+from db.validation import (
+    FieldProblem,
+    InputErrorCode,
+    grade_problems,
+    new_grade,
+    to_naive_utc,
+)
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
 from resolvers.loaders import invalidate_grades
@@ -105,7 +117,9 @@ async def add_grade(
     return record
 
 
-async def update_grade(ctx: Context, grade_id: str, changes: dict[str, Any]) -> GradeRecord:
+async def update_grade(
+    ctx: Context, grade_id: str, changes: dict[str, Any]
+) -> GradeRecord:
     """`changes` maps column names (student_id, subject, score, ...) to new values."""
     number = _grade_number(grade_id)
     checked = {k: v for k, v in changes.items() if k in ("student_id", "subject")}
@@ -119,7 +133,9 @@ async def update_grade(ctx: Context, grade_id: str, changes: dict[str, Any]) -> 
         values["recorded_at"] = to_naive_utc(values["recorded_at"])
     elif "recorded_at" in values:
         raise InvalidInput(
-            FieldProblem("recordedAt", InputErrorCode.REQUIRED, "recordedAt may not be null")
+            FieldProblem(
+                "recordedAt", InputErrorCode.REQUIRED, "recordedAt may not be null"
+            )
         )
     async with ctx.database.writing() as session:
         before = (await db_grades.grades_by_ids(session, [number]))[0]
@@ -127,9 +143,11 @@ async def update_grade(ctx: Context, grade_id: str, changes: dict[str, Any]) -> 
             raise NotFound("grade", grade_id)
         score = values.get("score", before.score)
         max_score = values.get("max_score", before.max_score)
-        if "score" in values or "max_score" in values:
-            if problems := grade_problems(score=score, max_score=max_score):
-                raise InvalidInput(problems[0])
+        changes_score = "score" in values or "max_score" in values
+        if changes_score and (
+            problems := grade_problems(score=score, max_score=max_score)
+        ):
+            raise InvalidInput(problems[0])
         ids = sorted({before.student_id, values.get("student_id", before.student_id)})
         levels = await db_students.existing_student_levels(session, ids)
         for student_id in ids:
@@ -190,31 +208,45 @@ async def add_grades(
 ) -> BatchResult:
     """All-or-nothing insert of `rows`; InvalidRows lists every bad row."""
     if len(rows) > ctx.limits.max_batch_size:
-        raise InvalidRows([
-            RowProblem(
-                -1, None, "input", InputErrorCode.TOO_MANY_ROWS,
-                f"{len(rows)} rows is more than the limit of {ctx.limits.max_batch_size}",
-            )
-        ])
+        raise InvalidRows(
+            [
+                RowProblem(
+                    -1,
+                    None,
+                    "input",
+                    InputErrorCode.TOO_MANY_ROWS,
+                    f"{len(rows)} rows is more than the limit of {ctx.limits.max_batch_size}",
+                )
+            ]
+        )
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
         # GradesAddResult has no InvalidInputError: a bad key is a batch-level row error.
         code = InputErrorCode.TOO_LONG if idempotency_key else InputErrorCode.REQUIRED
-        raise InvalidRows([
-            RowProblem(
-                -1, None, "idempotencyKey", code,
-                "idempotencyKey must be 1 to 200 characters",
-            )
-        ])
+        raise InvalidRows(
+            [
+                RowProblem(
+                    -1,
+                    None,
+                    "idempotencyKey",
+                    code,
+                    "idempotencyKey must be 1 to 200 characters",
+                )
+            ]
+        )
     problems = [
         RowProblem(index, None, p.field, p.code, p.message)
         for index, row in enumerate(rows)
         for p in grade_problems(
-            student_id=row.student_id, subject=row.subject,
-            score=row.score, max_score=row.max_score,
+            student_id=row.student_id,
+            subject=row.subject,
+            score=row.score,
+            max_score=row.max_score,
         )
     ]
     digest = db_grades.payload_hash(
-        json.dumps([row.canonical() for row in rows], default=str, separators=(",", ":"))
+        json.dumps(
+            [row.canonical() for row in rows], default=str, separators=(",", ":")
+        )
     )
     try:
         return await _insert_batch(ctx, rows, problems, idempotency_key, digest)
@@ -248,8 +280,13 @@ async def _insert_batch(
             student_id = row.student_id.strip()
             if student_id not in levels:
                 problems.append(
-                    RowProblem(index, None, "studentId", InputErrorCode.NOT_FOUND,
-                               f"student {student_id!r} does not exist")
+                    RowProblem(
+                        index,
+                        None,
+                        "studentId",
+                        InputErrorCode.NOT_FOUND,
+                        f"student {student_id!r} does not exist",
+                    )
                 )
             elif not ctx.viewer.may_write_level(levels[student_id]):
                 raise Forbidden(f"you may not write grades of student {student_id!r}")

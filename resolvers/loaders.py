@@ -53,7 +53,9 @@ def cached_batch(
     return batch
 
 
-async def _load_students(database: Database, keys: list[str]) -> list[StudentRecord | None]:
+async def _load_students(
+    database: Database, keys: list[str]
+) -> list[StudentRecord | None]:
     async with database.sessions() as session:  # one short session per batch
         return await students.students_by_student_ids(session, keys)
 
@@ -86,7 +88,9 @@ class Loaders:
         self._database = database
         self._cache = cache
         self._students: DataLoader[str, StudentRecord | None] | None = None
-        self._grades: DataLoader[tuple[str, str | None], list[GradeRecord]] | None = None
+        self._grades: DataLoader[tuple[str, str | None], list[GradeRecord]] | None = (
+            None
+        )
         self._stats: DataLoader[str, StudentStats] | None = None
         self._rankings: DataLoader[int, LevelRanking] | None = None
 
@@ -98,7 +102,9 @@ class Loaders:
         return self._students
 
     @property
-    def grades_by_student_id(self) -> DataLoader[tuple[str, str | None], list[GradeRecord]]:
+    def grades_by_student_id(
+        self,
+    ) -> DataLoader[tuple[str, str | None], list[GradeRecord]]:
         if self._grades is None:
             self._grades = DataLoader(partial(_load_grades, self._database))
         return self._grades
@@ -139,4 +145,6 @@ def invalidate_student(
     cache.invalidate(ANALYTICS, student_ids)
     cache.invalidate(RANKINGS, grade_levels)
     levels = set(grade_levels)
-    cache.invalidate_where(CLASS_ANALYTICS, lambda key: key[0] in levels or key[0] is None)
+    cache.invalidate_where(
+        CLASS_ANALYTICS, lambda key: key[0] in levels or key[0] is None
+    )

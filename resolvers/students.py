@@ -68,8 +68,12 @@ async def list_students(
         key = _cursor_key(*decode_cursor(after, kind, 2), order_by)
     async with ctx.database.sessions() as session:
         rows, has_next = await db_students.list_students(
-            session, first=first, where=where, order_by=order_by,
-            descending=descending, after=key,
+            session,
+            first=first,
+            where=where,
+            order_by=order_by,
+            descending=descending,
+            after=key,
         )
     for row in rows:
         ctx.loaders.student_by_id.prime(row.student_id, row)
@@ -78,7 +82,9 @@ async def list_students(
         async with ctx.database.sessions() as session:
             return await db_students.count_students(session, where)
 
-    cursors = [encode_cursor(kind, _order_value(r, order_by), r.student_id) for r in rows]
+    cursors = [
+        encode_cursor(kind, _order_value(r, order_by), r.student_id) for r in rows
+    ]
     return Page(rows, cursors, has_next, count)
 
 
@@ -125,9 +131,13 @@ async def update_student(
     return after
 
 
-async def delete_student(ctx: Context, student_id: str, *, cascade: bool) -> StudentRecord:
+async def delete_student(
+    ctx: Context, student_id: str, *, cascade: bool
+) -> StudentRecord:
     ctx.viewer.require("admin")
     async with ctx.database.writing() as session:
-        record, _ = await db_students.delete_student(session, student_id, cascade=cascade)
+        record, _ = await db_students.delete_student(
+            session, student_id, cascade=cascade
+        )
     invalidate_student(ctx.cache, [record.student_id], [record.grade_level])
     return record

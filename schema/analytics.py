@@ -42,7 +42,9 @@ class StudentAnalytics:
     def average(self) -> float | None:
         return self._value.stats.average
 
-    @strawberry.field(description="Letter of the average: A >= 90, B >= 80, C >= 70, D >= 60, F.")
+    @strawberry.field(
+        description="Letter of the average: A >= 90, B >= 80, C >= 70, D >= 60, F."
+    )
     def letter(self) -> str | None:
         return self._value.letter
 
@@ -66,7 +68,9 @@ class StudentAnalytics:
     async def percentile(self, info: strawberry.Info) -> float | None:
         return await analytics.percentile_of(ctx(info), self._value.student)
 
-    @strawberry.field(description="Average below AT_RISK_AVERAGE or trend below AT_RISK_TREND.")
+    @strawberry.field(
+        description="Average below AT_RISK_AVERAGE or trend below AT_RISK_TREND."
+    )
     def at_risk(self) -> bool:
         return self._value.at_risk
 
@@ -88,10 +92,14 @@ class LetterCounts:
     f: int = strawberry.field(description="Below 60.")
 
 
-@strawberry.type(description="A histogram bucket of percentages: [from, to), the last [90, 100].")
+@strawberry.type(
+    description="A histogram bucket of percentages: [from, to), the last [90, 100]."
+)
 class Bucket:
     from_: int = strawberry.field(name="from", description="Lower bound (inclusive).")
-    to: int = strawberry.field(description="Upper bound (exclusive, but 100 inclusive).")
+    to: int = strawberry.field(
+        description="Upper bound (exclusive, but 100 inclusive)."
+    )
     count: int = strawberry.field(description="Grades in the bucket.")
 
 
@@ -99,7 +107,9 @@ class Bucket:
 class StudentAverage:
     student_id: str = strawberry.field(description="The student's public id.")
     name: str = strawberry.field(description="The student's name.")
-    average: float = strawberry.field(description="Mean percentage of the selected grades.")
+    average: float = strawberry.field(
+        description="Mean percentage of the selected grades."
+    )
 
 
 @strawberry.type(description="Statistics over the percentages of the selected grades.")
@@ -108,19 +118,30 @@ class ClassAnalytics:
     grade_count: int = strawberry.field(description="Selected grades.")
     mean: float | None = strawberry.field(description="Mean percentage.")
     median: float | None = strawberry.field(description="Median percentage.")
-    std_dev: float | None = strawberry.field(description="Population standard deviation.")
+    std_dev: float | None = strawberry.field(
+        description="Population standard deviation."
+    )
     min: float | None = strawberry.field(description="Lowest percentage.")
     max: float | None = strawberry.field(description="Highest percentage.")
     letters: LetterCounts = strawberry.field(description="Grades per letter.")
     histogram: list[Bucket] = strawberry.field(description="Ten buckets of 10 points.")
-    subjects: list[SubjectStats] = strawberry.field(description="Statistics per subject.")
+    subjects: list[SubjectStats] = strawberry.field(
+        description="Statistics per subject."
+    )
     top: list[StudentAverage] = strawberry.field(description="The 5 highest averages.")
-    bottom: list[StudentAverage] = strawberry.field(description="The 5 lowest averages.")
+    bottom: list[StudentAverage] = strawberry.field(
+        description="The 5 lowest averages."
+    )
 
     @classmethod
     def from_model(cls, stats: db_analytics.ClassStats) -> ClassAnalytics:
-        def averages(rows: tuple[db_analytics.StudentAverage, ...]) -> list[StudentAverage]:
-            return [StudentAverage(student_id=r.student_id, name=r.name, average=r.average) for r in rows]
+        def averages(
+            rows: tuple[db_analytics.StudentAverage, ...],
+        ) -> list[StudentAverage]:
+            return [
+                StudentAverage(student_id=r.student_id, name=r.name, average=r.average)
+                for r in rows
+            ]
 
         return cls(
             student_count=stats.student_count,
@@ -131,7 +152,9 @@ class ClassAnalytics:
             min=stats.min,
             max=stats.max,
             letters=LetterCounts(**stats.letters),
-            histogram=[Bucket(from_=b.start, to=b.end, count=b.count) for b in stats.histogram],
+            histogram=[
+                Bucket(from_=b.start, to=b.end, count=b.count) for b in stats.histogram
+            ],
             subjects=[SubjectStats.from_model(s) for s in stats.subjects],
             top=averages(stats.top),
             bottom=averages(stats.bottom),

@@ -58,7 +58,9 @@ class RowError:
     message: str = strawberry.field(description="What went wrong, for people.")
 
 
-@strawberry.type(description="Some rows are invalid; every one is listed and nothing was written.")
+@strawberry.type(
+    description="Some rows are invalid; every one is listed and nothing was written."
+)
 class InvalidRowsError(Error):
     rows: list[RowError] = strawberry.field(description="Every invalid row.")
 

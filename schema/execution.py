@@ -94,17 +94,23 @@ class Plan:
 
     __slots__ = ("many", "one")
 
-    def __init__(self, entries: list[tuple[str, str]], namespace: dict[str, Any],
-                 nullable_items: bool) -> None:
+    def __init__(
+        self,
+        entries: list[tuple[str, str]],
+        namespace: dict[str, Any],
+        nullable_items: bool,
+    ) -> None:
         body = ", ".join(f"{name!r}: {expression}" for name, expression in entries)
-        item = f"(None if v is None else {{{body}}})" if nullable_items else f"{{{body}}}"
+        item = (
+            f"(None if v is None else {{{body}}})" if nullable_items else f"{{{body}}}"
+        )
         source = (
             "def one(v):\n"
             f"    return {item}\n"
             "def many(items):\n"
             f"    return [{item} for v in items]\n"
         )
-        exec(compile(source, "<gradepulse fast completion>", "exec"), namespace)  # noqa: S102
+        exec(compile(source, "<gradepulse fast completion>", "exec"), namespace)
         self.one: Completer = namespace["one"]
         self.many: Callable[[Iterable[Any]], list[Any]] = namespace["many"]
 
@@ -121,25 +127,37 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             self._fast_allowed_cache = allowed
         return allowed
 
-    def _plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Plan | None:
+    def _plan(
+        self, item_type: GraphQLOutputType, field_details_list: Any
+    ) -> Plan | None:
         plans: dict[Any, Any] = self.__dict__.setdefault("_fast_plans", {})
         key = (item_type, id(field_details_list))
         cached = plans.get(key)
         if cached is None:
-            plan = self._build_plan(item_type, field_details_list) if self._fast_allowed() else None
+            plan = (
+                self._build_plan(item_type, field_details_list)
+                if self._fast_allowed()
+                else None
+            )
             # Like collect_subfields, keep the list alive so that its id stays unique.
             plans[key] = (field_details_list, plan if plan is not None else _NO_PLAN)
             return plan
         plan = cached[1]
         return None if plan is _NO_PLAN else plan
 
-    def _build_plan(self, item_type: GraphQLOutputType, field_details_list: Any) -> Plan | None:
+    def _build_plan(
+        self, item_type: GraphQLOutputType, field_details_list: Any
+    ) -> Plan | None:
         nullable_items = not is_non_null_type(item_type)
-        object_type = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        object_type = (
+            item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        )
         if not is_object_type(object_type) or object_type.is_type_of is not None:
             return None
         assert isinstance(object_type, GraphQLObjectType)
-        grouped, defer_usages, _ = self.collect_subfields(object_type, field_details_list)
+        grouped, defer_usages, _ = self.collect_subfields(
+            object_type, field_details_list
+        )
         if defer_usages:
             return None
         entries: list[tuple[str, str]] = []
@@ -166,7 +184,11 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 return None
             field_type = field_def.type
             required = is_non_null_type(field_type)
-            inner = field_type.of_type if isinstance(field_type, GraphQLNonNull) else field_type
+            inner = (
+                field_type.of_type
+                if isinstance(field_type, GraphQLNonNull)
+                else field_type
+            )
             attribute = f"v.{definition.python_name}"
             helper = f"c{index}"
             if is_leaf_type(inner):
@@ -196,12 +218,14 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         items: Iterable[Any],
         position_context: Any,
     ) -> Any:
-        if isinstance(items, (list, tuple)) and not self.get_stream_usage(field_details_list, path):
+        if isinstance(items, (list, tuple)) and not self.get_stream_usage(
+            field_details_list, path
+        ):
             plan = self._plan(item_type, field_details_list)
             if plan is not None:
                 try:
                     return plan.many(items)
-                except Exception:  # noqa: BLE001 - the general path reports it properly
+                except Exception:
                     pass
         return super().complete_iterable_value(
             item_type, field_details_list, info, path, items, position_context

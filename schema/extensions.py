@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
@@ -33,7 +34,9 @@ def _sqlstate(error: BaseException | None) -> str:
 
 
 @lru_cache(maxsize=1000)
-def _validate(schema: Any, document: DocumentNode, rules: tuple[Any, ...]) -> list[GraphQLError]:
+def _validate(
+    schema: Any, document: DocumentNode, rules: tuple[Any, ...]
+) -> list[GraphQLError]:
     from strawberry.schema.schema import validate_document
 
     return validate_document(schema, document, rules)
@@ -49,17 +52,19 @@ class DocumentCache(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         context = self.execution_context
         if context.query is not None and context.graphql_document is None:
-            try:
-                context.graphql_document = _parse(context.query, **context.parse_options)
-            except GraphQLError:
-                pass
+            with contextlib.suppress(GraphQLError):
+                context.graphql_document = _parse(
+                    context.query, **context.parse_options
+                )
         yield
 
     def on_validate(self) -> Iterator[None]:
         context = self.execution_context
         if context.graphql_document is not None:
             context.pre_execution_errors = _validate(
-                context.schema._schema, context.graphql_document, tuple(context.validation_rules)
+                context.schema._schema,
+                context.graphql_document,
+                tuple(context.validation_rules),
             )
         yield
 

@@ -80,8 +80,12 @@ class GradeUpdateInput:
     student_id: str | None = strawberry.field(
         default=strawberry.UNSET, description="Move the grade to this student."
     )
-    subject: str | None = strawberry.field(default=strawberry.UNSET, description="Subject.")
-    score: float | None = strawberry.field(default=strawberry.UNSET, description="Score.")
+    subject: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Subject."
+    )
+    score: float | None = strawberry.field(
+        default=strawberry.UNSET, description="Score."
+    )
     max_score: float | None = strawberry.field(
         default=strawberry.UNSET, description="Points possible."
     )

@@ -138,14 +138,20 @@ class Mutation:
             email=input.email,
             grade_level=input.grade_level,
         )
-        return await attempt(call, lambda r: StudentCreateSuccess(student=Student.from_model(r)))
+        return await attempt(
+            call, lambda r: StudentCreateSuccess(student=Student.from_model(r))
+        )
 
     @strawberry.mutation(description="Change a student's fields.")
     async def student_update(
         self, info: strawberry.Info, student_id: str, input: StudentUpdateInput
     ) -> StudentUpdateResult:
-        call = students.update_student(ctx(info), student_id, _set(input, _STUDENT_FIELDS))
-        return await attempt(call, lambda r: StudentUpdateSuccess(student=Student.from_model(r)))
+        call = students.update_student(
+            ctx(info), student_id, _set(input, _STUDENT_FIELDS)
+        )
+        return await attempt(
+            call, lambda r: StudentUpdateSuccess(student=Student.from_model(r))
+        )
 
     @strawberry.mutation(
         description="Delete a student; refused with ConflictError while they have grades, "
@@ -160,10 +166,14 @@ class Mutation:
         ] = False,
     ) -> StudentDeleteResult:
         call = students.delete_student(ctx(info), student_id, cascade=cascade)
-        return await attempt(call, lambda r: StudentDeleteSuccess(student=Student.from_model(r)))
+        return await attempt(
+            call, lambda r: StudentDeleteSuccess(student=Student.from_model(r))
+        )
 
     @strawberry.mutation(description="Add one grade.")
-    async def grade_add(self, info: strawberry.Info, input: GradeAddInput) -> GradeAddResult:
+    async def grade_add(
+        self, info: strawberry.Info, input: GradeAddInput
+    ) -> GradeAddResult:
         call = grades.add_grade(
             ctx(info),
             student_id=input.student_id,
@@ -179,12 +189,18 @@ class Mutation:
         self, info: strawberry.Info, id: strawberry.ID, input: GradeUpdateInput
     ) -> GradeUpdateResult:
         call = grades.update_grade(ctx(info), str(id), _set(input, _GRADE_FIELDS))
-        return await attempt(call, lambda r: GradeUpdateSuccess(grade=Grade.from_model(r)))
+        return await attempt(
+            call, lambda r: GradeUpdateSuccess(grade=Grade.from_model(r))
+        )
 
     @strawberry.mutation(description="Delete a grade.")
-    async def grade_delete(self, info: strawberry.Info, id: strawberry.ID) -> GradeDeleteResult:
+    async def grade_delete(
+        self, info: strawberry.Info, id: strawberry.ID
+    ) -> GradeDeleteResult:
         call = grades.delete_grade(ctx(info), str(id))
-        return await attempt(call, lambda r: GradeDeleteSuccess(grade=Grade.from_model(r)))
+        return await attempt(
+            call, lambda r: GradeDeleteSuccess(grade=Grade.from_model(r))
+        )
 
     @strawberry.mutation(
         description="Add many grades, all or nothing, in one transaction. With an "

@@ -12,8 +12,8 @@ import strawberry
 from resolvers import analytics, grades, students
 from schema.analytics import ClassAnalytics, StudentAnalytics
 from schema.common import OrderDirection, ctx
-from schema.extensions import DocumentCache, ErrorCodes
 from schema.execution import FastExecutor
+from schema.extensions import DocumentCache, ErrorCodes
 from schema.grades import GradeConnection
 from schema.mutations import Mutation
 from schema.scalars import SCALARS
@@ -23,7 +23,9 @@ First = Annotated[int, strawberry.argument(description="Page size, 1 to 100.")]
 After = Annotated[
     str | None, strawberry.argument(description="The endCursor of the previous page.")
 ]
-GradeLevel = Annotated[int | None, strawberry.argument(description="Only this grade level.")]
+GradeLevel = Annotated[
+    int | None, strawberry.argument(description="Only this grade level.")
+]
 
 
 @strawberry.type(description="Reads.")
@@ -98,7 +100,9 @@ class Query:
     async def subjects(self, info: strawberry.Info) -> list[str]:
         return await grades.list_subjects(ctx(info))
 
-    @strawberry.field(description="One student's analytics; null when the student is absent.")
+    @strawberry.field(
+        description="One student's analytics; null when the student is absent."
+    )
     async def student_analytics(
         self, info: strawberry.Info, student_id: str
     ) -> StudentAnalytics | None:

@@ -11,7 +11,10 @@ from strawberry.types.scalar import ScalarDefinition
 def serialize_datetime(value: datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="seconds" if not value.microsecond else "microseconds") + "Z"
+    return (
+        value.isoformat(timespec="seconds" if not value.microsecond else "microseconds")
+        + "Z"
+    )
 
 
 def parse_datetime(value: Any) -> datetime:

@@ -18,11 +18,15 @@ from schema.grades import Grade
 
 @strawberry.type(description="A student.")
 class Student:
-    student_id: str = strawberry.field(description="The student's public id, e.g. S00001.")
+    student_id: str = strawberry.field(
+        description="The student's public id, e.g. S00001."
+    )
     name: str = strawberry.field(description="Full name.")
     email: str = strawberry.field(description="Email address (stored lower-case).")
     grade_level: int = strawberry.field(description="Grade level, 1 to 12.")
-    created_at: datetime = strawberry.field(description="When the record was created (UTC).")
+    created_at: datetime = strawberry.field(
+        description="When the record was created (UTC)."
+    )
     _record: strawberry.Private[StudentRecord]
 
     @classmethod
@@ -71,7 +75,9 @@ class StudentEdge:
 
 @strawberry.type(description="A page of students.")
 class StudentConnection:
-    edges: list[StudentEdge] = strawberry.field(description="The students on this page.")
+    edges: list[StudentEdge] = strawberry.field(
+        description="The students on this page."
+    )
     page_info: PageInfo = strawberry.field(description="Paging state.")
     _page: strawberry.Private[Page[StudentRecord]]
 
@@ -93,7 +99,9 @@ class StudentConnection:
 
 @strawberry.input(description="A new student.")
 class StudentCreateInput:
-    student_id: str = strawberry.field(description="Public id, unique, 1 to 64 characters.")
+    student_id: str = strawberry.field(
+        description="Public id, unique, 1 to 64 characters."
+    )
     name: str = strawberry.field(description="Full name, 1 to 200 characters.")
     email: str = strawberry.field(description="Email address, unique.")
     grade_level: int = strawberry.field(description="Grade level, 1 to 12.")
@@ -104,7 +112,9 @@ class StudentUpdateInput:
     student_id: str | None = strawberry.field(
         default=strawberry.UNSET, description="New public id (grades follow)."
     )
-    name: str | None = strawberry.field(default=strawberry.UNSET, description="Full name.")
+    name: str | None = strawberry.field(
+        default=strawberry.UNSET, description="Full name."
+    )
     email: str | None = strawberry.field(default=strawberry.UNSET, description="Email.")
     grade_level: int | None = strawberry.field(
         default=strawberry.UNSET, description="Grade level, 1 to 12."

@@ -37,7 +37,9 @@ def chromium_path() -> str:
     """The Chromium binary, or a skip (a failure with REQUIRE_BROWSER=1)."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        reason = "browser test skipped: chromium is not installed (apt-get install chromium)"
+        reason = (
+            "browser test skipped: chromium is not installed (apt-get install chromium)"
+        )
         if os.environ.get("REQUIRE_BROWSER") == "1":
             pytest.fail(reason + " (REQUIRE_BROWSER=1)")
         pytest.skip(reason)
@@ -55,10 +57,16 @@ class Browser:
         self.port = _free_port()
         self.profile = tempfile.mkdtemp(prefix="gradepulse-chromium-")
         self.process = subprocess.Popen(
-            [chromium_path(), *CHROMIUM_FLAGS, f"--user-data-dir={self.profile}",
-             f"--remote-debugging-port={self.port}", "--window-size=1280,900",
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                chromium_path(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={self.profile}",
+                f"--remote-debugging-port={self.port}",
+                "--window-size=1280,900",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.requests: list[str] = []
         self._ids = itertools.count(1)
@@ -71,7 +79,9 @@ class Browser:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=2) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/json/list", timeout=2
+                ) as r:
                     targets = json.load(r)
                 page = next(t for t in targets if t.get("type") == "page")
                 connection = connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20)
@@ -83,7 +93,9 @@ class Browser:
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         message_id = next(self._ids)
-        self._ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        self._ws.send(
+            json.dumps({"id": message_id, "method": method, "params": params})
+        )
         while True:
             message = json.loads(self._ws.recv(timeout=30))
             if message.get("method") == "Network.requestWillBeSent":
@@ -95,8 +107,12 @@ class Browser:
                 return result
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.call(
+            "Runtime.evaluate",
+            expression=expression,
+            returnByValue=True,
+            awaitPromise=True,
+        )
         return result.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 15.0) -> Any:

@@ -145,12 +145,20 @@ class StatementCounter:
     statements: list[str] = field(default_factory=list)
 
     def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK")):
+        if (
+            not statement.lstrip()
+            .upper()
+            .startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK"))
+        ):
             self.statements.append(statement)
 
     @property
     def reads(self) -> list[str]:
-        return [s for s in self.statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+        return [
+            s
+            for s in self.statements
+            if s.lstrip().upper().startswith(("SELECT", "WITH"))
+        ]
 
     def reset(self) -> None:
         self.statements.clear()
@@ -171,9 +179,13 @@ class Api:
         result: dict[str, Any] = await self.session.execute(request)
         return result
 
-    async def post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Raw POST, for responses that carry errors (gql raises on those)."""
-        response = await self.http.post("/graphql", json={"query": query, "variables": variables})
+        response = await self.http.post(
+            "/graphql", json={"query": query, "variables": variables}
+        )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
@@ -237,7 +249,11 @@ def rows_in(api: Api) -> Any:
 
     async def count(table: str) -> int:
         async with api.services.database.sessions() as session:
-            return int((await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+            return int(
+                (
+                    await session.execute(text(f"SELECT count(*) FROM {table}"))
+                ).scalar_one()
+            )
 
     return count
 

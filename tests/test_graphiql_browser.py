@@ -26,14 +26,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     db = tmp_path_factory.mktemp("graphiql") / "g.db"
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "PYTHONPATH": str(ROOT)}
     subprocess.run(
-        [sys.executable, "-m", "db.seed", "--students", "50", "--grades-per-student", "4"],
-        cwd=ROOT, env=env, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "db.seed",
+            "--students",
+            "50",
+            "--grades-per-student",
+            "4",
+        ],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py")], cwd=db.parent,
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=db.parent,
         env={**env, "PORT": str(port)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until_up(port, process)
@@ -47,7 +60,9 @@ def test_graphiql_runs_a_query_with_nothing_leaving_loopback(server: int) -> Non
     browser = Browser()
     try:
         browser.goto(f"http://127.0.0.1:{server}/graphql")
-        browser.wait_for("document.querySelector('.graphiql-query-editor .CodeMirror') !== null")
+        browser.wait_for(
+            "document.querySelector('.graphiql-query-editor .CodeMirror') !== null"
+        )
         browser.evaluate(
             "document.querySelector('.graphiql-query-editor .CodeMirror')"
             f".CodeMirror.setValue({json.dumps(QUERY)})"
@@ -65,8 +80,11 @@ def test_graphiql_runs_a_query_with_nothing_leaving_loopback(server: int) -> Non
     assert '"studentId": "S00001"' in text
     assert '"letter"' in text
     outside = [
-        url for url in requests
-        if not url.startswith((f"http://127.0.0.1:{server}/", "data:", "blob:", "about:"))
+        url
+        for url in requests
+        if not url.startswith(
+            (f"http://127.0.0.1:{server}/", "data:", "blob:", "about:")
+        )
     ]
     assert outside == []
     assert any(url.endswith("/static/graphiql/graphiql.min.js") for url in requests)

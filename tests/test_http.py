@@ -131,7 +131,10 @@ async def test_database_outage_is_db_unavailable(make_api, tmp_path):
 
     assert body["data"] is None
     assert body["errors"][0]["extensions"]["code"] == "DB_UNAVAILABLE"
-    assert body["errors"][0]["message"] == "The database is unavailable; try again shortly."
+    assert (
+        body["errors"][0]["message"]
+        == "The database is unavailable; try again shortly."
+    )
 
 
 @pytest.mark.parametrize(

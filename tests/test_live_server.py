@@ -42,7 +42,10 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:
             raise AssertionError(f"server exited with {process.returncode}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code
+                == 200
+            ):
                 return
         except httpx.TransportError:
             time.sleep(0.1)
@@ -53,8 +56,18 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
 def seeded_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("live") / "live.db"
     subprocess.run(
-        [sys.executable, "-m", "db.seed", "--students", "200", "--grades-per-student", "5",
-         "--seed", "42", "--if-empty"],
+        [
+            sys.executable,
+            "-m",
+            "db.seed",
+            "--students",
+            "200",
+            "--grades-per-student",
+            "5",
+            "--seed",
+            "42",
+            "--if-empty",
+        ],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": f"sqlite:///{path}"},
         check=True,
@@ -65,11 +78,19 @@ def seeded_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def serve(command: list[str], db: Path) -> Iterator[int]:
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db}", "PORT": str(port),
-           "HOST": "127.0.0.1", "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{db}",
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "PYTHONPATH": str(ROOT),
+    }
     process = subprocess.Popen(
         [*command, "--port", str(port)] if command[1] == "-m" else command,
-        cwd=db.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=db.parent,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until_up(port, process)
@@ -84,8 +105,17 @@ def live_port(request: pytest.FixtureRequest, seeded_file: Path) -> Iterator[int
     if request.param == "python app.py":
         command = [sys.executable, str(ROOT / "app.py")]
     else:
-        command = [sys.executable, "-m", "uvicorn", "app:create_app", "--factory",
-                   "--ws", "websockets-sansio", "--app-dir", str(ROOT)]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app:create_app",
+            "--factory",
+            "--ws",
+            "websockets-sansio",
+            "--app-dir",
+            str(ROOT),
+        ]
     yield from serve(command, seeded_file)
 
 

@@ -28,7 +28,9 @@ def _clean_env(monkeypatch):
         ("production", 2000, 200, 1000, 0.0002),
     ],
 )
-def test_profile_values(monkeypatch, environment, cache, response_ms, memory_mb, db_cost):
+def test_profile_values(
+    monkeypatch, environment, cache, response_ms, memory_mb, db_cost
+):
     monkeypatch.setenv("ENVIRONMENT", environment)
 
     settings = load_settings()
@@ -64,13 +66,19 @@ def test_dot_env_file_is_read(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("ENVIRONMENT", "prod", "ENVIRONMENT: Input should be 'development', 'staging' or 'production'"),
+        (
+            "ENVIRONMENT",
+            "prod",
+            "ENVIRONMENT: Input should be 'development', 'staging' or 'production'",
+        ),
         ("CACHE_SIZE", "-1", "CACHE_SIZE: Input should be greater than or equal to 0"),
         ("DATABASE_URL", "mysql://x", "DATABASE_URL: must start with sqlite:///"),
         ("PORT", "99999", "PORT: Input should be less than or equal to 65535"),
     ],
 )
-def test_bad_values_stop_with_one_line_naming_the_variable(monkeypatch, variable, value, message):
+def test_bad_values_stop_with_one_line_naming_the_variable(
+    monkeypatch, variable, value, message
+):
     monkeypatch.setenv(variable, value)
 
     with pytest.raises(SettingsError) as raised:
@@ -85,11 +93,22 @@ def test_production_refuses_debug(monkeypatch):
     monkeypatch.setenv("ENVIRONMENT", "production")
     monkeypatch.setenv("DEBUG", "true")
 
-    with pytest.raises(SettingsError, match=r"^invalid settings: DEBUG: DEBUG must be off in production$"):
+    with pytest.raises(
+        SettingsError,
+        match=r"^invalid settings: DEBUG: DEBUG must be off in production$",
+    ):
         load_settings()
 
 
-@pytest.mark.parametrize("url", ["sqlite:///a.db", "sqlite+aiosqlite:///a.db", "postgresql://u@h/d", "postgresql+asyncpg://u@h/d"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///a.db",
+        "sqlite+aiosqlite:///a.db",
+        "postgresql://u@h/d",
+        "postgresql+asyncpg://u@h/d",
+    ],
+)
 def test_accepted_database_urls(monkeypatch, url):
     monkeypatch.setenv("DATABASE_URL", url)
 

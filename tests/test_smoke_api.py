@@ -21,5 +21,9 @@ async def test_students_query_returns_seeded_rows(seeded_api):
 
     students = result["students"]
     assert students["totalCount"] == SEEDED_STUDENTS
-    assert [e["node"]["studentId"] for e in students["edges"]] == ["S00001", "S00002", "S00003"]
+    assert [e["node"]["studentId"] for e in students["edges"]] == [
+        "S00001",
+        "S00002",
+        "S00003",
+    ]
     assert all(len(e["node"]["grades"]) == 12 for e in students["edges"])

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.schema import CreateIndex, DropIndex
 from tqdm import tqdm
 
 from db import models
@@ -31,6 +32,8 @@ from db.records import chunks
 from db.validation import InputErrorCode, NewGrade, NewStudent, utcnow
 
 CHUNK_SIZE = 10_000
+# Imports at least this large, and at least as large as the table, rebuild indexes.
+_REBUILD_MIN_ROWS = 20_000
 # Stays under SQLite's bound-parameter limit and PostgreSQL's comfort zone.
 _LOOKUP_CHUNK = 500
 _IMPORT_CACHE_SIZE = -65536  # PRAGMA cache_size: negative means KiB, so 64 MiB
@@ -192,7 +195,19 @@ async def _insert_grades_sqlite(
     # insert touch pages all over the file (1.9 s -> 1.3 s for 100,000 rows).
     previous = (await conn.exec_driver_sql("PRAGMA cache_size")).scalar_one()
     await conn.exec_driver_sql(f"PRAGMA cache_size={_IMPORT_CACHE_SIZE}")
+    existing = (
+        await conn.execute(select(func.count()).select_from(models.Grade))
+    ).scalar_one()
+    # Building an index once over the whole table is three times as fast as keeping it
+    # up to date row by row (0.36 s against 1.2 s for four indexes over 120,000 rows).
+    # Inside this transaction readers keep seeing the old table with its indexes, and
+    # the indexes are back before the commit.
+    rebuild = len(grades) >= _REBUILD_MIN_ROWS and len(grades) >= existing
+    indexes = sorted(models.Grade.__table__.indexes, key=lambda index: str(index.name))
     try:
+        if rebuild:
+            for index in indexes:
+                await conn.execute(DropIndex(index))
         for chunk in chunks(grades, chunk_size):
             await conn.exec_driver_sql(
                 sql,
@@ -209,6 +224,9 @@ async def _insert_grades_sqlite(
             )
             if progress is not None:
                 progress(len(chunk))
+        if rebuild:
+            for index in indexes:
+                await conn.execute(CreateIndex(index))
     finally:
         await conn.exec_driver_sql(f"PRAGMA cache_size={int(previous)}")
 

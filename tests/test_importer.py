@@ -494,6 +494,46 @@ async def test_imports_many_grades_in_chunks(database: Database) -> None:
     assert summary == ImportSummary(students=0, grades=25_000)
     assert chunks == [10_000, 10_000, 5_000]
     assert await counts(database) == (1, 25_001)
+    # A large import rebuilds the grade indexes: every one is back, and used.
+    assert await grade_indexes(database) == [
+        "ix_grades_recorded_at",
+        "ix_grades_student_id",
+        "ix_grades_student_id_subject",
+        "ix_grades_subject",
+    ]
+    async with database.sessions() as session:
+        plan = (
+            await session.execute(
+                text("EXPLAIN QUERY PLAN SELECT id FROM grades WHERE subject = 'Math'")
+            )
+        ).all()
+    assert "ix_grades_subject" in str(plan)
+
+
+async def grade_indexes(database: Database) -> list[str]:
+    async with database.sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT name FROM sqlite_master WHERE type = 'index' "
+                "AND tbl_name = 'grades' AND sql IS NOT NULL ORDER BY name"
+            )
+        )
+        return [row[0] for row in rows]
+
+
+async def test_a_rejected_large_import_leaves_rows_and_indexes_as_they_were(
+    database: Database,
+) -> None:
+    lines = ["student_id,subject,score,max_score,recorded_at"]
+    lines += ["S00001,Math,50,100,2025-10-01T08:00:00Z" for _ in range(20_000)]
+    lines.append("S99999,Math,50,100,2025-10-01T08:00:00Z")  # unknown student
+    grades = parse_grades_csv("\n".join(lines))
+
+    with pytest.raises(ImportRejected):
+        await import_rows(database, [], grades.rows)
+
+    assert await counts(database) == (1, 1)
+    assert len(await grade_indexes(database)) == 4
 
 
 # --- command line ------------------------------------------------------------------
@@ -618,3 +658,23 @@ async def test_cli_reports_a_missing_file(db_url: str, tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == (f"error: cannot read {missing}: No such file or directory\n")
     assert not (tmp_path / "import.db").exists()
+
+
+async def test_a_failure_while_rebuilding_indexes_rolls_everything_back(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import db.importer
+
+    def broken(index: Any) -> Any:
+        raise RuntimeError("disk full while building an index")
+
+    monkeypatch.setattr(db.importer, "CreateIndex", broken)
+    lines = ["student_id,subject,score,max_score,recorded_at"]
+    lines += ["S00001,Art,70,100,2025-10-01T08:00:00Z"] * 20_000
+    grades = parse_grades_csv("\n".join(lines))
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        await import_rows(database, [], grades.rows)
+
+    assert await counts(database) == (1, 1)
+    assert len(await grade_indexes(database)) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -9,12 +10,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import text
+from sqlalchemy import event, text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -24,6 +28,15 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLRequestData
 
 from db.engine import Database, create_database, create_tables
+from monitoring.alerts import AlertEngine, default_rules, parse_rules
+from monitoring.costs import COSTS_HEADER, CostMeter
+from monitoring.middleware import RequestMonitor
+from monitoring.monitor import Monitor
+from monitoring.prometheus import ScrapeTimeCollector, install_collectors, render
+from monitoring.registry import Registry
+from monitoring.sinks import FileSink
+from monitoring.system import PsutilReader
+from monitoring.timing import OperationMonitor
 from resolvers.cache import LocalCache
 from resolvers.context import Context, Limits, Services
 from resolvers.loaders import CACHE_NAMES
@@ -32,7 +45,10 @@ from settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent
 STATIC = ROOT / "static"
-REQUEST_ID_HEADER = "x-request-id"
+try:
+    VERSION = version("gradepulse")
+except PackageNotFoundError:  # running from a checkout without `pip install -e .`
+    VERSION = "unknown"
 log = logging.getLogger("gradepulse")
 
 
@@ -45,8 +61,15 @@ class GraphQLView(GraphQL[Context, None]):
         self._ide_html = (STATIC / "graphiql" / "graphiql.html").read_text()
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        return self.services.context(request_id=request_id[:128])
+        state = request.scope.setdefault("state", {})
+        request_id = (
+            state.get("request_id") or uuid.uuid4().hex
+        )  # set by RequestMonitor
+        return self.services.context(
+            request_id=request_id,
+            over_http=request.scope["type"] == "http",
+            request_state=state,
+        )
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -101,6 +124,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     cache = LocalCache(
         CACHE_NAMES, maxsize=settings.cache_size, ttl=settings.cache_ttl_seconds
     )
+    sinks = (
+        FileSink("alertLog", settings.alert_log_path),
+        FileSink("costsCsv", settings.costs_csv_path, header=COSTS_HEADER),
+    )
+    monitor = build_monitor(settings, cache, *sinks)
+    observe = settings.monitoring_enabled  # off only to measure what monitoring costs
+    if observe:
+        attach_statement_listener(database, monitor)
     services = Services(
         database=database,
         cache=cache,
@@ -109,39 +140,70 @@ def create_app(settings: Settings | None = None) -> Starlette:
             at_risk_average=settings.at_risk_average,
             at_risk_trend=settings.at_risk_trend,
         ),
+        monitor=monitor,
     )
-    schema = build_schema(expose_errors=settings.debug)
+    schema = build_schema(
+        expose_errors=settings.debug,
+        outer_extensions=[partial(OperationMonitor, monitor=monitor)]
+        if observe
+        else [],
+    )
     view = GraphQLView(
         services,
         schema=schema,
         graphql_ide="graphiql" if settings.graphiql else None,
     )
-    started = time.monotonic()
+    install_collectors(
+        monitor.registry.prometheus,
+        ScrapeTimeCollector(
+            cache_stats=monitor.cache_stats,
+            cost_totals=lambda: cost_totals(monitor),
+            alerts_firing=monitor.alerts.firing,  # type: ignore[attr-defined]
+            active_subscriptions=lambda: monitor.registry.active_subscriptions,
+        ),
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await create_tables(database)
+        if observe:
+            monitor.start()
         # Everything built so far lives as long as the process: keep it out of the
         # collector's generations so that full collections stay short (NOTES.md).
         gc.collect()
         gc.freeze()
         yield
+        await monitor.stop()
         await database.dispose()
 
     async def health(request: Request) -> JSONResponse:
         db = await _check_database(database)
-        body = {
-            "status": "ok" if db["status"] == "ok" else "degraded",
-            "environment": settings.environment,
-            "uptimeSeconds": round(time.monotonic() - started, 3),
-            "database": db,
-        }
-        return JSONResponse(body, status_code=200 if db["status"] == "ok" else 503)
+        checks: dict[str, Any] = {"database": db}
+        for sink in sinks:
+            status = sink.status()
+            checks[status.name] = {
+                "status": "ok" if status.ok else "failing",
+                "path": status.path,
+                "failures": status.failures,
+                "lastError": status.last_error,
+            }
+        ok = all(check["status"] == "ok" for check in checks.values())
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "degraded",
+                "version": VERSION,
+                "environment": settings.environment,
+                "uptimeSeconds": round(monitor.registry.uptime_seconds(), 3),
+                "checks": checks,
+            }
+        )
 
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> JSONResponse:
+        # Only the database takes the instance out of rotation; a failing sink
+        # degrades /health but requests are still served.
         db = await _check_database(database)
         ok = db["status"] == "ok"
         return JSONResponse(
@@ -153,9 +215,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         db = await _check_database(database)
         return JSONResponse(db, status_code=200 if db["status"] == "ok" else 503)
 
+    async def metrics(request: Request) -> Response:
+        body, content_type = render(monitor.registry.prometheus)
+        return Response(body, media_type=content_type)
+
     app = Starlette(
         debug=False,
         lifespan=lifespan,
+        middleware=[Middleware(RequestMonitor, registry=monitor.registry)]
+        if observe
+        else [],
         routes=[
             Route("/graphql", view, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
@@ -163,19 +232,93 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health/live", live),
             Route("/health/ready", ready),
             Route("/health/db", health_db),
+            Route("/metrics", metrics),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
     )
     app.state.services = services
     app.state.settings = settings
+    app.state.monitor = monitor
     return app
 
 
-async def _check_database(database: Database) -> dict[str, Any]:
-    started = time.perf_counter()
+def build_monitor(
+    settings: Settings, cache: LocalCache, alert_log: FileSink, costs_csv: FileSink
+) -> Monitor:
+    """The monitor with its sinks, cost meter and alert rules, from the settings."""
+    defaults = default_rules(
+        response_time_ms=settings.alert_response_time_ms,
+        memory_mb=settings.alert_memory_mb,
+        cost_per_hour=settings.alert_cost_per_hour,
+    )
     try:
+        rules = parse_rules(settings.alert_rules, defaults)
+    except ValueError as exc:
+        raise SettingsError(f"invalid settings: ALERT_RULES: {exc}") from None
+    alerts = AlertEngine(
+        rules,
+        cooldown_seconds=settings.alert_cooldown_seconds,
+        sink=alert_log,
+    )
+    costs = CostMeter(
+        environment=settings.environment,
+        cost_per_db_query=settings.cost_per_db_query,
+        cost_per_100_requests=settings.cost_per_100_requests,
+        interval_s=settings.cost_summary_interval_s,
+        sink=costs_csv,
+        state_path=settings.costs_csv_path + ".state.json",
+    )
+
+    def cache_stats() -> dict[str, tuple[int, int]]:
+        return {name: (s.hits, s.misses) for name, s in cache.stats().items()}
+
+    return Monitor(
+        environment=settings.environment,
+        registry=Registry(),
+        costs=costs,
+        alerts=alerts,
+        system=PsutilReader(Path(settings.costs_csv_path).resolve().parent),
+        cache_stats=cache_stats,
+        interval_s=settings.sample_interval_ms / 1000,
+    )
+
+
+def attach_statement_listener(database: Database, monitor: Monitor) -> None:
+    """Count every SQL statement (and its time) for the monitor and the cost meter."""
+    engine = database.engine.sync_engine
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        conn.info.setdefault("gradepulse_started", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        started = conn.info["gradepulse_started"].pop()
+        monitor.on_statement(statement, time.perf_counter() - started)
+
+
+def cost_totals(monitor: Monitor) -> dict[str, float]:
+    snapshot = monitor.costs.snapshot()
+    return {
+        "db": snapshot.db_cost,
+        "api": snapshot.api_cost,
+        "total": snapshot.total_cost,
+    }
+
+
+DB_CHECK_TIMEOUT_S = 1.0
+
+
+async def _check_database(database: Database) -> dict[str, Any]:
+    """SELECT 1 within a second; slower or failing is "unavailable"."""
+    started = time.perf_counter()
+
+    async def probe() -> None:
         async with database.sessions() as session:
             await session.execute(text("SELECT 1"))
+
+    try:
+        await asyncio.wait_for(probe(), DB_CHECK_TIMEOUT_S)
     except Exception as exc:
         log.warning("database check failed: %s", type(exc).__name__)
         return {"status": "unavailable", "dialect": database.dialect}

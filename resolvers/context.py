@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from db.engine import Database
+from monitoring.monitor import Monitor
 from resolvers.cache import SharedCache
 from resolvers.errors import Forbidden
 from resolvers.loaders import Loaders, make_loaders
@@ -49,8 +50,13 @@ class Context:
     cache: SharedCache
     limits: Limits
     loaders: Loaders
+    monitor: Monitor | None = None
     viewer: Viewer = field(default_factory=Viewer)
     request_id: str | None = None
+    # HTTP operations count as API requests; WebSocket events do not.
+    over_http: bool = True
+    # The HTTP middleware's per-request state (the operation name goes in its log line).
+    request_state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +66,24 @@ class Services:
     database: Database
     cache: SharedCache
     limits: Limits
+    monitor: Monitor | None = None
 
     def context(
-        self, *, viewer: Viewer | None = None, request_id: str | None = None
+        self,
+        *,
+        viewer: Viewer | None = None,
+        request_id: str | None = None,
+        over_http: bool = True,
+        request_state: dict[str, Any] | None = None,
     ) -> Context:
         return Context(
             database=self.database,
             cache=self.cache,
             limits=self.limits,
             loaders=make_loaders(self.database, self.cache),
+            monitor=self.monitor,
             viewer=viewer or Viewer(),
             request_id=request_id,
+            over_http=over_http,
+            request_state=request_state,
         )

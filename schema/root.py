@@ -15,7 +15,8 @@ from schema.common import OrderDirection, ctx
 from schema.execution import FastExecutor
 from schema.extensions import DocumentCache, ErrorCodes
 from schema.grades import GradeConnection
-from schema.mutations import Mutation
+from schema.monitoring import MonitoringMutation, MonitoringQuery
+from schema.mutations import Mutation as DataMutation
 from schema.scalars import SCALARS
 from schema.students import Student, StudentConnection, StudentOrderField
 
@@ -29,7 +30,7 @@ GradeLevel = Annotated[
 
 
 @strawberry.type(description="Reads.")
-class Query:
+class Query(MonitoringQuery):
     @strawberry.field(description="One student; null when absent.")
     async def student(self, info: strawberry.Info, student_id: str) -> Student | None:
         row = await students.get_student(ctx(info), student_id)
@@ -139,13 +140,21 @@ class Query:
         return StudentConnection.from_page(page)
 
 
+@strawberry.type(description="Writes. Expected failures come back as typed results.")
+class Mutation(DataMutation, MonitoringMutation):
+    pass
+
+
 class GradePulseSchema(strawberry.Schema):
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
 
 
 def build_schema(
-    *, expose_errors: bool = False, extra_extensions: Sequence[Any] = ()
+    *,
+    expose_errors: bool = False,
+    outer_extensions: Sequence[Any] = (),
+    extra_extensions: Sequence[Any] = (),
 ) -> GradePulseSchema:
     """The schema with its extensions; `expose_errors` shows unexpected messages."""
     return GradePulseSchema(
@@ -153,7 +162,10 @@ def build_schema(
         mutation=Mutation,
         scalar_overrides=SCALARS,
         execution_context_class=FastExecutor,
+        # Extensions exit in reverse order: `outer_extensions` (the monitor) see the
+        # coded errors that ErrorCodes leaves.
         extensions=[
+            *outer_extensions,
             partial(ErrorCodes, expose=expose_errors),
             DocumentCache,
             *extra_extensions,

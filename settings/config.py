@@ -66,10 +66,12 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(300.0, gt=0)
 
     sample_interval_ms: int = Field(1000, ge=10)
+    monitoring_enabled: bool = True
     alert_response_time_ms: float = Field(500.0, ge=0)
     alert_memory_mb: float = Field(300.0, ge=0)
     alert_cost_per_hour: float = Field(1.0, ge=0)
     alert_cooldown_seconds: float = Field(300.0, ge=0)
+    alert_rules: str | None = None
     alert_log_path: str = "alert.log"
     costs_csv_path: str = "costs.csv"
     cost_per_db_query: float = Field(0.0001, ge=0)

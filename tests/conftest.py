@@ -133,6 +133,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "alert_log_path": "alert.log",
         "costs_csv_path": "costs.csv",
+        # The sampler ticks once at start; tests call monitor.tick() themselves.
+        "sample_interval_ms": 3_600_000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""Monitoring: the registry, timing, costs, alerts, sinks, sampler and exposure."""

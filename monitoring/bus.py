@@ -1,0 +1,67 @@
+"""The event bus: the monitor publishes, each subscriber reads its own bounded queue.
+
+A slow subscriber loses its oldest events (for streams where only the latest matters)
+and never slows the publisher or the other subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class Subscription:
+    def __init__(self, bus: EventBus, topic: str, maxsize: int) -> None:
+        self._bus = bus
+        self.topic = topic
+        self._items: deque[Any] = deque(maxlen=maxsize)
+        self._ready = asyncio.Event()
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, item: Any) -> None:
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus._remove(self)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            while True:
+                yield await self.get()
+        finally:
+            self.close()
+
+
+class EventBus:
+    """In-process publish/subscribe; a Redis implementation can replace it later."""
+
+    def __init__(self) -> None:
+        self._subscriptions: dict[str, set[Subscription]] = {}
+
+    def subscribe(self, topic: str, maxsize: int = 16) -> Subscription:
+        subscription = Subscription(self, topic, maxsize)
+        self._subscriptions.setdefault(topic, set()).add(subscription)
+        return subscription
+
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscriptions.get(subscription.topic, set()).discard(subscription)
+
+    def publish(self, topic: str, item: Any) -> None:
+        for subscription in list(self._subscriptions.get(topic, ())):
+            subscription.put(item)
+
+    def subscribers(self, topic: str) -> int:
+        return len(self._subscriptions.get(topic, ()))

@@ -1,0 +1,192 @@
+"""The monitor: one sampler task reads the registry and the system once per tick,
+builds an immutable snapshot, feeds the alert engine and the cost meter, and
+publishes on the bus. Nothing on the request path waits for it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from monitoring.bus import EventBus
+from monitoring.registry import Registry
+from monitoring.snapshot import AlertEvent, AlertInputs, MetricsSnapshot, ResponseTimes
+from monitoring.system import SystemReader
+from monitoring.timing import count_statement
+from monitoring.windows import SlidingCounter
+
+log = logging.getLogger("gradepulse.monitor")
+
+METRICS = "metrics"
+ALERTS = "alerts"
+COSTS = "costs"
+_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
+
+
+class CostMeterLike(Protocol):
+    def price(self, db_queries: int, api_requests: int) -> dict[str, Any]: ...
+    def record(
+        self, operation: str | None, db_queries: int, api_requests: int
+    ) -> None: ...
+    def tick(self) -> list[Any]: ...
+    def snapshot(self) -> Any: ...
+    def cost_per_hour(self, window_s: float = 600) -> float: ...
+    def save(self) -> None: ...
+
+
+class AlertEngineLike(Protocol):
+    def evaluate(self, inputs: AlertInputs) -> list[AlertEvent]: ...
+
+
+class Monitor:
+    def __init__(
+        self,
+        *,
+        environment: str,
+        registry: Registry,
+        costs: CostMeterLike,
+        alerts: AlertEngineLike,
+        system: SystemReader,
+        cache_stats: Callable[[], dict[str, tuple[int, int]]],
+        bus: EventBus | None = None,
+        interval_s: float = 1.0,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.environment = environment
+        self.registry = registry
+        self.costs = costs
+        self.alerts = alerts
+        self.system = system
+        self.cache_stats = cache_stats
+        self.bus = bus or EventBus()
+        self.interval_s = interval_s
+        self.wall = wall
+        self.latest: MetricsSnapshot | None = None
+        self._cache_hits = SlidingCounter(60, registry.clock)
+        self._cache_misses = SlidingCounter(60, registry.clock)
+        self._last_cache = (0, 0)
+        self._task: asyncio.Task[None] | None = None
+
+    # --- request path --------------------------------------------------------------
+
+    def price(self, db_queries: int, api_requests: int) -> dict[str, Any]:
+        return self.costs.price(db_queries, api_requests)
+
+    def record_operation(
+        self,
+        *,
+        operation_type: str,
+        operation: str | None,
+        duration_s: float,
+        failed: bool,
+        over_http: bool,
+        db_queries: int,
+    ) -> None:
+        self.registry.record_operation(
+            operation_type=operation_type,
+            operation=operation,
+            duration_s=duration_s,
+            failed=failed,
+            over_http=over_http,
+        )
+        self.costs.record(operation, db_queries, 1 if over_http else 0)
+
+    def on_statement(self, statement: str, duration_s: float) -> None:
+        """Every SQL statement the engine sends (app.py attaches the listener)."""
+        if statement.lstrip()[:9].upper().startswith(_CONTROL):
+            return
+        self.registry.record_db_query(duration_s)
+        count_statement()
+
+    # --- sampler -------------------------------------------------------------------
+
+    def cache_totals(self) -> tuple[int, int]:
+        hits = misses = 0
+        for cache_hits, cache_misses in self.cache_stats().values():
+            hits += cache_hits
+            misses += cache_misses
+        return hits, misses
+
+    def snapshot(self) -> MetricsSnapshot:
+        registry = self.registry
+        hits, misses = self.cache_totals()
+        window_hits, window_misses = (
+            self._cache_hits.total(),
+            self._cache_misses.total(),
+        )
+        lookups = window_hits + window_misses
+        error_rate, _ = registry.error_rate()
+        avg, p50, p95, p99 = registry.response_times.summary()
+        reading = self.system.read()
+        costs = self.costs.snapshot()
+        return MetricsSnapshot(
+            at=self.wall(),
+            environment=self.environment,
+            uptime_seconds=round(registry.uptime_seconds(), 3),
+            requests_total=registry.operations_total,
+            requests_per_minute=int(registry.operations_per_minute.total()),
+            error_rate=error_rate,
+            response_time_ms=ResponseTimes(avg, p50, p95, p99),
+            cache_hits=hits,
+            cache_misses=misses,
+            cache_hit_rate=100.0 * window_hits / lookups if lookups else None,
+            db_queries_total=registry.db_queries_total,
+            db_queries_per_minute=int(registry.db_queries_per_minute.total()),
+            memory_mb=reading.memory_mb,
+            cpu_percent=reading.cpu_percent,
+            disk_free_mb=reading.disk_free_mb,
+            active_subscriptions=registry.active_subscriptions,
+            total_cost=costs.total_cost,
+            current_period_cost=costs.current_period.total_cost,
+        )
+
+    def tick(self) -> MetricsSnapshot:
+        """One sample: snapshot, alerts, cost periods, publication."""
+        hits, misses = self.cache_totals()
+        self._cache_hits.add(max(0, hits - self._last_cache[0]))
+        self._cache_misses.add(max(0, misses - self._last_cache[1]))
+        self._last_cache = (hits, misses)
+        snapshot = self.snapshot()
+        _, requests_in_window = self.registry.error_rate()
+        inputs = AlertInputs(
+            snapshot=snapshot,
+            recent_response_ms=self.registry.drain_recent_response_ms(),
+            cache_lookups_in_window=int(
+                self._cache_hits.total() + self._cache_misses.total()
+            ),
+            requests_in_window=requests_in_window,
+            cost_per_hour=self.costs.cost_per_hour(),
+        )
+        events = self.alerts.evaluate(inputs)
+        rows = self.costs.tick()
+        self.latest = snapshot
+        self.bus.publish(METRICS, snapshot)
+        for event in events:
+            self.bus.publish(ALERTS, event)
+        self.bus.publish(COSTS, (self.costs.snapshot(), rows))
+        return snapshot
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:  # a bad tick must not stop monitoring
+                log.exception("monitor tick failed")
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self.run(), name="monitor"
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.costs.save()

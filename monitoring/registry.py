@@ -1,0 +1,175 @@
+"""The metrics registry: what the request path records, read once per sampler tick.
+
+Everything here is cheap to record (a few additions under the GIL) and is read by
+the sampler and /metrics, never by the request path itself."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from monitoring.windows import DurationWindow, SlidingCounter
+
+MAX_OPERATION_LABELS = 50
+OTHER = "other"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverStats:
+    field: str
+    count: int
+    avg_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+class Registry:
+    """Counters and windows for one process, plus its Prometheus collectors."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started = clock()
+        # GraphQL operations over HTTP: what costs.csv calls api_requests.
+        self.operations_total = 0
+        self.operation_errors_total = 0
+        self.operations_per_minute = SlidingCounter(60, clock)
+        self.errors_per_minute = SlidingCounter(60, clock)
+        self.response_times = DurationWindow(1000)
+        self._recent: deque[float] = deque(maxlen=1000)  # drained by the sampler
+        self.db_queries_total = 0
+        self.db_time_ms = 0.0
+        self.db_queries_per_minute = SlidingCounter(60, clock)
+        self.resolvers: dict[str, DurationWindow] = {}
+        self.active_subscriptions = 0
+        self._operation_labels: set[str] = set()
+
+        self.prometheus = CollectorRegistry(auto_describe=True)
+        self.http_requests = Counter(
+            "http_requests",
+            "HTTP requests by method and status.",
+            ("method", "status"),
+            registry=self.prometheus,
+        )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request duration.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.prometheus,
+        )
+        self.operation_duration = Histogram(
+            "graphql_operation_duration_seconds",
+            "GraphQL operation duration; names beyond the first 50 count as 'other'.",
+            ("operation_type", "operation"),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.prometheus,
+        )
+        self.resolver_duration = Histogram(
+            "graphql_resolver_duration_seconds",
+            "Duration of non-trivial resolvers.",
+            ("field",),
+            buckets=_LATENCY_BUCKETS,
+            registry=self.prometheus,
+        )
+        self.db_queries = Counter(
+            "db_queries",
+            "SQL statements sent to the database.",
+            registry=self.prometheus,
+        )
+
+    # --- recording (request path) ---------------------------------------------------
+
+    def record_http(self, method: str, status: int, duration_s: float) -> None:
+        self.http_requests.labels(method, str(status)).inc()
+        self.http_duration.observe(duration_s)
+
+    def record_operation(
+        self,
+        *,
+        operation_type: str,
+        operation: str | None,
+        duration_s: float,
+        failed: bool,
+        over_http: bool,
+    ) -> None:
+        self.operation_duration.labels(operation_type, self._label(operation)).observe(
+            duration_s
+        )
+        if not over_http:
+            return
+        duration_ms = duration_s * 1000.0
+        self.operations_total += 1
+        self.operations_per_minute.add()
+        self.response_times.add(duration_ms)
+        self._recent.append(duration_ms)
+        if failed:
+            self.operation_errors_total += 1
+            self.errors_per_minute.add()
+
+    def _label(self, operation: str | None) -> str:
+        name = operation or "anonymous"
+        if name in self._operation_labels:
+            return name
+        if len(self._operation_labels) < MAX_OPERATION_LABELS:
+            self._operation_labels.add(name)
+            return name
+        return OTHER
+
+    def record_resolver(self, field: str, duration_s: float) -> None:
+        window = self.resolvers.get(field)
+        if window is None:
+            window = self.resolvers[field] = DurationWindow(500)
+        window.add(duration_s * 1000.0)
+        self.resolver_duration.labels(field).observe(duration_s)
+
+    def record_db_query(self, duration_s: float = 0.0) -> None:
+        self.db_queries_total += 1
+        self.db_time_ms += duration_s * 1000.0
+        self.db_queries_per_minute.add()
+        self.db_queries.inc()
+
+    def subscription_started(self) -> None:
+        self.active_subscriptions += 1
+
+    def subscription_ended(self) -> None:
+        self.active_subscriptions = max(0, self.active_subscriptions - 1)
+
+    # --- reading (sampler, /metrics, queries) -----------------------------------
+
+    def drain_recent_response_ms(self) -> tuple[float, ...]:
+        """Durations completed since the last call, oldest first."""
+        drained = tuple(self._recent)
+        self._recent.clear()
+        return drained
+
+    def uptime_seconds(self) -> float:
+        return self.clock() - self.started
+
+    def error_rate(self) -> tuple[float | None, int]:
+        """(percentage of failed operations over the last 60 s, operations in it)."""
+        requests = int(self.operations_per_minute.total())
+        if not requests:
+            return None, 0
+        return 100.0 * self.errors_per_minute.total() / requests, requests
+
+    def slowest_resolvers(self, first: int = 10) -> list[ResolverStats]:
+        stats = []
+        for field, window in list(self.resolvers.items()):
+            avg, _, p95, p99 = window.summary()
+            if avg is None or p95 is None or p99 is None:
+                continue
+            stats.append(ResolverStats(field, window.count, avg, p95, p99))
+        stats.sort(key=lambda s: (-s.p95_ms, s.field))
+        return stats[:first]
+
+
+def merge_cache_stats(stats: Iterable[tuple[int, int]]) -> tuple[int, int]:
+    hits = misses = 0
+    for h, m in stats:
+        hits += h
+        misses += m
+    return hits, misses

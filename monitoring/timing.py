@@ -1,0 +1,125 @@
+"""The schema extension that times operations and resolvers and prices operations.
+
+Registered as a factory (`partial(OperationMonitor, monitor=monitor)`): one instance
+per operation. DB statements are attributed to the operation that ran them through a
+context variable, which the SQLAlchemy listener (attached by app.py) increments."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from graphql import GraphQLResolveInfo
+from strawberry.extensions import SchemaExtension
+
+if TYPE_CHECKING:
+    from monitoring.monitor import Monitor
+
+# Error codes that mean the server failed, as opposed to a refused request.
+SERVER_ERROR_CODES = frozenset({"INTERNAL_SERVER_ERROR", "DB_UNAVAILABLE"})
+
+
+@dataclass(slots=True)
+class Tally:
+    """DB statements run on behalf of one operation."""
+
+    db_queries: int = 0
+
+
+current_tally: ContextVar[Tally | None] = ContextVar("gradepulse_tally", default=None)
+
+
+def count_statement() -> None:
+    """Called for each SQL statement: charges it to the running operation, if any."""
+    tally = current_tally.get()
+    if tally is not None:
+        tally.db_queries += 1
+
+
+class OperationMonitor(SchemaExtension):
+    """Times the operation and each non-trivial resolver; adds extensions.cost."""
+
+    # The fast list executor may complete basic attribute fields without calling
+    # resolve(): this extension times only real resolvers anyway.
+    skips_basic_fields = True
+
+    def __init__(self, *, monitor: Monitor) -> None:
+        self.monitor = monitor
+        self.tally = Tally()
+
+    def _over_http(self) -> bool:
+        return bool(getattr(self.execution_context.context, "over_http", True))
+
+    def on_operation(self) -> Iterator[None]:
+        token = current_tally.set(self.tally)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            duration = time.perf_counter() - started
+            current_tally.reset(token)
+            self._finish(duration)
+
+    def _finish(self, duration: float) -> None:
+        context = self.execution_context
+        try:
+            operation_type = context.operation_type.value
+        except RuntimeError:  # the document did not parse or names no operation
+            operation_type = "unknown"
+        result = context.result
+        errors = getattr(result, "errors", None) or []
+        failed = any(
+            (error.extensions or {}).get("code") in SERVER_ERROR_CODES
+            for error in errors
+        )
+        over_http = self._over_http()
+        state = getattr(context.context, "request_state", None)
+        if isinstance(state, dict):  # for the access log line
+            state["operation"] = context.operation_name
+        self.monitor.record_operation(
+            operation_type=operation_type,
+            operation=context.operation_name,
+            duration_s=duration,
+            failed=failed,
+            over_http=over_http,
+            db_queries=self.tally.db_queries,
+        )
+
+    def get_results(self) -> dict[str, Any]:
+        return {
+            "cost": self.monitor.price(
+                self.tally.db_queries, 1 if self._over_http() else 0
+            )
+        }
+
+    def resolve(
+        self,
+        _next: Callable[..., Any],
+        root: Any,
+        info: GraphQLResolveInfo,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        field_def = info.parent_type.fields.get(info.field_name)
+        if field_def is None or getattr(field_def.resolve, "_is_default", False):
+            return _next(root, info, *args, **kwargs)
+        name = f"{info.parent_type.name}.{info.field_name}"
+        started = time.perf_counter()
+        try:
+            result = _next(root, info, *args, **kwargs)
+        except BaseException:
+            self.monitor.registry.record_resolver(name, time.perf_counter() - started)
+            raise
+        if info.is_awaitable(result):
+            return self._timed(result, name, started)
+        self.monitor.registry.record_resolver(name, time.perf_counter() - started)
+        return result
+
+    async def _timed(self, awaitable: Any, name: str, started: float) -> Any:
+        try:
+            return await awaitable
+        finally:
+            self.monitor.registry.record_resolver(name, time.perf_counter() - started)

@@ -1,0 +1,52 @@
+"""Monitoring reads and the cost summary write, for operators (admins and teachers)."""
+
+from __future__ import annotations
+
+from monitoring.monitor import Monitor
+from monitoring.registry import ResolverStats
+from monitoring.snapshot import AlertEvent, CostRow, MetricsSnapshot
+from resolvers.context import Context
+from resolvers.errors import BadUserInput
+
+MAX_ALERTS = 100
+
+
+class SinkUnavailable(Exception):
+    """costs.csv could not be written; the open period keeps its counts."""
+
+
+def _monitor(ctx: Context) -> Monitor:
+    ctx.viewer.require("admin", "teacher")
+    monitor: Monitor = ctx.monitor
+    return monitor
+
+
+def current_metrics(ctx: Context) -> MetricsSnapshot:
+    """A fresh snapshot (the sampler's cadence is for the live feed, not queries)."""
+    return _monitor(ctx).snapshot()
+
+
+def recent_alerts(ctx: Context, last: int = 20) -> list[AlertEvent]:
+    if not 1 <= last <= MAX_ALERTS:
+        raise BadUserInput(f"last must be between 1 and {MAX_ALERTS}, got {last}")
+    events: list[AlertEvent] = _monitor(ctx).alerts.recent(last)  # type: ignore[attr-defined]
+    return events
+
+
+def cost_snapshot(ctx: Context):  # type: ignore[no-untyped-def]
+    return _monitor(ctx).costs.snapshot()
+
+
+def slowest_resolvers(ctx: Context, first: int = 10) -> list[ResolverStats]:
+    if not 1 <= first <= 100:
+        raise BadUserInput(f"first must be between 1 and 100, got {first}")
+    return _monitor(ctx).registry.slowest_resolvers(first)
+
+
+def write_cost_summary(ctx: Context) -> CostRow:
+    """Close the open cost period now and append its row to costs.csv."""
+    ctx.viewer.require("admin")
+    row: CostRow | None = ctx.monitor.costs.close_now()
+    if row is None:
+        raise SinkUnavailable("costs.csv cannot be written; the period stays open")
+    return row

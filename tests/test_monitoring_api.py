@@ -1,0 +1,235 @@
+"""Monitoring through the real app: extensions.cost, /metrics, request ids, health,
+the monitoring queries and costSummaryWrite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+STUDENTS = "query Roster { students(first: 5) { edges { node { studentId grades { score } } } } }"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+async def test_cost_extension_prices_the_statements_the_operation_ran(seeded_api):
+    seeded_api.counter.reset()
+
+    body = await seeded_api.post(STUDENTS)
+
+    statements = len(seeded_api.counter.statements)
+    assert statements == 2
+    assert body["extensions"]["cost"] == {
+        "dbQueries": statements,
+        "apiRequests": 1,
+        "dbCost": round(statements * 0.0001, 6),
+        "apiCost": 0.00001,
+        "totalCost": round(statements * 0.0001 + 0.00001, 6),
+    }
+
+
+async def test_cost_extension_counts_writes_too(api):
+    api.counter.reset()
+    body = await api.post(
+        'mutation { studentCreate(input: {studentId: "C1", name: "Cy", '
+        'email: "cy@school.example", gradeLevel: 3}) { __typename } }'
+    )
+
+    statements = len(api.counter.statements)
+    assert body["extensions"]["cost"]["dbQueries"] == statements
+    assert statements >= 3  # two uniqueness checks and the insert
+
+
+async def test_metrics_endpoint_counts_requests_and_operations(seeded_api):
+    for _ in range(3):
+        await seeded_api.post(STUDENTS)
+    await seeded_api.post("{ helo }")
+
+    response = await seeded_api.http.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    assert found[("http_requests_total", (("method", "POST"), ("status", "200")))] == 4
+    assert (
+        found[
+            (
+                "graphql_operation_duration_seconds_count",
+                (("operation", "Roster"), ("operation_type", "query")),
+            )
+        ]
+        == 3
+    )
+    assert found[("db_queries_total", ())] >= 6
+    assert (
+        "graphql_resolver_duration_seconds_count",
+        (("field", "Query.students"),),
+    ) in found
+    assert ("process_resident_memory_bytes", ()) in found
+    assert ("cost_dollars_total", (("kind", "total"),)) in found
+    assert found[("alerts_firing", (("rule", "high_memory"),))] in (0.0, 1.0)
+    assert ("cache_hits_total", (("cache", "students"),)) in found
+
+
+async def test_operation_labels_are_bounded(api):
+    for n in range(55):
+        await api.post(f"query Op{n} {{ __typename }}")
+
+    found = samples((await api.http.get("/metrics")).text)
+    names = {
+        dict(labels)["operation"]
+        for (name, labels) in found
+        if name == "graphql_operation_duration_seconds_count"
+    }
+    assert len(names) == 51
+    assert (
+        found[
+            (
+                "graphql_operation_duration_seconds_count",
+                (("operation", "other"), ("operation_type", "query")),
+            )
+        ]
+        == 5
+    )
+
+
+async def test_request_id_is_echoed_and_server_timing_added(api):
+    response = await api.http.post(
+        "/graphql", json={"query": "{ __typename }"}, headers={"X-Request-ID": "abc-1"}
+    )
+    generated = await api.http.get("/health/live")
+
+    assert response.headers["x-request-id"] == "abc-1"
+    assert response.headers["server-timing"].startswith("app;dur=")
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_metrics_query_reflects_the_requests(seeded_api):
+    for _ in range(4):
+        await seeded_api.post(STUDENTS)
+
+    body = await seeded_api.post(
+        "{ metrics { environment requestsTotal requestsPerMinute errorRate "
+        "responseTimeMs { avg p50 p95 p99 } dbQueriesTotal memoryMb cacheHits "
+        "cacheMisses totalCost currentPeriodCost activeSubscriptions } }"
+    )
+
+    metrics = body["data"]["metrics"]
+    assert metrics["environment"] == "development"
+    assert metrics["requestsTotal"] == 4  # this query is still running
+    assert metrics["requestsPerMinute"] == 4
+    assert metrics["errorRate"] == 0.0
+    assert 0 < metrics["responseTimeMs"]["p50"] <= metrics["responseTimeMs"]["p99"]
+    assert metrics["dbQueriesTotal"] >= 8
+    assert metrics["memoryMb"] > 10
+    assert metrics["activeSubscriptions"] == 0
+    assert metrics["totalCost"] == pytest.approx(4 * (2 * 0.0001 + 0.00001), abs=1e-6)
+
+
+async def test_slowest_resolvers_lists_timed_fields(seeded_api):
+    await seeded_api.post(STUDENTS)
+
+    body = await seeded_api.post(
+        "{ slowestResolvers(first: 5) { field count avgMs p95Ms } }"
+    )
+
+    fields = {row["field"]: row for row in body["data"]["slowestResolvers"]}
+    assert fields["Query.students"]["count"] == 1
+    assert fields["Student.grades"]["count"] == 5
+    assert "Grade.score" not in fields  # trivial attribute resolvers are not timed
+
+
+async def test_cost_summary_write_appends_a_row(api):
+    for _ in range(3):
+        await api.post("{ __typename }")
+
+    body = await api.post(
+        "mutation { costSummaryWrite { __typename ... on CostSummaryWriteSuccess "
+        "{ row { timestamp environment dbQueries apiRequests dbCost apiCost totalCost } } } }"
+    )
+
+    row = body["data"]["costSummaryWrite"]["row"]
+    assert row["apiRequests"] == 3
+    assert row["dbQueries"] == 0
+    assert row["apiCost"] == 0.00003
+    lines = Path("costs.csv").read_text().splitlines()
+    assert (
+        lines[0]
+        == "timestamp,environment,db_queries,api_requests,db_cost,api_cost,total_cost"
+    )
+    assert lines[1].endswith(",development,0,3,0.000000,0.000030,0.000030")
+    assert lines[1].startswith(row["timestamp"].removesuffix("Z"))
+
+
+async def test_cost_summary_write_reports_an_unwritable_file(
+    make_api, scratch_url, tmp_path
+):
+    (tmp_path / "blocked").mkdir()
+    api = await make_api(scratch_url, costs_csv_path=str(tmp_path / "blocked"))
+    await api.post("{ __typename }")
+
+    body = await api.post(
+        "mutation { costSummaryWrite { __typename ... on SinkUnavailableError { message } } }"
+    )
+    health = await api.http.get("/health")
+
+    assert body["data"]["costSummaryWrite"]["__typename"] == "SinkUnavailableError"
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["checks"]["costsCsv"]["status"] == "failing"
+    assert health.json()["checks"]["costsCsv"]["failures"] == 1
+    assert (await api.http.get("/health/ready")).status_code == 200
+
+
+async def test_forced_alert_reaches_alert_log_and_the_alerts_query(
+    make_api, scratch_url
+):
+    api = await make_api(scratch_url, alert_response_time_ms=0)
+    for _ in range(3):
+        await api.post("{ __typename }")
+
+    api.app.state.monitor.tick()
+    body = await api.post("{ alerts(last: 5) { rule state message values threshold } }")
+
+    events = body["data"]["alerts"]
+    assert [(e["rule"], e["state"]) for e in events] == [
+        ("high_response_time", "FIRING")
+    ]
+    assert events[0]["threshold"] == 0
+    lines = Path("alert.log").read_text().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(" - ALERT: " + events[0]["message"])
+    assert events[0]["message"].endswith("ms (threshold: 0ms)")
+
+
+async def test_health_reports_version_checks_and_uptime(api):
+    health = (await api.http.get("/health")).json()
+
+    assert health["status"] == "ok"
+    assert health["version"] == "0.1.0"
+    assert set(health["checks"]) == {"database", "alertLog", "costsCsv"}
+    assert health["uptimeSeconds"] >= 0
+
+
+async def test_bad_alert_rules_stop_start_up(scratch_url):
+    from app import create_app
+    from settings import SettingsError
+    from tests.conftest import make_settings
+
+    with pytest.raises(SettingsError, match=r"^invalid settings: ALERT_RULES: "):
+        create_app(make_settings(scratch_url, alert_rules='[{"id": "nope"}]'))
+
+
+def test_alert_log_path_default_is_the_working_directory():
+    from tests.conftest import make_settings
+
+    settings = make_settings("sqlite:///x.db")
+    assert os.path.basename(settings.alert_log_path) == "alert.log"

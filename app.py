@@ -113,8 +113,27 @@ class GraphQLView(GraphQL[Context, None]):
         return await super().parse_http_body(request)
 
 
+def configure_logging(settings: Settings) -> None:
+    """Our loggers write to stderr unless the host configured them: the access log
+    as bare JSON lines, everything else with level and logger name."""
+    access = logging.getLogger("gradepulse.access")
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+    access.setLevel(logging.INFO if settings.access_log else logging.WARNING)
+    root = logging.getLogger("gradepulse")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
+    configure_logging(settings)
     database = create_database(
         settings.database_url,
         pool_size=settings.db_pool_size,

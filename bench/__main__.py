@@ -78,14 +78,18 @@ def seed_database(path: Path) -> None:
 class Server:
     """One uvicorn worker serving bench.server:create_bench_app."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: Path, **settings: str) -> None:
         self.port = free_port()
+        self._log = (database.parent / f"server-{self.port}.log").open("wb")
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
             "DATABASE_URL": f"sqlite:///{database}",
             "PYTHONPATH": str(ROOT),
             "ENVIRONMENT": "development",
+            "ALERT_LOG_PATH": str(database.parent / "alert.log"),
+            "COSTS_CSV_PATH": str(database.parent / "costs.csv"),
+            **settings,
         }
         self.process = subprocess.Popen(
             [
@@ -108,6 +112,7 @@ class Server:
             ],
             cwd=ROOT,
             env=env,
+            stderr=self._log,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -122,6 +127,7 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=15)
+        self._log.close()
 
 
 def graphql_body(query: str) -> bytes:

@@ -52,19 +52,20 @@ class RequestMonitor:
         finally:
             duration = time.perf_counter() - started
             self.registry.record_http(scope["method"], status, duration)
-            log.info(
-                json.dumps(
-                    {
-                        "requestId": request_id,
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "operation": state.get("operation"),
-                        "status": status,
-                        "durationMs": round(duration * 1000, 3),
-                    },
-                    separators=(",", ":"),
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    json.dumps(
+                        {
+                            "requestId": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "operation": state.get("operation"),
+                            "status": status,
+                            "durationMs": round(duration * 1000, 3),
+                        },
+                        separators=(",", ":"),
+                    )
                 )
-            )
 
 
 def _request_id(scope: Scope) -> str:

@@ -144,35 +144,43 @@ class Monitor:
         )
 
     def tick(self) -> MetricsSnapshot:
-        """One sample: snapshot, alerts, cost periods, publication."""
+        """One whole sample, synchronously: snapshot, alerts, cost periods, publication."""
+        snapshot = self._sample()
+        self._publish_costs(self.costs.tick())
+        return snapshot
+
+    def _sample(self) -> MetricsSnapshot:
         hits, misses = self.cache_totals()
         self._cache_hits.add(max(0, hits - self._last_cache[0]))
         self._cache_misses.add(max(0, misses - self._last_cache[1]))
         self._last_cache = (hits, misses)
         snapshot = self.snapshot()
         _, requests_in_window = self.registry.error_rate()
+        lookups = self._cache_hits.total() + self._cache_misses.total()
         inputs = AlertInputs(
             snapshot=snapshot,
             recent_response_ms=self.registry.drain_recent_response_ms(),
-            cache_lookups_in_window=int(
-                self._cache_hits.total() + self._cache_misses.total()
-            ),
+            cache_lookups_in_window=int(lookups),
             requests_in_window=requests_in_window,
             cost_per_hour=self.costs.cost_per_hour(),
         )
         events = self.alerts.evaluate(inputs)
-        rows = self.costs.tick()
         self.latest = snapshot
         self.bus.publish(METRICS, snapshot)
         for event in events:
             self.bus.publish(ALERTS, event)
-        self.bus.publish(COSTS, (self.costs.snapshot(), rows))
         return snapshot
+
+    def _publish_costs(self, rows: list[Any]) -> None:
+        self.bus.publish(COSTS, (self.costs.snapshot(), rows))
 
     async def run(self) -> None:
         while True:
             try:
-                self.tick()
+                self._sample()
+                # Closing a period appends to costs.csv and the state file is
+                # fsynced: off the event loop, so that requests never wait on disk.
+                self._publish_costs(await asyncio.to_thread(self.costs.tick))
             except Exception:  # a bad tick must not stop monitoring
                 log.exception("monitor tick failed")
             await asyncio.sleep(self.interval_s)
@@ -189,4 +197,4 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self.costs.save()
+        await asyncio.to_thread(self.costs.save)

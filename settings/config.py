@@ -67,6 +67,7 @@ class Settings(BaseSettings):
 
     sample_interval_ms: int = Field(1000, ge=10)
     monitoring_enabled: bool = True
+    access_log: bool = True
     alert_response_time_ms: float = Field(500.0, ge=0)
     alert_memory_mb: float = Field(300.0, ge=0)
     alert_cost_per_hour: float = Field(1.0, ge=0)

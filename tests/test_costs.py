@@ -384,7 +384,7 @@ def test_a_negative_count_in_the_state_file_is_corrupt(
     with caplog.at_level(logging.WARNING, logger="gradepulse.costs"):
         fresh = make_meter(tmp_path, clock)
 
-    assert len(caplog.records) == 1
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
     assert fresh.snapshot().db_queries == 0
 
 
@@ -409,7 +409,7 @@ def test_a_state_file_of_another_environment_starts_fresh(
     with caplog.at_level(logging.WARNING, logger="gradepulse.costs"):
         meter = make_meter(tmp_path, clock)
 
-    assert len(caplog.records) == 1
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
     assert meter.snapshot().db_queries == 0
 
 

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -45,6 +46,7 @@ class Registry:
         self.db_time_ms = 0.0
         self.db_queries_per_minute = SlidingCounter(60, clock)
         self.resolvers: dict[str, DurationWindow] = {}
+        self._resolver_entries: dict[str, tuple[DurationWindow, Any]] = {}
         self.active_subscriptions = 0
         self._operation_labels: set[str] = set()
 
@@ -120,11 +122,15 @@ class Registry:
         return OTHER
 
     def record_resolver(self, field: str, duration_s: float) -> None:
-        window = self.resolvers.get(field)
-        if window is None:
-            window = self.resolvers[field] = DurationWindow(500)
+        entry = self._resolver_entries.get(field)
+        if entry is None:
+            # labels() costs more than the observation: look each field up once.
+            self.resolvers[field] = DurationWindow(500)
+            entry = (self.resolvers[field], self.resolver_duration.labels(field))
+            self._resolver_entries[field] = entry
+        window, histogram = entry
         window.add(duration_s * 1000.0)
-        self.resolver_duration.labels(field).observe(duration_s)
+        histogram.observe(duration_s)
 
     def record_db_query(self, duration_s: float = 0.0) -> None:
         self.db_queries_total += 1

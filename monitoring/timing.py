@@ -6,6 +6,7 @@ context variable, which the SQLAlchemy listener (attached by app.py) increments.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -113,6 +114,13 @@ class OperationMonitor(SchemaExtension):
         except BaseException:
             self.monitor.registry.record_resolver(name, time.perf_counter() - started)
             raise
+        if isinstance(result, asyncio.Future):
+            # A DataLoader's future: time it with a callback, not a coroutine per field.
+            record = self.monitor.registry.record_resolver
+            result.add_done_callback(
+                lambda _: record(name, time.perf_counter() - started)
+            )
+            return result
         if info.is_awaitable(result):
             return self._timed(result, name, started)
         self.monitor.registry.record_resolver(name, time.perf_counter() - started)

@@ -129,6 +129,7 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.DEBUG if settings.debug else logging.INFO)
+        root.propagate = False
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

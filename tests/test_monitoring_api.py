@@ -233,3 +233,41 @@ def test_alert_log_path_default_is_the_working_directory():
 
     settings = make_settings("sqlite:///x.db")
     assert os.path.basename(settings.alert_log_path) == "alert.log"
+
+
+async def test_costs_counted_before_a_restart_still_count(scratch_url):
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from app import create_app
+    from tests.conftest import make_settings
+
+    async def serve(requests: int, close: bool) -> dict | None:
+        app = create_app(make_settings(scratch_url))
+        async with LifespanManager(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://t"
+            ) as http:
+                for _ in range(requests):
+                    await http.post("/graphql", json={"query": "{ __typename }"})
+                if not close:
+                    return None
+                response = await http.post(
+                    "/graphql",
+                    json={
+                        "query": "mutation { costSummaryWrite { ... on "
+                        "CostSummaryWriteSuccess { row { apiRequests apiCost } } } }"
+                    },
+                )
+                return response.json()["data"]["costSummaryWrite"]["row"]
+
+    await serve(2, close=False)  # shutdown saves the open period
+    row = await serve(1, close=True)
+
+    # 2 before the restart and 1 after it; the mutation itself is counted when it
+    # finishes, in the period it opened.
+    assert row == {"apiRequests": 3, "apiCost": 0.00003}
+    lines = Path("costs.csv").read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[1].split(",")[2:] == ["0", "3", "0.000000", "0.000030", "0.000030"]

@@ -30,6 +30,7 @@ from strawberry.http import GraphQLRequestData
 from db.engine import Database, create_database, create_tables
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
 from monitoring.costs import COSTS_HEADER, CostMeter
+from monitoring.dashboard import DashboardPage
 from monitoring.middleware import RequestMonitor
 from monitoring.monitor import Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors, render
@@ -41,6 +42,13 @@ from resolvers.cache import LocalCache
 from resolvers.context import Context, Limits, Services
 from resolvers.loaders import CACHE_NAMES
 from schema import build_schema
+from schema.websocket import (
+    CONNECTION_INIT_TIMEOUT,
+    KEEP_ALIVE_S,
+    LegacyWSHandler,
+    TextWebSocketAdapter,
+    TransportWSHandler,
+)
 from settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent
@@ -54,6 +62,10 @@ log = logging.getLogger("gradepulse")
 
 class GraphQLView(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context and the offline GraphiQL page."""
+
+    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, services: Services, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -159,6 +171,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_batch_size=settings.max_batch_size,
             at_risk_average=settings.at_risk_average,
             at_risk_trend=settings.at_risk_trend,
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            max_subscriptions=settings.max_subscriptions,
         ),
         monitor=monitor,
     )
@@ -172,6 +186,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services,
         schema=schema,
         graphql_ide="graphiql" if settings.graphiql else None,
+        connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
+        keep_alive=True,  # graphql-ws "ka" messages; graphql-transport-ws pings
+        keep_alive_interval=KEEP_ALIVE_S,
+        # resolvers/live.py counts subscriptions (not queries) against the limits
+        max_subscriptions_per_connection=None,
     )
     install_collectors(
         monitor.registry.prometheus,
@@ -253,6 +272,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/health/ready", ready),
             Route("/health/db", health_db),
             Route("/metrics", metrics),
+            Route(
+                "/dashboard",
+                DashboardPage(
+                    environment=settings.environment,
+                    # the rules as parsed (ALERT_RULES applied; disabled ones absent)
+                    thresholds={r.id: r.threshold for r in monitor.alerts.rules},  # type: ignore[attr-defined]
+                ),
+            ),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
     )

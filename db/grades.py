@@ -140,6 +140,22 @@ async def insert_grades(session: AsyncSession, grades: Sequence[NewGrade]) -> in
     return len(grades)
 
 
+async def insert_grades_returning(
+    session: AsyncSession, grades: Sequence[NewGrade]
+) -> list[GradeRecord]:
+    """Like insert_grades, but returns the stored rows (ids included), in input order;
+    multi-row INSERT ... RETURNING statements cost about a third more."""
+    table = models.Grade.__table__
+    statement = insert(table).returning(*_COLUMNS, sort_by_parameter_order=True)
+    records: list[GradeRecord] = []
+    for chunk in chunks(grades, INSERT_CHUNK):
+        result = await session.execute(
+            statement, [grade_values(grade) for grade in chunk]
+        )
+        records.extend(to_record(row) for row in result)
+    return records
+
+
 async def update_grade(
     session: AsyncSession, grade_id: int, changes: dict[str, Any]
 ) -> tuple[GradeRecord, GradeRecord]:

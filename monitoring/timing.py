@@ -7,6 +7,7 @@ context variable, which the SQLAlchemy listener (attached by app.py) increments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -61,7 +62,10 @@ class OperationMonitor(SchemaExtension):
             yield
         finally:
             duration = time.perf_counter() - started
-            current_tally.reset(token)
+            # A subscription's stream may be closed from another task (or by the
+            # event loop's finalizer): that context never saw our token.
+            with contextlib.suppress(ValueError):
+                current_tally.reset(token)
             self._finish(duration)
 
     def _finish(self, duration: float) -> None:

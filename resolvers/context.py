@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ class Limits:
     max_batch_size: int = 5000
     at_risk_average: float = 65.0
     at_risk_trend: float = -2.0
+    max_subscriptions_per_connection: int = 20
+    max_subscriptions: int = 10_000
 
 
 @dataclass(slots=True)
@@ -57,6 +60,15 @@ class Context:
     over_http: bool = True
     # The HTTP middleware's per-request state (the operation name goes in its log line).
     request_state: dict[str, Any] | None = None
+    # On a WebSocket one context serves the whole connection: its open subscriptions
+    # and a way to close it (code, reason), set by the protocol handler.
+    subscriptions: int = 0
+    close_connection: Callable[[int, str], Awaitable[None]] | None = None
+
+    def refresh_loaders(self) -> None:
+        """New DataLoaders for the next operation or subscription event: a WebSocket
+        context outlives many of them, and a loader caches what it loaded."""
+        self.loaders = make_loaders(self.database, self.cache)
 
 
 @dataclass(frozen=True, slots=True)

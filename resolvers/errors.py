@@ -29,3 +29,7 @@ class Forbidden(ClientError):
 
 class DatabaseUnavailable(ClientError):
     code = "DB_UNAVAILABLE"
+
+
+class TooManySubscriptions(ClientError):
+    code = "TOO_MANY_SUBSCRIPTIONS"

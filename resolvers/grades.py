@@ -27,6 +27,7 @@ from db.validation import (
     new_grade,
     to_naive_utc,
 )
+from resolvers import live
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
 from resolvers.loaders import invalidate_grades
@@ -114,6 +115,7 @@ async def add_grade(
         _check_level(ctx, grade.student_id, levels[grade.student_id])
         record = await db_grades.insert_grade(session, grade)
     invalidate_grades(ctx.cache, {grade.student_id: levels[grade.student_id]})
+    live.publish_grades(ctx, [record], levels)
     return record
 
 
@@ -156,6 +158,8 @@ async def update_grade(
             _check_level(ctx, student_id, levels[student_id])
         _, after = await db_grades.update_grade(session, number, values)
     invalidate_grades(ctx.cache, {student_id: levels[student_id] for student_id in ids})
+    if values:  # an empty update writes nothing
+        live.publish_grades(ctx, [after], levels)
     return after
 
 
@@ -296,10 +300,16 @@ async def _insert_batch(
             new_grade(r.student_id, r.subject, r.score, r.max_score, r.recorded_at)
             for r in rows
         ]
-        inserted = await db_grades.insert_grades(session, grades)
+        records: list[GradeRecord] = []
+        if live.wants_grade_events(ctx):
+            records = await db_grades.insert_grades_returning(session, grades)
+            inserted = len(records)
+        else:
+            inserted = await db_grades.insert_grades(session, grades)
         if key is not None:
             await db_grades.store_idempotency_key(
                 session, GRADES_ADD, key, digest, json.dumps({"inserted": inserted})
             )
     invalidate_grades(ctx.cache, {g.student_id: levels[g.student_id] for g in grades})
+    live.publish_grades(ctx, records, levels)
     return BatchResult(inserted, False)

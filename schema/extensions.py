@@ -88,6 +88,12 @@ class ErrorCodes(SchemaExtension):
         if result is not None and getattr(result, "errors", None):
             result.errors = [self.coded(error) for error in result.errors]
 
+    def on_stream_result(self, result: Any) -> None:
+        """Results over a WebSocket go out one by one, before on_operation ends."""
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [self.coded(error) for error in errors]
+
     def _request_id(self) -> str | None:
         return getattr(self.execution_context.context, "request_id", None)
 

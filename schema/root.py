@@ -19,6 +19,7 @@ from schema.monitoring import MonitoringMutation, MonitoringQuery
 from schema.mutations import Mutation as DataMutation
 from schema.scalars import SCALARS
 from schema.students import Student, StudentConnection, StudentOrderField
+from schema.subscriptions import Subscription
 
 First = Annotated[int, strawberry.argument(description="Page size, 1 to 100.")]
 After = Annotated[
@@ -160,6 +161,7 @@ def build_schema(
     return GradePulseSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         scalar_overrides=SCALARS,
         execution_context_class=FastExecutor,
         # Extensions exit in reverse order: `outer_extensions` (the monitor) see the

@@ -1,0 +1,214 @@
+"""Live streams for subscriptions: metrics, alerts, costs and grade events.
+
+Plain async generators, context first. Each subscription reads its own bounded queue
+on the monitor's bus, so a slow client never delays the sampler or the others:
+metrics and costs keep only the newest item; alerts and grade writes are never dropped
+silently: a client that falls more than BACKLOG items behind is closed with 1013 (try
+again later), and graphql-ws clients reconnect on that code."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+from db.records import GradeRecord
+from monitoring.bus import EventBus, Subscription
+from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
+from monitoring.snapshot import AlertEvent, MetricsSnapshot
+from resolvers.context import Context, Viewer
+from resolvers.errors import BadUserInput, ClientError, TooManySubscriptions
+
+T = TypeVar("T")
+
+GRADES = "grades"
+MIN_INTERVAL_MS = 1_000
+MAX_INTERVAL_MS = 60_000
+LATEST_ONLY = 1  # metrics and costs: a slow client gets the newest snapshot
+BACKLOG = 256  # alerts or grade writes a client may fall behind by
+TRY_AGAIN_LATER = 1013
+
+
+@dataclass(frozen=True, slots=True)
+class GradeEvent:
+    """One student's new (or changed) grades from one write."""
+
+    student_id: str
+    grade_level: int
+    grades: tuple[GradeRecord, ...]
+
+
+def check_interval(interval_ms: int) -> None:
+    if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
+        raise BadUserInput(
+            f"intervalMs must be between {MIN_INTERVAL_MS} and {MAX_INTERVAL_MS}, "
+            f"got {interval_ms}",
+            argument="intervalMs",
+        )
+
+
+async def metrics(
+    ctx: Context, interval_ms: int = 1000
+) -> AsyncGenerator[MetricsSnapshot, None]:
+    """The snapshot of the first sampler tick at or after each interval."""
+    check_interval(interval_ms)
+    monitor = _operator_monitor(ctx)
+    with _slot(ctx, monitor), _queue(monitor.bus, METRICS, LATEST_ONLY) as queue:
+        ticks = _paced(
+            queue, interval_ms, monitor.interval_s, lambda s: s.at.timestamp()
+        )
+        async with aclosing(ticks) as paced:
+            async for snapshot in paced:
+                yield snapshot
+
+
+async def costs(ctx: Context, interval_ms: int = 1000) -> AsyncGenerator[Any, None]:
+    """The cost meter's snapshot (totals and open period), paced like metrics."""
+    check_interval(interval_ms)
+    monitor = _operator_monitor(ctx)
+    clock = asyncio.get_running_loop().time
+    with _slot(ctx, monitor), _queue(monitor.bus, COSTS, LATEST_ONLY) as queue:
+        ticks = _paced(queue, interval_ms, monitor.interval_s, lambda _: clock())
+        async with aclosing(ticks) as paced:
+            async for snapshot, _rows in paced:
+                yield snapshot
+
+
+async def alerts(ctx: Context) -> AsyncGenerator[AlertEvent, None]:
+    """Every firing and resolution, in order."""
+    monitor = _operator_monitor(ctx)
+    with _slot(ctx, monitor), _queue(monitor.bus, ALERTS, BACKLOG) as queue:
+        while True:
+            event = await queue.get()
+            if queue.dropped:
+                await _fell_behind(ctx, "alerts")
+            yield event
+
+
+async def grade_events(
+    ctx: Context, *, student_id: str | None = None, grade_level: int | None = None
+) -> AsyncGenerator[GradeEvent, None]:
+    """One event per student per write, optionally only one student or grade level."""
+    monitor = _require_monitor(ctx)
+    viewer = ctx.viewer
+    with _slot(ctx, monitor), _queue(monitor.bus, GRADES, BACKLOG) as queue:
+        while True:
+            write: tuple[GradeEvent, ...] = await queue.get()
+            if queue.dropped:
+                await _fell_behind(ctx, "grade events")
+            for event in write:
+                if student_id is not None and event.student_id != student_id:
+                    continue
+                if grade_level is not None and event.grade_level != grade_level:
+                    continue
+                if not _may_see(viewer, event):
+                    continue
+                # The context lives as long as the connection: nested fields of this
+                # event must not read what an earlier event's loaders cached.
+                ctx.refresh_loaders()
+                yield event
+
+
+def wants_grade_events(ctx: Context) -> bool:
+    """Whether anyone listens (the write then returns its rows, which costs a bit)."""
+    return ctx.monitor is not None and ctx.monitor.bus.subscribers(GRADES) > 0
+
+
+def publish_grades(
+    ctx: Context, records: Sequence[GradeRecord], levels: dict[str, int]
+) -> None:
+    """After a write has committed: one bus item per write, one event per student."""
+    if ctx.monitor is None or not records:
+        return
+    by_student: dict[str, list[GradeRecord]] = {}
+    for record in records:
+        by_student.setdefault(record.student_id, []).append(record)
+    ctx.monitor.bus.publish(
+        GRADES,
+        tuple(
+            GradeEvent(student, levels[student], tuple(grades))
+            for student, grades in by_student.items()
+        ),
+    )
+
+
+def _require_monitor(ctx: Context) -> Monitor:
+    if ctx.monitor is None:
+        raise RuntimeError("subscriptions need the monitor's bus")
+    return ctx.monitor
+
+
+def _operator_monitor(ctx: Context) -> Monitor:
+    ctx.viewer.require("admin", "teacher")
+    return _require_monitor(ctx)
+
+
+def _may_see(viewer: Viewer, event: GradeEvent) -> bool:
+    if viewer.role == "admin":
+        return True
+    if viewer.role == "teacher":
+        return viewer.grade_levels is None or event.grade_level in viewer.grade_levels
+    return viewer.student_id == event.student_id
+
+
+@contextmanager
+def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
+    """Count the subscription while it runs; refuse it beyond the limits. The check
+    and the claim happen without an await in between, so they cannot race."""
+    limits = ctx.limits
+    registry = monitor.registry
+    if ctx.subscriptions >= limits.max_subscriptions_per_connection:
+        raise TooManySubscriptions(
+            f"at most {limits.max_subscriptions_per_connection} subscriptions "
+            "per connection",
+            limit=limits.max_subscriptions_per_connection,
+        )
+    if registry.active_subscriptions >= limits.max_subscriptions:
+        raise TooManySubscriptions(
+            f"the server is serving its limit of {limits.max_subscriptions} "
+            "subscriptions; try again later",
+            limit=limits.max_subscriptions,
+        )
+    ctx.subscriptions += 1
+    registry.subscription_started()
+    try:
+        yield
+    finally:
+        ctx.subscriptions -= 1
+        registry.subscription_ended()
+
+
+@contextmanager
+def _queue(bus: EventBus, topic: str, maxsize: int) -> Iterator[Subscription]:
+    subscription = bus.subscribe(topic, maxsize)
+    try:
+        yield subscription
+    finally:
+        subscription.close()
+
+
+async def _paced(
+    queue: Subscription,
+    interval_ms: int,
+    tick_s: float,
+    when: Callable[[Any], float],
+) -> AsyncGenerator[Any, None]:
+    """The first item at or after each interval. Half a sampler tick of slack, so
+    that a tick landing a hair before its due time is not held back a whole tick."""
+    interval, slack = interval_ms / 1000, tick_s / 2
+    due = float("-inf")
+    while True:
+        item = await queue.get()
+        at = when(item)
+        if at >= due - slack:
+            due = at + interval
+            yield item
+
+
+async def _fell_behind(ctx: Context, what: str) -> NoReturn:
+    reason = f"fell behind on {what}"
+    if ctx.close_connection is not None:
+        await ctx.close_connection(TRY_AGAIN_LATER, reason)
+    raise ClientError(f"{reason}; subscribe again", code="SUBSCRIBER_TOO_SLOW")

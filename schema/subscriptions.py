@@ -1,0 +1,98 @@
+"""The Subscription root: live metrics, alerts, costs and grade events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Annotated, TypeVar
+
+import strawberry
+
+from resolvers import live
+from schema.common import ctx
+from schema.grades import Grade
+from schema.monitoring import AlertEvent, CostSnapshot, MetricsSnapshot
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+IntervalMs = Annotated[
+    int,
+    strawberry.argument(
+        description="Milliseconds between two items, 1000 to 60000; each goes out at "
+        "the first sampler tick at or after its time."
+    ),
+]
+
+
+@strawberry.type(description="One student's new or changed grades from one write.")
+class GradeEvent:
+    student_id: str = strawberry.field(description="The student's public id.")
+    grade_level: int = strawberry.field(description="The student's grade level.")
+    grades: list[Grade] = strawberry.field(
+        description="The grades this write added or changed for the student."
+    )
+
+    @classmethod
+    def from_model(cls, event: live.GradeEvent) -> GradeEvent:
+        return cls(
+            student_id=event.student_id,
+            grade_level=event.grade_level,
+            grades=[Grade.from_model(grade) for grade in event.grades],
+        )
+
+
+async def _mapped(
+    source: AsyncGenerator[T, None], convert: Callable[[T], R]
+) -> AsyncGenerator[R, None]:
+    async with aclosing(source) as items:
+        async for item in items:
+            yield convert(item)
+
+
+@strawberry.type(
+    description="Live streams over WebSocket (graphql-transport-ws or graphql-ws)."
+)
+class Subscription:
+    # Plain functions that check their arguments before the stream starts, so that
+    # bad input is refused with an error message rather than a failed first event.
+    @strawberry.subscription(description="Metrics snapshots, one per interval.")
+    def metrics(
+        self, info: strawberry.Info, interval_ms: IntervalMs = 1000
+    ) -> AsyncIterator[MetricsSnapshot]:
+        live.check_interval(interval_ms)
+        return _mapped(live.metrics(ctx(info), interval_ms), MetricsSnapshot.from_model)
+
+    @strawberry.subscription(
+        description="Every alert firing and resolution as it happens."
+    )
+    def alerts(self, info: strawberry.Info) -> AsyncIterator[AlertEvent]:
+        return _mapped(live.alerts(ctx(info)), AlertEvent.from_model)
+
+    @strawberry.subscription(
+        description="Running costs and the open period, one per interval."
+    )
+    def costs(
+        self, info: strawberry.Info, interval_ms: IntervalMs = 1000
+    ) -> AsyncIterator[CostSnapshot]:
+        live.check_interval(interval_ms)
+        return _mapped(live.costs(ctx(info), interval_ms), CostSnapshot.from_model)
+
+    @strawberry.subscription(
+        description="One event per student per grade write (gradeAdd, gradesAdd, "
+        "gradeUpdate), carrying that student's new grades."
+    )
+    def grade_events(
+        self,
+        info: strawberry.Info,
+        student_id: Annotated[
+            str | None, strawberry.argument(description="Only this student.")
+        ] = None,
+        grade_level: Annotated[
+            int | None, strawberry.argument(description="Only this grade level.")
+        ] = None,
+    ) -> AsyncIterator[GradeEvent]:
+        events = live.grade_events(
+            ctx(info), student_id=student_id, grade_level=grade_level
+        )
+        return _mapped(events, GradeEvent.from_model)

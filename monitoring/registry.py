@@ -5,6 +5,7 @@ the sampler and /metrics, never by the request path itself."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from monitoring.windows import DurationWindow, SlidingCounter
 
 MAX_OPERATION_LABELS = 50
+MAX_TRACKED_OPERATIONS = 10_000
 OTHER = "other"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -48,6 +50,8 @@ class Registry:
         self.resolvers: dict[str, DurationWindow] = {}
         self._resolver_entries: dict[str, tuple[DurationWindow, Any]] = {}
         self.active_subscriptions = 0
+        # Operation names seen (bounded) and the ones that have their own label.
+        self._operation_counts: dict[str, int] = {}
         self._operation_labels: set[str] = set()
 
         self.prometheus = CollectorRegistry(auto_describe=True)
@@ -98,9 +102,8 @@ class Registry:
         failed: bool,
         over_http: bool,
     ) -> None:
-        self.operation_duration.labels(operation_type, self._label(operation)).observe(
-            duration_s
-        )
+        label = self._label(operation)
+        self.operation_duration.labels(operation_type, label).observe(duration_s)
         if not over_http:
             return
         duration_ms = duration_s * 1000.0
@@ -113,13 +116,30 @@ class Registry:
             self.errors_per_minute.add()
 
     def _label(self, operation: str | None) -> str:
+        """The operation's own label while it is among the 50 most frequent names;
+        'other' otherwise, so that clients cannot blow up the label set."""
         name = operation or "anonymous"
-        if name in self._operation_labels:
+        counts = self._operation_counts
+        if name not in counts and len(counts) >= MAX_TRACKED_OPERATIONS:
+            return OTHER
+        count = counts[name] = counts.get(name, 0) + 1
+        labels = self._operation_labels
+        if name in labels:
             return name
-        if len(self._operation_labels) < MAX_OPERATION_LABELS:
-            self._operation_labels.add(name)
+        if len(labels) < MAX_OPERATION_LABELS:
+            labels.add(name)
             return name
-        return OTHER
+        least = min(labels, key=lambda label: counts[label])
+        if count <= counts[least]:
+            return OTHER
+        # `name` is now more frequent than `least`: it takes over the label slot, and
+        # `least`'s series go (its future operations count as 'other').
+        labels.discard(least)
+        labels.add(name)
+        for kind in ("query", "mutation", "subscription", "unknown"):
+            with contextlib.suppress(KeyError):
+                self.operation_duration.remove(kind, least)
+        return name
 
     def record_resolver(self, field: str, duration_s: float) -> None:
         entry = self._resolver_entries.get(field)

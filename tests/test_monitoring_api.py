@@ -271,3 +271,21 @@ async def test_costs_counted_before_a_restart_still_count(scratch_url):
     lines = Path("costs.csv").read_text().splitlines()
     assert len(lines) == 2
     assert lines[1].split(",")[2:] == ["0", "3", "0.000000", "0.000030", "0.000030"]
+
+
+async def test_a_more_frequent_operation_takes_over_a_label(api):
+    for n in range(50):
+        await api.post(f"query Op{n} {{ __typename }}")
+    for _ in range(3):
+        await api.post("query Hot { __typename }")
+
+    found = samples((await api.http.get("/metrics")).text)
+    counts = {
+        dict(labels)["operation"]: value
+        for (name, labels), value in found.items()
+        if name == "graphql_operation_duration_seconds_count"
+    }
+    assert len(counts) == 51  # 50 names and 'other'
+    assert counts["Hot"] == 2  # its first run counted as 'other'
+    assert counts["other"] == 1
+    assert sum(1 for name in counts if name.startswith("Op")) == 49

@@ -192,7 +192,8 @@ async def test_cost_summary_write_reports_an_unwritable_file(
 async def test_forced_alert_reaches_alert_log_and_the_alerts_query(
     make_api, scratch_url
 ):
-    api = await make_api(scratch_url, alert_response_time_ms=0)
+    # Only the rule under test may fire (the test process itself is large).
+    api = await make_api(scratch_url, alert_response_time_ms=0, alert_memory_mb=100_000)
     for _ in range(3):
         await api.post("{ __typename }")
 

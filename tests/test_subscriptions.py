@@ -165,7 +165,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def alerting_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Every operation is slower than 0 ms: 3 requests fire high_response_time."""
-    yield from serve(tmp_path_factory.mktemp("alerting"), ALERT_RESPONSE_TIME_MS="0")
+    yield from serve(
+        tmp_path_factory.mktemp("alerting"),
+        ALERT_RESPONSE_TIME_MS="0",
+        ALERT_MEMORY_MB="100000",  # only the rule under test may fire
+    )
 
 
 def ws_client(server: Server, protocol: str = TRANSPORT_WS) -> Client:

@@ -161,7 +161,11 @@ async def statement_counts(database: Path) -> dict[str, int]:
         ("students(first: 100) with grades", STUDENTS_QUERY),
         ("{ __typename }", TYPENAME_QUERY),
     ):
-        app = create_app(Settings(_env_file=None, database_url=f"sqlite:///{database}"))  # type: ignore[call-arg]
+        app = create_app(
+            Settings(
+                _env_file=None, database_url=f"sqlite:///{database}", access_log=False
+            )
+        )  # type: ignore[call-arg]
         statements: list[str] = []
         engine = app.state.services.database.engine.sync_engine
 

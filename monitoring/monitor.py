@@ -175,6 +175,8 @@ class Monitor:
         self.bus.publish(COSTS, (self.costs.snapshot(), rows))
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time()
         while True:
             try:
                 self._sample()
@@ -183,7 +185,10 @@ class Monitor:
                 self._publish_costs(await asyncio.to_thread(self.costs.tick))
             except Exception:  # a bad tick must not stop monitoring
                 log.exception("monitor tick failed")
-            await asyncio.sleep(self.interval_s)
+            # A fixed cadence: the time a tick takes does not stretch the interval
+            # (a late tick is not made up for by a burst).
+            deadline = max(deadline + self.interval_s, loop.time())
+            await asyncio.sleep(deadline - loop.time())
 
     def start(self) -> None:
         if self._task is None:

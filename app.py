@@ -388,6 +388,9 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
+        # Feed messages are small JSON: compressing each frame cost more CPU than the
+        # whole GraphQL execution of a metrics event (measured with 1,000 subscribers).
+        ws_per_message_deflate=False,
         log_level="info",
     )
 

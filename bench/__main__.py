@@ -110,6 +110,8 @@ class Server:
                 "--no-access-log",
                 "--ws",
                 "websockets-sansio",
+                "--ws-per-message-deflate",
+                "false",
             ],
             cwd=ROOT,
             env=env,

@@ -44,6 +44,10 @@ class Fallback(Exception):
 
 
 Completer = Callable[[Any], Any]
+_COMPILED: dict[tuple[Any, ...], Plan] = {}
+_COMPILED_MAX = 2000
+# Plans by the field nodes of a (cached) document: one lookup per request or event.
+_BY_NODES: dict[Any, tuple[Any, Any]] = {}
 _NO_PLAN: Any = object()
 
 
@@ -134,16 +138,39 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         key = (item_type, id(field_details_list))
         cached = plans.get(key)
         if cached is None:
-            plan = (
-                self._build_plan(item_type, field_details_list)
-                if self._fast_allowed()
-                else None
-            )
+            shared = self._shared_key(item_type, field_details_list)
+            hit = _BY_NODES.get(shared) if shared is not None else None
+            if hit is not None:
+                plan = None if hit[1] is _NO_PLAN else hit[1]
+            else:
+                plan = (
+                    self._build_plan(item_type, field_details_list)
+                    if self._fast_allowed()
+                    else None
+                )
+                if shared is not None:
+                    if len(_BY_NODES) >= _COMPILED_MAX:
+                        _BY_NODES.clear()
+                    # The nodes stay referenced, so that their ids stay unique.
+                    _BY_NODES[shared] = (field_details_list, plan or _NO_PLAN)
             # Like collect_subfields, keep the list alive so that its id stays unique.
             plans[key] = (field_details_list, plan if plan is not None else _NO_PLAN)
             return plan
         plan = cached[1]
         return None if plan is _NO_PLAN else plan
+
+    def _shared_key(self, item_type: GraphQLOutputType, details: Any) -> Any:
+        """A key valid across executors (every request and subscription event of the
+        same cached document), or None when directives could make the selection
+        depend on variables."""
+        directive_free = self.__dict__.get("_directive_free")
+        if directive_free is None:
+            loc = self.operation.loc
+            body = loc.source.body if loc is not None else "@"
+            directive_free = self.__dict__["_directive_free"] = "@" not in body
+        if not directive_free:
+            return None
+        return (item_type, self._fast_allowed(), tuple(id(d.node) for d in details))
 
     def _build_plan(
         self, item_type: GraphQLOutputType, field_details_list: Any
@@ -162,6 +189,9 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
         entries: list[tuple[str, str]] = []
         namespace: dict[str, Any] = {}
+        # What the generated code depends on: equal shapes share one compiled Plan
+        # across requests and subscription events (compiling costs more than using).
+        shape: list[Any] = [nullable_items]
         for index, (response_name, details) in enumerate(grouped.items()):
             node = details[0].node
             name = node.name.value
@@ -169,6 +199,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 return None
             if name == "__typename":
                 entries.append((response_name, repr(object_type.name)))
+                shape.append((response_name, "__typename", object_type.name))
                 continue
             field_def = self.schema.get_field(object_type, name)
             if field_def is None or node.arguments or field_def.args:
@@ -192,6 +223,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             attribute = f"v.{definition.python_name}"
             helper = f"c{index}"
             if is_leaf_type(inner):
+                shape.append((response_name, definition.python_name, inner, required))
                 namespace[helper] = _leaf_completer(inner, required)  # type: ignore[arg-type]
                 check = _INLINE_CHECKS.get(inner)  # type: ignore[call-overload]
                 expression = (
@@ -204,10 +236,17 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 nested = self._plan(inner, details)
                 if nested is None:
                     return None
+                shape.append((response_name, definition.python_name, nested, required))
                 namespace[helper] = _nested_completer(nested, required)
                 expression = f"{helper}({attribute})"
             entries.append((response_name, expression))
-        return Plan(entries, namespace, nullable_items)
+        key = tuple(shape)
+        plan = _COMPILED.get(key)
+        if plan is None:
+            if len(_COMPILED) >= _COMPILED_MAX:
+                _COMPILED.clear()
+            plan = _COMPILED[key] = Plan(entries, namespace, nullable_items)
+        return plan
 
     def complete_iterable_value(
         self,
@@ -229,4 +268,26 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                     pass
         return super().complete_iterable_value(
             item_type, field_details_list, info, path, items, position_context
+        )
+
+    def complete_object_value(
+        self,
+        return_type: GraphQLObjectType,
+        field_details_list: Any,
+        info: Any,
+        path: Any,
+        result: Any,
+        position_context: Any,
+    ) -> Any:
+        # The same direct path for a single object (a subscription event's snapshot,
+        # a nested object of basic fields); anything unusual goes the general way.
+        if return_type.is_type_of is None:
+            plan = self._plan(return_type, field_details_list)
+            if plan is not None:
+                try:
+                    return plan.one(result)
+                except Exception:
+                    pass
+        return super().complete_object_value(
+            return_type, field_details_list, info, path, result, position_context
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
@@ -50,6 +50,25 @@ async def _mapped(
             yield convert(item)
 
 
+def _shared(convert: Callable[[T], R]) -> Callable[[T], R]:
+    """Convert each published value once, not once per subscriber: the monitor hands
+    the same immutable snapshot to every subscription."""
+    last: list[Any] = [None, None]
+
+    def convert_once(item: T) -> R:
+        if last[0] is not item:
+            last[1] = convert(item)
+            last[0] = item
+        result: R = last[1]
+        return result
+
+    return convert_once
+
+
+_metrics_type = _shared(MetricsSnapshot.from_model)
+_costs_type = _shared(CostSnapshot.from_model)
+
+
 @strawberry.type(
     description="Live streams over WebSocket (graphql-transport-ws or graphql-ws)."
 )
@@ -61,7 +80,7 @@ class Subscription:
         self, info: strawberry.Info, interval_ms: IntervalMs = 1000
     ) -> AsyncIterator[MetricsSnapshot]:
         live.check_interval(interval_ms)
-        return _mapped(live.metrics(ctx(info), interval_ms), MetricsSnapshot.from_model)
+        return _mapped(live.metrics(ctx(info), interval_ms), _metrics_type)
 
     @strawberry.subscription(
         description="Every alert firing and resolution as it happens."
@@ -76,7 +95,7 @@ class Subscription:
         self, info: strawberry.Info, interval_ms: IntervalMs = 1000
     ) -> AsyncIterator[CostSnapshot]:
         live.check_interval(interval_ms)
-        return _mapped(live.costs(ctx(info), interval_ms), CostSnapshot.from_model)
+        return _mapped(live.costs(ctx(info), interval_ms), _costs_type)
 
     @strawberry.subscription(
         description="One event per student per grade write (gradeAdd, gradesAdd, "

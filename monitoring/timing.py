@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLResolveInfo, OperationType
 from strawberry.extensions import SchemaExtension
 
 if TYPE_CHECKING:
@@ -109,7 +109,16 @@ class OperationMonitor(SchemaExtension):
         **kwargs: Any,
     ) -> Any:
         field_def = info.parent_type.fields.get(info.field_name)
-        if field_def is None or getattr(field_def.resolve, "_is_default", False):
+        if (
+            field_def is None
+            or getattr(field_def.resolve, "_is_default", False)
+            # Each subscription event re-reads the root field from the event itself:
+            # trivial, and it would cost every subscriber on every tick.
+            or (
+                info.operation.operation is OperationType.SUBSCRIPTION
+                and info.path.prev is None
+            )
+        ):
             return _next(root, info, *args, **kwargs)
         name = f"{info.parent_type.name}.{info.field_name}"
         started = time.perf_counter()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from sqlalchemy import event, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -58,6 +59,7 @@ try:
 except PackageNotFoundError:  # running from a checkout without `pip install -e .`
     VERSION = "unknown"
 log = logging.getLogger("gradepulse")
+UPLOAD_HEADER = "X-GradePulse-Upload"
 
 
 class GraphQLView(GraphQL[Context, None]):
@@ -82,6 +84,15 @@ class GraphQLView(GraphQL[Context, None]):
             over_http=request.scope["type"] == "http",
             request_state=state,
         )
+
+    async def parse_multipart(self, request: Any) -> dict[str, str]:
+        """Uploads only with UPLOAD_HEADER: a custom header forces a CORS preflight,
+        so a cross-site form cannot post one (the form is not even read)."""
+        if request.headers.get(UPLOAD_HEADER) != "1":
+            raise HTTPException(
+                400, f"multipart uploads need the header {UPLOAD_HEADER}: 1"
+            )
+        return await super().parse_multipart(request)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
@@ -173,6 +184,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             at_risk_trend=settings.at_risk_trend,
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
             max_subscriptions=settings.max_subscriptions,
+            import_chunk_size=settings.import_chunk_size,
         ),
         monitor=monitor,
     )
@@ -191,6 +203,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         keep_alive_interval=KEEP_ALIVE_S,
         # resolvers/live.py counts subscriptions (not queries) against the limits
         max_subscriptions_per_connection=None,
+        # gradesImport(file:); GraphQLView.parse_multipart requires UPLOAD_HEADER
+        multipart_uploads_enabled=True,
     )
     install_collectors(
         monitor.registry.prometheus,
@@ -212,6 +226,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.collect()
         gc.freeze()
         yield
+        await services.imports.shutdown()
         await monitor.stop()
         await database.dispose()
 

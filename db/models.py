@@ -1,4 +1,4 @@
-"""SQLModel tables: students, grades and idempotency keys for batch writes."""
+"""SQLModel tables: students, grades, idempotency keys and staged import rows."""
 
 from __future__ import annotations
 
@@ -59,3 +59,20 @@ class IdempotencyKey(SQLModel, table=True):
     payload_hash: str = Field(sa_column=Column(String(64), nullable=False))
     result: str = Field(nullable=False)
     created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class GradeImportRow(SQLModel, table=True):
+    """A validated grade row of a background import, waiting for the final move."""
+
+    __tablename__ = "grade_import_rows"
+    __table_args__ = (Index("ix_grade_import_rows_job_id", "job_id", "line"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(sa_column=Column(String(64), nullable=False))
+    row_index: int = Field(nullable=False)
+    line: int = Field(nullable=False)
+    student_id: str = Field(sa_column=Column(String(STUDENT_ID_MAX), nullable=False))
+    subject: str = Field(sa_column=Column(String(SUBJECT_MAX), nullable=False))
+    score: float = Field(nullable=False)
+    max_score: float = Field(nullable=False)
+    recorded_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))

@@ -10,6 +10,7 @@ from db.engine import Database
 from monitoring.monitor import Monitor
 from resolvers.cache import SharedCache
 from resolvers.errors import Forbidden
+from resolvers.jobs import ImportJobs
 from resolvers.loaders import Loaders, make_loaders
 
 Role = Literal["admin", "teacher", "student"]
@@ -45,6 +46,7 @@ class Limits:
     at_risk_trend: float = -2.0
     max_subscriptions_per_connection: int = 20
     max_subscriptions: int = 10_000
+    import_chunk_size: int = 1000
 
 
 @dataclass(slots=True)
@@ -64,6 +66,8 @@ class Context:
     # and a way to close it (code, reason), set by the protocol handler.
     subscriptions: int = 0
     close_connection: Callable[[int, str], Awaitable[None]] | None = None
+    # Background imports outlive the request that started them.
+    imports: ImportJobs = field(default_factory=ImportJobs)
 
     def refresh_loaders(self) -> None:
         """New DataLoaders for the next operation or subscription event: a WebSocket
@@ -79,6 +83,7 @@ class Services:
     cache: SharedCache
     limits: Limits
     monitor: Monitor | None = None
+    imports: ImportJobs = field(default_factory=ImportJobs)
 
     def context(
         self,
@@ -98,4 +103,5 @@ class Services:
             request_id=request_id,
             over_http=over_http,
             request_state=request_state,
+            imports=self.imports,
         )

@@ -134,6 +134,13 @@ def publish_grades(
     )
 
 
+@contextmanager
+def counted(ctx: Context) -> Iterator[None]:
+    """Count a subscription that reads no bus topic (importProgress) like the rest."""
+    with _slot(ctx, _require_monitor(ctx)):
+        yield
+
+
 def _require_monitor(ctx: Context) -> Monitor:
     if ctx.monitor is None:
         raise RuntimeError("subscriptions need the monitor's bus")

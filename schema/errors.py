@@ -13,6 +13,7 @@ from db.errors import (
     InvalidInput,
     InvalidRows,
     NotFound,
+    RowProblem,
 )
 from db.validation import InputErrorCode as _Codes
 
@@ -76,6 +77,16 @@ def _code(value: str) -> InputErrorCode:  # type: ignore[valid-type]
     return InputErrorCode(value)
 
 
+def row_error(row: RowProblem) -> RowError:
+    return RowError(
+        index=row.index if row.index is not None else -1,
+        line=row.line,
+        field=row.field,
+        code=_code(row.code.value),
+        message=row.message,
+    )
+
+
 def error_result(exc: DomainError) -> Error:
     """The result type for an expected failure."""
     if isinstance(exc, NotFound):
@@ -90,16 +101,7 @@ def error_result(exc: DomainError) -> Error:
     if isinstance(exc, InvalidRows):
         return InvalidRowsError(
             message=str(exc),
-            rows=[
-                RowError(
-                    index=row.index if row.index is not None else -1,
-                    line=row.line,
-                    field=row.field,
-                    code=_code(row.code.value),
-                    message=row.message,
-                )
-                for row in exc.rows
-            ],
+            rows=[row_error(row) for row in exc.rows],
         )
     if isinstance(exc, IdempotencyKeyReused):
         return IdempotencyKeyReusedError(message=str(exc))

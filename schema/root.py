@@ -15,11 +15,12 @@ from schema.common import OrderDirection, ctx
 from schema.execution import FastExecutor
 from schema.extensions import DocumentCache, ErrorCodes
 from schema.grades import GradeConnection
+from schema.imports import ImportMutation, ImportQuery, ImportSubscription
 from schema.monitoring import MonitoringMutation, MonitoringQuery
 from schema.mutations import Mutation as DataMutation
 from schema.scalars import SCALARS
 from schema.students import Student, StudentConnection, StudentOrderField
-from schema.subscriptions import Subscription
+from schema.subscriptions import Subscription as LiveSubscription
 
 First = Annotated[int, strawberry.argument(description="Page size, 1 to 100.")]
 After = Annotated[
@@ -31,7 +32,7 @@ GradeLevel = Annotated[
 
 
 @strawberry.type(description="Reads.")
-class Query(MonitoringQuery):
+class Query(MonitoringQuery, ImportQuery):
     @strawberry.field(description="One student; null when absent.")
     async def student(self, info: strawberry.Info, student_id: str) -> Student | None:
         row = await students.get_student(ctx(info), student_id)
@@ -142,7 +143,14 @@ class Query(MonitoringQuery):
 
 
 @strawberry.type(description="Writes. Expected failures come back as typed results.")
-class Mutation(DataMutation, MonitoringMutation):
+class Mutation(DataMutation, MonitoringMutation, ImportMutation):
+    pass
+
+
+@strawberry.type(
+    description="Live streams over WebSocket (graphql-transport-ws or graphql-ws)."
+)
+class Subscription(LiveSubscription, ImportSubscription):
     pass
 
 

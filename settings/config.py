@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     cost_summary_interval_s: float = Field(3600.0, gt=0)
 
     max_batch_size: int = Field(5000, ge=1)
+    import_chunk_size: int = Field(1000, ge=1)
     max_subscriptions_per_connection: int = Field(20, ge=1)
     max_subscriptions: int = Field(10_000, ge=1)
     at_risk_average: float = 65.0

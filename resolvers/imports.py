@@ -1,0 +1,163 @@
+"""Background CSV imports of grades: validate, stage in chunks, move in one go."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+
+from db import staging
+from db.csvrows import parse_grades_csv, sort_problems
+from db.engine import Database
+from db.errors import InvalidInput, NotFound, RowProblem
+from db.validation import FieldProblem, InputErrorCode
+from resolvers import live
+from resolvers.context import Context
+from resolvers.errors import ClientError
+from resolvers.jobs import ImportJob, ImportStatus
+from resolvers.loaders import invalidate_grades
+
+log = logging.getLogger("gradepulse.imports")
+# Each chunk of Limits.import_chunk_size rows is its own short write transaction;
+# other writers get the database between chunks. Tests raise the pause to cancel.
+CHUNK_PAUSE_S = 0.0
+CANCEL_WAIT_S = 5.0
+
+
+async def start_import(
+    ctx: Context, *, file: bytes | None = None, csv: str | None = None
+) -> ImportJob:
+    """Check the arguments and start the job; it runs after this returns."""
+    if (file is None) == (csv is None):
+        code = (
+            InputErrorCode.REQUIRED if file is None else InputErrorCode.INVALID_FORMAT
+        )
+        raise InvalidInput(
+            FieldProblem(
+                "file" if file is None else "csv",
+                code,
+                "give exactly one of file and csv",
+            )
+        )
+    source: bytes | str = file if file is not None else csv  # type: ignore[assignment]
+    job = ctx.imports.create()
+    job.task = asyncio.create_task(_run(ctx, job, source), name=f"import-{job.id}")
+    return job
+
+
+def get_job(ctx: Context, job_id: str) -> ImportJob | None:
+    return ctx.imports.get(job_id)
+
+
+async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
+    """Stop a job (staged rows are deleted) and wait for it to end; a finished job
+    is returned as it is."""
+    job = ctx.imports.get(job_id)
+    if job is None:
+        raise NotFound("import job", job_id)
+    if not job.finished and job.task is not None:
+        job.cancel_requested = True
+        await asyncio.wait({job.task}, timeout=CANCEL_WAIT_S)
+    return job
+
+
+def check_progress(ctx: Context, job_id: str) -> ImportJob:
+    job = ctx.imports.get(job_id)
+    if job is None:
+        raise ClientError(f"import job {job_id!r} does not exist", code="NOT_FOUND")
+    return job
+
+
+async def import_progress(
+    ctx: Context, job: ImportJob
+) -> AsyncGenerator[ImportJob, None]:
+    """The job now and at each change, until it has finished."""
+    with live.counted(ctx):
+        while True:
+            changed = job.changed
+            yield job
+            if job.finished:
+                return
+            await changed.wait()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
+    database = ctx.database
+    try:
+        try:
+            await _stage_and_move(ctx, job, source)
+        except (_Cancelled, asyncio.CancelledError):
+            job.status = ImportStatus.CANCELLED
+        except Exception:
+            log.exception("import %s failed", job.id)
+            job.status = ImportStatus.FAILED
+        finally:
+            if job.status is not ImportStatus.SUCCEEDED:
+                await _discard(database, job)
+    finally:
+        job.task = None
+        ctx.imports.finished(job)
+        job.touch()
+
+
+async def _discard(database: Database, job: ImportJob) -> None:
+    """A failed or cancelled job leaves no rows behind."""
+    try:
+        async with database.writing() as session:
+            await staging.delete_staged(session, job.id)
+    except Exception:
+        log.exception("import %s: staged rows not deleted", job.id)
+
+
+async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> None:
+    parsed = await asyncio.to_thread(parse_grades_csv, source)
+    bad_rows = {p.index for p in parsed.problems if p.index is not None}
+    job.total = len(parsed.rows) + len(bad_rows)
+    job.status = ImportStatus.RUNNING
+    job.touch()
+    chunk = ctx.limits.import_chunk_size
+    rows, lines = parsed.rows, parsed.lines
+    # The data row index of each valid row: rows with problems take the gaps.
+    indexes = [i for i in range(job.total) if i not in bad_rows]
+    for start in range(0, len(rows), chunk):
+        if job.cancel_requested:
+            raise _Cancelled
+        end = start + chunk
+        async with ctx.database.writing() as session:
+            await staging.stage_rows(
+                session, job.id, rows[start:end], indexes[start:end], lines[start:end]
+            )
+        job.processed += len(rows[start:end])
+        job.touch()
+        await asyncio.sleep(CHUNK_PAUSE_S)
+    if job.cancel_requested:
+        raise _Cancelled
+    async with ctx.database.sessions() as session:
+        unknown = await staging.unknown_students(session, job.id)
+    problems = parsed.problems + [
+        RowProblem(
+            index,
+            line,
+            "studentId",
+            InputErrorCode.NOT_FOUND,
+            f"no student with studentId {student_id!r}",
+        )
+        for index, line, student_id in unknown
+    ]
+    job.processed = job.total
+    if problems:
+        job.errors = sort_problems(problems)
+        job.status = ImportStatus.FAILED
+        return
+    async with ctx.database.writing() as session:
+        levels = await staging.staged_student_levels(session, job.id)
+        records = await staging.move_staged(
+            session, job.id, returning=live.wants_grade_events(ctx)
+        )
+    job.status = ImportStatus.SUCCEEDED
+    invalidate_grades(ctx.cache, levels)
+    live.publish_grades(ctx, records, levels)

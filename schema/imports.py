@@ -1,0 +1,143 @@
+"""Background grade imports: ImportJob, gradesImport, importJob, importCancel and
+importProgress."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+from strawberry.file_uploads import Upload
+
+from resolvers import imports
+from resolvers.jobs import ImportJob as ImportJobModel
+from resolvers.jobs import ImportStatus as _Status
+from schema.common import ctx
+from schema.errors import InvalidInputError, NotFoundError, RowError, row_error
+from schema.mutations import attempt
+from schema.subscriptions import _mapped
+
+ImportStatus = strawberry.enum(
+    Enum("ImportStatus", {status.name: status.value for status in _Status}),  # type: ignore[misc]
+    name="ImportStatus",
+    description="Where an import job is: QUEUED, RUNNING, then SUCCEEDED, FAILED "
+    "(nothing written) or CANCELLED (nothing written).",
+)
+
+JobId = Annotated[strawberry.ID, strawberry.argument(description="The job's id.")]
+
+
+@strawberry.type(description="A background CSV import of grades.")
+class ImportJob:
+    id: strawberry.ID = strawberry.field(description="The job's id.")
+    status: ImportStatus = strawberry.field(description="Where the job is.")  # type: ignore[valid-type]
+    processed: int = strawberry.field(
+        description="Data rows checked so far (staged or refused); equals total when "
+        "the job has finished, unless it was cancelled."
+    )
+    total: int = strawberry.field(
+        description="Data rows in the file (blank lines excluded); 0 while QUEUED."
+    )
+    errors: list[RowError] = strawberry.field(
+        description="Every invalid row of a FAILED job, in file order (line = CSV "
+        "line, header on line 1)."
+    )
+
+    @classmethod
+    def from_model(cls, job: ImportJobModel) -> ImportJob:
+        return cls(
+            id=strawberry.ID(job.id),
+            status=ImportStatus(job.status.value),
+            processed=job.processed,
+            total=job.total,
+            errors=[row_error(problem) for problem in job.errors],
+        )
+
+
+@strawberry.type(description="The import was accepted and runs in the background.")
+class GradesImportSuccess:
+    job: ImportJob = strawberry.field(
+        description="The new job; follow it with importJob or importProgress."
+    )
+
+
+@strawberry.type(description="The job was cancelled, or had already finished.")
+class ImportCancelSuccess:
+    job: ImportJob = strawberry.field(description="The job as it is now.")
+
+
+GradesImportResult = Annotated[
+    GradesImportSuccess | InvalidInputError,
+    strawberry.union("GradesImportResult", description="Result of gradesImport."),
+]
+ImportCancelResult = Annotated[
+    ImportCancelSuccess | NotFoundError,
+    strawberry.union("ImportCancelResult", description="Result of importCancel."),
+]
+
+
+async def _read(file: Upload) -> bytes:
+    """The whole upload; closing it now frees its temporary file at once."""
+    try:
+        data: bytes = await file.read()  # type: ignore[attr-defined]
+    finally:
+        await file.close()  # type: ignore[attr-defined]
+    return data
+
+
+@strawberry.type
+class ImportQuery:
+    @strawberry.field(description="One import job; null when unknown (or long gone).")
+    def import_job(self, info: strawberry.Info, job_id: JobId) -> ImportJob | None:
+        job = imports.get_job(ctx(info), str(job_id))
+        return ImportJob.from_model(job) if job else None
+
+
+@strawberry.type
+class ImportMutation:
+    @strawberry.mutation(
+        description="Import grades from CSV (student_id,subject,score[,max_score]"
+        "[,recorded_at]) in the background, all or nothing. Give exactly one of file "
+        "(a multipart upload, which needs the header X-GradePulse-Upload: 1) and csv."
+    )
+    async def grades_import(
+        self,
+        info: strawberry.Info,
+        file: Annotated[
+            Upload | None, strawberry.argument(description="The CSV file.")
+        ] = None,
+        csv: Annotated[
+            str | None, strawberry.argument(description="The CSV text.")
+        ] = None,
+    ) -> GradesImportResult:
+        data = await _read(file) if file is not None else None
+        return await attempt(
+            imports.start_import(ctx(info), file=data, csv=csv),
+            lambda job: GradesImportSuccess(job=ImportJob.from_model(job)),
+        )
+
+    @strawberry.mutation(
+        description="Stop an import job; nothing of it is written. A finished job is "
+        "returned as it is."
+    )
+    async def import_cancel(
+        self, info: strawberry.Info, job_id: JobId
+    ) -> ImportCancelResult:
+        return await attempt(
+            imports.cancel_import(ctx(info), str(job_id)),
+            lambda job: ImportCancelSuccess(job=ImportJob.from_model(job)),
+        )
+
+
+@strawberry.type
+class ImportSubscription:
+    @strawberry.subscription(
+        description="The import job now and at each change, until it has finished; "
+        "an unknown id is a NOT_FOUND error."
+    )
+    def import_progress(
+        self, info: strawberry.Info, job_id: JobId
+    ) -> AsyncIterator[ImportJob]:
+        job = imports.check_progress(ctx(info), str(job_id))
+        return _mapped(imports.import_progress(ctx(info), job), ImportJob.from_model)

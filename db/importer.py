@@ -18,6 +18,7 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 from tqdm import tqdm
 
 from db import models
+from db.cli import database_url
 from db.csvrows import (
     ParsedCsv,
     RowProblem,
@@ -289,15 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.students is None and args.grades is None:
         parser.error("give --students, --grades or both")
-    url = args.database_url
+    url = database_url(args.database_url)
     if url is None:
-        from settings import SettingsError, load_settings
-
-        try:
-            url = load_settings().database_url
-        except SettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        return 2
     texts: dict[str, bytes] = {}
     for path in (args.students, args.grades):
         if path is not None:

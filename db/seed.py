@@ -10,12 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlmodel import col
 
 from db import models
+from db.cli import database_url
 from db.engine import Database, create_database, create_tables
 from db.records import chunks
+from db.students import StudentFilter, count_students
 
 SUBJECTS = ("Math", "Science", "English", "History", "Art")
 # Points added to a student's ability in each subject: Math is the hardest here.
@@ -132,12 +134,6 @@ async def is_empty(database: Database) -> bool:
         return result.first() is None
 
 
-async def count_students(database: Database) -> int:
-    async with database.sessions() as session:
-        result = await session.execute(select(func.count()).select_from(models.Student))
-        return int(result.scalar_one())
-
-
 # --- command line ---------------------------------------------------------------
 
 
@@ -159,15 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--database-url", help="overrides DATABASE_URL from the environment"
     )
     args = parser.parse_args(argv)
-    url = args.database_url
+    url = database_url(args.database_url)
     if url is None:
-        from settings import SettingsError, load_settings
-
-        try:
-            url = load_settings().database_url
-        except SettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        return 2
     return asyncio.run(
         _run(url, args.students, args.grades_per_student, args.seed, args.if_empty)
     )
@@ -180,7 +170,8 @@ async def _run(
     try:
         await create_tables(database)
         if not await is_empty(database):
-            existing = await count_students(database)
+            async with database.sessions() as session:
+                existing = await count_students(session, StudentFilter())
             if if_empty:
                 print(f"the database already has {existing} students: nothing seeded")
                 return 0

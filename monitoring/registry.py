@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,11 +191,3 @@ class Registry:
             stats.append(ResolverStats(field, window.count, avg, p95, p99))
         stats.sort(key=lambda s: (-s.p95_ms, s.field))
         return stats[:first]
-
-
-def merge_cache_stats(stats: Iterable[tuple[int, int]]) -> tuple[int, int]:
-    hits = misses = 0
-    for h, m in stats:
-        hits += h
-        misses += m
-    return hits, misses

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
@@ -84,4 +84,3 @@ class AlertInputs:
     requests_in_window: int = 0
     # Dollars per hour over the last 10 minutes.
     cost_per_hour: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 
 class SlidingCounter:
@@ -58,10 +58,6 @@ class DurationWindow:
         self.samples.append(duration_ms)
         self.count += 1
         self.total_ms += duration_ms
-
-    def extend(self, durations: Iterable[float]) -> None:
-        for duration in durations:
-            self.add(duration)
 
     def summary(self) -> tuple[float | None, float | None, float | None, float | None]:
         """(avg, p50, p95, p99) over the window."""

@@ -27,9 +27,5 @@ class Forbidden(ClientError):
     code = "FORBIDDEN"
 
 
-class DatabaseUnavailable(ClientError):
-    code = "DB_UNAVAILABLE"
-
-
 class TooManySubscriptions(ClientError):
     code = "TOO_MANY_SUBSCRIPTIONS"

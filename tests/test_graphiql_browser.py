@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser import Browser, chromium_path
-from tests.test_live_server import free_port, wait_until_up
+from tests.test_live_server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -40,20 +40,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         check=True,
         capture_output=True,
     )
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "app.py")],
-        cwd=db.parent,
-        env={**env, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_up(port, process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    yield from serve([sys.executable, str(ROOT / "app.py")], db)
 
 
 def test_graphiql_runs_a_query_with_nothing_leaving_loopback(server: int) -> None:

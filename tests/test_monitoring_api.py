@@ -3,7 +3,6 @@ the monitoring queries and costSummaryWrite."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -75,7 +74,16 @@ async def test_metrics_endpoint_counts_requests_and_operations(seeded_api):
     ) in found
     assert ("process_resident_memory_bytes", ()) in found
     assert ("cost_dollars_total", (("kind", "total"),)) in found
-    assert found[("alerts_firing", (("rule", "high_memory"),))] in (0.0, 1.0)
+    firing = {
+        dict(labels)["rule"] for (name, labels) in found if name == "alerts_firing"
+    }
+    assert firing == {
+        "high_response_time",
+        "low_cache_hit_rate",
+        "high_memory",
+        "high_error_rate",
+        "high_cost",
+    }
     assert ("cache_hits_total", (("cache", "students"),)) in found
 
 
@@ -229,11 +237,18 @@ async def test_bad_alert_rules_stop_start_up(scratch_url):
         create_app(make_settings(scratch_url, alert_rules='[{"id": "nope"}]'))
 
 
-def test_alert_log_path_default_is_the_working_directory():
-    from tests.conftest import make_settings
+def test_operator_files_default_to_the_working_directory(monkeypatch):
+    from settings import Settings
 
-    settings = make_settings("sqlite:///x.db")
-    assert os.path.basename(settings.alert_log_path) == "alert.log"
+    for name in ("ALERT_LOG_PATH", "COSTS_CSV_PATH"):
+        monkeypatch.delenv(name, raising=False)
+
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+
+    assert (settings.alert_log_path, settings.costs_csv_path) == (
+        "alert.log",
+        "costs.csv",
+    )
 
 
 async def test_costs_counted_before_a_restart_still_count(scratch_url):

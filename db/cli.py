@@ -1,0 +1,19 @@
+"""What the db command-line entry points share: the database URL they work on."""
+
+from __future__ import annotations
+
+import sys
+
+
+def database_url(option: str | None) -> str | None:
+    """`--database-url` when given, else DATABASE_URL from the settings; None (after
+    printing the one-line reason) when the settings are invalid."""
+    if option is not None:
+        return option
+    from settings import SettingsError, load_settings
+
+    try:
+        return load_settings().database_url
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None

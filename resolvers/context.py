@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from db.engine import Database
 from monitoring.monitor import Monitor
@@ -13,17 +13,26 @@ from resolvers.errors import Forbidden
 from resolvers.jobs import ImportJobs
 from resolvers.loaders import Loaders, make_loaders
 
+if TYPE_CHECKING:
+    from resolvers.audit import AuditLog
+    from resolvers.auth import Authenticator
+    from resolvers.ratelimit import RateLimiter, RateState
+
 Role = Literal["admin", "teacher", "student"]
+ROLES: tuple[Role, ...] = ("admin", "teacher", "student")
 
 
 @dataclass(frozen=True, slots=True)
 class Viewer:
-    """Who is asking. Until authentication exists every caller is an anonymous admin."""
+    """Who is asking: `identity` names them in the audit log and keys their rate
+    budget ("key:<id>", "user:<sub>", or "ip:<address>" when anonymous). Anonymous
+    callers exist only where AUTH_REQUIRED is off, and then act as admin."""
 
     identity: str = "anonymous"
     role: Role = "admin"
     student_id: str | None = None
     grade_levels: frozenset[int] | None = None
+    anonymous: bool = True
 
     def require(self, *roles: Role) -> None:
         if self.role not in roles:
@@ -68,6 +77,14 @@ class Context:
     close_connection: Callable[[int, str], Awaitable[None]] | None = None
     # Background imports outlive the request that started them.
     imports: ImportJobs = field(default_factory=ImportJobs)
+    # Security (issue 5): the caller's address, the rate budget after this
+    # operation's charge, and the students whose grades or analytics it returned.
+    client_host: str | None = None
+    rate: RateState | None = None
+    audited_students: set[str] = field(default_factory=set)
+    authenticator: Authenticator | None = None
+    rate_limiter: RateLimiter | None = None
+    audit: AuditLog | None = None
 
     def refresh_loaders(self) -> None:
         """New DataLoaders for the next operation or subscription event: a WebSocket
@@ -84,6 +101,9 @@ class Services:
     limits: Limits
     monitor: Monitor | None = None
     imports: ImportJobs = field(default_factory=ImportJobs)
+    authenticator: Authenticator | None = None
+    rate_limiter: RateLimiter | None = None
+    audit: AuditLog | None = None
 
     def context(
         self,
@@ -92,6 +112,7 @@ class Services:
         request_id: str | None = None,
         over_http: bool = True,
         request_state: dict[str, Any] | None = None,
+        client_host: str | None = None,
     ) -> Context:
         return Context(
             database=self.database,
@@ -104,4 +125,8 @@ class Services:
             over_http=over_http,
             request_state=request_state,
             imports=self.imports,
+            client_host=client_host,
+            authenticator=self.authenticator,
+            rate_limiter=self.rate_limiter,
+            audit=self.audit,
         )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "staging", "production"]
@@ -87,6 +88,40 @@ class Settings(BaseSettings):
     at_risk_trend: float = -2.0
     graphiql_enabled: bool | None = None
 
+    # Authentication (issue 5). AUTH_REQUIRED defaults to false only in development,
+    # and then anonymous callers act as admin only from loopback addresses.
+    auth_required: bool | None = None
+    trusted_hosts: str = "127.0.0.1,localhost"
+    jwt_secret: SecretStr | None = None
+    jwt_audience: str | None = None
+    # How long a verified API key is trusted before it is looked up again: a revoked
+    # key stops working within this many seconds.
+    api_key_cache_ttl_s: float = Field(5.0, ge=0)
+
+    # Query limits: refused before any resolver runs.
+    max_depth: int = Field(10, ge=1)
+    max_aliases: int = Field(15, ge=0)
+    max_tokens: int = Field(2000, ge=1)
+    max_directives: int = Field(50, ge=0)
+    max_document_chars: int = Field(15_000, ge=1)
+    max_nesting: int = Field(100, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    max_upload_bytes: int = Field(64 * 1_048_576, ge=1)
+    max_cost: int = Field(5000, ge=1)
+    operation_timeout_s: float = Field(5.0, gt=0)
+    batching_enabled: bool = False
+    max_batch_operations: int = Field(10, ge=1)
+
+    # Rate limits: cost points per minute per identity.
+    rate_limit_student: int = Field(10_000, ge=1)
+    rate_limit_teacher: int = Field(50_000, ge=1)
+    rate_limit_admin: int = Field(200_000, ge=1)
+
+    # Hardening.
+    introspection_enabled: bool | None = None
+    cors_origins: str = ""
+    metrics_token: SecretStr | None = None
+
     @model_validator(mode="before")
     @classmethod
     def _apply_profile(cls, data: Any) -> Any:
@@ -120,10 +155,33 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("jwt_audience", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("jwt_secret", "metrics_token", mode="before")
+    @classmethod
+    def _blank_secret_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> Settings:
         if self.environment == "production" and self.debug:
             raise ValueError("DEBUG must be off in production")
+        if self.environment != "development" and self.auth_required is False:
+            raise ValueError(
+                f"AUTH_REQUIRED may not be false in {self.environment}"
+            )
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if secret and len(secret) < 32 and self.environment != "development":
+            raise ValueError("JWT_SECRET must be at least 32 characters")
+        for role in ("student", "teacher", "admin"):
+            if getattr(self, f"rate_limit_{role}") < self.max_cost:
+                raise ValueError(
+                    f"RATE_LIMIT_{role.upper()} must be at least MAX_COST "
+                    f"({self.max_cost}), or the costliest query could never run"
+                )
         return self
 
     @property
@@ -132,6 +190,31 @@ class Settings(BaseSettings):
         if self.graphiql_enabled is not None:
             return self.graphiql_enabled
         return self.environment != "production"
+
+    @property
+    def requires_auth(self) -> bool:
+        """Credentials are required outside development unless switched explicitly."""
+        if self.auth_required is not None:
+            return self.auth_required
+        return self.environment != "development"
+
+    @property
+    def introspection(self) -> bool:
+        if self.introspection_enabled is not None:
+            return self.introspection_enabled
+        return self.environment != "production"
+
+    @property
+    def trusted_host_list(self) -> list[str]:
+        return _split(self.trusted_hosts)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _split(self.cors_origins)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -148,7 +231,7 @@ def _describe(exc: ValidationError) -> str:
         loc = [str(part) for part in error.get("loc", ()) if part != "__root__"]
         variable = loc[0].upper() if loc else "settings"
         message = error.get("msg", "invalid value").removeprefix("Value error, ")
-        if not loc and "DEBUG" in message:
-            variable = "DEBUG"
+        if not loc and (named := re.match(r"([A-Z][A-Z0-9_]+) ", message)):
+            variable = named.group(1)
         parts.append(f"{variable}: {message}")
     return "invalid settings: " + "; ".join(parts)

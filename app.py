@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
+import hmac
+import ipaddress
 import logging
 import time
 import uuid
@@ -16,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from cross_web import HTTPException
 from sqlalchemy import event, text
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLRequestData
 
 from db.engine import Database, create_database, create_tables
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
@@ -39,10 +40,15 @@ from monitoring.registry import Registry
 from monitoring.sinks import FileSink
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
+from resolvers.audit import AuditLog
+from resolvers.auth import Authenticator
 from resolvers.cache import LocalCache
 from resolvers.context import Context, Limits, Services
 from resolvers.loaders import CACHE_NAMES
+from resolvers.ratelimit import MemoryRateStore, RateLimiter
 from schema import build_schema
+from schema.http import UPLOAD_HEADER, GraphQLHTTP, HTTPLimits
+from schema.limits import QueryLimits
 from schema.websocket import (
     CONNECTION_INIT_TIMEOUT,
     KEEP_ALIVE_S,
@@ -59,11 +65,11 @@ try:
 except PackageNotFoundError:  # running from a checkout without `pip install -e .`
     VERSION = "unknown"
 log = logging.getLogger("gradepulse")
-UPLOAD_HEADER = "X-GradePulse-Upload"
 
 
 class GraphQLView(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context and the offline GraphiQL page."""
+    """Strawberry's ASGI view for the WebSocket side of /graphql, and the offline
+    GraphiQL page; schema/http.py answers HTTP operations."""
 
     websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -79,61 +85,19 @@ class GraphQLView(GraphQL[Context, None]):
         request_id = (
             state.get("request_id") or uuid.uuid4().hex
         )  # set by RequestMonitor
+        client = request.client.host if request.client else None
         return self.services.context(
             request_id=request_id,
             over_http=request.scope["type"] == "http",
             request_state=state,
+            client_host=client,
         )
-
-    async def parse_multipart(self, request: Any) -> dict[str, str]:
-        """Uploads only with UPLOAD_HEADER: a custom header forces a CORS preflight,
-        so a cross-site form cannot post one (the form is not even read)."""
-        if request.headers.get(UPLOAD_HEADER) != "1":
-            raise HTTPException(
-                400, f"multipart uploads need the header {UPLOAD_HEADER}: 1"
-            )
-        return await super().parse_multipart(request)
 
     async def render_graphql_ide(self, request: Request) -> Response:
         return HTMLResponse(self._ide_html)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
-
-    def decode_json(self, data: str | bytes) -> object:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # NaN and Infinity are not JSON, but Python's parser reads them: the
-            # variable then fails Float coercion with a coded BAD_USER_INPUT error
-            # rather than a bare 400. Truly malformed JSON still raises here.
-            return json.loads(data)
-
-    async def parse_http_body(self, request: Any) -> Any:
-        """The common case (a POST of one JSON operation) without Strawberry's
-        email-module content-type parsing; everything else goes the stock way."""
-        content_type = (request.content_type or "").split(";", 1)[0].strip().lower()
-        if (
-            request.method == "POST"
-            and content_type == "application/json"
-            and self._get_stream_transport_from_headers(request.headers) is None
-        ):
-            data = self.parse_json(await request.get_body())
-            if isinstance(data, dict):
-                query, variables = data.get("query"), data.get("variables")
-                extensions = data.get("extensions")
-                if (
-                    isinstance(query, (str, type(None)))
-                    and isinstance(variables, (dict, type(None)))
-                    and isinstance(extensions, (dict, type(None)))
-                ):
-                    return GraphQLRequestData(
-                        query=query,
-                        variables=variables,
-                        operation_name=data.get("operationName"),
-                        extensions=extensions,
-                    )
-        return await super().parse_http_body(request)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -155,7 +119,9 @@ def configure_logging(settings: Settings) -> None:
         root.propagate = False
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starlette:
+    """`audit=False` exists for the bench's unaudited comparison only: operators
+    cannot switch the FERPA audit log off."""
     settings = settings or load_settings()
     configure_logging(settings)
     database = create_database(
@@ -173,8 +139,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     monitor = build_monitor(settings, cache, *sinks)
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
+    # The audit log writes through an engine of its own (resolvers/audit.py).
+    audit_log = (
+        AuditLog.connect(
+            settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+        )
+        if audit
+        else None
+    )
     if observe:
         attach_statement_listener(database, monitor)
+        if audit_log is not None:
+            attach_statement_listener(audit_log.database, monitor)
     services = Services(
         database=database,
         cache=cache,
@@ -187,9 +163,38 @@ def create_app(settings: Settings | None = None) -> Starlette:
             import_chunk_size=settings.import_chunk_size,
         ),
         monitor=monitor,
+        audit=audit_log,
+        authenticator=Authenticator(
+            database,
+            jwt_secret=settings.jwt_secret.get_secret_value()
+            if settings.jwt_secret
+            else None,
+            jwt_audience=settings.jwt_audience,
+            auth_required=settings.requires_auth,
+            key_cache_ttl_s=settings.api_key_cache_ttl_s,
+        ),
+        rate_limiter=RateLimiter(
+            MemoryRateStore(),
+            student=settings.rate_limit_student,
+            teacher=settings.rate_limit_teacher,
+            admin=settings.rate_limit_admin,
+        ),
     )
     schema = build_schema(
         expose_errors=settings.debug,
+        audit=audit,
+        limits=QueryLimits(
+            max_depth=settings.max_depth,
+            max_aliases=settings.max_aliases,
+            max_tokens=settings.max_tokens,
+            max_directives=settings.max_directives,
+            max_document_chars=settings.max_document_chars,
+            max_nesting=settings.max_nesting,
+            max_cost=settings.max_cost,
+            operation_timeout_s=settings.operation_timeout_s,
+        ),
+        introspection=settings.introspection,
+        suggestions=settings.environment != "production",
         outer_extensions=[partial(OperationMonitor, monitor=monitor)]
         if observe
         else [],
@@ -198,13 +203,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services,
         schema=schema,
         graphql_ide="graphiql" if settings.graphiql else None,
+        # Browser pages on the CORS allow-list may open subscriptions too.
+        allowed_origins=settings.cors_origin_list,
         connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
         keep_alive=True,  # graphql-ws "ka" messages; graphql-transport-ws pings
         keep_alive_interval=KEEP_ALIVE_S,
         # resolvers/live.py counts subscriptions (not queries) against the limits
         max_subscriptions_per_connection=None,
-        # gradesImport(file:); GraphQLView.parse_multipart requires UPLOAD_HEADER
-        multipart_uploads_enabled=True,
     )
     install_collectors(
         monitor.registry.prometheus,
@@ -219,6 +224,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await create_tables(database)
+        if audit_log is not None:
+            audit_log.start()
         if observe:
             monitor.start()
         # Everything built so far lives as long as the process: keep it out of the
@@ -227,6 +234,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         gc.freeze()
         yield
         await services.imports.shutdown()
+        if audit_log is not None:
+            await audit_log.stop()
         await monitor.stop()
         await database.dispose()
 
@@ -269,18 +278,35 @@ def create_app(settings: Settings | None = None) -> Starlette:
         db = await _check_database(database)
         return JSONResponse(db, status_code=200 if db["status"] == "ok" else 503)
 
+    metrics_token = (
+        settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    )
+
     async def metrics(request: Request) -> Response:
+        if refused := _refuse_metrics(request, metrics_token):
+            return refused
         body, content_type = render(monitor.registry.prometheus)
         return Response(body, media_type=content_type)
+
+    http_endpoint = GraphQLHTTP(
+        schema=schema,
+        services=services,
+        limits=HTTPLimits(
+            max_body_bytes=settings.max_body_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
+            operation_timeout_s=settings.operation_timeout_s,
+            batching_enabled=settings.batching_enabled,
+            max_batch_operations=settings.max_batch_operations,
+        ),
+        render_ide=view.render_graphql_ide if settings.graphiql else None,
+    )
 
     app = Starlette(
         debug=False,
         lifespan=lifespan,
-        middleware=[Middleware(RequestMonitor, registry=monitor.registry)]
-        if observe
-        else [],
+        middleware=middleware(settings, monitor.registry if observe else None),
         routes=[
-            Route("/graphql", view, methods=["GET", "POST"]),
+            Route("/graphql", http_endpoint, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", view),
             Route("/health", health),
             Route("/health/live", live),
@@ -291,6 +317,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "/dashboard",
                 DashboardPage(
                     environment=settings.environment,
+                    auth_required=settings.requires_auth,
                     # the rules as parsed (ALERT_RULES applied; disabled ones absent)
                     thresholds={r.id: r.threshold for r in monitor.alerts.rules},  # type: ignore[attr-defined]
                 ),
@@ -302,6 +329,75 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.monitor = monitor
     return app
+
+
+def middleware(settings: Settings, registry: Registry | None) -> list[Middleware]:
+    """Outermost first: the request log sees every answer, including refused hosts."""
+    stack = []
+    if registry is not None:
+        stack.append(Middleware(RequestMonitor, registry=registry))
+    # A rebound DNS name must not reach the anonymous loopback admin: the Host header
+    # is checked in every profile (WebSocket handshakes included).
+    stack.append(
+        Middleware(
+            TrustedHostMiddleware,
+            allowed_hosts=settings.trusted_host_list,
+            www_redirect=False,
+        )
+    )
+    if origins := settings.cors_origin_list:
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Accept",
+                    "X-Request-ID",
+                    UPLOAD_HEADER,
+                ],
+                expose_headers=[
+                    "RateLimit",
+                    "RateLimit-Policy",
+                    "Retry-After",
+                    "X-Request-ID",
+                    "Server-Timing",
+                ],
+                max_age=600,
+            )
+        )
+    return stack
+
+
+def _refuse_metrics(request: Request, token: str | None) -> Response | None:
+    """/metrics answers loopback clients, and holders of METRICS_TOKEN when set."""
+    if token is not None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            return None
+    client = request.client.host if request.client else None
+    if _is_loopback(client):
+        return None
+    if token is not None:
+        return JSONResponse(
+            {"error": "metrics need Authorization: Bearer <METRICS_TOKEN>"},
+            status_code=401,
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return JSONResponse(
+        {"error": "metrics are answered to loopback clients only"}, status_code=403
+    )
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host is not None and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_monitor(
@@ -407,6 +503,9 @@ def main() -> None:
         # whole GraphQL execution of a metrics event (measured with 1,000 subscribers).
         ws_per_message_deflate=False,
         log_level="info",
+        # RequestMonitor writes the access log, without query strings (a GET query
+        # may search by email).
+        access_log=False,
     )
 
 

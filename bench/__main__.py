@@ -23,6 +23,7 @@ import httpx
 import orjson
 from sqlalchemy import event
 
+from bench import audit
 from bench.fanout import FanoutResult, run_fanout
 from bench.load import LoadResult, run_load
 
@@ -79,7 +80,13 @@ def seed_database(path: Path) -> None:
 class Server:
     """One uvicorn worker serving bench.server:create_bench_app."""
 
-    def __init__(self, database: Path, **settings: str) -> None:
+    def __init__(
+        self,
+        database: Path,
+        *,
+        factory: str = "bench.server:create_bench_app",
+        **settings: str,
+    ) -> None:
         self.port = free_port()
         self._log = (database.parent / f"server-{self.port}.log").open("wb")
         self.url = f"http://127.0.0.1:{self.port}"
@@ -90,6 +97,9 @@ class Server:
             "ENVIRONMENT": "development",
             "ALERT_LOG_PATH": str(database.parent / "alert.log"),
             "COSTS_CSV_PATH": str(database.parent / "costs.csv"),
+            # One anonymous client (admin) sends every request: a budget no load run
+            # can spend, so that the figures measure serving, not the rate limiter.
+            "RATE_LIMIT_ADMIN": str(10**12),
             **settings,
         }
         self.process = subprocess.Popen(
@@ -97,7 +107,7 @@ class Server:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                "bench.server:create_bench_app",
+                factory,
                 "--factory",
                 "--host",
                 "127.0.0.1",
@@ -189,7 +199,7 @@ async def statement_counts(database: Path) -> dict[str, int]:
             event.listen(engine, "before_cursor_execute", count)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://bench"
+                transport=transport, base_url="http://127.0.0.1"
             ) as c:
                 response = await c.post("/graphql", json={"query": query})
                 assert "errors" not in response.json(), response.text
@@ -263,12 +273,57 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--fanout-seconds", type=float, default=10.0)
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument(
+        "--only",
+        choices=["audit"],
+        help="run one case and replace only its lines in RESULTS.md",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gradepulse-bench-"))
     database = work / "bench.db"
     print("seeding 1,000 students x 20 grades (seed 42) ...", flush=True)
     seed_database(database)
+
+    def audit_server(audited: bool) -> Server:
+        return Server(
+            database,
+            factory="bench.server:create_bench_app"
+            if audited
+            else "bench.server:create_unaudited_bench_app",
+            ALERT_LOG_PATH=str(work / f"alert-audit-{audited}.log"),
+            COSTS_CSV_PATH=str(work / f"costs-audit-{audited}.csv"),
+            **audit.UNLIMITED,
+        )
+
+    def audit_figures() -> tuple[dict[str, LoadResult], float]:
+        found, cost = audit.measure(
+            audit_server,
+            graphql_body(STUDENTS_QUERY),
+            seconds=args.seconds,
+            connections=args.connections,
+        )
+        for name, r in found.items():
+            print(
+                f"{name:24} {r.requests_per_s:10.1f} req/s  p50 {r.p50_ms:7.2f} ms  "
+                f"p99 {r.p99_ms:7.2f} ms  errors {r.errors}",
+                flush=True,
+            )
+        print(f"audit log overhead: {cost:.1%} fewer requests/s (target <= 10%)")
+        return found, cost
+
+    if args.only == "audit":
+        audit_cases, audit_overhead = audit_figures()
+        shutil.rmtree(work, ignore_errors=True)
+        audit.update_results(
+            args.results,
+            audit_cases,
+            audit_overhead,
+            seconds=args.seconds,
+            connections=args.connections,
+        )
+        print(f"updated {args.results}")
+        return
     counts = asyncio.run(statement_counts(database))
 
     server = Server(database)
@@ -351,6 +406,8 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+    audit_cases, audit_overhead = audit_figures()
+    cases.update(audit_cases)
     print(f"fan-out: {args.subscribers} metrics subscribers at 1 Hz ...", flush=True)
     server = Server(
         database,
@@ -409,6 +466,7 @@ def main() -> None:
         typename_ratio,
         overhead,
         fanout,
+        audit_overhead,
     )
 
 
@@ -422,6 +480,7 @@ def write_results(
     typename_ratio: float,
     overhead: float,
     fanout: FanoutResult,
+    audit_overhead: float,
 ) -> None:
     tool = next(iter(cases.values())).tool
     lines = [
@@ -449,6 +508,7 @@ def write_results(
         "(target >= 0.5).",
         f"- Monitoring overhead on the README's students query: **{overhead:.1%}** slower "
         "with monitoring on than off (target <= 10%).",
+        audit.bullet(audit_overhead),
         f"- Fan-out: {fanout.subscribers} `metrics(intervalMs: 1000)` subscribers on one "
         f"worker ({fanout.connected} connected), {fanout.messages} snapshots in "
         f"{args.fanout_seconds:g} s: delivery lag p50 {fanout.p50_ms:.1f} ms, p99 "

@@ -265,7 +265,14 @@ class ClassStats:
 TOP_N = 5
 
 
-def _selection(grade_level: int | None, subject: str | None) -> list[Any]:
+def _selection(
+    grade_level: int | None,
+    subject: str | None,
+    grade_levels: frozenset[int] | None = None,
+    student_ids: frozenset[str] | None = None,
+) -> list[Any]:
+    """Grades of one subject, of one grade level, and only of students in
+    `grade_levels` or `student_ids` (what the reader may see; None: anyone)."""
     where: list[Any] = []
     if subject is not None:
         where.append(G.subject == subject)
@@ -273,15 +280,27 @@ def _selection(grade_level: int | None, subject: str | None) -> list[Any]:
         where.append(
             G.student_id.in_(select(S.student_id).where(S.grade_level == grade_level))
         )
+    if grade_levels is not None:
+        where.append(
+            G.student_id.in_(
+                select(S.student_id).where(S.grade_level.in_(sorted(grade_levels)))
+            )
+        )
+    if student_ids is not None:
+        where.append(G.student_id.in_(sorted(student_ids)))
     return where
 
 
 async def class_stats(
-    session: AsyncSession, grade_level: int | None, subject: str | None
+    session: AsyncSession,
+    grade_level: int | None,
+    subject: str | None,
+    grade_levels: frozenset[int] | None = None,
 ) -> ClassStats:
-    """Statistics over the percentages of the selected grades, in four statements."""
+    """Statistics over the percentages of the selected grades, in four statements;
+    `grade_levels` keeps only students of those levels (None: every level)."""
     dialect = session.bind.dialect.name
-    where = _selection(grade_level, subject)
+    where = _selection(grade_level, subject, grade_levels)
     pct = _pct()
     # Deviations from the mean (a window over the selection), not sum(p*p) - n*mean^2:
     # the one-pass formula cancels to ~1e-6 for identical grades.
@@ -406,9 +425,15 @@ def _subject_per_class(dialect: str, where: Sequence[Any]) -> Any:
 
 
 def _at_risk_query(
-    dialect: str, average_below: float, trend_below: float, grade_level: int | None
+    dialect: str,
+    average_below: float,
+    trend_below: float,
+    grade_level: int | None,
+    grade_levels: frozenset[int] | None = None,
+    student_ids: frozenset[str] | None = None,
 ) -> Any:
-    """Student ids whose average or trend (both from SQL sums) is below the bounds."""
+    """Student ids whose average or trend (both from SQL sums) is below the bounds,
+    among the students of `grade_levels` and `student_ids` (None: anyone)."""
     pct = _pct()
     x = _days(dialect)
     n = func.count()
@@ -422,8 +447,9 @@ def _at_risk_query(
         else_=None,
     )
     query = select(G.student_id).group_by(G.student_id)
-    if grade_level is not None:
-        query = query.where(*_selection(grade_level, None))
+    where = _selection(grade_level, None, grade_levels, student_ids)
+    if where:
+        query = query.where(*where)
     return query.having(
         (sy / n < average_below - _BOUND_SLACK) | (slope < trend_below - _BOUND_SLACK)
     )
@@ -437,10 +463,17 @@ async def at_risk_student_ids(
     grade_level: int | None,
     first: int,
     after: str | None,
+    grade_levels: frozenset[int] | None = None,
+    student_ids: frozenset[str] | None = None,
 ) -> tuple[list[str], bool]:
     """One page of at-risk student ids in id order."""
     query = _at_risk_query(
-        session.bind.dialect.name, average_below, trend_below, grade_level
+        session.bind.dialect.name,
+        average_below,
+        trend_below,
+        grade_level,
+        grade_levels,
+        student_ids,
     )
     if after is not None:
         query = query.where(G.student_id > after)
@@ -455,9 +488,16 @@ async def count_at_risk(
     average_below: float,
     trend_below: float,
     grade_level: int | None,
+    grade_levels: frozenset[int] | None = None,
+    student_ids: frozenset[str] | None = None,
 ) -> int:
     query = _at_risk_query(
-        session.bind.dialect.name, average_below, trend_below, grade_level
+        session.bind.dialect.name,
+        average_below,
+        trend_below,
+        grade_level,
+        grade_levels,
+        student_ids,
     )
     total = select(func.count()).select_from(query.subquery())
     return int((await session.execute(total)).scalar_one())

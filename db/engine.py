@@ -69,7 +69,9 @@ def create_database(
     echo: bool = False,
 ) -> Database:
     url = async_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # Bound values (scores, emails, key hashes) never appear in error messages,
+    # which end up in logs (FERPA).
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if is_sqlite(url):
         # aiosqlite runs one thread per connection; a small pool keeps GIL contention
         # low (NOTES.md) while reads and the single writer can overlap.

@@ -17,6 +17,7 @@ from db.records import GradeRecord, chunks
 from db.validation import NewGrade, utcnow
 
 G = models.Grade.__table__.c
+S = models.Student.__table__.c
 K = models.IdempotencyKey.__table__.c
 _COLUMNS = (G.id, G.student_id, G.subject, G.score, G.max_score, G.recorded_at)
 IDEMPOTENCY_TTL = timedelta(days=7)
@@ -63,15 +64,30 @@ async def grades_by_ids(
 
 @dataclass(frozen=True, slots=True)
 class GradeFilter:
+    """`grade_levels` and `student_ids` narrow a list to the students its reader may
+    see (None: no restriction; an empty set matches nothing)."""
+
     student_id: str | None = None
     subject: str | None = None
     recorded_since: datetime | None = None
     recorded_before: datetime | None = None
+    grade_levels: frozenset[int] | None = None
+    student_ids: frozenset[str] | None = None
 
     def clauses(self) -> list[Any]:
         clauses = []
         if self.student_id is not None:
             clauses.append(G.student_id == self.student_id)
+        if self.grade_levels is not None:
+            clauses.append(
+                G.student_id.in_(
+                    select(S.student_id).where(
+                        S.grade_level.in_(sorted(self.grade_levels))
+                    )
+                )
+            )
+        if self.student_ids is not None:
+            clauses.append(G.student_id.in_(sorted(self.student_ids)))
         if self.subject is not None:
             clauses.append(G.subject == self.subject)
         if self.recorded_since is not None:

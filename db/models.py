@@ -1,4 +1,5 @@
-"""SQLModel tables: students, grades, idempotency keys and staged import rows."""
+"""SQLModel tables: students, grades, idempotency keys, staged import rows, API keys
+and the audit log."""
 
 from __future__ import annotations
 
@@ -76,3 +77,67 @@ class GradeImportRow(SQLModel, table=True):
     score: float = Field(nullable=False)
     max_score: float = Field(nullable=False)
     recorded_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key, stored as the SHA-256 of the whole key; `prefix` (the 8 characters
+    after gp_) is not secret and names the key in listings."""
+
+    __tablename__ = "api_keys"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False, index=True))
+    name: str = Field(sa_column=Column(String(NAME_MAX), nullable=False))
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    # Comma-separated levels ("9,10"); NULL lets a teacher reach every level.
+    grade_levels: str | None = Field(sa_column=Column(String(64), nullable=True))
+    # A student's key dies with the student: a later student given the same id
+    # must not inherit it.
+    student_id: str | None = Field(
+        sa_column=Column(
+            String(STUDENT_ID_MAX),
+            ForeignKey("students.student_id", onupdate="CASCADE", ondelete="CASCADE"),
+            nullable=True,
+        )
+    )
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    expires_at: datetime | None = Field(sa_column=Column(DateTime(), nullable=True))
+    revoked_at: datetime | None = Field(sa_column=Column(DateTime(), nullable=True))
+
+
+class AuditEntry(SQLModel, table=True):
+    """A FERPA audit record: one response (or subscription event) that returned
+    students' grades or analytics, or one write of their grades. No foreign key to
+    students: the record outlives the student."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at", "id"),
+        Index("ix_audit_log_actor", "actor", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    actor: str = Field(sa_column=Column(String(200), nullable=False))
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    operation: str = Field(sa_column=Column(String(200), nullable=False))
+    action: str = Field(sa_column=Column(String(8), nullable=False))
+    request_id: str | None = Field(sa_column=Column(String(128), nullable=True))
+    # The record itself: a JSON array of the student ids, sorted and unique.
+    student_ids: str = Field(nullable=False)
+
+
+class AuditStudent(SQLModel, table=True):
+    """audit_log rows by student, so that auditLog(studentId:) is an index lookup
+    rather than a scan of every record's JSON text."""
+
+    __tablename__ = "audit_students"
+    __table_args__ = (Index("ix_audit_students_student_id", "student_id", "audit_id"),)
+
+    audit_id: int = Field(
+        sa_column=Column(
+            ForeignKey("audit_log.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    student_id: str = Field(sa_column=Column(String(STUDENT_ID_MAX), primary_key=True))

@@ -62,6 +62,24 @@ async def unknown_students(
     return [(row[0], row[1], row[2]) for row in await session.execute(query)]
 
 
+async def staged_outside_levels(
+    session: AsyncSession, job_id: str, levels: frozenset[int]
+) -> list[tuple[int, int, str]]:
+    """(row index, line, student id) of staged rows whose student exists but is in
+    none of `levels` (the grade levels the importing teacher may write)."""
+    query = (
+        select(I.row_index, I.line, I.student_id)
+        .select_from(
+            models.GradeImportRow.__table__.join(
+                models.Student.__table__, S.student_id == I.student_id
+            )
+        )
+        .where(I.job_id == job_id, S.grade_level.not_in(sorted(levels)))
+        .order_by(I.line)
+    )
+    return [(row[0], row[1], row[2]) for row in await session.execute(query)]
+
+
 async def staged_student_levels(session: AsyncSession, job_id: str) -> dict[str, int]:
     """student_id -> grade_level of every student the staged rows refer to."""
     query = (

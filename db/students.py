@@ -33,13 +33,22 @@ def to_record(row: Sequence[Any]) -> StudentRecord:
 
 @dataclass(frozen=True, slots=True)
 class StudentFilter:
+    """`grade_levels` and `student_ids` narrow a list to what its reader may see
+    (None: no restriction; an empty set matches nobody)."""
+
     grade_level: int | None = None
     search: str | None = None
+    grade_levels: frozenset[int] | None = None
+    student_ids: frozenset[str] | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
         if self.grade_level is not None:
             clauses.append(S.grade_level == self.grade_level)
+        if self.grade_levels is not None:
+            clauses.append(S.grade_level.in_(sorted(self.grade_levels)))
+        if self.student_ids is not None:
+            clauses.append(S.student_id.in_(sorted(self.student_ids)))
         if self.search:
             pattern = "%" + _escape_like(self.search.lower()) + "%"
             clauses.append(

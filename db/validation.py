@@ -25,6 +25,7 @@ class InputErrorCode(Enum):
     TOO_MANY_ROWS = "TOO_MANY_ROWS"
     INVALID_FORMAT = "INVALID_FORMAT"
     HAS_GRADES = "HAS_GRADES"
+    FORBIDDEN = "FORBIDDEN"
 
 
 @dataclass(frozen=True, slots=True)

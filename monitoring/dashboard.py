@@ -38,6 +38,7 @@ def render_dashboard(
     environment: str,
     thresholds: Mapping[str, float],
     template: Path = TEMPLATE,
+    auth_required: bool = False,
 ) -> str:
     """The page, its configuration embedded as JSON. `thresholds` maps alert rule
     ids (high_response_time, low_cache_hit_rate, ...) to their thresholds; a rule
@@ -51,6 +52,8 @@ def render_dashboard(
         "graphqlPath": GRAPHQL_PATH,
         "windowSeconds": WINDOW_SECONDS,
         "intervalMs": INTERVAL_MS,
+        # The page asks for an API key before connecting when the server needs one.
+        "authRequired": auth_required,
     }
     # Inside <script type="application/json"> only "</script" could end the block:
     # escaping <, > and & keeps any text inert.
@@ -75,9 +78,13 @@ class DashboardPage:
         environment: str,
         thresholds: Mapping[str, float],
         template: Path = TEMPLATE,
+        auth_required: bool = False,
     ) -> None:
         self.body = render_dashboard(
-            environment=environment, thresholds=thresholds, template=template
+            environment=environment,
+            thresholds=thresholds,
+            template=template,
+            auth_required=auth_required,
         ).encode()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

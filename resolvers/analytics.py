@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db import analytics as db_analytics
-from db.analytics import ClassStats, StudentStats, letter
+from db.analytics import ClassStats, StudentAverage, StudentStats, letter
 from db.records import StudentRecord
+from resolvers import audit
 from resolvers.cache import MISSING
 from resolvers.context import Context
+from resolvers.errors import Forbidden
 from resolvers.loaders import CLASS_ANALYTICS
 from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+from resolvers.students import get_student, require_readable
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,8 @@ class StudentAnalytics:
 
 
 async def analytics_of(ctx: Context, student: StudentRecord) -> StudentAnalytics:
+    require_readable(ctx, student)
+    audit.note(ctx, student.student_id)
     stats = await ctx.loaders.stats_by_student_id.load(student.student_id)
     return StudentAnalytics(
         student, stats, ctx.limits.at_risk_average, ctx.limits.at_risk_trend
@@ -43,11 +48,13 @@ async def analytics_of(ctx: Context, student: StudentRecord) -> StudentAnalytics
 
 
 async def student_analytics(ctx: Context, student_id: str) -> StudentAnalytics | None:
-    student = await ctx.loaders.student_by_id.load(student_id)
+    """None when the student is absent; Forbidden when the viewer may not read them."""
+    student = await get_student(ctx, student_id)
     return await analytics_of(ctx, student) if student is not None else None
 
 
 async def percentile_of(ctx: Context, student: StudentRecord) -> float | None:
+    audit.note(ctx, student.student_id)
     ranking = await ctx.loaders.ranking_by_grade_level.load(student.grade_level)
     return ranking.percentile(student.student_id)
 
@@ -55,15 +62,46 @@ async def percentile_of(ctx: Context, student: StudentRecord) -> float | None:
 async def class_analytics(
     ctx: Context, *, grade_level: int | None = None, subject: str | None = None
 ) -> ClassStats:
-    key = (grade_level, subject)
+    """A teacher of some levels: a level outside them is Forbidden, and without one
+    the statistics cover their levels only. Students may read any level's figures;
+    the fields that name students are refused to them (`class_ranking`)."""
+    levels = ctx.viewer.readable_levels
+    scope: tuple[int, ...] | None = None
+    if levels is not None:
+        if grade_level is not None and grade_level not in levels:
+            raise Forbidden(f"you may not read grade level {grade_level}")
+        if grade_level is None:
+            scope = tuple(sorted(levels))
+            if len(scope) == 1:  # the same figures as that level's: one cache entry
+                grade_level, scope = scope[0], None
+    # A scoped entry's key starts with None, so that every grade or student write
+    # drops it (resolvers.loaders invalidates keys whose level is None), and its
+    # third part keeps it apart from the whole school's figures.
+    key = (grade_level, subject) if scope is None else (None, subject, scope)
     cached = ctx.cache.get(CLASS_ANALYTICS, key)
     if cached is not MISSING:
         return cached
     generation = ctx.cache.generation()
     async with ctx.database.sessions() as session:
-        stats = await db_analytics.class_stats(session, grade_level, subject)
+        stats = await db_analytics.class_stats(
+            session,
+            grade_level,
+            subject,
+            frozenset(scope) if scope is not None else None,
+        )
     ctx.cache.put(CLASS_ANALYTICS, key, stats, generation)
     return stats
+
+
+def class_ranking(
+    ctx: Context, rows: tuple[StudentAverage, ...]
+) -> tuple[StudentAverage, ...]:
+    """Top or bottom averages name students: admins and teachers only (a teacher's
+    class analytics never reach beyond their levels)."""
+    if ctx.viewer.role == "student":
+        raise Forbidden("class analytics name students only to teachers and admins")
+    audit.note_many(ctx, [row.student_id for row in rows])  # named averages
+    return rows
 
 
 async def at_risk_students(
@@ -75,6 +113,7 @@ async def at_risk_students(
 ) -> Page[StudentRecord]:
     check_first(first)
     last = decode_cursor(after, "r", 1)[0] if after is not None else None
+    viewer = ctx.viewer
     async with ctx.database.sessions() as session:
         ids, has_next = await db_analytics.at_risk_student_ids(
             session,
@@ -83,9 +122,13 @@ async def at_risk_students(
             grade_level=grade_level,
             first=first,
             after=str(last) if last is not None else None,
+            grade_levels=viewer.readable_levels,
+            student_ids=viewer.readable_students,
         )
     records = await ctx.loaders.student_by_id.load_many(ids)
     rows = [record for record in records if record is not None]
+    # Listing a student as at risk reveals their analytics.
+    audit.note_many(ctx, [row.student_id for row in rows])
 
     async def count() -> int:
         async with ctx.database.sessions() as session:
@@ -94,6 +137,8 @@ async def at_risk_students(
                 average_below=ctx.limits.at_risk_average,
                 trend_below=ctx.limits.at_risk_trend,
                 grade_level=grade_level,
+                grade_levels=viewer.readable_levels,
+                student_ids=viewer.readable_students,
             )
 
     return Page(rows, [encode_cursor("r", r.student_id) for r in rows], has_next, count)

@@ -45,6 +45,24 @@ class Viewer:
             return self.grade_levels is None or grade_level in self.grade_levels
         return False
 
+    def may_read(self, student_id: str, grade_level: int) -> bool:
+        """Whether the viewer may read this student's record, grades and analytics."""
+        if self.role == "student":
+            return student_id == self.student_id
+        return self.may_write_level(grade_level)
+
+    @property
+    def readable_levels(self) -> frozenset[int] | None:
+        """Lists show only students of these grade levels; None: every level."""
+        return self.grade_levels if self.role == "teacher" else None
+
+    @property
+    def readable_students(self) -> frozenset[str] | None:
+        """Lists show only these students (a student's own id); None: anyone."""
+        if self.role != "student":
+            return None
+        return frozenset({self.student_id}) if self.student_id else frozenset()
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:

@@ -27,5 +27,11 @@ class Forbidden(ClientError):
     code = "FORBIDDEN"
 
 
+class Unauthenticated(ClientError):
+    """Missing or refused credentials; the message never repeats the token."""
+
+    code = "UNAUTHENTICATED"
+
+
 class TooManySubscriptions(ClientError):
     code = "TOO_MANY_SUBSCRIPTIONS"

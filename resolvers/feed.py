@@ -27,9 +27,10 @@ def current_metrics(ctx: Context) -> MetricsSnapshot:
 
 
 def recent_alerts(ctx: Context, last: int = 20) -> list[AlertEvent]:
+    monitor = _monitor(ctx)  # the role first: arguments are checked for operators
     if not 1 <= last <= MAX_ALERTS:
         raise BadUserInput(f"last must be between 1 and {MAX_ALERTS}, got {last}")
-    events: list[AlertEvent] = _monitor(ctx).alerts.recent(last)  # type: ignore[attr-defined]
+    events: list[AlertEvent] = monitor.alerts.recent(last)  # type: ignore[attr-defined]
     return events
 
 
@@ -38,9 +39,10 @@ def cost_snapshot(ctx: Context):  # type: ignore[no-untyped-def]
 
 
 def slowest_resolvers(ctx: Context, first: int = 10) -> list[ResolverStats]:
+    monitor = _monitor(ctx)
     if not 1 <= first <= 100:
         raise BadUserInput(f"first must be between 1 and 100, got {first}")
-    return _monitor(ctx).registry.slowest_resolvers(first)
+    return monitor.registry.slowest_resolvers(first)
 
 
 def write_cost_summary(ctx: Context) -> CostRow:

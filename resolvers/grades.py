@@ -27,11 +27,12 @@ from db.validation import (
     new_grade,
     to_naive_utc,
 )
-from resolvers import live
+from resolvers import audit, live
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
 from resolvers.loaders import invalidate_grades
 from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+from resolvers.students import check_readable_id
 
 GRADES_ADD = "gradesAdd"
 
@@ -40,6 +41,7 @@ def grades_of_student(
     ctx: Context, student_id: str, subject: str | None = None
 ) -> Awaitable[list[GradeRecord]]:
     """The loader's future itself: no coroutine (and no task) per student."""
+    audit.note(ctx, student_id)
     return ctx.loaders.grades_by_student_id.load((student_id, subject))
 
 
@@ -54,11 +56,15 @@ async def list_grades(
     after: str | None = None,
 ) -> Page[GradeRecord]:
     check_first(first)
+    if student_id is not None:  # someone else's grades by id: Forbidden, not empty
+        await check_readable_id(ctx, student_id)
     where = db_grades.GradeFilter(
         student_id=student_id,
         subject=subject,
         recorded_since=to_naive_utc(recorded_since) if recorded_since else None,
         recorded_before=to_naive_utc(recorded_before) if recorded_before else None,
+        grade_levels=ctx.viewer.readable_levels,
+        student_ids=ctx.viewer.readable_students,
     )
     key = None
     if after is not None:
@@ -79,6 +85,7 @@ async def list_grades(
         async with ctx.database.sessions() as session:
             return await db_grades.count_grades(session, where)
 
+    audit.note_many(ctx, {row.student_id for row in rows})
     cursors = [encode_cursor("g", r.recorded_at.isoformat(), r.id) for r in rows]
     return Page(rows, cursors, has_next, count)
 
@@ -102,6 +109,8 @@ async def add_grade(
     max_score: float = 100.0,
     recorded_at: datetime | None = None,
 ) -> GradeRecord:
+    # Roles first: a student learns nothing (not even which ids exist) from a write.
+    ctx.viewer.require("admin", "teacher")
     problems = grade_problems(
         student_id=student_id, subject=subject, score=score, max_score=max_score
     )
@@ -114,6 +123,8 @@ async def add_grade(
             raise NotFound("student", grade.student_id)
         _check_level(ctx, grade.student_id, levels[grade.student_id])
         record = await db_grades.insert_grade(session, grade)
+        await audit.record_write(session, ctx, [record.student_id], "mutation:gradeAdd")
+    audit.note(ctx, record.student_id)  # the response returns the grade
     invalidate_grades(ctx.cache, {grade.student_id: levels[grade.student_id]})
     live.publish_grades(ctx, [record], levels)
     return record
@@ -123,6 +134,7 @@ async def update_grade(
     ctx: Context, grade_id: str, changes: dict[str, Any]
 ) -> GradeRecord:
     """`changes` maps column names (student_id, subject, score, ...) to new values."""
+    ctx.viewer.require("admin", "teacher")
     number = _grade_number(grade_id)
     checked = {k: v for k, v in changes.items() if k in ("student_id", "subject")}
     if problems := grade_problems(**checked):
@@ -157,6 +169,9 @@ async def update_grade(
                 raise NotFound("student", student_id)
             _check_level(ctx, student_id, levels[student_id])
         _, after = await db_grades.update_grade(session, number, values)
+        if values:  # an empty update writes nothing: its response is a read
+            await audit.record_write(session, ctx, ids, "mutation:gradeUpdate")
+    audit.note(ctx, after.student_id)
     invalidate_grades(ctx.cache, {student_id: levels[student_id] for student_id in ids})
     if values:  # an empty update writes nothing
         live.publish_grades(ctx, [after], levels)
@@ -164,6 +179,7 @@ async def update_grade(
 
 
 async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
+    ctx.viewer.require("admin", "teacher")
     number = _grade_number(grade_id)
     async with ctx.database.writing() as session:
         before = (await db_grades.grades_by_ids(session, [number]))[0]
@@ -172,6 +188,10 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
         levels = await db_students.existing_student_levels(session, [before.student_id])
         _check_level(ctx, before.student_id, levels[before.student_id])
         await db_grades.delete_grade(session, number)
+        await audit.record_write(
+            session, ctx, [before.student_id], "mutation:gradeDelete"
+        )
+    audit.note(ctx, before.student_id)
     invalidate_grades(ctx.cache, {before.student_id: levels[before.student_id]})
     return before
 
@@ -211,6 +231,7 @@ async def add_grades(
     ctx: Context, rows: list[GradeRow], idempotency_key: str | None = None
 ) -> BatchResult:
     """All-or-nothing insert of `rows`; InvalidRows lists every bad row."""
+    ctx.viewer.require("admin", "teacher")
     if len(rows) > ctx.limits.max_batch_size:
         raise InvalidRows(
             [
@@ -306,6 +327,9 @@ async def _insert_batch(
             inserted = len(records)
         else:
             inserted = await db_grades.insert_grades(session, grades)
+        await audit.record_write(
+            session, ctx, {g.student_id for g in grades}, "mutation:gradesAdd"
+        )
         if key is not None:
             await db_grades.store_idempotency_key(
                 session, GRADES_ADD, key, digest, json.dumps({"inserted": inserted})

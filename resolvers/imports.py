@@ -10,10 +10,11 @@ from db import staging
 from db.csvrows import parse_grades_csv, sort_problems
 from db.engine import Database
 from db.errors import InvalidInput, NotFound, RowProblem
+from db.records import GradeRecord
 from db.validation import FieldProblem, InputErrorCode
-from resolvers import live
-from resolvers.context import Context
-from resolvers.errors import ClientError
+from resolvers import audit, live
+from resolvers.context import Context, Viewer
+from resolvers.errors import ClientError, Forbidden
 from resolvers.jobs import ImportJob, ImportStatus
 from resolvers.loaders import invalidate_grades
 
@@ -27,7 +28,9 @@ CANCEL_WAIT_S = 5.0
 async def start_import(
     ctx: Context, *, file: bytes | None = None, csv: str | None = None
 ) -> ImportJob:
-    """Check the arguments and start the job; it runs after this returns."""
+    """Check the arguments and start the job; it runs after this returns. Admins
+    and teachers only; a teacher's rows are checked against their grade levels."""
+    ctx.viewer.require("admin", "teacher")
     if (file is None) == (csv is None):
         code = (
             InputErrorCode.REQUIRED if file is None else InputErrorCode.INVALID_FORMAT
@@ -41,12 +44,21 @@ async def start_import(
         )
     source: bytes | str = file if file is not None else csv  # type: ignore[assignment]
     job = ctx.imports.create()
+    job.owner = ctx.viewer.identity
     job.task = asyncio.create_task(_run(ctx, job, source), name=f"import-{job.id}")
     return job
 
 
+def _require_owner(ctx: Context, job: ImportJob) -> ImportJob:
+    viewer = ctx.viewer
+    if viewer.role != "admin" and job.owner != viewer.identity:
+        raise Forbidden(f"import job {job.id!r} belongs to someone else")
+    return job
+
+
 def get_job(ctx: Context, job_id: str) -> ImportJob | None:
-    return ctx.imports.get(job_id)
+    job = ctx.imports.get(job_id)
+    return _require_owner(ctx, job) if job is not None else None
 
 
 async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
@@ -55,6 +67,7 @@ async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
     job = ctx.imports.get(job_id)
     if job is None:
         raise NotFound("import job", job_id)
+    _require_owner(ctx, job)
     if not job.finished and job.task is not None:
         job.cancel_requested = True
         await asyncio.wait({job.task}, timeout=CANCEL_WAIT_S)
@@ -65,7 +78,7 @@ def check_progress(ctx: Context, job_id: str) -> ImportJob:
     job = ctx.imports.get(job_id)
     if job is None:
         raise ClientError(f"import job {job_id!r} does not exist", code="NOT_FOUND")
-    return job
+    return _require_owner(ctx, job)
 
 
 async def import_progress(
@@ -104,6 +117,28 @@ async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
         job.touch()
 
 
+def _writable_levels(viewer: Viewer) -> frozenset[int] | None:
+    """The grade levels whose grades the viewer may import; None: every level."""
+    if viewer.role == "admin":
+        return None
+    if viewer.role == "teacher":
+        return viewer.grade_levels
+    return frozenset()
+
+
+def _forbidden_rows(rows: list[tuple[int, int, str]]) -> list[RowProblem]:
+    return [
+        RowProblem(
+            index,
+            line,
+            "studentId",
+            InputErrorCode.FORBIDDEN,
+            f"you may not write grades of student {student_id!r}",
+        )
+        for index, line, student_id in rows
+    ]
+
+
 async def _discard(database: Database, job: ImportJob) -> None:
     """A failed or cancelled job leaves no rows behind."""
     try:
@@ -136,8 +171,14 @@ async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> 
         await asyncio.sleep(CHUNK_PAUSE_S)
     if job.cancel_requested:
         raise _Cancelled
+    writable = _writable_levels(ctx.viewer)
     async with ctx.database.sessions() as session:
         unknown = await staging.unknown_students(session, job.id)
+        outside = (
+            await staging.staged_outside_levels(session, job.id, writable)
+            if writable is not None
+            else []
+        )
     problems = parsed.problems + [
         RowProblem(
             index,
@@ -148,16 +189,30 @@ async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> 
         )
         for index, line, student_id in unknown
     ]
+    # All or nothing, like any other invalid row: one row outside the importing
+    # teacher's grade levels fails the whole job.
+    problems += _forbidden_rows(outside)
     job.processed = job.total
     if problems:
         job.errors = sort_problems(problems)
         job.status = ImportStatus.FAILED
         return
+    records: list[GradeRecord] = []
     async with ctx.database.writing() as session:
         levels = await staging.staged_student_levels(session, job.id)
-        records = await staging.move_staged(
-            session, job.id, returning=live.wants_grade_events(ctx)
-        )
+        if writable is not None and not set(levels.values()) <= writable:
+            # A student changed level since the check above: refuse, in the same
+            # transaction as the move would have been.
+            outside = await staging.staged_outside_levels(session, job.id, writable)
+        else:
+            records = await staging.move_staged(
+                session, job.id, returning=live.wants_grade_events(ctx)
+            )
+            await audit.record_write(session, ctx, levels, "mutation:gradesImport")
+    if outside:
+        job.errors = sort_problems(_forbidden_rows(outside))
+        job.status = ImportStatus.FAILED
+        return
     job.status = ImportStatus.SUCCEEDED
     invalidate_grades(ctx.cache, levels)
     live.publish_grades(ctx, records, levels)

@@ -31,6 +31,9 @@ class ImportJob:
     """One import: mutated only by its runner (and a cancel request)."""
 
     id: str
+    # The identity of the viewer who started it: only they (or an admin) may read,
+    # follow or cancel it.
+    owner: str | None = None
     total: int = 0
     processed: int = 0
     status: ImportStatus = ImportStatus.QUEUED

@@ -18,8 +18,10 @@ from db.records import GradeRecord
 from monitoring.bus import EventBus, Subscription
 from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
 from monitoring.snapshot import AlertEvent, MetricsSnapshot
+from resolvers import audit
 from resolvers.context import Context, Viewer
-from resolvers.errors import BadUserInput, ClientError, TooManySubscriptions
+from resolvers.errors import BadUserInput, ClientError, Forbidden, TooManySubscriptions
+from resolvers.students import check_readable_id
 
 T = TypeVar("T")
 
@@ -47,6 +49,24 @@ def check_interval(interval_ms: int) -> None:
             f"got {interval_ms}",
             argument="intervalMs",
         )
+
+
+def check_operator(ctx: Context) -> None:
+    """Monitoring streams are for admins and teachers: refused before they start."""
+    ctx.viewer.require("admin", "teacher")
+
+
+async def check_grade_events(
+    ctx: Context, *, student_id: str | None, grade_level: int | None
+) -> None:
+    """Refuse, before the stream starts, arguments that name only what the viewer
+    may not read: another student, or a grade level outside a teacher's levels.
+    Whatever the arguments, each event is filtered again (`_may_see`)."""
+    levels = ctx.viewer.readable_levels
+    if grade_level is not None and levels is not None and grade_level not in levels:
+        raise Forbidden(f"you may not read grade level {grade_level}")
+    if student_id is not None:
+        await check_readable_id(ctx, student_id)
 
 
 async def metrics(
@@ -93,6 +113,7 @@ async def grade_events(
     """One event per student per write, optionally only one student or grade level."""
     monitor = _require_monitor(ctx)
     viewer = ctx.viewer
+    operation = audit.current_operation("subscription:gradeEvents")
     with _slot(ctx, monitor), _queue(monitor.bus, GRADES, BACKLOG) as queue:
         while True:
             write: tuple[GradeEvent, ...] = await queue.get()
@@ -108,6 +129,9 @@ async def grade_events(
                 # The context lives as long as the connection: nested fields of this
                 # event must not read what an earlier event's loaders cached.
                 ctx.refresh_loaders()
+                # The event carries the student's grades: its audit record commits
+                # first, or the stream ends with DB_UNAVAILABLE instead.
+                await audit.record_read(ctx, [event.student_id], operation)
                 yield event
 
 
@@ -153,11 +177,7 @@ def _operator_monitor(ctx: Context) -> Monitor:
 
 
 def _may_see(viewer: Viewer, event: GradeEvent) -> bool:
-    if viewer.role == "admin":
-        return True
-    if viewer.role == "teacher":
-        return viewer.grade_levels is None or event.grade_level in viewer.grade_levels
-    return viewer.student_id == event.student_id
+    return viewer.may_read(event.student_id, event.grade_level)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Students: reading one or a page, creating, updating and deleting."""
+"""Students: who may read whom, reading one or a page, creating, updating, deleting."""
 
 from __future__ import annotations
 
@@ -9,16 +9,44 @@ from db import students as db_students
 from db.errors import InvalidInput
 from db.records import StudentRecord
 from db.validation import new_student, normalize_email, student_problems
+from resolvers import audit
 from resolvers.context import Context
-from resolvers.errors import BadUserInput
+from resolvers.errors import BadUserInput, Forbidden
 from resolvers.loaders import invalidate_student
 from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
 
 ORDER_FIELDS = ("student_id", "name", "grade_level", "created_at")
 
 
+def require_readable(ctx: Context, record: StudentRecord) -> StudentRecord:
+    """The record, if the viewer may read it (and its grades and analytics)."""
+    if not ctx.viewer.may_read(record.student_id, record.grade_level):
+        raise Forbidden(f"you may not read student {record.student_id!r}")
+    return record
+
+
+def _check_own(ctx: Context, student_id: str) -> None:
+    """A student asking for anyone else is refused before any lookup, so that the
+    answer says nothing about whether that id exists."""
+    only = ctx.viewer.readable_students
+    if only is not None and student_id not in only:
+        raise Forbidden(f"you may not read student {student_id!r}")
+
+
 async def get_student(ctx: Context, student_id: str) -> StudentRecord | None:
-    return await ctx.loaders.student_by_id.load(student_id)
+    """One student; None when absent; Forbidden when the viewer may not read them."""
+    _check_own(ctx, student_id)
+    record = await ctx.loaders.student_by_id.load(student_id)
+    return require_readable(ctx, record) if record is not None else None
+
+
+async def check_readable_id(ctx: Context, student_id: str) -> None:
+    """Refuse a direct lookup of a student the viewer may not read; an absent
+    student passes (the lookup then finds nothing). Only a teacher of some levels
+    needs a query (the student's level), usually answered by the shared cache."""
+    _check_own(ctx, student_id)
+    if ctx.viewer.readable_levels is not None:
+        await get_student(ctx, student_id)
 
 
 def _order_value(record: StudentRecord, order_by: str) -> Any:
@@ -61,7 +89,14 @@ async def list_students(
     descending: bool = False,
 ) -> Page[StudentRecord]:
     check_first(first)
-    where = db_students.StudentFilter(grade_level=grade_level, search=search or None)
+    # The viewer's scope is part of the SQL, so that pages stay full and cursors
+    # stay right for teachers and students.
+    where = db_students.StudentFilter(
+        grade_level=grade_level,
+        search=search or None,
+        grade_levels=ctx.viewer.readable_levels,
+        student_ids=ctx.viewer.readable_students,
+    )
     key = None
     kind = f"s:{order_by}:{'d' if descending else 'a'}"
     if after is not None:
@@ -136,8 +171,14 @@ async def delete_student(
 ) -> StudentRecord:
     ctx.viewer.require("admin")
     async with ctx.database.writing() as session:
-        record, _ = await db_students.delete_student(
+        record, deleted_grades = await db_students.delete_student(
             session, student_id, cascade=cascade
         )
+        if deleted_grades:
+            # Grades deleted with their student are grade writes: recorded in the
+            # same transaction, like gradeDelete's.
+            await audit.record_write(
+                session, ctx, [record.student_id], "mutation:studentDelete"
+            )
     invalidate_student(ctx.cache, [record.student_id], [record.grade_level])
     return record

@@ -112,7 +112,10 @@ class StudentAverage:
     )
 
 
-@strawberry.type(description="Statistics over the percentages of the selected grades.")
+@strawberry.type(
+    description="Statistics over the percentages of the selected grades. Every "
+    "field but top and bottom is an aggregate that any role may read."
+)
 class ClassAnalytics:
     student_count: int = strawberry.field(description="Students with selected grades.")
     grade_count: int = strawberry.field(description="Selected grades.")
@@ -128,21 +131,25 @@ class ClassAnalytics:
     subjects: list[SubjectStats] = strawberry.field(
         description="Statistics per subject."
     )
-    top: list[StudentAverage] = strawberry.field(description="The 5 highest averages.")
-    bottom: list[StudentAverage] = strawberry.field(
-        description="The 5 lowest averages."
+    _stats: strawberry.Private[db_analytics.ClassStats]
+
+    # These two name students: FORBIDDEN (and null) for the student role.
+    @strawberry.field(
+        description="The 5 highest averages. Admins and teachers only: FORBIDDEN "
+        "(and null) for students, since it names students."
     )
+    def top(self, info: strawberry.Info) -> list[StudentAverage] | None:
+        return _averages(analytics.class_ranking(ctx(info), self._stats.top))
+
+    @strawberry.field(
+        description="The 5 lowest averages. Admins and teachers only: FORBIDDEN "
+        "(and null) for students, since it names students."
+    )
+    def bottom(self, info: strawberry.Info) -> list[StudentAverage] | None:
+        return _averages(analytics.class_ranking(ctx(info), self._stats.bottom))
 
     @classmethod
     def from_model(cls, stats: db_analytics.ClassStats) -> ClassAnalytics:
-        def averages(
-            rows: tuple[db_analytics.StudentAverage, ...],
-        ) -> list[StudentAverage]:
-            return [
-                StudentAverage(student_id=r.student_id, name=r.name, average=r.average)
-                for r in rows
-            ]
-
         return cls(
             student_count=stats.student_count,
             grade_count=stats.grade_count,
@@ -156,6 +163,12 @@ class ClassAnalytics:
                 Bucket(from_=b.start, to=b.end, count=b.count) for b in stats.histogram
             ],
             subjects=[SubjectStats.from_model(s) for s in stats.subjects],
-            top=averages(stats.top),
-            bottom=averages(stats.bottom),
+            _stats=stats,
         )
+
+
+def _averages(rows: tuple[db_analytics.StudentAverage, ...]) -> list[StudentAverage]:
+    return [
+        StudentAverage(student_id=r.student_id, name=r.name, average=r.average)
+        for r in rows
+    ]

@@ -1,29 +1,56 @@
-"""Schema extensions: every error a client sees carries extensions.code and requestId."""
+"""Schema extensions: each document parsed, limited and validated once, each operation
+costed and charged to the caller's rate budget, and every error coded."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
-from functools import lru_cache
-from typing import Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
-from graphql import DocumentNode, GraphQLError, GraphQLSyntaxError, parse
+from cachetools import LRUCache
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    GraphQLSyntaxError,
+    NoSchemaIntrospectionCustomRule,
+    OperationType,
+    parse,
+    validate,
+)
 from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from resolvers.errors import ClientError
+from schema.limits import (
+    QueryLimits,
+    check_cost,
+    check_shape,
+    check_source,
+    measure,
+    nesting_depth,
+    nesting_error,
+    operation_cost,
+    placeholder_document,
+    select_operation,
+)
+from schema.scalars import serialize_datetime
+
+if TYPE_CHECKING:
+    from resolvers.ratelimit import RateState
 
 log = logging.getLogger("gradepulse.errors")
 MASKED_MESSAGE = "Unexpected error."
 DB_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
 # Failures to reach the database, as opposed to bugs: the client may retry.
 _UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
-
-
-@lru_cache(maxsize=1000)
-def _parse(query: str, **options: Any) -> DocumentNode:
-    return parse(query, **options)
+DOCUMENT_CACHE_SIZE = 1000
+# Strawberry's validate_document adds these to the rules it is given.
+_STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
 
 
 def _sqlstate(error: BaseException | None) -> str:
@@ -33,40 +60,237 @@ def _sqlstate(error: BaseException | None) -> str:
     return ""
 
 
-@lru_cache(maxsize=1000)
-def _validate(
-    schema: Any, document: DocumentNode, rules: tuple[Any, ...]
-) -> list[GraphQLError]:
-    from strawberry.schema.schema import validate_document
+@dataclass(slots=True)
+class Prepared:
+    """One distinct document: parsed and measured once, validated once per rule set,
+    costed once per operation unless the cost depends on variables. No document
+    means it was refused before parsing, or does not parse."""
 
-    return validate_document(schema, document, rules)
+    document: DocumentNode | None
+    refusal: GraphQLError | None = None
+    rules: tuple[Any, ...] | None = None
+    errors: list[GraphQLError] = field(default_factory=list)
+    costs: dict[str | None, int] = field(default_factory=dict)
 
 
-class DocumentCache(SchemaExtension):
-    """Parse and validate each distinct document once (bounded LRUs shared by all
-    requests): one extension for both, since each extension hook costs every request.
+class Documents:
+    """The documents one schema has seen lately (an LRU by query text), with the
+    limits and validation settings they are checked against."""
 
-    Unlike Strawberry's ParserCache, a document that fails to parse is left to
+    def __init__(
+        self,
+        limits: QueryLimits,
+        *,
+        introspection: bool = True,
+        suggestions: bool = True,
+        maxsize: int = DOCUMENT_CACHE_SIZE,
+    ) -> None:
+        self.limits = limits
+        self.extra_rules: tuple[Any, ...] = (
+            () if introspection else (NoSchemaIntrospectionCustomRule,)
+        )
+        self.hide_suggestions = not suggestions
+        self._cache: LRUCache[Any, Prepared] = LRUCache(maxsize)
+
+    def prepare(self, query: str, options: Mapping[str, Any] | None = None) -> Prepared:
+        key: Any = (query, tuple(sorted(options.items()))) if options else query
+        prepared = self._cache.get(key)
+        if prepared is None:
+            prepared = self._prepare(query, options or {})
+            # An oversized document is refused on its length alone: never a key.
+            if len(query) <= self.limits.max_document_chars:
+                self._cache[key] = prepared
+        return prepared
+
+    def _prepare(self, query: str, options: Mapping[str, Any]) -> Prepared:
+        refusal = check_source(query, self.limits)
+        if refusal is not None:
+            return Prepared(None, refusal)
+        try:
+            document = parse(query, **options)
+        except GraphQLError:
+            # Left to Strawberry, which reports it inside the operation.
+            return Prepared(None)
+        except RecursionError:
+            # Only with a MAX_NESTING far above the default: refuse what the parser
+            # could not hold, as too deep.
+            return Prepared(None, nesting_error(nesting_depth(query), self.limits))
+        return self.adopt(document)
+
+    def adopt(self, document: DocumentNode) -> Prepared:
+        """Depth, aliases and directives are checked before validation, whose cost
+        grows with them."""
+        return Prepared(document, check_shape(measure(document), self.limits))
+
+    def validate(
+        self, prepared: Prepared, schema: GraphQLSchema, rules: tuple[Any, ...]
+    ) -> list[GraphQLError]:
+        assert prepared.document is not None
+        if prepared.rules != rules:
+            prepared.errors = (
+                validate(
+                    schema,
+                    prepared.document,
+                    (*rules, *self.extra_rules, *_STRAWBERRY_RULES),
+                    hide_suggestions=self.hide_suggestions,
+                )
+                if rules  # Strawberry skips validation when given no rules
+                else []
+            )
+            prepared.rules = rules
+        return prepared.errors
+
+    def cost(
+        self,
+        prepared: Prepared,
+        schema: GraphQLSchema,
+        operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+    ) -> int:
+        assert prepared.document is not None
+        cached = prepared.costs.get(operation_name)
+        if cached is not None:
+            return cached
+        operation = select_operation(prepared.document, operation_name)
+        if operation is None:
+            return 0  # graphql-core refuses it before anything runs
+        cost, varies = operation_cost(schema, prepared.document, operation, variables)
+        if not varies:
+            prepared.costs[operation_name] = cost
+        return cost
+
+    def operation_type(
+        self, query: str, operation_name: str | None
+    ) -> OperationType | None:
+        """The type of the operation that would run; None when there is none (the
+        document is refused, does not parse or names no such operation)."""
+        document = self.prepare(query).document
+        operation = select_operation(document, operation_name) if document else None
+        return operation.operation if operation else None
+
+    def timeout_for(self, query: str, operation_name: str | None) -> float | None:
+        """OPERATION_TIMEOUT_S for a query or a mutation; None for a subscription,
+        which runs until it ends."""
+        if self.operation_type(query, operation_name) is OperationType.SUBSCRIPTION:
+            return None
+        return self.limits.operation_timeout_s
+
+
+def rate_limited_error(rate: RateState) -> GraphQLError:
+    return GraphQLError(
+        f"the rate limit of {rate.limit} points per minute is spent: this operation "
+        f"costs {rate.cost} and {rate.remaining} remain; retry in "
+        f"{rate.retry_after_s} s",
+        extensions={
+            "code": "RATE_LIMITED",
+            "limit": rate.limit,
+            "remaining": rate.remaining,
+            "retryAfter": rate.retry_after_s,
+        },
+    )
+
+
+class DocumentGate(SchemaExtension):
+    """Before anything runs: parse each distinct document once, refuse it over a
+    limit, validate it once, cost the operation and charge the caller's rate budget.
+    One extension for all of it, since each extension hook costs every request.
+
+    A document refused before parsing is replaced by a placeholder that is never
+    executed, and the refusal is returned from on_validate as Strawberry's own
+    validation errors would be: an exception raised in on_parse would escape
+    Strawberry's WebSocket path. A document that fails to parse is left to
     Strawberry, which then reports it inside the operation like any other error."""
 
-    def on_parse(self) -> Iterator[None]:
+    def __init__(self, *, documents: Documents) -> None:
+        self.documents = documents
+        self.prepared: Prepared | None = None
+        self.rate: RateState | None = None
+
+    async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
         if context.query is not None and context.graphql_document is None:
-            with contextlib.suppress(GraphQLError):
-                context.graphql_document = _parse(
-                    context.query, **context.parse_options
+            prepared = self.prepared = self.documents.prepare(
+                context.query, context.parse_options
+            )
+            if prepared.refusal is not None:
+                context.graphql_document = placeholder_document(
+                    context.operation_name, context.allowed_operations
                 )
+            elif prepared.document is not None:
+                context.graphql_document = prepared.document
+            else:
+                # A syntax error: Strawberry reports it and validation never runs,
+                # but the response still shows the caller's budget.
+                await self._peek()
         yield
 
-    def on_validate(self) -> Iterator[None]:
+    async def on_validate(self) -> AsyncIterator[None]:
         context = self.execution_context
         if context.graphql_document is not None:
-            context.pre_execution_errors = _validate(
-                context.schema._schema,
-                context.graphql_document,
-                tuple(context.validation_rules),
-            )
+            # Not None (even when empty): Strawberry's own validation is skipped.
+            context.pre_execution_errors = await self._admit()
+            if self.rate is None:
+                await self._peek()  # refused before costing: nothing charged
         yield
+
+    async def _peek(self) -> None:
+        """The caller's budget without a charge (a cost of 0 always passes)."""
+        app = self.execution_context.context
+        limiter = getattr(app, "rate_limiter", None)
+        if limiter is not None:
+            self.rate = app.rate = await limiter.charge(app.viewer, app.client_host, 0)
+
+    async def _admit(self) -> list[GraphQLError]:
+        context = self.execution_context
+        prepared = self.prepared
+        if prepared is None:  # a document parsed elsewhere
+            assert context.graphql_document is not None
+            prepared = self.prepared = self.documents.adopt(context.graphql_document)
+        if prepared.refusal is not None:
+            return [prepared.refusal]
+        schema = context.schema._schema
+        rules = context.validation_rules
+        errors = self.documents.validate(prepared, schema, tuple(rules))
+        if errors:
+            return errors
+        cost = self.documents.cost(
+            prepared, schema, context.operation_name, context.variables
+        )
+        if (refusal := check_cost(cost, self.documents.limits)) is not None:
+            return [refusal]
+        app = context.context
+        limiter = getattr(app, "rate_limiter", None)
+        if limiter is not None:
+            # Charged once per operation: a subscription's events are not charged.
+            rate = self.rate = await limiter.charge(app.viewer, app.client_host, cost)
+            app.rate = rate
+            if not rate.allowed:
+                return [rate_limited_error(rate)]
+        return []
+
+    def get_results(self) -> dict[str, Any]:
+        rate = self.rate
+        if rate is None:
+            return {}
+        return {
+            "rateLimit": {
+                "cost": rate.cost,
+                "limit": rate.limit,
+                "remaining": rate.remaining,
+                "resetAt": _reset_text(rate.reset_at),
+            }
+        }
+
+
+_last_reset: list[Any] = [None, ""]
+
+
+def _reset_text(reset_at: datetime) -> str:
+    # Whole seconds: most operations of a second share the text.
+    if reset_at != _last_reset[0]:
+        _last_reset[:] = [reset_at, serialize_datetime(reset_at)]
+    text: str = _last_reset[1]
+    return text
 
 
 class ErrorCodes(SchemaExtension):

@@ -26,6 +26,7 @@ ImportStatus = strawberry.enum(
 )
 
 JobId = Annotated[strawberry.ID, strawberry.argument(description="The job's id.")]
+OWNER = " Only for the viewer who started the job, and admins: FORBIDDEN for others."
 
 
 @strawberry.type(description="A background CSV import of grades.")
@@ -88,7 +89,9 @@ async def _read(file: Upload) -> bytes:
 
 @strawberry.type
 class ImportQuery:
-    @strawberry.field(description="One import job; null when unknown (or long gone).")
+    @strawberry.field(
+        description="One import job; null when unknown (or long gone)." + OWNER
+    )
     def import_job(self, info: strawberry.Info, job_id: JobId) -> ImportJob | None:
         job = imports.get_job(ctx(info), str(job_id))
         return ImportJob.from_model(job) if job else None
@@ -99,7 +102,10 @@ class ImportMutation:
     @strawberry.mutation(
         description="Import grades from CSV (student_id,subject,score[,max_score]"
         "[,recorded_at]) in the background, all or nothing. Give exactly one of file "
-        "(a multipart upload, which needs the header X-GradePulse-Upload: 1) and csv."
+        "(a multipart upload, which needs the header X-GradePulse-Upload: 1) and csv. "
+        "Admins and teachers only (FORBIDDEN for students); a teacher's job fails "
+        "with a FORBIDDEN row error for each row of a student outside their grade "
+        "levels, and then writes nothing."
     )
     async def grades_import(
         self,
@@ -119,7 +125,7 @@ class ImportMutation:
 
     @strawberry.mutation(
         description="Stop an import job; nothing of it is written. A finished job is "
-        "returned as it is."
+        "returned as it is." + OWNER
     )
     async def import_cancel(
         self, info: strawberry.Info, job_id: JobId
@@ -134,7 +140,7 @@ class ImportMutation:
 class ImportSubscription:
     @strawberry.subscription(
         description="The import job now and at each change, until it has finished; "
-        "an unknown id is a NOT_FOUND error."
+        "an unknown id is a NOT_FOUND error." + OWNER
     )
     def import_progress(
         self, info: strawberry.Info, job_id: JobId

@@ -13,6 +13,9 @@ from resolvers import feed
 from schema.common import ctx
 from schema.errors import Error
 
+# Monitoring reads are nullable so that a refused one is null beside the rest.
+OPERATORS = " Admins and teachers only: FORBIDDEN (and null) for students."
+
 
 def money(value: float) -> float:
     """Dollars, rounded to 6 decimals wherever they are shown."""
@@ -228,12 +231,13 @@ CostSummaryWriteResult = Annotated[
 
 @strawberry.type
 class MonitoringQuery:
-    @strawberry.field(description="A fresh metrics snapshot.")
-    def metrics(self, info: strawberry.Info) -> MetricsSnapshot:
+    @strawberry.field(description="A fresh metrics snapshot." + OPERATORS)
+    def metrics(self, info: strawberry.Info) -> MetricsSnapshot | None:
         return MetricsSnapshot.from_model(feed.current_metrics(ctx(info)))
 
     @strawberry.field(
         description="The latest alert events, newest last (at most 100 kept)."
+        + OPERATORS
     )
     def alerts(
         self,
@@ -241,21 +245,23 @@ class MonitoringQuery:
         last: Annotated[
             int, strawberry.argument(description="How many, 1 to 100.")
         ] = 20,
-    ) -> list[AlertEvent]:
+    ) -> list[AlertEvent] | None:
         return [AlertEvent.from_model(e) for e in feed.recent_alerts(ctx(info), last)]
 
-    @strawberry.field(description="Running costs and the open period.")
-    def costs(self, info: strawberry.Info) -> CostSnapshot:
+    @strawberry.field(description="Running costs and the open period." + OPERATORS)
+    def costs(self, info: strawberry.Info) -> CostSnapshot | None:
         return CostSnapshot.from_model(feed.cost_snapshot(ctx(info)))
 
-    @strawberry.field(description="The resolvers with the highest p95 duration.")
+    @strawberry.field(
+        description="The resolvers with the highest p95 duration." + OPERATORS
+    )
     def slowest_resolvers(
         self,
         info: strawberry.Info,
         first: Annotated[
             int, strawberry.argument(description="How many, 1 to 100.")
         ] = 10,
-    ) -> list[ResolverTiming]:
+    ) -> list[ResolverTiming] | None:
         return [
             ResolverTiming.from_model(s)
             for s in feed.slowest_resolvers(ctx(info), first)
@@ -265,7 +271,8 @@ class MonitoringQuery:
 @strawberry.type
 class MonitoringMutation:
     @strawberry.mutation(
-        description="Close the open cost period now and append its row to costs.csv."
+        description="Close the open cost period now and append its row to costs.csv. "
+        "Admins only: FORBIDDEN for other roles, and nothing is written."
     )
     def cost_summary_write(self, info: strawberry.Info) -> CostSummaryWriteResult:
         try:

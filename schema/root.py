@@ -8,14 +8,17 @@ from functools import partial
 from typing import Annotated, Any
 
 import strawberry
+from strawberry.schema.config import StrawberryConfig
 
 from resolvers import analytics, grades, students
 from schema.analytics import ClassAnalytics, StudentAnalytics
+from schema.audit import AuditExtension, AuditQuery
 from schema.common import OrderDirection, ctx
 from schema.execution import FastExecutor
-from schema.extensions import DocumentCache, ErrorCodes
+from schema.extensions import DocumentGate, Documents, ErrorCodes
 from schema.grades import GradeConnection
 from schema.imports import ImportMutation, ImportQuery, ImportSubscription
+from schema.limits import QueryLimits
 from schema.monitoring import MonitoringMutation, MonitoringQuery
 from schema.mutations import Mutation as DataMutation
 from schema.scalars import SCALARS
@@ -31,14 +34,29 @@ GradeLevel = Annotated[
 ]
 
 
-@strawberry.type(description="Reads.")
-class Query(MonitoringQuery, ImportQuery):
-    @strawberry.field(description="One student; null when absent.")
+@strawberry.type(
+    description="Reads. Who sees what: admins everything; teachers the students of "
+    "their grade levels (every level when their credentials list none) and the "
+    "monitoring reads; students only their own record, grades and analytics, and "
+    "class analytics as aggregates. Lists are filtered to what the viewer may read; "
+    "a direct lookup of someone the viewer may not read is a FORBIDDEN error and "
+    "null."
+)
+class Query(MonitoringQuery, ImportQuery, AuditQuery):
+    @strawberry.field(
+        description="One student; null when absent. FORBIDDEN (and null) for a "
+        "student the viewer may not read: a student asking for anyone else (whether "
+        "or not that id exists), a teacher for a student outside their levels."
+    )
     async def student(self, info: strawberry.Info, student_id: str) -> Student | None:
         row = await students.get_student(ctx(info), student_id)
         return Student.from_model(row) if row else None
 
-    @strawberry.field(description="Students, filtered, sorted and paged.")
+    @strawberry.field(
+        description="Students, filtered, sorted and paged; only those the viewer "
+        "may read (a teacher: their grade levels; a student: themselves), never "
+        "FORBIDDEN. totalCount counts the same students."
+    )
     async def students(
         self,
         info: strawberry.Info,
@@ -69,7 +87,11 @@ class Query(MonitoringQuery, ImportQuery):
         )
         return StudentConnection.from_page(page)
 
-    @strawberry.field(description="Grades, filtered and paged, oldest first.")
+    @strawberry.field(
+        description="Grades, filtered and paged, oldest first; only grades of "
+        "students the viewer may read. With studentId of a student the viewer may "
+        "not read: FORBIDDEN and null."
+    )
     async def grades(
         self,
         info: strawberry.Info,
@@ -87,7 +109,7 @@ class Query(MonitoringQuery, ImportQuery):
         ] = None,
         first: First = 20,
         after: After = None,
-    ) -> GradeConnection:
+    ) -> GradeConnection | None:
         page = await grades.list_grades(
             ctx(info),
             student_id=student_id,
@@ -104,7 +126,8 @@ class Query(MonitoringQuery, ImportQuery):
         return await grades.list_subjects(ctx(info))
 
     @strawberry.field(
-        description="One student's analytics; null when the student is absent."
+        description="One student's analytics; null when the student is absent. "
+        "FORBIDDEN (and null) for a student the viewer may not read, as for student."
     )
     async def student_analytics(
         self, info: strawberry.Info, student_id: str
@@ -113,7 +136,11 @@ class Query(MonitoringQuery, ImportQuery):
         return StudentAnalytics(_value=value) if value else None
 
     @strawberry.field(
-        description="Statistics over the selected grades (all students without filters)."
+        description="Statistics over the selected grades (all students without "
+        "filters). Students may read any level's aggregates, but not the fields "
+        "that name students (top, bottom: FORBIDDEN). A teacher of some levels: a "
+        "gradeLevel outside them is FORBIDDEN (and null); without gradeLevel the "
+        "figures cover their levels only."
     )
     async def class_analytics(
         self,
@@ -122,13 +149,16 @@ class Query(MonitoringQuery, ImportQuery):
         subject: Annotated[
             str | None, strawberry.argument(description="Only this subject.")
         ] = None,
-    ) -> ClassAnalytics:
+    ) -> ClassAnalytics | None:
         stats = await analytics.class_analytics(
             ctx(info), grade_level=grade_level, subject=subject
         )
         return ClassAnalytics.from_model(stats)
 
-    @strawberry.field(description="Students whose analytics say atRisk, by studentId.")
+    @strawberry.field(
+        description="Students whose analytics say atRisk, by studentId; only those "
+        "the viewer may read, as for students."
+    )
     async def at_risk_students(
         self,
         info: strawberry.Info,
@@ -155,6 +185,10 @@ class Subscription(LiveSubscription, ImportSubscription):
 
 
 class GradePulseSchema(strawberry.Schema):
+    # The documents seen lately and their limits (the WebSocket handler asks them
+    # an operation's type); set by build_schema.
+    documents: Documents | None = None
+
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
 
@@ -164,20 +198,35 @@ def build_schema(
     expose_errors: bool = False,
     outer_extensions: Sequence[Any] = (),
     extra_extensions: Sequence[Any] = (),
+    audit: bool = True,
+    limits: QueryLimits | None = None,
+    introspection: bool = True,
+    suggestions: bool = True,
 ) -> GradePulseSchema:
-    """The schema with its extensions; `expose_errors` shows unexpected messages."""
-    return GradePulseSchema(
+    """The schema with its extensions; `expose_errors` shows unexpected messages.
+    `audit=False` (the bench's unaudited app only) leaves out the FERPA audit log.
+    `limits` bound every document; `introspection=False` refuses __schema and
+    __type, `suggestions=False` leaves "Did you mean" out of error messages."""
+    documents = Documents(
+        limits or QueryLimits(), introspection=introspection, suggestions=suggestions
+    )
+    schema = GradePulseSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         scalar_overrides=SCALARS,
         execution_context_class=FastExecutor,
+        config=StrawberryConfig(disable_field_suggestions=not suggestions),
         # Extensions exit in reverse order: `outer_extensions` (the monitor) see the
         # coded errors that ErrorCodes leaves.
         extensions=[
             *outer_extensions,
             partial(ErrorCodes, expose=expose_errors),
-            DocumentCache,
+            partial(DocumentGate, documents=documents),
+            # Inside ErrorCodes: a withheld response's error gets the request id.
+            *([AuditExtension] if audit else []),
             *extra_extensions,
         ],
     )
+    schema.documents = documents
+    return schema

@@ -9,14 +9,17 @@ from typing import Annotated
 import strawberry
 
 from db.records import StudentRecord
-from resolvers import analytics, grades
+from resolvers import analytics, grades, students
 from resolvers.pagination import Page
 from schema.analytics import StudentAnalytics
 from schema.common import PageInfo, ctx
 from schema.grades import Grade
 
 
-@strawberry.type(description="A student.")
+@strawberry.type(
+    description="A student. Admins read every student, teachers the students of "
+    "their grade levels, students only themselves."
+)
 class Student:
     student_id: str = strawberry.field(
         description="The student's public id, e.g. S00001."
@@ -51,7 +54,9 @@ class Student:
         # GradeRecord has every attribute Grade reads (id becomes a string through
         # the ID scalar), so the records go out as they are: no per-grade object.
         # The loader's future is returned as it is; the executor awaits it.
-        return grades.grades_of_student(ctx(info), self.student_id, subject)  # type: ignore[return-value]
+        context = ctx(info)
+        students.require_readable(context, self._record)
+        return grades.grades_of_student(context, self.student_id, subject)  # type: ignore[return-value]
 
     @strawberry.field(description="The student's analytics.")
     async def analytics(self, info: strawberry.Info) -> StudentAnalytics:

@@ -13,6 +13,8 @@ from schema.common import ctx
 from schema.grades import Grade
 from schema.monitoring import AlertEvent, CostSnapshot, MetricsSnapshot
 
+OPERATORS = " Admins and teachers only: FORBIDDEN for students."
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -75,33 +77,42 @@ _costs_type = _shared(CostSnapshot.from_model)
 class Subscription:
     # Plain functions that check their arguments before the stream starts, so that
     # bad input is refused with an error message rather than a failed first event.
-    @strawberry.subscription(description="Metrics snapshots, one per interval.")
+    @strawberry.subscription(
+        description="Metrics snapshots, one per interval." + OPERATORS
+    )
     def metrics(
         self, info: strawberry.Info, interval_ms: IntervalMs = 1000
     ) -> AsyncIterator[MetricsSnapshot]:
+        live.check_operator(ctx(info))
         live.check_interval(interval_ms)
         return _mapped(live.metrics(ctx(info), interval_ms), _metrics_type)
 
     @strawberry.subscription(
-        description="Every alert firing and resolution as it happens."
+        description="Every alert firing and resolution as it happens." + OPERATORS
     )
     def alerts(self, info: strawberry.Info) -> AsyncIterator[AlertEvent]:
+        live.check_operator(ctx(info))
         return _mapped(live.alerts(ctx(info)), AlertEvent.from_model)
 
     @strawberry.subscription(
-        description="Running costs and the open period, one per interval."
+        description="Running costs and the open period, one per interval." + OPERATORS
     )
     def costs(
         self, info: strawberry.Info, interval_ms: IntervalMs = 1000
     ) -> AsyncIterator[CostSnapshot]:
+        live.check_operator(ctx(info))
         live.check_interval(interval_ms)
         return _mapped(live.costs(ctx(info), interval_ms), _costs_type)
 
     @strawberry.subscription(
         description="One event per student per grade write (gradeAdd, gradesAdd, "
-        "gradeUpdate), carrying that student's new grades."
+        "gradeUpdate, gradesImport), carrying that student's new grades. Each viewer "
+        "gets only the students they may read (admins: all; teachers: their grade "
+        "levels; students: themselves). A studentId or gradeLevel argument that "
+        "names only what the viewer may not read (another student; a level outside "
+        "a teacher's) is refused with FORBIDDEN before the stream starts."
     )
-    def grade_events(
+    async def grade_events(
         self,
         info: strawberry.Info,
         student_id: Annotated[
@@ -111,6 +122,9 @@ class Subscription:
             int | None, strawberry.argument(description="Only this grade level.")
         ] = None,
     ) -> AsyncIterator[GradeEvent]:
+        await live.check_grade_events(
+            ctx(info), student_id=student_id, grade_level=grade_level
+        )
         events = live.grade_events(
             ctx(info), student_id=student_id, grade_level=grade_level
         )

@@ -170,9 +170,7 @@ class Settings(BaseSettings):
         if self.environment == "production" and self.debug:
             raise ValueError("DEBUG must be off in production")
         if self.environment != "development" and self.auth_required is False:
-            raise ValueError(
-                f"AUTH_REQUIRED may not be false in {self.environment}"
-            )
+            raise ValueError(f"AUTH_REQUIRED may not be false in {self.environment}")
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
         if secret and len(secret) < 32 and self.environment != "development":
             raise ValueError("JWT_SECRET must be at least 32 characters")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import count
 from typing import Any
 
 from gql import gql
+from sqlalchemy import insert
+
+from db import models
+from db.engine import Database, create_database, create_tables
 
 _numbers = count(1)
 
@@ -72,3 +77,20 @@ async def add_grade(api: Any, student_id: str, **overrides: Any) -> dict[str, An
     payload: dict[str, Any] = result["gradeAdd"]
     assert payload["__typename"] == "GradeAddSuccess", payload
     return payload["grade"]
+
+
+async def database_with_student(url: str, student_id: str, name: str) -> Database:
+    """A database with its tables and one grade-9 student, for db-level tests."""
+    database = create_database(url)
+    await create_tables(database)
+    async with database.writing() as session:
+        await session.execute(
+            insert(models.Student).values(
+                student_id=student_id,
+                name=name,
+                email=f"{name.lower().replace(' ', '.')}@school.example",
+                grade_level=9,
+                created_at=datetime(2025, 8, 25, 8, 0),
+            )
+        )
+    return database

@@ -336,6 +336,61 @@ def test_reconnects_after_server_restart(page: Browser, server: Server) -> None:
     page.wait_for(ACTIVE_SUBSCRIPTIONS_AT_LEAST_3, timeout=3)
 
 
+SECRET = "dashboard-test-secret-0123456789abcdef"
+STATUS = "document.querySelector('#status').dataset.state"
+KEY_FORM_SHOWN = "!document.getElementById('key-form').hidden"
+
+
+def enter_key(page: Browser, key: str) -> None:
+    page.evaluate(
+        f"(() => {{ document.getElementById('api-key').value = {json.dumps(key)};"
+        " document.getElementById('key-form').requestSubmit(); })()"
+    )
+
+
+def test_asks_for_an_api_key_when_the_server_requires_one(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    import jwt
+
+    chromium_path()
+    live = Server(tmp_path_factory.mktemp("dashboard-auth"))
+    live.env.update({"AUTH_REQUIRED": "true", "JWT_SECRET": SECRET})
+    live.seed()
+    live.start()
+    browser = Browser()
+    try:
+        browser.goto(f"http://127.0.0.1:{live.port}/dashboard")
+        browser.wait_for(KEY_FORM_SHOWN, timeout=10)
+        assert browser.evaluate(STATUS) == "refused"
+
+        enter_key(browser, "gp_not-a-real-key")
+        browser.wait_for(
+            KEY_FORM_SHOWN + " && document.getElementById('key-note').textContent"
+            ".startsWith('The server refused this key')",
+            timeout=10,
+        )
+        assert browser.evaluate(STATUS) == "refused"
+
+        token = jwt.encode(
+            {"sub": "ops", "role": "teacher", "exp": int(time.time()) + 600},
+            SECRET,
+            algorithm="HS256",
+        )
+        enter_key(browser, token)
+        browser.wait_for(LIVE, timeout=10)
+        browser.wait_for("Number(document.body.dataset.updates) >= 2", timeout=10)
+        assert browser.evaluate("document.getElementById('key-form').hidden") is True
+        # kept for this tab only, so that a reload does not ask again
+        assert (
+            browser.evaluate("window.sessionStorage.getItem('gradepulse.apiKey')")
+            == token
+        )
+    finally:
+        browser.close()
+        live.stop()
+
+
 # Without a browser: the page's configuration and its HTTP answers.
 
 
@@ -352,6 +407,7 @@ def test_config_is_embedded_as_inert_json() -> None:
         "graphqlPath": "/graphql",
         "windowSeconds": 300,
         "intervalMs": 1000,
+        "authRequired": False,
     }
     assert "<script>alert(1)" not in html
 
@@ -359,7 +415,9 @@ def test_config_is_embedded_as_inert_json() -> None:
 async def test_page_answers_get_and_head_only() -> None:
     page = DashboardPage(environment="staging", thresholds={"high_memory": 500.0})
     transport = httpx.ASGITransport(app=page)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://127.0.0.1"
+    ) as client:
         got = await client.get("/dashboard")
         head = await client.head("/dashboard")
         post = await client.post("/dashboard")

@@ -254,7 +254,11 @@ async def test_file_upload_without_the_header_is_refused(
     response = await upload(api, csv_of(ROWS), header=False)
 
     assert response.status_code == 400
-    assert response.text == "multipart uploads need the header X-GradePulse-Upload: 1"
+    error = response.json()["errors"][0]
+    assert (
+        error["message"] == "multipart uploads need the header X-GradePulse-Upload: 1"
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
     await asyncio.sleep(0.1)
     assert await rows_in("grades") == 0
     assert await rows_in("grade_import_rows") == 0

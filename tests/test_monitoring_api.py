@@ -263,7 +263,7 @@ async def test_costs_counted_before_a_restart_still_count(scratch_url):
         async with LifespanManager(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
-                transport=transport, base_url="http://t"
+                transport=transport, base_url="http://127.0.0.1"
             ) as http:
                 for _ in range(requests):
                     await http.post("/graphql", json={"query": "{ __typename }"})

@@ -18,6 +18,7 @@
       graphqlPath: "/graphql",
       windowSeconds: 300,
       intervalMs: 1000,
+      authRequired: false,
     };
     try {
       const text = document.getElementById("dashboard-config").textContent;
@@ -74,11 +75,17 @@
 
   const utf8 = new TextDecoder();
 
+  // Refused credentials: graphql-transport-ws closes with 4403 (do not retry with
+  // the same key; ask for another).
+  const CREDENTIALS_REFUSED = 4403;
+
   class TransportWsClient {
-    constructor(url, { onState, onAck }) {
+    constructor(url, { onState, onAck, connectionParams, onRefused }) {
       this.url = url;
       this.onState = onState;
       this.onAck = onAck;
+      this.connectionParams = connectionParams;
+      this.onRefused = onRefused;
       this.ws = null;
       this.acked = false;
       this.nextId = 1;
@@ -115,7 +122,7 @@
       ws.binaryType = "arraybuffer";
       ws.onopen = () => {
         this.lastMessageAt = Date.now();
-        this.send(ws, { type: "connection_init", payload: {} });
+        this.send(ws, { type: "connection_init", payload: this.connectionParams() });
         this.ackTimer = setTimeout(
           () => this.drop(ws, 4408, "no connection_ack"),
           ACK_TIMEOUT_MS,
@@ -237,7 +244,12 @@
         op.retry = null;
         op.id = null;
       }
-      if (reconnect) this.scheduleReconnect({ code, reason });
+      if (code === CREDENTIALS_REFUSED) {
+        this.setState("refused", { code, reason });
+        this.onRefused(reason);
+      } else if (reconnect) {
+        this.scheduleReconnect({ code, reason });
+      }
     }
 
     scheduleReconnect(info) {
@@ -593,6 +605,7 @@
     4401: "unauthorized",
     4403: "forbidden",
     4408: "init timeout",
+    4403: "credentials refused",
     4409: "duplicate id",
     4429: "too many requests",
   };
@@ -607,6 +620,12 @@
     }
     if (next === "connecting") {
       dom.statusText.textContent = "Connecting…";
+      return;
+    }
+    if (next === "refused") {
+      markGap();
+      dom.statusText.textContent = "Needs an API key";
+      dom.status.title = "The server refused the credentials";
       return;
     }
     // reconnecting: mark the gap in every chart, count down to the next attempt
@@ -822,12 +841,20 @@
       const response = await fetch(graphqlUrl.href, {
         method: "POST",
         credentials: "same-origin",
-        headers: { "content-type": "application/json", accept: "application/json" },
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json",
+          ...authHeader(),
+        },
         body: JSON.stringify({
           query: INITIAL_QUERY,
           operationName: "DashboardInitial",
         }),
       });
+      if (response.status === 401) {
+        askForKey("The server refused the credentials for the initial query.");
+        return;
+      }
       const body = await response.json();
       if (body.errors) setProblem("initial query", errorText(body.errors));
       else clearProblem("initial query");
@@ -859,9 +886,54 @@
     };
   }
 
+  // ---- credentials -----------------------------------------------------------------
+  const KEY_STORAGE = "gradepulse.apiKey";
+  const keyForm = document.getElementById("key-form");
+  const keyInput = document.getElementById("api-key");
+  const keyNote = document.getElementById("key-note");
+  let apiKey = readKey();
+
+  function readKey() {
+    try {
+      return window.sessionStorage.getItem(KEY_STORAGE) || "";
+    } catch (error) {
+      return ""; // storage switched off: the key lives as long as the page
+    }
+  }
+
+  function authHeader() {
+    return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+  }
+
+  function askForKey(note) {
+    keyNote.textContent = note;
+    keyForm.hidden = false;
+    keyInput.focus();
+  }
+
+  keyForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    apiKey = keyInput.value.trim();
+    keyInput.value = "";
+    try {
+      window.sessionStorage.setItem(KEY_STORAGE, apiKey);
+    } catch (error) {
+      // kept in memory only
+    }
+    keyForm.hidden = true;
+    client.reconnectNow();
+  });
+
   const client = new TransportWsClient(wsUrl, {
     onState: onConnectionState,
     onAck: fetchInitial, // also fills in the alerts missed while disconnected
+    connectionParams: () => authHeader(),
+    onRefused: (reason) =>
+      askForKey(
+        apiKey
+          ? `The server refused this key${reason ? ` (${reason})` : ""}; enter another.`
+          : "This server needs an API key.",
+      ),
   });
   const interval = { intervalMs: config.intervalMs };
   client.subscribe(
@@ -898,7 +970,12 @@
     );
   }
   setupCharts();
-  client.connect();
+  if (config.authRequired && !apiKey) {
+    client.setState("refused", {});
+    askForKey("This server needs an API key.");
+  } else {
+    client.connect();
+  }
   setInterval(() => {
     refreshUpdated();
     scheduleRender(); // the time axis slides even when nothing arrives

@@ -1,0 +1,250 @@
+"""Authentication: a bearer API key or JWT, or a loopback client, becomes a Viewer."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import jwt
+from cachetools import TTLCache
+
+from db.engine import Database
+from db.keys import KEY_PREFIX, ApiKeyRecord, find_active_key, hash_key
+from resolvers.context import ROLES, Role, Viewer
+from resolvers.errors import Unauthenticated
+
+log = logging.getLogger("gradepulse.auth")
+
+MISSING = "missing credentials"
+MISSING_REMOTE = "missing credentials: anonymous access is only for loopback clients"
+MALFORMED_HEADER = "malformed Authorization header: expected Bearer <token>"
+UNKNOWN_KEY = "unknown or revoked API key"
+EXPIRED_KEY = "expired API key"
+NO_JWT_SECRET = "JWTs are not accepted: no JWT_SECRET is configured"
+MALFORMED_TOKEN = "malformed token"
+BAD_SIGNATURE = "invalid token signature"
+BAD_ALGORITHM = "token algorithm not allowed: HS256 only"
+EXPIRED_TOKEN = "expired token"
+NOT_YET_VALID = "token not yet valid"
+AUDIENCE_MISMATCH = "token audience mismatch"
+BAD_SUB = "token sub claim must be a non-empty string"
+BAD_ROLE = "token role must be one of admin, teacher, student"
+BAD_EXP = "token exp claim must be a number"
+NO_STUDENT_ID = "a student token needs a student_id claim"
+BAD_LEVELS = "token grade_levels must be a list of grade levels from 1 to 12"
+INVALID_TOKEN = "invalid token"
+
+ALGORITHMS = ["HS256"]
+# Longer than any key or sane JWT; nothing bigger is hashed or parsed.
+MAX_TOKEN_CHARS = 8192
+GRADE_LEVELS = range(1, 13)
+# PyJWT warns below this many bytes of HMAC key; the settings refuse shorter
+# secrets outside development, where a short one is allowed on purpose.
+HMAC_MIN_BYTES = 32
+
+
+class Authenticator:
+    """Turns credentials into a Viewer or raises Unauthenticated. Built by the app
+    from plain values; `clock` (epoch seconds) drives key and token expiry and the
+    verified-key cache, so tests can move time."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        jwt_secret: str | None = None,
+        jwt_audience: str | None = None,
+        auth_required: bool = True,
+        key_cache_ttl_s: float = 5.0,
+        key_cache_size: int = 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._database = database
+        self._jwt_secret = jwt_secret or None
+        self._jwt_audience = jwt_audience or None
+        self._short_secret = len((jwt_secret or "").encode()) < HMAC_MIN_BYTES
+        self._auth_required = auth_required
+        self._clock = clock
+        # Verified keys only: an unknown key is looked up every time, so that a key
+        # created a moment ago works at once and misses cannot flood the cache.
+        self._keys: TTLCache[str, ApiKeyRecord] | None = (
+            TTLCache(maxsize=key_cache_size, ttl=key_cache_ttl_s, timer=clock)
+            if key_cache_ttl_s > 0
+            else None
+        )
+
+    @property
+    def auth_required(self) -> bool:
+        return self._auth_required
+
+    async def authenticate(
+        self, authorization: str | None, client_host: str | None
+    ) -> Viewer:
+        """The viewer for an Authorization header value (None when absent) from a
+        client at `client_host`. A header that is present but bad is refused even
+        where credentials are optional."""
+        if authorization is None:
+            return self._anonymous(client_host)
+        token = bearer_token(authorization)
+        if token.startswith(KEY_PREFIX):
+            return await self._from_api_key(token)
+        return self._from_jwt(token)
+
+    def _anonymous(self, client_host: str | None) -> Viewer:
+        if self._auth_required:
+            raise _refuse(MISSING, client_host)
+        if not is_loopback(client_host):
+            raise _refuse(MISSING_REMOTE, client_host)
+        return Viewer(identity=f"ip:{client_host}", role="admin", anonymous=True)
+
+    async def _from_api_key(self, key: str) -> Viewer:
+        digest = hash_key(key)
+        record = self._keys.get(digest) if self._keys is not None else None
+        if record is None:
+            async with self._database.sessions() as session:
+                record = await find_active_key(session, digest)
+            if record is None:
+                raise _refuse(UNKNOWN_KEY)
+            if self._keys is not None:
+                self._keys[digest] = record
+        if record.expires_at is not None and record.expires_at <= self._utcnow():
+            raise _refuse(EXPIRED_KEY, f"key:{record.id}")
+        role = cast(Role, record.role)
+        return Viewer(
+            identity=f"key:{record.id}",
+            role=role,
+            student_id=record.student_id if role == "student" else None,
+            grade_levels=record.grade_levels if role == "teacher" else None,
+            anonymous=False,
+        )
+
+    def _from_jwt(self, token: str) -> Viewer:
+        if self._jwt_secret is None:
+            raise _refuse(NO_JWT_SECRET)
+        claims = self._decode(token)
+        now = self._clock()
+        exp = claims["exp"]
+        if not _is_number(exp):
+            raise _refuse(BAD_EXP)
+        if exp <= now:
+            raise _refuse(EXPIRED_TOKEN)
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _is_number(nbf) or nbf > now):
+            raise _refuse(NOT_YET_VALID)
+        sub = claims["sub"]
+        if not isinstance(sub, str) or not sub.strip():
+            raise _refuse(BAD_SUB)
+        role = claims["role"]
+        if role not in ROLES:
+            raise _refuse(BAD_ROLE)
+        student_id = claims.get("student_id")
+        if role == "student" and (
+            not isinstance(student_id, str) or not student_id.strip()
+        ):
+            raise _refuse(NO_STUDENT_ID)
+        levels = claims.get("grade_levels") if role == "teacher" else None
+        if levels is not None and not _are_levels(levels):
+            raise _refuse(BAD_LEVELS)
+        return Viewer(
+            identity=f"user:{sub}",
+            role=role,
+            student_id=student_id if role == "student" else None,
+            # An empty list names no level, and a teacher who names none has all.
+            grade_levels=frozenset(levels) if levels else None,
+            anonymous=False,
+        )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        assert self._jwt_secret is not None
+        # Expiry and nbf are checked against our clock afterwards, not PyJWT's.
+        options: Any = {
+            "require": ["sub", "role", "exp"],
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_sub": False,  # checked below, with our message
+            "verify_aud": self._jwt_audience is not None,
+        }
+        try:
+            with warnings.catch_warnings():
+                if self._short_secret:
+                    warnings.filterwarnings(
+                        "ignore", message="The HMAC key is", category=UserWarning
+                    )
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    self._jwt_secret,
+                    algorithms=ALGORITHMS,
+                    audience=self._jwt_audience,
+                    options=options,
+                )
+        except jwt.MissingRequiredClaimError as exc:
+            if exc.claim == "aud":
+                raise _refuse(AUDIENCE_MISMATCH) from None
+            raise _refuse(f"token lacks the {exc.claim} claim") from None
+        except jwt.InvalidAudienceError:
+            raise _refuse(AUDIENCE_MISMATCH) from None
+        except jwt.InvalidAlgorithmError:
+            raise _refuse(BAD_ALGORITHM) from None
+        except jwt.InvalidSignatureError:
+            raise _refuse(BAD_SIGNATURE) from None
+        except jwt.DecodeError:
+            raise _refuse(MALFORMED_TOKEN) from None
+        except jwt.InvalidTokenError:
+            raise _refuse(INVALID_TOKEN) from None
+        return claims
+
+    def _utcnow(self) -> datetime:
+        # Stored times are naive UTC (db.validation.utcnow).
+        return datetime.fromtimestamp(self._clock(), UTC).replace(tzinfo=None)
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of `Bearer <token>` (the scheme in any case); anything else is
+    malformed."""
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if (
+        scheme.lower() != "bearer"
+        or not token
+        or len(token) > MAX_TOKEN_CHARS
+        or any(char.isspace() for char in token)
+    ):
+        raise _refuse(MALFORMED_HEADER)
+    return token
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for names and for
+    an unknown host."""
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _are_levels(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(level, int) and not isinstance(level, bool) and level in GRADE_LEVELS
+        for level in value
+    )
+
+
+def _refuse(reason: str, who: str | None = None) -> Unauthenticated:
+    # The reason and the caller's address or key id, never the token.
+    log.debug("credentials refused: %s (%s)", reason, who or "-")
+    return Unauthenticated(reason)

@@ -1,0 +1,148 @@
+"""Rate budgets: a token bucket of cost points per minute per identity, per role."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple, Protocol
+
+from resolvers.context import Role, Viewer
+
+WINDOW_S = 60.0
+# Identities whose bucket is not full; past this many the least recently charged
+# one is forgotten (it starts again with a full bucket).
+MAX_IDENTITIES = 100_000
+# Float refills can land a hair below a whole point (9.999999999 for 10).
+_EPSILON = 1e-9
+
+
+class RateState(NamedTuple):
+    """One operation's charge and the budget after it. `reset_at` is when the bucket
+    is full again (UTC, rounded up to the second); `retry_after_s` is 0 when the
+    operation was allowed, else the whole seconds until its cost is available.
+    (A tuple: one is made per operation.)"""
+
+    cost: int
+    limit: int
+    remaining: int
+    reset_at: datetime
+    allowed: bool
+    retry_after_s: int
+    # Whole seconds until the bucket is full again (the RateLimit header's `t`).
+    full_in_s: int = 0
+
+
+class RateStore(Protocol):
+    """Where buckets live: in process here, shared through Redis later (DESIGN.md).
+    `take` never raises for an over-budget call: it answers with allowed=False and
+    charges nothing. A cost of 0 is always allowed and charges nothing."""
+
+    async def take(self, identity: str, capacity: int, cost: int) -> RateState: ...
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class MemoryRateStore:
+    """Token buckets in this process, refilling continuously at capacity per
+    WINDOW_S. A bucket is kept only while it may not be full: it is full again at
+    most WINDOW_S after its last charge, and is then dropped (a missing bucket is a
+    full one). `clock` gives epoch seconds (injected by tests)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        max_identities: int = MAX_IDENTITIES,
+    ) -> None:
+        self._clock = clock
+        self._max = max_identities
+        # By last charge, oldest first: the full ones and the overflow leave first.
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Buckets held, once the full ones are dropped."""
+        self._prune(self._clock())
+        return len(self._buckets)
+
+    def _prune(self, now: float) -> None:
+        buckets = self._buckets
+        horizon = now - WINDOW_S
+        while buckets:
+            oldest = next(iter(buckets.values()))
+            if oldest.at > horizon and len(buckets) <= self._max:
+                break
+            buckets.popitem(last=False)
+
+    async def take(self, identity: str, capacity: int, cost: int) -> RateState:
+        now = self._clock()
+        rate = capacity / WINDOW_S  # points per second
+        bucket = self._buckets.get(identity)
+        tokens = float(capacity)
+        if bucket is not None:
+            refill = max(0.0, now - bucket.at) * rate
+            tokens = min(float(capacity), bucket.tokens + refill)
+        allowed = cost <= tokens + _EPSILON
+        retry_after_s = 0
+        if allowed:
+            if cost > 0:
+                tokens = max(0.0, tokens - cost)
+                self._buckets[identity] = _Bucket(tokens, now)
+                self._buckets.move_to_end(identity)
+                self._prune(now)
+        else:
+            retry_after_s = max(1, math.ceil((cost - tokens) / rate - _EPSILON))
+        to_full = max(0.0, (capacity - tokens) / rate - _EPSILON)
+        return RateState(
+            cost=cost,
+            limit=capacity,
+            remaining=math.floor(tokens + _EPSILON),
+            reset_at=datetime.fromtimestamp(math.ceil(now + to_full), UTC),
+            allowed=allowed,
+            retry_after_s=retry_after_s,
+            full_in_s=math.ceil(to_full),
+        )
+
+
+class RateLimiter:
+    """The budgets per role (RATE_LIMIT_* points per minute) over a store. Callers
+    are keyed by `viewer.identity`; anonymous ones by their address."""
+
+    def __init__(
+        self,
+        store: RateStore,
+        *,
+        student: int,
+        teacher: int,
+        admin: int,
+    ) -> None:
+        self.store = store
+        self.capacities: dict[Role, int] = {
+            "student": student,
+            "teacher": teacher,
+            "admin": admin,
+        }
+
+    def capacity(self, viewer: Viewer) -> int:
+        return self.capacities[viewer.role]
+
+    @staticmethod
+    def identity(viewer: Viewer, client_host: str | None) -> str:
+        if viewer.anonymous:
+            return f"ip:{client_host or 'unknown'}"
+        return viewer.identity
+
+    async def charge(
+        self, viewer: Viewer, client_host: str | None, cost: int
+    ) -> RateState:
+        """Take `cost` points from the caller's bucket, or refuse without charging."""
+        return await self.store.take(
+            self.identity(viewer, client_host), self.capacity(viewer), cost
+        )

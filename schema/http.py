@@ -1,0 +1,502 @@
+"""POST and GET /graphql as the GraphQL-over-HTTP specification asks: media types,
+status codes, body limits, batching, authentication and the rate-limit headers.
+
+Strawberry's view keeps the WebSocket side; this endpoint answers HTTP itself, so that
+every refusal is a JSON body with an `extensions.code` and the right status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from strawberry.file_uploads.utils import replace_placeholders_with_files
+from strawberry.schema.exceptions import (
+    CannotGetOperationTypeError,
+    InvalidOperationTypeError,
+)
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from resolvers.context import Context, Services, Viewer
+from resolvers.errors import ClientError
+from resolvers.ratelimit import RateState
+from schema.limits import timeout_error
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+UPLOAD_HEADER = "X-GradePulse-Upload"
+# Errors that mean the request itself was refused before execution: under
+# application/graphql-response+json they get a 4xx status and no `data` entry.
+REQUEST_ERROR_CODES = frozenset(
+    {
+        "GRAPHQL_PARSE_FAILED",
+        "GRAPHQL_VALIDATION_FAILED",
+        "BAD_USER_INPUT",
+        "QUERY_TOO_DEEP",
+        "TOO_MANY_ALIASES",
+        "TOO_MANY_TOKENS",
+        "TOO_MANY_DIRECTIVES",
+        "DOCUMENT_TOO_LARGE",
+        "QUERY_TOO_COSTLY",
+        "RATE_LIMITED",
+        "UNAUTHENTICATED",
+    }
+)
+_ALLOWED = {
+    "GET": frozenset({OperationType.QUERY}),
+    "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    """Plain values from the settings, handed down by the composition root."""
+
+    max_body_bytes: int = 1_048_576
+    max_upload_bytes: int = 64 * 1_048_576
+    operation_timeout_s: float = 5.0
+    batching_enabled: bool = False
+    max_batch_operations: int = 10
+
+
+class Refusal(Exception):
+    """The whole request is refused: an HTTP status and one coded error."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str = "BAD_USER_INPUT",
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+@dataclass(slots=True)
+class Operation:
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
+
+
+class GraphQLHTTP:
+    """The HTTP half of /graphql (an ASGI app for a Starlette Route)."""
+
+    def __init__(
+        self,
+        *,
+        schema: Any,
+        services: Services,
+        limits: HTTPLimits,
+        render_ide: Callable[[Request], Awaitable[Response]] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.services = services
+        self.limits = limits
+        self.render_ide = render_ide
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = await self.handle(request)
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        state = request.scope.setdefault("state", {})
+        request_id = state.get("request_id") or _new_request_id()
+        state["request_id"] = request_id
+        media_type = JSON
+        context: Context | None = None
+        viewer: Viewer | None = None
+        client = request.client.host if request.client else None
+        try:
+            if self.render_ide is not None and _wants_ide(request):
+                return await self.render_ide(request)
+            media_type = _negotiate(request.headers.get("accept"))
+            viewer = await self._authenticate(request, client)
+            body = await self._operations(request)
+
+            def make_context() -> Context:
+                return self.services.context(
+                    viewer=viewer,
+                    request_id=request_id,
+                    over_http=True,
+                    request_state=state,
+                    client_host=client,
+                )
+
+            if isinstance(body, list):
+                contexts = [make_context() for _ in body]
+                results = [
+                    await self._execute(request.method, op, ctx)
+                    for op, ctx in zip(body, contexts, strict=True)
+                ]
+                payload: Any = [_payload(r, media_type)[0] for r in results]
+                context = contexts[-1] if contexts else None
+                return self._respond(payload, 200, media_type, context)
+            context = make_context()
+            result = await self._execute(request.method, body, context)
+            payload, status = _payload(result, media_type)
+            return self._respond(payload, status, media_type, context)
+        except Refusal as refusal:
+            error = {
+                "message": refusal.message,
+                "extensions": {
+                    "code": refusal.code,
+                    **refusal.extensions,
+                    "requestId": request_id,
+                },
+            }
+            response = self._respond(
+                {"errors": [error]}, refusal.status, media_type, context
+            )
+            response.headers.update(refusal.headers)
+            limiter = self.services.rate_limiter
+            if context is None and viewer is not None and limiter is not None:
+                # Refused before any operation ran: the budget, uncharged.
+                rate = await limiter.charge(viewer, client, 0)
+                response.headers.update(rate_headers(rate))
+            return response
+
+    async def _authenticate(self, request: Request, client: str | None) -> Viewer:
+        authenticator = self.services.authenticator
+        if authenticator is None:
+            return Viewer()
+        try:
+            return await authenticator.authenticate(
+                request.headers.get("authorization"), client
+            )
+        except ClientError as error:
+            raise Refusal(
+                401,
+                str(error),
+                error.code,
+                headers={"WWW-Authenticate": 'Bearer realm="gradepulse"'},
+            ) from None
+
+    async def _operations(self, request: Request) -> Operation | list[Operation]:
+        if request.method == "GET":
+            return _operation(_query_params(request), batch=False)
+        content_type = request.headers.get("content-type", "")
+        mime, _, params = content_type.partition(";")
+        mime = mime.strip().lower()
+        if mime == "multipart/form-data":
+            data = await self._multipart(request)
+        elif mime == JSON:
+            charset = _charset(params)
+            if charset not in (None, "utf-8", "utf8"):
+                raise Refusal(415, f"request bodies must be UTF-8, not {charset}")
+            data = _parse_json(await self._body(request, self.limits.max_body_bytes))
+        else:
+            raise Refusal(
+                415,
+                "POST bodies must be application/json (or multipart/form-data with "
+                f"the header {UPLOAD_HEADER}: 1)",
+                headers={"Accept-Post": f"{JSON}, multipart/form-data"},
+            )
+        if isinstance(data, list):
+            return self._batch(data)
+        return _operation(data, batch=False)
+
+    def _batch(self, data: list[Any]) -> list[Operation]:
+        if not self.limits.batching_enabled:
+            raise Refusal(400, "batched operations are switched off on this server")
+        if not data:
+            raise Refusal(400, "a batch needs at least one operation")
+        if len(data) > self.limits.max_batch_operations:
+            raise Refusal(
+                400,
+                f"a batch may hold at most {self.limits.max_batch_operations} "
+                f"operations, not {len(data)}",
+                "BATCH_TOO_LARGE",
+                limit=self.limits.max_batch_operations,
+                actual=len(data),
+            )
+        return [_operation(item, batch=True) for item in data]
+
+    async def _body(self, request: Request, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit, int(declared))
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit, size)
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise Refusal(400, "the client closed the request body early") from None
+        return b"".join(chunks)
+
+    async def _multipart(self, request: Request) -> Any:
+        if request.headers.get(UPLOAD_HEADER) != "1":
+            raise Refusal(400, f"multipart uploads need the header {UPLOAD_HEADER}: 1")
+        limit = self.limits.max_upload_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit, int(declared))
+        try:
+            form = await request.form(max_part_size=limit)
+        except Exception as error:  # python-multipart's and Starlette's parse errors
+            raise Refusal(400, f"unreadable multipart body: {error}") from None
+        try:
+            operations = _parse_json(_form_text(form.get("operations")))
+            files_map = _parse_json(_form_text(form.get("map")))
+            if not isinstance(files_map, dict) or not isinstance(
+                operations, (dict, list)
+            ):
+                raise TypeError
+            files = {key: form[key] for key in files_map}
+            return replace_placeholders_with_files(operations, files_map, files)
+        except Refusal:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise Refusal(
+                400,
+                "a multipart body needs `operations` and `map` fields as the "
+                "GraphQL multipart request specification gives, and every mapped file",
+            ) from None
+
+    async def _execute(
+        self, method: str, operation: Operation, context: Context
+    ) -> ExecutionResult:
+        timeout = self.limits.operation_timeout_s
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.schema.execute(
+                    operation.query,
+                    variable_values=operation.variables,
+                    context_value=context,
+                    operation_name=operation.operation_name,
+                    allowed_operation_types=_ALLOWED[method],
+                    operation_extensions=operation.extensions,
+                )
+        except InvalidOperationTypeError as error:
+            if error.operation_type is OperationType.MUTATION:
+                raise Refusal(
+                    405,
+                    "mutations need POST",
+                    headers={"Allow": "POST"},
+                ) from None
+            raise Refusal(
+                400,
+                "subscriptions need a WebSocket (graphql-transport-ws or graphql-ws)",
+            ) from None
+        except CannotGetOperationTypeError as error:
+            raise Refusal(400, error.as_http_error_reason()) from None
+        except TimeoutError:
+            error = timeout_error(timeout, time.perf_counter() - started)
+            error.extensions["requestId"] = context.request_id
+            return ExecutionResult(data=None, errors=[error])
+
+    def _respond(
+        self, payload: Any, status: int, media_type: str, context: Context | None
+    ) -> Response:
+        headers = {}
+        rate = context.rate if context is not None else None
+        if rate is not None:
+            headers.update(rate_headers(rate))
+            if status == 200 and _rate_limited(payload):
+                status = 429
+            if status == 429:
+                retry = max(1, math.ceil(getattr(rate, "retry_after_s", 1) or 1))
+                headers["Retry-After"] = str(retry)
+        charset = "; charset=utf-8" if media_type == GRAPHQL_RESPONSE else ""
+        return Response(
+            orjson.dumps(payload),
+            status_code=status,
+            headers=headers,
+            media_type=media_type + charset,
+        )
+
+
+def rate_headers(rate: RateState) -> dict[str, str]:
+    """The budget in the structured-field form of the IETF RateLimit headers draft."""
+    return {
+        "RateLimit-Policy": f'"default";q={rate.limit};w=60',
+        "RateLimit": f'"default";r={rate.remaining};t={rate.full_in_s}',
+    }
+
+
+def _payload(result: ExecutionResult, media_type: str) -> tuple[dict[str, Any], int]:
+    errors = result.errors or []
+    formatted = [error.formatted for error in errors]
+    body: dict[str, Any] = {}
+    status = 200
+    request_error = (
+        result.data is None
+        and formatted
+        and all(
+            "path" not in error
+            and (error.get("extensions") or {}).get("code") in REQUEST_ERROR_CODES
+            for error in formatted
+        )
+    )
+    # The GraphQL specification: no `data` entry when execution never began.
+    if not request_error:
+        body["data"] = result.data
+    elif media_type == GRAPHQL_RESPONSE:
+        if any(_code(e) == "UNAUTHENTICATED" for e in formatted):
+            status = 401
+        elif not any(_code(e) == "RATE_LIMITED" for e in formatted):
+            status = 400
+    if formatted:
+        body["errors"] = formatted
+    if result.extensions:
+        body["extensions"] = result.extensions
+    return body, status
+
+
+def _code(error: Mapping[str, Any]) -> Any:
+    return (error.get("extensions") or {}).get("code")
+
+
+def _rate_limited(payload: Any) -> bool:
+    """A single operation refused for its budget is a 429 in either media type."""
+    if not isinstance(payload, dict) or payload.get("data") is not None:
+        return False
+    errors = payload.get("errors") or []
+    return bool(errors) and all(_code(e) == "RATE_LIMITED" for e in errors)
+
+
+def _negotiate(accept: str | None) -> str:
+    """application/graphql-response+json when the client prefers it; application/json
+    otherwise, including for `*/*` and no Accept at all."""
+    if not accept:
+        return JSON
+    best: tuple[float, int, str] | None = None
+    acceptable = False
+    for position, part in enumerate(accept.split(",")):
+        mime, _, params = part.partition(";")
+        mime = mime.strip().lower()
+        quality = _quality(params)
+        if quality <= 0:
+            continue
+        if mime in (GRAPHQL_RESPONSE, JSON):
+            candidate = (quality, -position, mime)
+            if best is None or candidate > best:
+                best = candidate
+        elif mime in ("*/*", "application/*"):
+            acceptable = True
+    if best is not None:
+        return best[2]
+    if acceptable:
+        return JSON
+    raise Refusal(
+        406,
+        f"this endpoint answers {GRAPHQL_RESPONSE} or {JSON}; the Accept header "
+        "lists neither",
+    )
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
+def _charset(params: str) -> str | None:
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            return value.strip().strip('"').lower()
+    return None
+
+
+def _wants_ide(request: Request) -> bool:
+    return (
+        request.method == "GET"
+        and "query" not in request.query_params
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
+def _query_params(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    data: dict[str, Any] = {"query": params.get("query")}
+    for name in ("variables", "extensions"):
+        raw = params.get(name)
+        if raw not in (None, ""):
+            data[name] = _parse_json(raw.encode())
+    if params.get("operationName"):
+        data["operationName"] = params.get("operationName")
+    return data
+
+
+def _parse_json(raw: bytes | str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            # NaN and Infinity are not JSON, but Python's parser reads them: the
+            # variable then fails Float coercion with a coded BAD_USER_INPUT error.
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise Refusal(400, "the request body is not valid JSON") from None
+
+
+def _form_text(value: Any) -> str:
+    if isinstance(value, UploadFile) or value is None:
+        raise TypeError
+    return str(value)
+
+
+def _operation(data: Any, *, batch: bool) -> Operation:
+    where = "each operation of a batch" if batch else "the request"
+    if not isinstance(data, dict):
+        raise Refusal(400, f"{where} must be a JSON object")
+    query = data.get("query")
+    if query is None or query == "":
+        raise Refusal(400, f"{where} has no `query`")
+    if not isinstance(query, str):
+        raise Refusal(400, "`query` must be a string")
+    variables = data.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        raise Refusal(400, "`variables` must be an object or null")
+    name = data.get("operationName")
+    if name is not None and not isinstance(name, str):
+        raise Refusal(400, "`operationName` must be a string or null")
+    extensions = data.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise Refusal(400, "`extensions` must be an object or null")
+    return Operation(query, variables, name or None, extensions)
+
+
+def _too_large(limit: int, actual: int) -> Refusal:
+    return Refusal(
+        413,
+        f"the request body is larger than {limit} bytes",
+        "BODY_TOO_LARGE",
+        limit=limit,
+        actual=actual,
+    )
+
+
+def _new_request_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex

@@ -326,6 +326,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         ],
     )
     app.state.services = services
+    app.state.schema = schema
     app.state.settings = settings
     app.state.monitor = monitor
     return app

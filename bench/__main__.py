@@ -26,11 +26,9 @@ from sqlalchemy import event
 from bench import audit
 from bench.fanout import FanoutResult, run_fanout
 from bench.load import LoadResult, run_load
+from bench.server import STUDENTS_QUERY
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENTS_QUERY = (
-    "{ students(first: 100) { edges { node { studentId grades { subject score } } } } }"
-)
 TYPENAME_QUERY = "{ __typename }"
 # The README's first example: what the monitoring overhead is measured on.
 README_QUERY = (

@@ -4,6 +4,7 @@ SQL with byte-identical JSON, and a raw Starlette JSON endpoint."""
 from __future__ import annotations
 
 import orjson
+from graphql import OperationDefinitionNode, parse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,19 +12,39 @@ from starlette.routing import Route
 
 from app import create_app
 from db import grades, students
+from resolvers.audit import record_read
+from schema.limits import operation_cost
+from schema.scalars import serialize_datetime
 from settings import load_settings
 
 STUDENTS_PAGE = 100
+STUDENTS_QUERY = (
+    "{ students(first: 100) { edges { node { studentId grades { subject score } } } } }"
+)
 RAW_BODY = orjson.dumps({"data": {"__typename": "Query"}})
 
 
 def create_bench_app(*, audit: bool = True) -> Starlette:
     app = create_app(load_settings(), audit=audit)
-    database = app.state.services.database
+    services = app.state.services
+    database = services.database
     monitor = app.state.monitor
+    # What the GraphQL path charges the caller's rate budget for this query.
+    schema = app.state.schema._schema
+    document = parse(STUDENTS_QUERY)
+    operation = document.definitions[0]
+    assert isinstance(operation, OperationDefinitionNode)
+    cost, _ = operation_cost(schema, document, operation, None)
 
     async def handwritten(request: Request) -> Response:
-        # The same two statements as the GraphQL path (db.students, db.grades), no cache.
+        # The same work as the GraphQL path: authenticate, charge the budget, the
+        # same two statements (db.students, db.grades; no cache), and the FERPA
+        # record of the students returned, before the response.
+        client = request.client.host if request.client else None
+        viewer = await services.authenticator.authenticate(
+            request.headers.get("authorization"), client
+        )
+        rate = await services.rate_limiter.charge(viewer, client, cost)
         async with database.sessions() as session:
             rows, _ = await students.list_students(
                 session, first=STUDENTS_PAGE, where=students.StudentFilter()
@@ -41,11 +62,22 @@ def create_bench_app(*, audit: bool = True) -> Starlette:
             }
             for row, gs in zip(rows, per_student, strict=True)
         ]
-        # The GraphQL response carries its cost; so does this one (2 statements).
+        if audit:
+            context = services.context(viewer=viewer, client_host=client)
+            await record_read(context, [row.student_id for row in rows], "Students")
+        # The GraphQL response carries its dollar cost (2 statements) and budget.
         body = orjson.dumps(
             {
                 "data": {"students": {"edges": edges}},
-                "extensions": {"cost": monitor.price(2, 1)},
+                "extensions": {
+                    "cost": monitor.price(2, 1),
+                    "rateLimit": {
+                        "cost": rate.cost,
+                        "limit": rate.limit,
+                        "remaining": rate.remaining,
+                        "resetAt": serialize_datetime(rate.reset_at),
+                    },
+                },
             }
         )
         return Response(body, media_type="application/json")

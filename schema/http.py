@@ -47,6 +47,7 @@ REQUEST_ERROR_CODES = frozenset(
         "TOO_MANY_DIRECTIVES",
         "DOCUMENT_TOO_LARGE",
         "QUERY_TOO_COSTLY",
+        "OPERATION_TIMEOUT",
         "RATE_LIMITED",
         "UNAUTHENTICATED",
     }

@@ -16,6 +16,7 @@ class AsgiWebSocket:
         subprotocol: str = "graphql-transport-ws",
         client: tuple[str, int] = ("127.0.0.1", 50000),
         headers: list[tuple[bytes, bytes]] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.scope = {
             "type": "websocket",
@@ -26,7 +27,7 @@ class AsgiWebSocket:
             "root_path": "",
             "query_string": b"",
             "headers": [
-                (b"host", b"127.0.0.1"),
+                (b"host", host.encode()),
                 (b"sec-websocket-protocol", subprotocol.encode()),
                 *(headers or []),
             ],

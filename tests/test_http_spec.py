@@ -9,6 +9,8 @@ import json
 import httpx
 import pytest
 
+from tests.asgi_ws import AsgiWebSocket
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 SUBJECTS = ["Art", "English", "History", "Math", "Science"]
 ADD_STUDENT = """mutation { studentCreate(input: {studentId: "H1", name: "Hal",
@@ -69,6 +71,19 @@ async def test_an_unacceptable_accept_header_is_406(api):
                 "variables": {"n": "ten"},
             },
             "BAD_USER_INPUT",
+        ),
+        ({"query": "{ " + "a: __typename " * 16 + "}"}, "TOO_MANY_ALIASES"),
+        (
+            {
+                "query": "{ "
+                + " ".join(
+                    f"{alias}: students(first: 100) {{ edges {{ node {{ grades "
+                    "{ subject } } } }"
+                    for alias in "abc"
+                )
+                + " }"
+            },
+            "QUERY_TOO_COSTLY",
         ),
     ],
 )
@@ -317,7 +332,7 @@ async def test_a_slow_operation_times_out_and_others_keep_being_served(
     assert other.json()["data"] == {"students": {"totalCount": 120}}
     body = response.json()
     assert response.status_code == 200
-    assert body["data"] is None
+    assert "data" not in body  # stopped: nothing of it is returned
     extensions = body["errors"][0]["extensions"]
     assert extensions["code"] == "OPERATION_TIMEOUT"
     assert extensions["limit"] == 0.2
@@ -361,6 +376,16 @@ async def test_untrusted_host_headers_are_refused(api, host):
 
     assert response.status_code == 400
     assert "data" not in response.text
+
+
+async def test_untrusted_host_headers_are_refused_on_websockets(api):
+    with pytest.raises(ConnectionError, match="handshake refused"):
+        async with AsgiWebSocket(api.app, host="evil.example"):
+            pass
+
+    async with AsgiWebSocket(api.app) as ws:  # the same handshake, trusted host
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json())["type"] == "connection_ack"
 
 
 async def test_trusted_hosts_are_configurable(make_api, scratch_url):

@@ -306,7 +306,8 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         lifespan=lifespan,
         middleware=middleware(settings, monitor.registry if observe else None),
         routes=[
-            Route("/graphql", http_endpoint, methods=["GET", "POST"]),
+            # Every method: the endpoint answers 405 with its own Allow header.
+            Route("/graphql", http_endpoint),
             WebSocketRoute("/graphql", view),
             Route("/health", health),
             Route("/health/live", live),

@@ -127,6 +127,12 @@ class GraphQLHTTP:
         viewer: Viewer | None = None
         client = request.client.host if request.client else None
         try:
+            if request.method not in _ALLOWED:  # HEAD, which Starlette adds to GET
+                raise Refusal(
+                    405,
+                    "GraphQL is served over GET (queries) and POST",
+                    headers={"Allow": "GET, POST"},
+                )
             if self.render_ide is not None and _wants_ide(request):
                 return await self.render_ide(request)
             media_type = _negotiate(request.headers.get("accept"))

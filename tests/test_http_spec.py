@@ -163,6 +163,14 @@ def _admin_headers(api) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+@pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "PATCH"])
+async def test_other_methods_are_405_with_allow(api, method):
+    response = await api.http.request(method, "/graphql")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["text/plain", "application/x-www-form-urlencoded", "application/graphql"],

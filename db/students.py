@@ -163,12 +163,15 @@ async def update_student(
     )
     if conflict:
         raise conflict
-    result = await session.execute(
-        update(models.Student)
-        .where(S.id == before.id)
-        .values(**changes)
-        .returning(*_COLUMNS)
-    )
+    try:
+        result = await session.execute(
+            update(models.Student)
+            .where(S.id == before.id)
+            .values(**changes)
+            .returning(*_COLUMNS)
+        )
+    except IntegrityError as exc:  # a concurrent writer won the race (PostgreSQL)
+        raise Conflict("studentId", "DUPLICATE", "studentId or email is taken") from exc
     return before, to_record(result.one())
 
 

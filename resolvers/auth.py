@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 import jwt
@@ -16,7 +17,8 @@ from cachetools import TTLCache
 from db.engine import Database
 from db.keys import KEY_PREFIX, ApiKeyRecord, find_active_key, hash_key
 from resolvers.context import ROLES, Role, Viewer
-from resolvers.errors import Unauthenticated
+from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
+from resolvers.ratelimit import MemoryRateStore, RateStore
 
 log = logging.getLogger("gradepulse.auth")
 
@@ -38,6 +40,7 @@ BAD_EXP = "token exp claim must be a number"
 NO_STUDENT_ID = "a student token needs a student_id claim"
 BAD_LEVELS = "token grade_levels must be a list of grade levels from 1 to 12"
 INVALID_TOKEN = "invalid token"
+TOO_MANY_FAILURES = "too many failed authentications from this address"
 
 ALGORITHMS = ["HS256"]
 # Longer than any key or sane JWT; nothing bigger is hashed or parsed.
@@ -46,12 +49,22 @@ GRADE_LEVELS = range(1, 13)
 # PyJWT warns below this many bytes of HMAC key; the settings refuse shorter
 # secrets outside development, where a short one is allowed on purpose.
 HMAC_MIN_BYTES = 32
+# Refused credentials a client address may present per minute before its next ones
+# are refused unchecked (each check of a gp_ key is a database lookup).
+MAX_FAILURES_PER_MINUTE = 30
+# A connection re-checks its API key no more often than this, whatever the cache.
+MIN_RECHECK_S = 1.0
 
 
 class Authenticator:
     """Turns credentials into a Viewer or raises Unauthenticated. Built by the app
-    from plain values; `clock` (epoch seconds) drives key and token expiry and the
-    verified-key cache, so tests can move time."""
+    from plain values; `clock` (epoch seconds) drives key and token expiry, the
+    verified-key cache and the failure budget, so tests can move time.
+
+    Each refused credential charges its client address's bucket of `max_failures`
+    per minute (in `failure_store`, in process by default); while that bucket is
+    empty the address's credentials are refused with TooManyFailedAuthentications
+    before they are looked at. Accepted credentials are not charged."""
 
     def __init__(
         self,
@@ -62,6 +75,8 @@ class Authenticator:
         auth_required: bool = True,
         key_cache_ttl_s: float = 5.0,
         key_cache_size: int = 1024,
+        max_failures: int = MAX_FAILURES_PER_MINUTE,
+        failure_store: RateStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._database = database
@@ -70,6 +85,14 @@ class Authenticator:
         self._short_secret = len((jwt_secret or "").encode()) < HMAC_MIN_BYTES
         self._auth_required = auth_required
         self._clock = clock
+        self._key_recheck_s = max(MIN_RECHECK_S, key_cache_ttl_s)
+        if max_failures < 1:
+            raise ValueError("max_failures must be at least 1")
+        self._max_failures = max_failures
+        # Not `or`: an empty MemoryRateStore is falsy (it has a length).
+        self._failures = (
+            MemoryRateStore(clock=clock) if failure_store is None else failure_store
+        )
         # Verified keys only: an unknown key is looked up every time, so that a key
         # created a moment ago works at once and misses cannot flood the cache.
         self._keys: TTLCache[str, ApiKeyRecord] | None = (
@@ -87,13 +110,60 @@ class Authenticator:
     ) -> Viewer:
         """The viewer for an Authorization header value (None when absent) from a
         client at `client_host`. A header that is present but bad is refused even
-        where credentials are optional."""
+        where credentials are optional, and charged to the address's failure
+        budget; an address whose budget is spent gets TooManyFailedAuthentications
+        (code RATE_LIMITED, extensions retryAfter) before any lookup."""
         if authorization is None:
             return self._anonymous(client_host)
+        bucket = f"authfail:{client_host or 'unknown'}"
+        await self._within_failure_budget(bucket)
+        try:
+            return await self._check(authorization)
+        except Unauthenticated:
+            await self._failures.take(bucket, self._max_failures, 1)
+            raise
+
+    async def recheck(
+        self, authorization: str | None, client_host: str | None
+    ) -> Viewer:
+        """authenticate() again for a credential that a WebSocket connection was
+        admitted with: the same rules, outside the failure budget (the client
+        cannot choose what is re-checked, so a refusal here is no guess)."""
+        if authorization is None:
+            return self._anonymous(client_host)
+        return await self._check(authorization)
+
+    def recheck_in(self, viewer: Viewer) -> float | None:
+        """Seconds until a connection authenticated as `viewer` must re-check its
+        credential: when it expires and, for an API key (which can be revoked),
+        every key cache TTL (at least MIN_RECHECK_S), so that a revoked key is
+        refused within about twice the TTL. None: nothing can end it."""
+        delays = []
+        if viewer.expires_at is not None:
+            delays.append(max(0.0, viewer.expires_at - self._clock()))
+        if viewer.identity.startswith("key:"):
+            delays.append(self._key_recheck_s)
+        return min(delays, default=None)
+
+    async def _check(self, authorization: str) -> Viewer:
         token = bearer_token(authorization)
         if token.startswith(KEY_PREFIX):
             return await self._from_api_key(token)
         return self._from_jwt(token)
+
+    async def _within_failure_budget(self, bucket: str) -> None:
+        # A charge of 0 reads the bucket without touching it.
+        if (await self._failures.take(bucket, self._max_failures, 0)).remaining >= 1:
+            return
+        # Empty: a charge of 1 is refused (charging nothing) and tells the wait.
+        state = await self._failures.take(bucket, self._max_failures, 1)
+        if state.allowed:  # refilled in between: this attempt is charged up front
+            return
+        log.debug("credentials refused unchecked: %s (%s)", TOO_MANY_FAILURES, bucket)
+        raise TooManyFailedAuthentications(
+            f"{TOO_MANY_FAILURES}: retry in {state.retry_after_s} s",
+            retryAfter=state.retry_after_s,
+        )
 
     def _anonymous(self, client_host: str | None) -> Viewer:
         if self._auth_required:
@@ -121,6 +191,7 @@ class Authenticator:
             student_id=record.student_id if role == "student" else None,
             grade_levels=record.grade_levels if role == "teacher" else None,
             anonymous=False,
+            expires_at=_epoch(record.expires_at) if record.expires_at else None,
         )
 
     def _from_jwt(self, token: str) -> Viewer:
@@ -157,6 +228,7 @@ class Authenticator:
             # An empty list names no level, and a teacher who names none has all.
             grade_levels=frozenset(levels) if levels else None,
             anonymous=False,
+            expires_at=float(exp),
         )
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -219,6 +291,7 @@ def bearer_token(authorization: str) -> str:
     return token
 
 
+@lru_cache(maxsize=4096)
 def is_loopback(host: str | None) -> bool:
     """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback; False for names and for
     an unknown host."""
@@ -231,6 +304,10 @@ def is_loopback(host: str | None) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+def _epoch(naive_utc: datetime) -> float:
+    return naive_utc.replace(tzinfo=UTC).timestamp()
 
 
 def _is_number(value: object) -> bool:

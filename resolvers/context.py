@@ -26,13 +26,16 @@ ROLES: tuple[Role, ...] = ("admin", "teacher", "student")
 class Viewer:
     """Who is asking: `identity` names them in the audit log and keys their rate
     budget ("key:<id>", "user:<sub>", or "ip:<address>" when anonymous). Anonymous
-    callers exist only where AUTH_REQUIRED is off, and then act as admin."""
+    callers exist only where AUTH_REQUIRED is off, and then act as admin.
+    `expires_at` (epoch seconds) is when the credential behind the viewer expires,
+    None when it does not: a WebSocket connection ends then."""
 
     identity: str = "anonymous"
     role: Role = "admin"
     student_id: str | None = None
     grade_levels: frozenset[int] | None = None
     anonymous: bool = True
+    expires_at: float | None = None
 
     def require(self, *roles: Role) -> None:
         if self.role not in roles:

@@ -33,5 +33,12 @@ class Unauthenticated(ClientError):
     code = "UNAUTHENTICATED"
 
 
+class TooManyFailedAuthentications(ClientError):
+    """Credentials refused before they are checked: the client's address spent its
+    budget of failed attempts. `extensions["retryAfter"]`: whole seconds to wait."""
+
+    code = "RATE_LIMITED"
+
+
 class TooManySubscriptions(ClientError):
     code = "TOO_MANY_SUBSCRIPTIONS"

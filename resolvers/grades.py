@@ -155,6 +155,16 @@ async def update_grade(
         before = (await db_grades.grades_by_ids(session, [number]))[0]
         if before is None:
             raise NotFound("grade", grade_id)
+        # The owner's level before anything that reads the stored grade: a refusal
+        # must not depend on values the caller may not read (e.g. probing the score
+        # through "score must be between 0 and maxScore").
+        ids = sorted({before.student_id, values.get("student_id", before.student_id)})
+        levels = await db_students.existing_student_levels(session, ids)
+        _check_level(ctx, before.student_id, levels[before.student_id])
+        for student_id in ids:
+            if student_id not in levels:
+                raise NotFound("student", student_id)
+            _check_level(ctx, student_id, levels[student_id])
         score = values.get("score", before.score)
         max_score = values.get("max_score", before.max_score)
         changes_score = "score" in values or "max_score" in values
@@ -162,12 +172,6 @@ async def update_grade(
             problems := grade_problems(score=score, max_score=max_score)
         ):
             raise InvalidInput(problems[0])
-        ids = sorted({before.student_id, values.get("student_id", before.student_id)})
-        levels = await db_students.existing_student_levels(session, ids)
-        for student_id in ids:
-            if student_id not in levels:
-                raise NotFound("student", student_id)
-            _check_level(ctx, student_id, levels[student_id])
         _, after = await db_grades.update_grade(session, number, values)
         if values:  # an empty update writes nothing: its response is a read
             await audit.record_write(session, ctx, ids, "mutation:gradeUpdate")

@@ -4,6 +4,8 @@ costed and charged to the caller's rate budget, and every error coded."""
 from __future__ import annotations
 
 import logging
+import re
+import traceback
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +19,7 @@ from graphql import (
     GraphQLSyntaxError,
     NoSchemaIntrospectionCustomRule,
     OperationType,
+    get_variable_values,
     parse,
     validate,
 )
@@ -27,6 +30,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from resolvers.errors import ClientError
 from schema.limits import (
+    Price,
     QueryLimits,
     check_cost,
     check_shape,
@@ -34,8 +38,9 @@ from schema.limits import (
     measure,
     nesting_depth,
     nesting_error,
-    operation_cost,
+    operation_error,
     placeholder_document,
+    price_operation,
     select_operation,
 )
 from schema.scalars import serialize_datetime
@@ -51,6 +56,13 @@ _UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 DOCUMENT_CACHE_SIZE = 1000
 # Strawberry's validate_document adds these to the rules it is given.
 _STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
+# graphql-core's execute() default: coercion stops after this many errors.
+MAX_COERCION_ERRORS = 50
+# graphql-core's did_you_mean(): " Did you mean 'a', 'b', or 'c'?", and for enum
+# values " Did you mean the enum value 'A' or 'B'?" (suggestions are names).
+_SUGGESTION = re.compile(
+    r" Did you mean (?:the enum value )?'[^']*'(?:,? (?:or )?'[^']*')*\?"
+)
 
 
 def _sqlstate(error: BaseException | None) -> str:
@@ -58,6 +70,35 @@ def _sqlstate(error: BaseException | None) -> str:
     if isinstance(error, DBAPIError):
         return str(getattr(error.orig, "sqlstate", None) or "")
     return ""
+
+
+def _database_error(error: BaseException | None) -> DBAPIError | None:
+    """The driver error in an exception or the chain it was raised from."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, DBAPIError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _log_unexpected(error: GraphQLError, original: BaseException) -> None:
+    database = _database_error(original)
+    if database is None:
+        log.error("unexpected error in %s", error.path, exc_info=original)
+        return
+    # The driver's message and the statement's parameters hold row values
+    # (PostgreSQL: "DETAIL: Key (email)=(...) already exists"): log the types, the
+    # SQLSTATE and where it was raised, never the messages.
+    log.error(
+        "unexpected database error in %s: %s from %s (SQLSTATE %s)\n%s",
+        error.path,
+        type(original).__name__,
+        type(database.orig).__name__,
+        _sqlstate(database) or "unknown",
+        "".join(traceback.format_tb(original.__traceback__)).rstrip(),
+    )
 
 
 @dataclass(slots=True)
@@ -146,18 +187,51 @@ class Documents:
         schema: GraphQLSchema,
         operation_name: str | None,
         variables: Mapping[str, Any] | None,
-    ) -> int:
+    ) -> Price:
         assert prepared.document is not None
         cached = prepared.costs.get(operation_name)
         if cached is not None:
-            return cached
+            return Price(cached, False, False)
         operation = select_operation(prepared.document, operation_name)
         if operation is None:
-            return 0  # graphql-core refuses it before anything runs
-        cost, varies = operation_cost(schema, prepared.document, operation, variables)
-        if not varies:
-            prepared.costs[operation_name] = cost
-        return cost
+            return Price(0, False, False)  # refused in on_parse: nothing runs
+        price = price_operation(schema, prepared.document, operation, variables)
+        if not price.varies:
+            prepared.costs[operation_name] = price.cost
+        return price
+
+    def variable_errors(
+        self,
+        prepared: Prepared,
+        schema: GraphQLSchema,
+        operation_name: str | None,
+        variables: Mapping[str, Any] | None,
+    ) -> list[GraphQLError]:
+        """What graphql-core's variable coercion reports for the operation, with
+        suggestions left out as configured (Strawberry does not pass that on)."""
+        assert prepared.document is not None
+        operation = select_operation(prepared.document, operation_name)
+        if operation is None:
+            return []
+        coerced = get_variable_values(
+            schema,
+            operation.variable_definitions or (),
+            dict(variables or {}),
+            max_errors=MAX_COERCION_ERRORS,
+            hide_suggestions=self.hide_suggestions,
+        )
+        if not isinstance(coerced, list):
+            return []
+        return [
+            GraphQLError(
+                error.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                extensions={"code": "BAD_USER_INPUT"},
+            )
+            for error in coerced
+        ]
 
     def operation_type(
         self, query: str, operation_name: str | None
@@ -199,12 +273,17 @@ class DocumentGate(SchemaExtension):
     executed, and the refusal is returned from on_validate as Strawberry's own
     validation errors would be: an exception raised in on_parse would escape
     Strawberry's WebSocket path. A document that fails to parse is left to
-    Strawberry, which then reports it inside the operation like any other error."""
+    Strawberry, which then reports it inside the operation like any other error.
+    An operationName that selects no operation (none given for a document with
+    several, or one the document does not hold) is refused the same way: Strawberry
+    would run the first operation, or raise before any extension could answer."""
 
     def __init__(self, *, documents: Documents) -> None:
         self.documents = documents
         self.prepared: Prepared | None = None
         self.rate: RateState | None = None
+        # This request's refusal, where the document's own is in `prepared`.
+        self.refusal: GraphQLError | None = None
 
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
@@ -212,9 +291,13 @@ class DocumentGate(SchemaExtension):
             prepared = self.prepared = self.documents.prepare(
                 context.query, context.parse_options
             )
-            if prepared.refusal is not None:
+            # Without a document yet, this is the operationName the request gave.
+            operation_name = context.operation_name
+            if prepared.refusal is None and prepared.document is not None:
+                self.refusal = operation_error(prepared.document, operation_name)
+            if prepared.refusal is not None or self.refusal is not None:
                 context.graphql_document = placeholder_document(
-                    context.operation_name, context.allowed_operations
+                    operation_name, context.allowed_operations
                 )
             elif prepared.document is not None:
                 context.graphql_document = prepared.document
@@ -246,16 +329,31 @@ class DocumentGate(SchemaExtension):
         if prepared is None:  # a document parsed elsewhere
             assert context.graphql_document is not None
             prepared = self.prepared = self.documents.adopt(context.graphql_document)
-        if prepared.refusal is not None:
-            return [prepared.refusal]
+        if (refusal := prepared.refusal or self.refusal) is not None:
+            return [refusal]
         schema = context.schema._schema
         rules = context.validation_rules
         errors = self.documents.validate(prepared, schema, tuple(rules))
         if errors:
             return errors
-        cost = self.documents.cost(
-            prepared, schema, context.operation_name, context.variables
-        )
+        variables = context.variables
+        if variables is not None and not isinstance(variables, Mapping):
+            return [
+                GraphQLError(
+                    "variables must be an object (or null)",
+                    extensions={"code": "BAD_USER_INPUT"},
+                )
+            ]
+        operation_name = context.operation_name
+        price = self.documents.cost(prepared, schema, operation_name, variables)
+        if price.invalid_variables:
+            # Execution would refuse them: say so now, and charge nothing.
+            errors = self.documents.variable_errors(
+                prepared, schema, operation_name, variables
+            )
+            if errors:
+                return errors
+        cost = price.cost
         if (refusal := check_cost(cost, self.documents.limits)) is not None:
             return [refusal]
         app = context.context
@@ -321,6 +419,10 @@ class ErrorCodes(SchemaExtension):
     def _request_id(self) -> str | None:
         return getattr(self.execution_context.context, "request_id", None)
 
+    def _hide_suggestions(self) -> bool:
+        config = getattr(self.execution_context.schema, "config", None)
+        return bool(getattr(config, "disable_field_suggestions", False))
+
     def coded(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
         extensions: dict[str, Any] = dict(error.extensions or {})
@@ -348,9 +450,13 @@ class ErrorCodes(SchemaExtension):
             extensions["code"] = "BAD_USER_INPUT"
         else:
             extensions["code"] = "INTERNAL_SERVER_ERROR"
-            log.error("unexpected error in %s", error.path, exc_info=original)
+            _log_unexpected(error, original)
             if not self.expose:
                 message = MASKED_MESSAGE
+        if "Did you mean" in message and self._hide_suggestions():
+            # graphql-core coerces variables during execution, where Strawberry
+            # does not pass hide_suggestions on.
+            message = _SUGGESTION.sub("", message)
         if request_id := self._request_id():
             extensions["requestId"] = request_id
         return GraphQLError(

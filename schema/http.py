@@ -30,6 +30,7 @@ from resolvers.context import Context, Services, Viewer
 from resolvers.errors import ClientError
 from resolvers.ratelimit import RateState
 from schema.limits import timeout_error
+from schema.scalars import serialize_datetime
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -149,13 +150,12 @@ class GraphQLHTTP:
                 )
 
             if isinstance(body, list):
-                contexts = [make_context() for _ in body]
-                results = [
-                    await self._execute(request.method, op, ctx)
-                    for op, ctx in zip(body, contexts, strict=True)
-                ]
-                payload: Any = [_payload(r, media_type)[0] for r in results]
-                context = contexts[-1] if contexts else None
+                payload: Any = []
+                for operation in body:
+                    context = make_context()
+                    payload.append(
+                        await self._batch_element(request.method, operation, context)
+                    )
                 return self._respond(payload, 200, media_type, context)
             context = make_context()
             result = await self._execute(request.method, body, context)
@@ -175,21 +175,44 @@ class GraphQLHTTP:
             )
             response.headers.update(refusal.headers)
             limiter = self.services.rate_limiter
-            if context is None and viewer is not None and limiter is not None:
-                # Refused before any operation ran: the budget, uncharged.
+            charged = context is not None and context.rate is not None
+            if not charged and viewer is not None and limiter is not None:
+                # Refused before the operation was costed: the budget, uncharged.
                 rate = await limiter.charge(viewer, client, 0)
                 response.headers.update(rate_headers(rate))
             return response
 
+    async def _batch_element(
+        self, method: str, operation: Operation, context: Context
+    ) -> dict[str, Any]:
+        """One operation of a batch: a refusal answers for that element only, so
+        that the results of the others (writes included) are not lost."""
+        try:
+            result = await self._execute(method, operation, context)
+        except Refusal as refusal:
+            extensions = {"code": refusal.code, **refusal.extensions}
+            extensions["requestId"] = context.request_id
+            return {"errors": [{"message": refusal.message, "extensions": extensions}]}
+        return _payload(result, JSON)[0]
+
     async def _authenticate(self, request: Request, client: str | None) -> Viewer:
         authenticator = self.services.authenticator
-        if authenticator is None:
-            return Viewer()
+        if authenticator is None:  # a wiring mistake must not open the door
+            raise Refusal(401, "authentication is not configured", "UNAUTHENTICATED")
         try:
             return await authenticator.authenticate(
                 request.headers.get("authorization"), client
             )
         except ClientError as error:
+            if error.code == "RATE_LIMITED":  # too many failed attempts from here
+                retry = int(error.extensions.get("retryAfter") or 1)
+                raise Refusal(
+                    429,
+                    str(error),
+                    error.code,
+                    headers={"Retry-After": str(max(1, retry))},
+                    **error.extensions,
+                ) from None
             raise Refusal(
                 401,
                 str(error),
@@ -255,13 +278,21 @@ class GraphQLHTTP:
 
     async def _multipart(self, request: Request) -> Any:
         if request.headers.get(UPLOAD_HEADER) != "1":
-            raise Refusal(400, f"multipart uploads need the header {UPLOAD_HEADER}: 1")
+            # Without the header a browser form could post it cross-site: this
+            # content type is only taken together with it.
+            raise Refusal(415, f"multipart uploads need the header {UPLOAD_HEADER}: 1")
         limit = self.limits.max_upload_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit, int(declared))
+        # The declared length may be absent or wrong: count what actually arrives.
+        counted = Request(request.scope, _counting(request.receive, limit))
         try:
-            form = await request.form(max_part_size=limit)
+            # Non-file parts (`operations`, `map`) are JSON held in memory: they get
+            # the ordinary body limit; files are spooled to disk.
+            form = await counted.form(max_part_size=self.limits.max_body_bytes)
+        except Refusal:
+            raise
         except Exception as error:  # python-multipart's and Starlette's parse errors
             raise Refusal(400, f"unreadable multipart body: {error}") from None
         try:
@@ -313,7 +344,10 @@ class GraphQLHTTP:
         except TimeoutError:
             error = timeout_error(timeout, time.perf_counter() - started)
             error.extensions["requestId"] = context.request_id
-            return ExecutionResult(data=None, errors=[error])
+            # The operation's own extensions went with it; its charge still shows.
+            rate = context.rate
+            extensions = {"rateLimit": rate_limit_extension(rate)} if rate else None
+            return ExecutionResult(data=None, errors=[error], extensions=extensions)
 
     def _respond(
         self, payload: Any, status: int, media_type: str, context: Context | None
@@ -334,6 +368,32 @@ class GraphQLHTTP:
             headers=headers,
             media_type=media_type + charset,
         )
+
+
+def _counting(receive: Any, limit: int) -> Any:
+    """`receive` that refuses a body past `limit` bytes, however it is framed."""
+    size = 0
+
+    async def counted() -> Any:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise _too_large(limit, size)
+        return message
+
+    return counted
+
+
+def rate_limit_extension(rate: RateState) -> dict[str, Any]:
+    """`extensions.rateLimit` as DocumentGate reports it."""
+    return {
+        "cost": rate.cost,
+        "limit": rate.limit,
+        "remaining": rate.remaining,
+        "resetAt": serialize_datetime(rate.reset_at),
+    }
 
 
 def rate_headers(rate: RateState) -> dict[str, str]:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import (
     DocumentNode,
@@ -22,16 +22,22 @@ from graphql import (
     GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
+    NamedTypeNode,
     NameNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
     Source,
     TokenKind,
+    VariableDefinitionNode,
     VariableNode,
+    get_variable_values,
     is_composite_type,
 )
 from graphql.language import Lexer
+from graphql.pyutils import Undefined
+
+from resolvers.pagination import MAX_FIRST
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +52,20 @@ class QueryLimits:
     max_nesting: int = 100
     max_cost: int = 5000
     operation_timeout_s: float = 5.0
+    # Introspection is outside depth and cost, so its work is bounded by count: one
+    # `__schema` (a whole introspection) and a few `__type` per operation.
+    max_schema_selections: int = 1
+    max_type_selections: int = 10
 
 
 # Cost: every object is a point, scalars and enums are free, and a list multiplies
 # what one of its items costs by how many it holds: its `first` (or `last`), else
 # the `first` of the connection it sits in (students(first: 100) { edges }), else
 # the estimate below. Lists that are neither paged nor listed count DEFAULT_ESTIMATE.
+# A page size that cannot be told before execution counts as the largest page the
+# resolvers allow (resolvers.pagination.check_first).
 PAGE_ARGUMENTS = ("first", "last")
+MAX_PAGE = MAX_FIRST
 LIST_ESTIMATES: dict[str, int] = {
     "Student.grades": 20,
     "GradeEvent.grades": 20,
@@ -199,11 +212,43 @@ def placeholder_document(
 @dataclass(frozen=True, slots=True)
 class Shape:
     """What a document asks for, fragments counted each time they are spread; the
-    largest operation's figures when the document holds several."""
+    largest operation's figures when the document holds several.
+
+    `aliases` also counts every field selected again under a response name its
+    selection set already has (through inline fragments and fragment spreads) and
+    every fragment spread again in one selection set: graphql-core's
+    OverlappingFieldsCanBeMergedRule compares such fields pairwise, so that a few
+    hundred copies cost a second of validation. `schemas` and `types` count the
+    `__schema` and `__type` selections, `introspection_aliases` the aliases below
+    them (each one repeats introspection work, which no points count)."""
 
     depth: int = 0
     aliases: int = 0
     directives: int = 0
+    schemas: int = 0
+    types: int = 0
+    introspection_aliases: int = 0
+
+    def most(self, other: Shape) -> Shape:
+        """Each figure at the larger of the two (the largest operation's)."""
+        return Shape(*map(max, zip(self.figures(), other.figures(), strict=True)))
+
+    def figures(self) -> tuple[int, ...]:
+        return (
+            self.depth,
+            self.aliases,
+            self.directives,
+            self.schemas,
+            self.types,
+            self.introspection_aliases,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Fragment:
+    shape: Shape
+    # The response keys it adds to the selection set it is spread in.
+    keys: frozenset[str]
 
 
 def _spreads(selection_set: SelectionSetNode | None) -> Iterable[str]:
@@ -250,53 +295,129 @@ def _count(value: int) -> int:
     return min(value, MAX_REPORTED)
 
 
-def _shape_of(
-    selection_set: SelectionSetNode | None, fragments: Mapping[str, Shape]
-) -> Shape:
-    depth = aliases = directives = 0
-    for selection in selection_set.selections if selection_set else ():
-        directives += len(selection.directives or ())
-        if isinstance(selection, FieldNode):
-            inner = _shape_of(selection.selection_set, fragments)
-            aliases += inner.aliases + (selection.alias is not None)
-            directives += inner.directives
-            if selection.name.value not in INTROSPECTION_FIELDS:
-                depth = max(depth, 1 + inner.depth)
-            continue
-        if isinstance(selection, FragmentSpreadNode):
-            inner = fragments.get(selection.name.value, Shape())
-        else:
-            assert isinstance(selection, InlineFragmentNode)
-            inner = _shape_of(selection.selection_set, fragments)
-        depth = max(depth, inner.depth)
-        aliases += inner.aliases
-        directives += inner.directives
-    return Shape(depth, _count(aliases), _count(directives))
+class _Measure:
+    """Walks one operation or fragment, adding up its figures (a fragment's each
+    time it is spread); each selection set keeps the response keys and fragment
+    names already selected in it, its inline fragments included."""
+
+    __slots__ = (
+        "aliases",
+        "directives",
+        "fragments",
+        "introspection_aliases",
+        "schemas",
+        "types",
+    )
+
+    def __init__(self, fragments: Mapping[str, _Fragment]) -> None:
+        self.fragments = fragments
+        self.aliases = self.directives = self.schemas = self.types = 0
+        self.introspection_aliases = 0
+
+    def shape(self, depth: int, directives: int = 0) -> Shape:
+        return Shape(
+            depth,
+            _count(self.aliases),
+            _count(self.directives + directives),
+            _count(self.schemas),
+            _count(self.types),
+            _count(self.introspection_aliases),
+        )
+
+    def selections(
+        self,
+        selection_set: SelectionSetNode,
+        introspection: bool,
+        keys: set[str],
+        spread: set[str],
+    ) -> int:
+        """The depth below the selection set (introspection excluded)."""
+        depth = 0
+        for selection in selection_set.selections:
+            if selection.directives:
+                self.directives += len(selection.directives)
+            if isinstance(selection, FieldNode):
+                name = selection.name.value
+                alias = selection.alias
+                key = alias.value if alias else name
+                if key in keys:
+                    self.aliases += 1  # merged with the earlier one, compared to it
+                else:
+                    keys.add(key)
+                if alias is not None:
+                    self.aliases += 1
+                    self.introspection_aliases += introspection
+                inner = selection.selection_set
+                if name in INTROSPECTION_FIELDS:
+                    if name == "__schema":
+                        self.schemas += 1
+                    else:
+                        self.types += 1
+                    if inner is not None:
+                        self.selections(inner, True, set(), set())
+                elif inner is not None:
+                    below = self.selections(inner, introspection, set(), set())
+                    depth = max(depth, 1 + below)
+                else:
+                    depth = max(depth, 1)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = self.fragments.get(name)
+                if name in spread:
+                    self.aliases += 1
+                elif fragment is not None:
+                    spread.add(name)
+                    self.aliases += len(keys & fragment.keys)
+                    keys |= fragment.keys
+                if fragment is not None:
+                    shape = fragment.shape
+                    depth = max(depth, shape.depth)
+                    self.aliases += shape.aliases
+                    self.directives += shape.directives
+                    self.schemas += shape.schemas
+                    self.types += shape.types
+                    self.introspection_aliases += shape.introspection_aliases
+            else:
+                assert isinstance(selection, InlineFragmentNode)
+                # Its fields merge with those of the enclosing selection set.
+                inside = introspection or _introspection_type(selection.type_condition)
+                below = self.selections(selection.selection_set, inside, keys, spread)
+                depth = max(depth, below)
+        return depth
+
+
+def _introspection_type(condition: NamedTypeNode | None) -> bool:
+    return condition is not None and condition.name.value.startswith("__")
 
 
 def measure(document: DocumentNode) -> Shape:
-    """Depth (introspection excluded), aliases and directives of the document."""
-    fragments: dict[str, Shape] = {}
+    """Depth (introspection excluded), aliases (repeated fields included),
+    directives and introspection selections of the document."""
+    fragments: dict[str, _Fragment] = {}
     for fragment in fragment_order(document):
-        inner = _shape_of(fragment.selection_set, fragments)
+        walk = _Measure(fragments)
+        keys: set[str] = set()
+        depth = walk.selections(
+            fragment.selection_set,
+            _introspection_type(fragment.type_condition),
+            keys,
+            set(),
+        )
         own = len(fragment.directives or ())
-        fragments[fragment.name.value] = Shape(
-            inner.depth, inner.aliases, _count(inner.directives + own)
+        fragments[fragment.name.value] = _Fragment(
+            walk.shape(depth, own), frozenset(keys)
         )
     shape = Shape()
     for definition in document.definitions:
         if not isinstance(definition, OperationDefinitionNode):
             continue
-        inner = _shape_of(definition.selection_set, fragments)
         own = len(definition.directives or ()) + sum(
             len(variable.directives or ())
             for variable in definition.variable_definitions or ()
         )
-        shape = Shape(
-            max(shape.depth, inner.depth),
-            max(shape.aliases, inner.aliases),
-            max(shape.directives, _count(inner.directives + own)),
-        )
+        walk = _Measure(fragments)
+        depth = walk.selections(definition.selection_set, False, set(), set())
+        shape = shape.most(walk.shape(depth, own))
     return shape
 
 
@@ -309,11 +430,42 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
             limit=limits.max_depth,
             actual=shape.depth,
         )
+    # Introspection is outside the points: its work is bounded by these counts,
+    # refused as too costly (a client should ask for less or split the query).
+    if shape.schemas > limits.max_schema_selections:
+        return limit_error(
+            "QUERY_TOO_COSTLY",
+            f"the query selects __schema {shape.schemas} times; at most "
+            f"{limits.max_schema_selections} is allowed per operation (introspection "
+            "is outside the points count and bounded this way instead)",
+            limit=limits.max_schema_selections,
+            actual=shape.schemas,
+        )
+    if shape.types > limits.max_type_selections:
+        return limit_error(
+            "QUERY_TOO_COSTLY",
+            f"the query selects __type {shape.types} times; at most "
+            f"{limits.max_type_selections} are allowed per operation (introspection "
+            "is outside the points count and bounded this way instead)",
+            limit=limits.max_type_selections,
+            actual=shape.types,
+        )
+    if shape.introspection_aliases:
+        return limit_error(
+            "TOO_MANY_ALIASES",
+            f"the query uses {shape.introspection_aliases} aliases inside "
+            "__schema or __type; introspection takes none (each would repeat its "
+            "work)",
+            limit=0,
+            actual=shape.introspection_aliases,
+        )
     if shape.aliases > limits.max_aliases:
         return limit_error(
             "TOO_MANY_ALIASES",
-            f"the query uses {shape.aliases} aliases (a fragment's count each time "
-            f"it is spread); at most {limits.max_aliases} are allowed",
+            f"the query uses {shape.aliases} aliases or repeated fields (a field "
+            "selected again under the same name in one selection set, a fragment "
+            "spread again, a fragment's count each time it is spread); at most "
+            f"{limits.max_aliases} are allowed",
             limit=limits.max_aliases,
             actual=shape.aliases,
         )
@@ -359,37 +511,60 @@ class _CostWalk:
         self,
         schema: GraphQLSchema,
         variables: Mapping[str, Any],
-        defaults: Mapping[str, Any],
+        definitions: Mapping[str, VariableDefinitionNode],
     ) -> None:
         self.schema = schema
-        self.variables = variables
-        self.defaults = defaults
+        self.variables = dict(variables)
+        self.definitions = definitions
+        self.coerced: dict[str, Any] = {}
         self.fragments: dict[str, _Cost] = {}
         self.uses_variables = False
+        self.invalid_variables = False
 
     def page_size(self, node: FieldNode, field: GraphQLField) -> int | None:
-        """The field's `first` (or `last`): literal, variable, variable default or
-        argument default; None when it has none."""
+        """The field's `first` (or `last`) as execution will see it: the literal,
+        the variable's coerced value, or the argument's default; MAX_PAGE when that
+        cannot be told before execution; None for a field without one."""
         for name in PAGE_ARGUMENTS:
             argument = field.args.get(name)
             if argument is None:
                 continue
-            value: Any = None
             given = next(
                 (a.value for a in node.arguments or () if a.name.value == name), None
             )
+            value: Any = Undefined
             if isinstance(given, IntValueNode):
                 value = int(given.value)
             elif isinstance(given, VariableNode):
                 self.uses_variables = True
-                variable = given.name.value
-                value = self.variables.get(variable, self.defaults.get(variable))
-            if value is None:
+                value = self.variable(given.name.value)
+            elif given is not None:
+                value = None  # another literal, which validation refuses
+            if value is Undefined:
                 value = argument.default_value
             if isinstance(value, int) and not isinstance(value, bool):
                 return max(0, value)
-            return None
+            return MAX_PAGE
         return None
+
+    def variable(self, name: str) -> Any:
+        """The variable as graphql-core will coerce it (100.0 is the Int 100):
+        Undefined when it is neither given nor defaulted, so that the argument's
+        default applies; None when it does not coerce (and then execution refuses
+        the operation)."""
+        if name not in self.coerced:
+            definition = self.definitions.get(name)
+            value: Any = None  # an undefined variable, which validation refuses
+            if definition is not None:
+                coerced = get_variable_values(
+                    self.schema, (definition,), self.variables
+                )
+                if isinstance(coerced, list):
+                    self.invalid_variables = True
+                else:
+                    value = coerced.coerced.get(name, Undefined)
+            self.coerced[name] = value
+        return self.coerced[name]
 
     def selection(self, selection_set: SelectionSetNode | None, parent: Any) -> _Cost:
         total = _Cost()
@@ -453,6 +628,68 @@ def select_operation(
     )
 
 
+def operation_error(
+    document: DocumentNode, operation_name: str | None
+) -> GraphQLError | None:
+    """Why no operation of the document would run for this operationName (the
+    messages graphql-core gives at execution), or None when one would: a document
+    with several operations needs a name, and the name must be one of them."""
+    operations = [
+        definition
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    ]
+    if operation_name is not None:
+        if any(op.name and op.name.value == operation_name for op in operations):
+            return None
+        message = f"Unknown operation named '{operation_name}'."
+    elif len(operations) == 1:
+        return None
+    elif operations:
+        message = "Must provide operation name if query contains multiple operations."
+    else:
+        message = "Must provide an operation."
+    # The document is valid: the request's operationName is what is wrong.
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
+
+
+class Price(NamedTuple):
+    """The points of one operation; whether they depend on variables (else they
+    may be cached with the document); whether a variable that sets a page size
+    does not coerce, so that execution will refuse the operation."""
+
+    cost: int
+    varies: bool
+    invalid_variables: bool
+
+
+def price_operation(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: Mapping[str, Any] | None,
+) -> Price:
+    """The points of one operation of the document, its variables coerced as
+    execution will coerce them (only those that set a page size)."""
+    root = schema.get_root_type(operation.operation)
+    if root is None:
+        return Price(0, False, False)
+    definitions = {
+        definition.variable.name.value: definition
+        for definition in operation.variable_definitions or ()
+    }
+    # Variables that are not an object are refused before costing.
+    values = variables if isinstance(variables, Mapping) else {}
+    walk = _CostWalk(schema, values, definitions)
+    for fragment in fragment_order(document):
+        condition = schema.get_type(fragment.type_condition.name.value)
+        walk.fragments[fragment.name.value] = walk.selection(
+            fragment.selection_set, condition
+        )
+    cost = walk.selection(operation.selection_set, root).at(None)
+    return Price(cost, walk.uses_variables, walk.invalid_variables)
+
+
 def operation_cost(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -461,24 +698,8 @@ def operation_cost(
 ) -> tuple[int, bool]:
     """The points of one operation of the document, and whether they depend on
     variables (else the figure may be cached with the document)."""
-    root = schema.get_root_type(operation.operation)
-    if root is None:
-        return 0, False
-    defaults = {
-        definition.variable.name.value: int(definition.default_value.value)
-        for definition in operation.variable_definitions or ()
-        if isinstance(definition.default_value, IntValueNode)
-    }
-    # Variables that are not an object are refused by graphql-core later on.
-    values = variables if isinstance(variables, Mapping) else {}
-    walk = _CostWalk(schema, values, defaults)
-    for fragment in fragment_order(document):
-        condition = schema.get_type(fragment.type_condition.name.value)
-        walk.fragments[fragment.name.value] = walk.selection(
-            fragment.selection_set, condition
-        )
-    cost = walk.selection(operation.selection_set, root).at(None)
-    return cost, walk.uses_variables
+    price = price_operation(schema, document, operation, variables)
+    return price.cost, price.varies
 
 
 def check_cost(cost: int, limits: QueryLimits) -> GraphQLError | None:

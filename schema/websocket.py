@@ -13,15 +13,25 @@ subscriber that fell behind).
 Both authenticate the connection_init payload `{"Authorization": "Bearer <token>"}`
 by the rules of the HTTP header and set the connection's viewer before the ack;
 refused credentials close with 4403 (graphql-transport-ws) or get a
-`connection_error` and then the 4403 close (graphql-ws). A second connection_init
-closes with 4429 on both: it must not swap the viewer of a running connection."""
+`connection_error` and then the 4403 close (graphql-ws); an address that spent its
+budget of failed attempts gets 4429 "Too many requests" the same way. The credential
+is checked again before every operation and, while the connection is open, when it
+expires and (an API key, which can be revoked) every key cache TTL: a refusal then
+ends the connection the same way. A second connection_init closes with 4429 on
+both: it must not swap the viewer of a running connection.
+
+Both run queries and mutations as well as subscriptions, with the same limits,
+audit and rate budget as over HTTP, and stop a query or mutation after
+OPERATION_TIMEOUT_S."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -42,11 +52,15 @@ from strawberry.subscriptions.protocols.graphql_ws.types import (
     ConnectionInitMessage as LegacyConnectionInitMessage,
 )
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
 
 from resolvers.auth import MALFORMED_HEADER
 from resolvers.context import Context
-from resolvers.errors import Unauthenticated
+from resolvers.errors import ClientError, Unauthenticated
 from schema.limits import timeout_error
+
+log = logging.getLogger("gradepulse.websocket")
 
 CONNECTION_INIT_TIMEOUT = timedelta(seconds=3)
 KEEP_ALIVE_S = 15.0
@@ -56,6 +70,12 @@ FORBIDDEN_CODE = 4403
 FORBIDDEN_REASON = "Forbidden"
 TOO_MANY_INITS_CODE = 4429
 TOO_MANY_INITS_REASON = "Too many initialisation requests"
+RATE_LIMITED_CODE = 4429
+RATE_LIMITED_REASON = "Too many requests"
+NOT_CONFIGURED = "authentication is not configured"
+# After a re-check that failed for another reason than the credential (the
+# database, most likely), the next try waits this long.
+RECHECK_RETRY_S = 1.0
 
 
 class TextWebSocketAdapter(ASGIWebSocketAdapter):
@@ -102,33 +122,145 @@ def authorization_param(payload: Mapping[str, object] | None) -> str | None:
     return values[0]
 
 
-async def authenticate_connection(
-    context: Any, websocket: Any, payload: Mapping[str, object] | None
-) -> str | None:
-    """Set the connection's viewer from the payload's credentials (the same rules
-    as the Authorization header over HTTP); the refusal message, or None when the
-    connection may go on."""
-    if not isinstance(context, Context) or context.authenticator is None:
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Refused credentials: how the connection closes, and the message and
+    extensions that the legacy protocol's connection_error carries first."""
+
+    close_code: int
+    close_reason: str
+    message: str
+    extensions: dict[str, object]
+
+    @classmethod
+    def of(cls, error: ClientError) -> Refusal:
+        extensions = {"code": error.code, **error.extensions}
+        if error.code == "RATE_LIMITED":
+            return cls(RATE_LIMITED_CODE, RATE_LIMITED_REASON, str(error), extensions)
+        return cls(FORBIDDEN_CODE, FORBIDDEN_REASON, str(error), extensions)
+
+
+class ConnectionGuard:
+    """One connection's credentials: checked at connection_init, again before each
+    operation, and while the connection is open by a watch task that refuses them
+    once they expire or (an API key) are revoked. It keeps the Authorization value
+    for that, and never logs it. `refuse` ends the connection (each protocol in its
+    own way)."""
+
+    def __init__(
+        self,
+        context: Any,
+        websocket: Any,
+        refuse: Callable[[Refusal], Awaitable[None]],
+    ) -> None:
+        self.context = context
+        self.websocket = websocket
+        self.refuse = refuse
+        self.admitted = False
+        self._authorization: str | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def admit(self, payload: Mapping[str, object] | None) -> Refusal | None:
+        """Set the connection's viewer from the connection_init payload (the rules
+        of the Authorization header over HTTP); the refusal, or None when the
+        connection may go on."""
+        context = self.context
+        if not isinstance(context, Context) or context.authenticator is None:
+            # A wiring mistake must not leave the default viewer, an admin.
+            return Refusal(
+                FORBIDDEN_CODE,
+                FORBIDDEN_REASON,
+                NOT_CONFIGURED,
+                {"code": Unauthenticated.code},
+            )
+        if context.client_host is None:
+            client = getattr(getattr(self.websocket, "ws", None), "client", None)
+            context.client_host = client.host if client else None
+        try:
+            authorization = authorization_param(payload)
+            context.viewer = await context.authenticator.authenticate(
+                authorization, context.client_host
+            )
+        except ClientError as error:
+            return Refusal.of(error)
+        self._authorization = authorization
+        self.admitted = True
         return None
-    if context.client_host is None:
-        client = getattr(getattr(websocket, "ws", None), "client", None)
-        context.client_host = client.host if client else None
-    try:
-        authorization = authorization_param(payload)
-        context.viewer = await context.authenticator.authenticate(
-            authorization, context.client_host
-        )
-    except Unauthenticated as exc:
-        return str(exc)
-    return None
+
+    async def recheck(self) -> Refusal | None:
+        """The admitted credential again, by the same rules (and the viewer it
+        gives now); the refusal, or None when the connection may go on."""
+        context = self.context
+        assert self.admitted and context.authenticator is not None
+        try:
+            context.viewer = await context.authenticator.recheck(
+                self._authorization, context.client_host
+            )
+        except ClientError as error:
+            return Refusal.of(error)
+        return None
+
+    def watch(self) -> None:
+        """Watch an acknowledged connection whose credential can end (anonymous
+        loopback connections have none)."""
+        if self._watch is not None or not self.admitted:
+            return
+        if self.context.authenticator.recheck_in(self.context.viewer) is not None:
+            self._watch = asyncio.create_task(self._run_watch())
+
+    async def _run_watch(self) -> None:
+        authenticator = self.context.authenticator
+        while (delay := authenticator.recheck_in(self.context.viewer)) is not None:
+            await asyncio.sleep(delay)
+            try:
+                refusal = await self.recheck()
+            except Exception as error:
+                # No answer is no refusal: the connection goes on until one comes.
+                log.warning("credential re-check failed: %s", type(error).__name__)
+                await asyncio.sleep(RECHECK_RETRY_S)
+                continue
+            if refusal is not None:
+                await self.refuse(refusal)
+                return
+
+    async def stop(self) -> None:
+        """End the watch (the connection is closing)."""
+        watch, self._watch = self._watch, None
+        if watch is None:
+            return
+        watch.cancel()
+        try:
+            await watch
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # its own failure must not stop the connection's shutdown
+            log.exception("the credential watch failed")
+
+
+def _timeout_for(schema: Any, query: str, operation_name: str | None) -> float | None:
+    """OPERATION_TIMEOUT_S for a query or a mutation, None for a subscription."""
+    documents = getattr(schema, "documents", None)
+    if documents is None:
+        return None
+    limit: float | None = documents.timeout_for(query, operation_name)
+    return limit
+
+
+def _timeout_error(context: Any, limit: float, started: float) -> Any:
+    error = timeout_error(limit, time.perf_counter() - started)
+    if request_id := getattr(context, "request_id", None):
+        error.extensions["requestId"] = request_id  # type: ignore[index]
+    return error
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
-    """graphql-transport-ws with a server keep-alive ping."""
+    """graphql-transport-ws with a server keep-alive ping and credentials checked
+    before each operation and while the connection is open."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.keep_alive_task: asyncio.Task[None] | None = None
+        self.guard = ConnectionGuard(self.context, self.websocket, self._refuse)
         _attach(self.context, self.websocket)
 
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
@@ -140,20 +272,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             and not self.connection_timed_out
             and (payload is None or isinstance(payload, dict))
         ):
-            refusal = await authenticate_connection(
-                self.context, self.websocket, payload
-            )
+            refusal = await self.guard.admit(payload)
             if refusal is not None:
                 self.connection_init_received = True
                 if self.connection_init_timeout_task:
                     self.connection_init_timeout_task.cancel()
-                await self.websocket.close(FORBIDDEN_CODE, FORBIDDEN_REASON)
+                await self.websocket.close(refusal.close_code, refusal.close_reason)
                 return
             if payload is None:  # the protocol allows null; Strawberry would 4400
                 message = ConnectionInitMessage(type="connection_init", payload={})
         await super().handle_connection_init(message)
         if self.connection_acknowledged and self.keep_alive_task is None:
             self.keep_alive_task = asyncio.create_task(self._keep_alive())
+            self.guard.watch()
 
     async def _keep_alive(self) -> None:
         # The view's interval, which also paces the legacy protocol's "ka" messages.
@@ -164,18 +295,25 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged:
+            # The credential may have expired or been revoked since the last one.
+            if (refusal := await self.guard.recheck()) is not None:
+                await self._refuse(refusal)
+                return
             _refresh(self.context)
         await super().handle_subscribe(message)
+
+    async def _refuse(self, refusal: Refusal) -> None:
+        """End the connection: nothing more runs or is sent under the refused
+        credential."""
+        self.connection_acknowledged = False  # Strawberry refuses what follows
+        await self.websocket.close(refusal.close_code, refusal.close_reason)
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         """Query limits: a query or mutation stops after OPERATION_TIMEOUT_S with an
         OPERATION_TIMEOUT error, as over HTTP; a subscription runs until it ends."""
-        documents = getattr(self.schema, "documents", None)
-        limit = (
-            documents.timeout_for(operation.query, operation.operation_name)
-            if documents is not None
-            else None
-        )
+        limit = _timeout_for(self.schema, operation.query, operation.operation_name)
         if limit is None:
             await super().run_operation(operation)
             return
@@ -184,12 +322,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             async with asyncio.timeout(limit):
                 await super().run_operation(operation)
         except TimeoutError:
-            error = timeout_error(limit, time.perf_counter() - started)
-            if request_id := getattr(self.context, "request_id", None):
-                error.extensions["requestId"] = request_id  # type: ignore[index]
+            error = _timeout_error(self.context, limit, started)
             await operation.send_initial_errors([error])
 
     async def shutdown(self) -> None:
+        await self.guard.stop()
         if self.keep_alive_task is not None:
             self.keep_alive_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -198,12 +335,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """graphql-ws (subscriptions-transport-ws) with an init timeout and no silent
-    replacement of a running operation."""
+    """graphql-ws (subscriptions-transport-ws) with an init timeout, no silent
+    replacement of a running operation, queries and mutations, and credentials
+    checked before each operation and while the connection is open."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.init_received = False
+        self.guard = ConnectionGuard(self.context, self.websocket, self._refuse)
         _attach(self.context, self.websocket)
 
     async def handle(self) -> None:
@@ -214,6 +353,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             timeout.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timeout
+            await self.guard.stop()
 
     async def _init_timeout(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
@@ -231,22 +371,29 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.init_received = True
         payload = message.get("payload")
         if payload is None or isinstance(payload, dict):
-            refusal = await authenticate_connection(
-                self.context, self.websocket, payload
-            )
+            refusal = await self.guard.admit(payload)
             if refusal is not None:
-                await self.send_message(
-                    {
-                        "type": "connection_error",
-                        "payload": {
-                            "message": refusal,
-                            "extensions": _extensions(self.context, "UNAUTHENTICATED"),
-                        },
-                    }
-                )
-                await self.websocket.close(FORBIDDEN_CODE, FORBIDDEN_REASON)
+                await self._refuse(refusal)
                 return
         await super().handle_connection_init(message)
+        if self.connection_acknowledged:
+            self.guard.watch()
+
+    async def _refuse(self, refusal: Refusal) -> None:
+        """A connection_error, then the close; nothing more runs or is sent under
+        the refused credential."""
+        self.connection_acknowledged = False  # Strawberry refuses what follows
+        extensions = dict(refusal.extensions)
+        if request_id := getattr(self.context, "request_id", None):
+            extensions["requestId"] = request_id
+        await self.send_message(
+            {
+                "type": "connection_error",
+                "payload": {"message": refusal.message, "extensions": extensions},
+            }
+        )
+        await self.websocket.close(refusal.close_code, refusal.close_reason)
+        await self.cleanup()
 
     async def handle_start(self, message: StartMessage) -> None:
         operation_id = message.get("id")
@@ -264,8 +411,98 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             )
             return
         if self.connection_acknowledged:
+            # The credential may have expired or been revoked since the last one.
+            if (refusal := await self.guard.recheck()) is not None:
+                await self._refuse(refusal)
+                return
             _refresh(self.context)
         await super().handle_start(message)
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        """Any operation, not only subscriptions (Strawberry's handler would refuse
+        a query as an unexpected error): `data` for each result, then `complete`;
+        a query or mutation stops after OPERATION_TIMEOUT_S with an
+        OPERATION_TIMEOUT error, as over graphql-transport-ws."""
+        limit = _timeout_for(self.schema, query, operation_name)
+        started = time.perf_counter()
+        try:
+            try:
+                async with asyncio.timeout(limit):
+                    ended = await self._send_results(
+                        operation_id, query, operation_name, variables
+                    )
+            except TimeoutError:
+                assert limit is not None
+                error = _timeout_error(self.context, limit, started)
+                await self.send_message(
+                    {"type": "error", "id": operation_id, "payload": error.formatted}
+                )
+                return
+            if ended:
+                await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:
+            # Stopped by the client or at shutdown: Strawberry's handler says so.
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            # Its id is free again and it no longer counts as running.
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
+    async def _send_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> bool:
+        """Send the operation's results; False when it ended with an error
+        message (which ends an operation in this protocol)."""
+        source = await self.schema.stream(  # type: ignore[attr-defined]
+            query,
+            variable_values=variables,
+            context_value=self.context,
+            root_value=self.root_value,
+            operation_name=operation_name,
+        )
+        self.subscriptions[operation_id] = source
+        first = True
+        async with aclosing(source):
+            async for result in source:
+                if first and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    await self.send_message(
+                        {
+                            "type": "error",
+                            "id": operation_id,
+                            "payload": result.errors[0].formatted,
+                        }
+                    )
+                    return False
+                if not isinstance(result, ExecutionResult):
+                    # @defer/@stream frames have no form in this protocol.
+                    await self.send_message(
+                        {
+                            "type": "error",
+                            "id": operation_id,
+                            "payload": {
+                                "message": "incremental delivery is not supported "
+                                "over graphql-ws",
+                                "extensions": _extensions(
+                                    self.context, "BAD_USER_INPUT"
+                                ),
+                            },
+                        }
+                    )
+                    return False
+                await self.send_data_message(result, operation_id)
+                first = False
+        return True
 
 
 def _extensions(context: Any, code: str) -> dict[str, object]:

@@ -1,5 +1,6 @@
 """Authenticator: API keys (expiry, revocation, the verified-key cache), JWTs, the
-loopback rule for anonymous callers, and the WebSocket connection_init payload."""
+loopback rule for anonymous callers, the failure budget per client address, the
+re-check schedule, and the WebSocket connection_init payload."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ from resolvers import auth
 from resolvers.auth import Authenticator, is_loopback
 from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services, Viewer
-from resolvers.errors import Unauthenticated
+from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
 from resolvers.loaders import CACHE_NAMES
-from schema.websocket import authenticate_connection, authorization_param
+from resolvers.ratelimit import MemoryRateStore
+from schema.websocket import ConnectionGuard, Refusal, authorization_param
 from tests.conftest import StatementCounter
 from tests.factories import database_with_student
 from tests.test_subscriptions import (
@@ -202,6 +204,7 @@ async def test_key_expiring_later_is_accepted(database: Database) -> None:
     viewer = await make_auth(database, clock=clock).authenticate(f"Bearer {key}", None)
 
     assert viewer.identity == f"key:{key_id}"
+    assert viewer.expires_at == START + 60  # when a WebSocket connection must end
 
 
 async def test_revoked_key_is_refused_at_once_without_cache(
@@ -309,7 +312,9 @@ async def test_jwt_gives_the_viewer_of_its_claims(
 
     viewer = await make_auth(offline_database).authenticate(header, None)
 
-    assert viewer == Viewer(identity="user:u-17", anonymous=False, **expected)
+    assert viewer == Viewer(
+        identity="user:u-17", anonymous=False, expires_at=START + 600, **expected
+    )
 
 
 async def test_jwt_signed_with_another_secret_is_refused(
@@ -598,7 +603,7 @@ def test_authorization_param_that_is_not_one_string_is_malformed(
     assert str(caught.value) == auth.MALFORMED_HEADER
 
 
-def _socket_context(database: Database, authenticator: Authenticator) -> Any:
+def _socket_context(database: Database, authenticator: Authenticator | None) -> Any:
     services = Services(
         database=database,
         cache=LocalCache(CACHE_NAMES, maxsize=10, ttl=60),
@@ -608,19 +613,27 @@ def _socket_context(database: Database, authenticator: Authenticator) -> Any:
     return services.context(over_http=False)
 
 
+async def _never_refused(refusal: Refusal) -> None:
+    raise AssertionError(f"refused: {refusal}")
+
+
+def _guard(context: Any, host: str | None = "198.51.100.7") -> ConnectionGuard:
+    client = SimpleNamespace(host=host, port=5555) if host else None
+    websocket = SimpleNamespace(ws=SimpleNamespace(client=client))
+    return ConnectionGuard(context, websocket, _never_refused)
+
+
 async def test_connection_init_sets_the_viewer_and_the_client_host(
     database: Database,
 ) -> None:
     key, key_id = await add_key(database, "student", student_id=STUDENT)
     context = _socket_context(database, make_auth(database))
-    client = SimpleNamespace(host="198.51.100.7", port=5555)
-    websocket = SimpleNamespace(ws=SimpleNamespace(client=client))
+    guard = _guard(context)
 
-    refusal = await authenticate_connection(
-        context, websocket, {"authorization": f"Bearer {key}"}
-    )
+    refusal = await guard.admit({"authorization": f"Bearer {key}"})
 
     assert refusal is None
+    assert guard.admitted
     assert context.client_host == "198.51.100.7"
     assert context.viewer == Viewer(
         identity=f"key:{key_id}", role="student", student_id=STUDENT, anonymous=False
@@ -631,13 +644,198 @@ async def test_connection_init_refusal_leaves_the_default_viewer(
     offline_database: Database,
 ) -> None:
     context = _socket_context(offline_database, make_auth(offline_database))
-    websocket = SimpleNamespace(ws=SimpleNamespace(client=None))
+    guard = _guard(context, host=None)
 
-    refusal = await authenticate_connection(context, websocket, None)
+    refusal = await guard.admit(None)
 
-    assert refusal == "missing credentials"
+    assert refusal == Refusal(
+        4403, "Forbidden", "missing credentials", {"code": "UNAUTHENTICATED"}
+    )
+    assert not guard.admitted
     assert context.client_host is None
     assert context.viewer == Viewer()
+
+
+async def test_connection_without_an_authenticator_is_refused(
+    offline_database: Database,
+) -> None:
+    context = _socket_context(offline_database, None)
+    guard = _guard(context)
+
+    refusal = await guard.admit({"Authorization": f"Bearer {token(claims())}"})
+
+    assert refusal == Refusal(
+        4403,
+        "Forbidden",
+        "authentication is not configured",
+        {"code": "UNAUTHENTICATED"},
+    )
+    assert not guard.admitted
+    assert context.viewer == Viewer()  # still nobody: nothing may run
+
+
+async def test_connection_recheck_refuses_a_credential_that_expired(
+    offline_database: Database,
+) -> None:
+    clock = Clock()
+    context = _socket_context(
+        offline_database, make_auth(offline_database, clock=clock)
+    )
+    guard = _guard(context)
+    assert await guard.admit({"Authorization": f"Bearer {token(claims())}"}) is None
+
+    clock.now = START + 599
+    assert await guard.recheck() is None
+    clock.now = START + 600
+
+    assert await guard.recheck() == Refusal(
+        4403, "Forbidden", "expired token", {"code": "UNAUTHENTICATED"}
+    )
+
+
+async def test_connection_from_a_spent_address_is_refused_with_4429(
+    offline_database: Database,
+) -> None:
+    clock = Clock()
+    authenticator = make_auth(offline_database, clock=clock, max_failures=1)
+    await refused(authenticator, "Bearer not-a-jwt", "198.51.100.7")
+    guard = _guard(_socket_context(offline_database, authenticator))
+
+    refusal = await guard.admit({"Authorization": f"Bearer {token(claims())}"})
+
+    assert refusal == Refusal(
+        4429,
+        "Too many requests",
+        "too many failed authentications from this address: retry in 60 s",
+        {"code": "RATE_LIMITED", "retryAfter": 60},
+    )
+
+
+# --- the failure budget per client address ----------------------------------------
+
+
+async def spent(
+    authenticator: Authenticator, header: str, host: str = "203.0.113.5"
+) -> TooManyFailedAuthentications:
+    with pytest.raises(TooManyFailedAuthentications) as caught:
+        await authenticator.authenticate(header, host)
+    return caught.value
+
+
+async def test_failed_attempts_spend_the_address_budget_then_nothing_is_looked_up(
+    database: Database,
+) -> None:
+    clock = Clock()
+    authenticator = make_auth(database, clock=clock, max_failures=3)
+    counter = StatementCounter()
+    event.listen(database.engine.sync_engine, "before_cursor_execute", counter)
+
+    for _ in range(3):
+        message = await refused(authenticator, f"Bearer {new_key()}", "203.0.113.5")
+        assert message == "unknown or revoked API key"
+    assert len(counter.reads) == 3
+    error = await spent(authenticator, f"Bearer {new_key()}")
+
+    assert len(counter.reads) == 3  # refused before the lookup
+    assert error.code == "RATE_LIMITED"
+    assert error.extensions == {"retryAfter": 20}  # one failure refills in 60/3 s
+    assert str(error) == (
+        "too many failed authentications from this address: retry in 20 s"
+    )
+
+
+async def test_a_spent_address_is_refused_even_a_good_credential_until_it_refills(
+    database: Database,
+) -> None:
+    clock = Clock()
+    key, key_id = await add_key(database, clock=clock)
+    authenticator = make_auth(database, clock=clock, max_failures=2)
+    for garbage in ("Bearer a.b.c", "Basic dXNlcjpwYXNz"):
+        await refused(authenticator, garbage, "203.0.113.5")
+
+    assert (await spent(authenticator, f"Bearer {key}")).extensions == {
+        "retryAfter": 30
+    }
+    # Other addresses keep their own budget.
+    other = await authenticator.authenticate(f"Bearer {key}", "203.0.113.6")
+    assert other.identity == f"key:{key_id}"
+
+    clock.now += 29.9
+    assert (await spent(authenticator, f"Bearer {key}")).extensions == {"retryAfter": 1}
+    clock.now += 0.1
+    viewer = await authenticator.authenticate(f"Bearer {key}", "203.0.113.5")
+    assert viewer.identity == f"key:{key_id}"
+
+
+async def test_accepted_credentials_and_missing_ones_are_not_charged(
+    database: Database,
+) -> None:
+    key, _ = await add_key(database)
+    store = MemoryRateStore(clock=Clock())
+    authenticator = make_auth(
+        database, failure_store=store, max_failures=1, auth_required=False
+    )
+
+    for _ in range(5):
+        await authenticator.authenticate(f"Bearer {key}", "203.0.113.5")
+        await authenticator.authenticate(None, "127.0.0.1")
+    await refused(authenticator, None, "203.0.113.5")  # missing: no guess made
+
+    assert len(store) == 0  # no bucket was charged
+    await refused(authenticator, f"Bearer {new_key()}", "203.0.113.5")
+    assert len(store) == 1
+    assert (await spent(authenticator, f"Bearer {key}")).code == "RATE_LIMITED"
+
+
+async def test_a_recheck_is_outside_the_failure_budget(database: Database) -> None:
+    clock = Clock()
+    key, key_id = await add_key(database, clock=clock)
+    authenticator = make_auth(database, clock=clock, max_failures=1)
+    await refused(authenticator, "Bearer a.b.c", "203.0.113.5")
+
+    viewer = await authenticator.recheck(f"Bearer {key}", "203.0.113.5")
+    with pytest.raises(Unauthenticated, match="^malformed token$"):
+        await authenticator.recheck("Bearer a.b.c", "203.0.113.5")
+
+    assert viewer.identity == f"key:{key_id}"
+    assert (await spent(authenticator, f"Bearer {key}")).extensions == {
+        "retryAfter": 60
+    }
+
+
+def test_a_failure_budget_below_one_is_refused(offline_database: Database) -> None:
+    with pytest.raises(ValueError, match="^max_failures must be at least 1$"):
+        make_auth(offline_database, max_failures=0)
+
+
+# --- when a connection re-checks its credential ------------------------------------
+
+
+async def test_recheck_in_follows_expiry_and_the_key_cache_ttl(
+    offline_database: Database,
+) -> None:
+    clock = Clock()
+    authenticator = make_auth(offline_database, clock=clock, key_cache_ttl_s=5)
+
+    jwt_viewer = Viewer(identity="user:u", anonymous=False, expires_at=START + 60)
+    key_viewer = Viewer(identity="key:1", anonymous=False)
+    expiring_key = Viewer(identity="key:2", anonymous=False, expires_at=START + 2)
+
+    assert authenticator.recheck_in(jwt_viewer) == 60
+    assert authenticator.recheck_in(key_viewer) == 5
+    assert authenticator.recheck_in(expiring_key) == 2
+    assert authenticator.recheck_in(Viewer(identity="ip:127.0.0.1")) is None
+    clock.now = START + 61
+    assert authenticator.recheck_in(jwt_viewer) == 0
+
+
+@pytest.mark.parametrize(("ttl", "every"), [(0, 1.0), (0.25, 1.0), (30, 30)])
+def test_keys_are_rechecked_every_ttl_but_at_most_once_a_second(
+    offline_database: Database, ttl: float, every: float
+) -> None:
+    authenticator = make_auth(offline_database, key_cache_ttl_s=ttl)
+
+    assert authenticator.recheck_in(Viewer(identity="key:1")) == every
 
 
 # --- WebSockets against a live server ---------------------------------------------

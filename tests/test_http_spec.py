@@ -141,6 +141,8 @@ async def test_a_mutation_over_get_is_405_with_allow_post(
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
     assert code_of(response.json()) == "BAD_USER_INPUT"
+    assert response.headers["RateLimit-Policy"] == '"default";q=200000;w=60'
+    assert response.headers["RateLimit"] == '"default";r=200000;t=0'
     created = await post(
         api,
         {"query": "{ students { totalCount } }"},
@@ -265,6 +267,43 @@ async def test_a_chunked_body_over_the_limit_is_413_without_reading_it_all(
     assert response.json()["errors"][0]["extensions"]["actual"] == 128
 
 
+async def test_a_chunked_upload_over_the_limit_is_413(make_api, scratch_url):
+    api = await make_api(scratch_url, max_upload_bytes=1000)
+    boundary = "gpboundary"
+    operations = json.dumps(
+        {
+            "query": "mutation($f: Upload!) { gradesImport(file: $f) { __typename } }",
+            "variables": {"f": None},
+        }
+    )
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="operations"\r\n\r\n'
+        f"{operations}\r\n--{boundary}\r\nContent-Disposition: form-data; "
+        f'name="map"\r\n\r\n{{"0": ["variables.f"]}}\r\n--{boundary}\r\n'
+        'Content-Disposition: form-data; name="0"; filename="g.csv"\r\n'
+        "Content-Type: text/csv\r\n\r\n"
+    ).encode()
+
+    async def chunks():
+        yield head
+        for _ in range(100):  # 6,400 bytes of file, no Content-Length
+            yield b"S1,Math,50,100,\n" * 4
+
+    response = await api.http.post(
+        "/graphql",
+        content=chunks(),
+        headers={
+            "content-type": f"multipart/form-data; boundary={boundary}",
+            "X-GradePulse-Upload": "1",
+        },
+    )
+
+    assert response.status_code == 413
+    extensions = response.json()["errors"][0]["extensions"]
+    assert (extensions["code"], extensions["limit"]) == ("BODY_TOO_LARGE", 1000)
+    assert extensions["actual"] > 1000
+
+
 async def test_a_body_within_the_limit_is_served(make_api, scratch_url):
     api = await make_api(scratch_url, max_body_bytes=100)
 
@@ -296,6 +335,28 @@ async def test_batches_run_each_operation_when_batching_is_on(make_api, seeded_u
     assert first["data"] == {"subjects": SUBJECTS}
     assert code_of(second) == "GRAPHQL_VALIDATION_FAILED"
     assert third["data"] == {"__typename": "Query"}
+
+
+async def test_a_refused_element_of_a_batch_keeps_the_others_results(
+    make_api, scratch_url
+):
+    api = await make_api(scratch_url, batching_enabled=True)
+
+    response = await post(
+        api,
+        [
+            {"query": ADD_STUDENT},
+            {"query": "subscription { metrics { uptimeSeconds } }"},
+            {"query": "{ students { totalCount } }"},
+        ],
+    )
+
+    assert response.status_code == 200
+    added, refused, counted = response.json()
+    assert added["data"] == {"studentCreate": {"__typename": "StudentCreateSuccess"}}
+    assert "WebSocket" in refused["errors"][0]["message"]
+    assert "data" not in refused
+    assert counted["data"] == {"students": {"totalCount": 1}}
 
 
 async def test_a_batch_over_the_limit_is_batch_too_large(make_api, scratch_url):
@@ -345,6 +406,7 @@ async def test_a_slow_operation_times_out_and_others_keep_being_served(
     assert extensions["code"] == "OPERATION_TIMEOUT"
     assert extensions["limit"] == 0.2
     assert 0.2 <= extensions["actual"] < 1.0
+    assert body["extensions"]["rateLimit"]["cost"] == 0  # { subjects } is free
 
 
 async def test_missing_credentials_are_401_when_auth_is_required(make_api, scratch_url):
@@ -357,6 +419,26 @@ async def test_missing_credentials_are_401_when_auth_is_required(make_api, scrat
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert code_of(response.json()) == "UNAUTHENTICATED"
         assert "data" not in response.json()
+
+
+async def test_repeated_bad_credentials_are_429_before_any_lookup(
+    make_api, scratch_url
+):
+    api = await make_api(scratch_url, auth_required=True, jwt_secret="s" * 32)
+    bad = {"Authorization": "Bearer gp_" + "x" * 43}
+
+    refusals = [
+        (await post(api, {"query": "{ __typename }"}, headers=bad)).status_code
+        for _ in range(30)
+    ]
+    api.counter.reset()
+    limited = await post(api, {"query": "{ __typename }"}, headers=bad)
+
+    assert refusals == [401] * 30
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert code_of(limited.json()) == "RATE_LIMITED"
+    assert api.counter.statements == []  # the key was not even looked up
 
 
 async def test_anonymous_callers_off_loopback_are_401_in_development(

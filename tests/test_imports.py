@@ -253,7 +253,7 @@ async def test_file_upload_without_the_header_is_refused(
 ) -> None:
     response = await upload(api, csv_of(ROWS), header=False)
 
-    assert response.status_code == 400
+    assert response.status_code == 415
     error = response.json()["errors"][0]
     assert (
         error["message"] == "multipart uploads need the header X-GradePulse-Upload: 1"

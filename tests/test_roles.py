@@ -669,6 +669,10 @@ REFUSED_WRITES = [
     ("teacher", GRADES_ADD, {"input": [_row("PEER"), _row("AWAY")]}, "gradesAdd"),
     ("student", GRADES_ADD, {"input": [_row("MINE")]}, "gradesAdd"),
     ("teacher", GRADE_UPDATE, {"id": "<grade:AWAY>", "input": SCORE}, "gradeUpdate"),
+    # A maxScore below the stored score would say "score must be between 0 and 1":
+    # refused first, so the stored score cannot be probed.
+    ("teacher", GRADE_UPDATE, {"id": "<grade:AWAY>", "input": {"maxScore": 1.0}}, "gradeUpdate"),
+    ("teacher", GRADE_UPDATE, {"id": "<grade:AWAY>", "input": {"score": 1e9}}, "gradeUpdate"),
     # Moving a grade of their level to a student outside it.
     ("teacher", GRADE_UPDATE, {"id": "<grade:PEER>", "input": MOVE}, "gradeUpdate"),
     ("student", GRADE_UPDATE, {"id": "<grade:MINE>", "input": SCORE}, "gradeUpdate"),

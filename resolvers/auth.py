@@ -110,18 +110,23 @@ class Authenticator:
     ) -> Viewer:
         """The viewer for an Authorization header value (None when absent) from a
         client at `client_host`. A header that is present but bad is refused even
-        where credentials are optional, and charged to the address's failure
-        budget; an address whose budget is spent gets TooManyFailedAuthentications
-        (code RATE_LIMITED, extensions retryAfter) before any lookup."""
+        where credentials are optional.
+
+        The address's failure budget guards only what costs a database lookup: an
+        API key that is not in the verified-key cache. A JWT (checked by its
+        signature) or a cached key is never refused for the budget, so that
+        clients sharing an address (a school's NAT) cannot lock each other out;
+        an unknown key is charged, and an address whose budget is spent gets
+        TooManyFailedAuthentications (code RATE_LIMITED, extensions retryAfter)
+        before the lookup."""
         if authorization is None:
             return self._anonymous(client_host)
-        bucket = f"authfail:{client_host or 'unknown'}"
-        await self._within_failure_budget(bucket)
-        try:
-            return await self._check(authorization)
-        except Unauthenticated:
-            await self._failures.take(bucket, self._max_failures, 1)
-            raise
+        token = bearer_token(authorization)
+        if not token.startswith(KEY_PREFIX):
+            return self._from_jwt(token)
+        return await self._from_api_key(
+            token, budget=f"authfail:{client_host or 'unknown'}"
+        )
 
     async def recheck(
         self, authorization: str | None, client_host: str | None
@@ -172,13 +177,19 @@ class Authenticator:
             raise _refuse(MISSING_REMOTE, client_host)
         return Viewer(identity=f"ip:{client_host}", role="admin", anonymous=True)
 
-    async def _from_api_key(self, key: str) -> Viewer:
+    async def _from_api_key(self, key: str, *, budget: str | None = None) -> Viewer:
+        """`budget`: the failure bucket charged for a key that is looked up and
+        not found (None: a re-check of an admitted credential, never charged)."""
         digest = hash_key(key)
         record = self._keys.get(digest) if self._keys is not None else None
         if record is None:
+            if budget is not None:
+                await self._within_failure_budget(budget)
             async with self._database.sessions() as session:
                 record = await find_active_key(session, digest)
             if record is None:
+                if budget is not None:
+                    await self._failures.take(budget, self._max_failures, 1)
                 raise _refuse(UNKNOWN_KEY)
             if self._keys is not None:
                 self._keys[digest] = record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -210,6 +211,12 @@ def _grade_number(grade_id: str) -> int:
     return number
 
 
+def _scoped_key(ctx: Context, key: str) -> str:
+    """The stored form of a client's idempotency key: per caller identity, and
+    fixed-length (the column holds 200 characters)."""
+    return hashlib.sha256(f"{ctx.viewer.identity}\n{key}".encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     inserted: int
@@ -293,9 +300,12 @@ async def _insert_batch(
     key: str | None,
     digest: str,
 ) -> BatchResult:
+    # Keys are the caller's own: another caller's key (and so whether its payload
+    # matches a guess) is never seen, let alone replayed.
+    scoped = _scoped_key(ctx, key) if key is not None else None
     async with ctx.database.writing() as session:
-        if key is not None:
-            stored = await db_grades.find_idempotency_key(session, GRADES_ADD, key)
+        if key is not None and scoped is not None:
+            stored = await db_grades.find_idempotency_key(session, GRADES_ADD, scoped)
             if stored is not None:
                 if stored.payload_hash != digest:
                     raise IdempotencyKeyReused(key)
@@ -334,9 +344,9 @@ async def _insert_batch(
         await audit.record_write(
             session, ctx, {g.student_id for g in grades}, "mutation:gradesAdd"
         )
-        if key is not None:
+        if scoped is not None:
             await db_grades.store_idempotency_key(
-                session, GRADES_ADD, key, digest, json.dumps({"inserted": inserted})
+                session, GRADES_ADD, scoped, digest, json.dumps({"inserted": inserted})
             )
     invalidate_grades(ctx.cache, {g.student_id: levels[g.student_id] for g in grades})
     live.publish_grades(ctx, records, levels)

@@ -105,8 +105,9 @@ async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
             await _stage_and_move(ctx, job, source)
         except (_Cancelled, asyncio.CancelledError):
             job.status = ImportStatus.CANCELLED
-        except Exception:
-            log.exception("import %s failed", job.id)
+        except Exception as exc:
+            # The type only: a driver's message can quote the rows' values.
+            log.error("import %s failed: %s", job.id, type(exc).__name__)
             job.status = ImportStatus.FAILED
         finally:
             if job.status is not ImportStatus.SUCCEEDED:
@@ -144,8 +145,8 @@ async def _discard(database: Database, job: ImportJob) -> None:
     try:
         async with database.writing() as session:
             await staging.delete_staged(session, job.id)
-    except Exception:
-        log.exception("import %s: staged rows not deleted", job.id)
+    except Exception as exc:
+        log.error("import %s: staged rows not deleted: %s", job.id, type(exc).__name__)
 
 
 async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> None:

@@ -158,6 +158,15 @@ async def update_student(
         values["email"] = normalize_email(values["email"])
     async with ctx.database.writing() as session:
         before, after = await db_students.update_student(session, student_id, values)
+        if before.student_id != after.student_id:
+            # A new studentId is written into every grade row of the student (ON
+            # UPDATE CASCADE): a grade write, recorded under both ids.
+            await audit.record_write(
+                session,
+                ctx,
+                [before.student_id, after.student_id],
+                "mutation:studentUpdate",
+            )
     invalidate_student(
         ctx.cache,
         sorted({before.student_id, after.student_id}),

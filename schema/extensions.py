@@ -52,7 +52,12 @@ log = logging.getLogger("gradepulse.errors")
 MASKED_MESSAGE = "Unexpected error."
 DB_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
 # Failures to reach the database, as opposed to bugs: the client may retry.
-_UNAVAILABLE = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+DB_UNAVAILABLE_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
 DOCUMENT_CACHE_SIZE = 1000
 # Strawberry's validate_document adds these to the rules it is given.
 _STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
@@ -441,7 +446,7 @@ class ErrorCodes(SchemaExtension):
             # e.g. a NUL character in a text argument on PostgreSQL).
             extensions["code"] = "BAD_USER_INPUT"
             message = "An argument holds a value the database cannot use."
-        elif isinstance(original, _UNAVAILABLE):
+        elif isinstance(original, DB_UNAVAILABLE_ERRORS):
             extensions["code"] = "DB_UNAVAILABLE"
             log.warning("database unavailable: %s", type(original).__name__)
             message = DB_UNAVAILABLE_MESSAGE

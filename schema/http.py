@@ -29,6 +29,7 @@ from strawberry.types.graphql import OperationType
 from resolvers.context import Context, Services, Viewer
 from resolvers.errors import ClientError
 from resolvers.ratelimit import RateState
+from schema.extensions import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE
 from schema.limits import timeout_error
 from schema.scalars import serialize_datetime
 
@@ -151,12 +152,22 @@ class GraphQLHTTP:
 
             if isinstance(body, list):
                 payload: Any = []
+                charged: Context | None = None
                 for operation in body:
                     context = make_context()
                     payload.append(
                         await self._batch_element(request.method, operation, context)
                     )
-                return self._respond(payload, 200, media_type, context)
+                    if context.rate is not None:
+                        charged = context
+                # The budget after the last element that was costed; if none was,
+                # the refusal path below shows it uncharged.
+                context = charged
+                response = self._respond(payload, 200, media_type, context)
+                if context is None and self.services.rate_limiter is not None:
+                    rate = await self.services.rate_limiter.charge(viewer, client, 0)
+                    response.headers.update(rate_headers(rate))
+                return response
             context = make_context()
             result = await self._execute(request.method, body, context)
             payload, status = _payload(result, media_type)
@@ -203,6 +214,14 @@ class GraphQLHTTP:
             return await authenticator.authenticate(
                 request.headers.get("authorization"), client
             )
+        except DB_UNAVAILABLE_ERRORS:
+            # The key lookup could not reach the database: the client may retry.
+            raise Refusal(
+                503,
+                DB_UNAVAILABLE_MESSAGE,
+                "DB_UNAVAILABLE",
+                headers={"Retry-After": "1"},
+            ) from None
         except ClientError as error:
             if error.code == "RATE_LIMITED":  # too many failed attempts from here
                 retry = int(error.extensions.get("retryAfter") or 1)

@@ -58,6 +58,7 @@ from strawberry.utils.aio import aclosing
 from resolvers.auth import MALFORMED_HEADER
 from resolvers.context import Context
 from resolvers.errors import ClientError, Unauthenticated
+from schema.extensions import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE
 from schema.limits import timeout_error
 
 log = logging.getLogger("gradepulse.websocket")
@@ -72,6 +73,8 @@ TOO_MANY_INITS_CODE = 4429
 TOO_MANY_INITS_REASON = "Too many initialisation requests"
 RATE_LIMITED_CODE = 4429
 RATE_LIMITED_REASON = "Too many requests"
+TRY_AGAIN_CODE = 1013
+TRY_AGAIN_REASON = "Try again later"
 NOT_CONFIGURED = "authentication is not configured"
 # After a re-check that failed for another reason than the credential (the
 # database, most likely), the next try waits this long.
@@ -183,6 +186,16 @@ class ConnectionGuard:
             )
         except ClientError as error:
             return Refusal.of(error)
+        except DB_UNAVAILABLE_ERRORS as error:
+            # The key lookup could not reach the database: 1013 (try again later),
+            # which graphql-ws clients reconnect on.
+            log.warning("credential check failed: %s", type(error).__name__)
+            return Refusal(
+                TRY_AGAIN_CODE,
+                TRY_AGAIN_REASON,
+                DB_UNAVAILABLE_MESSAGE,
+                {"code": "DB_UNAVAILABLE"},
+            )
         self._authorization = authorization
         self.admitted = True
         return None
@@ -198,6 +211,11 @@ class ConnectionGuard:
             )
         except ClientError as error:
             return Refusal.of(error)
+        except DB_UNAVAILABLE_ERRORS as error:
+            # No answer is no refusal: the credential passed its last check (at
+            # most a key cache TTL ago), and the operation meets the same outage
+            # with a coded DB_UNAVAILABLE error of its own.
+            log.warning("credential re-check failed: %s", type(error).__name__)
         return None
 
     def watch(self) -> None:
@@ -237,11 +255,25 @@ class ConnectionGuard:
             log.exception("the credential watch failed")
 
 
+def payload_problem(payload: object) -> str | None:
+    """What is wrong with an operation's payload (the shapes HTTP requires too),
+    or None."""
+    if not isinstance(payload, dict):
+        return "an operation needs a payload object with a query"
+    if not isinstance(payload.get("query"), str) or not payload["query"]:
+        return "`query` must be a non-empty string"
+    if not isinstance(payload.get("variables"), dict | None):
+        return "`variables` must be an object or null"
+    if not isinstance(payload.get("operationName"), str | None):
+        return "`operationName` must be a string or null"
+    return None
+
+
 def _timeout_for(schema: Any, query: str, operation_name: str | None) -> float | None:
     """OPERATION_TIMEOUT_S for a query or a mutation, None for a subscription."""
     documents = getattr(schema, "documents", None)
-    if documents is None:
-        return None
+    if documents is None or not isinstance(query, str):
+        return None  # a malformed operation: Strawberry answers it with an error
     limit: float | None = documents.timeout_for(query, operation_name)
     return limit
 
@@ -294,6 +326,22 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.send_message({"type": "ping"})
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and (
+            problem := payload_problem(message.get("payload"))
+        ):
+            await self.send_message(
+                {
+                    "type": "error",
+                    "id": str(message.get("id")),
+                    "payload": [
+                        {
+                            "message": problem,
+                            "extensions": _extensions(self.context, "BAD_USER_INPUT"),
+                        }
+                    ],
+                }
+            )
+            return
         if self.connection_acknowledged:
             # The credential may have expired or been revoked since the last one.
             if (refusal := await self.guard.recheck()) is not None:
@@ -397,6 +445,21 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
 
     async def handle_start(self, message: StartMessage) -> None:
         operation_id = message.get("id")
+        if self.connection_acknowledged and (
+            problem := payload_problem(message.get("payload"))
+        ):
+            # Strawberry would fail on it and drop the operation or the connection.
+            await self.send_message(
+                {
+                    "type": "error",
+                    "id": str(operation_id),
+                    "payload": {
+                        "message": problem,
+                        "extensions": _extensions(self.context, "BAD_USER_INPUT"),
+                    },
+                }
+            )
+            return
         if self.connection_acknowledged and operation_id in self.tasks:
             await self.send_message(
                 {

@@ -516,6 +516,29 @@ async def test_deleting_a_student_with_grades_records_a_grade_write(api):
     assert await records(api, without_grades) == []  # no grade data touched
 
 
+STUDENT_RENAME = """
+mutation($id: String!, $new: String!) {
+  studentUpdate(studentId: $id, input: {studentId: $new}) { __typename }
+}
+"""
+
+
+async def test_renaming_a_student_records_a_write_under_both_ids(api):
+    await create_student(api, studentId="R-1", gradeLevel=5)
+    await post(
+        api, GRADE_ADD, {"input": {"studentId": "R-1", "subject": "Art", "score": 50}}
+    )
+
+    renamed, body = await post(api, STUDENT_RENAME, {"id": "R-1", "new": "R-2"})
+    unchanged, _ = await post(api, STUDENT_RENAME, {"id": "R-2", "new": "R-2"})
+
+    assert body["data"]["studentUpdate"]["__typename"] == "StudentUpdateSuccess"
+    assert await records(api, renamed) == [
+        (ANONYMOUS, "admin", "mutation:studentUpdate", "write", ["R-1", "R-2"])
+    ]
+    assert await records(api, unchanged) == []
+
+
 async def test_refused_writes_record_nothing(make_api, scratch_url, rows_in):
     api = await make_api(scratch_url, jwt_secret=SECRET)
     await create_student(api, studentId="R-1", gradeLevel=7)

@@ -346,13 +346,15 @@ async def test_a_refused_element_of_a_batch_keeps_the_others_results(
         api,
         [
             {"query": ADD_STUDENT},
-            {"query": "subscription { metrics { uptimeSeconds } }"},
             {"query": "{ students { totalCount } }"},
+            {"query": "subscription { metrics { uptimeSeconds } }"},
         ],
     )
 
     assert response.status_code == 200
-    added, refused, counted = response.json()
+    added, counted, refused = response.json()
+    # The budget after the last element that was costed.
+    assert response.headers["RateLimit"].startswith('"default";r=1999')
     assert added["data"] == {"studentCreate": {"__typename": "StudentCreateSuccess"}}
     assert "WebSocket" in refused["errors"][0]["message"]
     assert "data" not in refused
@@ -439,6 +441,30 @@ async def test_repeated_bad_credentials_are_429_before_any_lookup(
     assert int(limited.headers["Retry-After"]) >= 1
     assert code_of(limited.json()) == "RATE_LIMITED"
     assert api.counter.statements == []  # the key was not even looked up
+
+
+async def test_a_database_outage_while_authenticating_is_503(
+    make_api, scratch_url, monkeypatch
+):
+    from sqlalchemy.exc import OperationalError
+
+    from resolvers import auth
+
+    api = await make_api(scratch_url, auth_required=True, jwt_secret="s" * 32)
+
+    async def unreachable(session, digest):
+        raise OperationalError("SELECT", {}, ConnectionRefusedError())
+
+    monkeypatch.setattr(auth, "find_active_key", unreachable)
+    response = await post(
+        api,
+        {"query": "{ __typename }"},
+        headers={"Authorization": "Bearer gp_" + "k" * 43},
+    )
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert code_of(response.json()) == "DB_UNAVAILABLE"
 
 
 async def test_anonymous_callers_off_loopback_are_401_in_development(

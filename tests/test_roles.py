@@ -691,6 +691,41 @@ def _with_grade_ids(value: Any, grade_ids: dict[str, str]) -> Any:
     return value
 
 
+GRADES_ADD_KEYED = """
+mutation($input: [GradeAddInput!]!, $key: String) {
+  gradesAdd(input: $input, idempotencyKey: $key) {
+    __typename ... on GradesAddSuccess { inserted replayed }
+  }
+}
+"""
+
+
+async def test_idempotency_keys_are_per_caller(
+    api: Any, rows_in: Any, school: dict[str, str]
+) -> None:
+    batch = {"input": [_row("AWAY", 58.0)], "key": "math-final"}
+    stored, _ = await run(api, ADMIN, GRADES_ADD_KEYED, **batch)
+    grades_before = await rows_in("grades")
+
+    # The same key and payload from a teacher outside AWAY's level: neither a
+    # replay (which would confirm the score) nor a write.
+    probe, errors = await run(api, TEACHER, GRADES_ADD_KEYED, **batch)
+    other_guess, other_errors = await run(
+        api, TEACHER, GRADES_ADD_KEYED, input=[_row("AWAY", 40.0)], key="math-final"
+    )
+    replay, _ = await run(api, ADMIN, GRADES_ADD_KEYED, **batch)
+
+    assert stored["gradesAdd"] == {
+        "__typename": "GradesAddSuccess",
+        "inserted": 1,
+        "replayed": False,
+    }
+    assert probe is None and errors == forbidden("gradesAdd")
+    assert other_guess is None and other_errors == forbidden("gradesAdd")
+    assert replay["gradesAdd"]["replayed"] is True
+    assert await rows_in("grades") == grades_before
+
+
 @pytest.mark.parametrize(
     ("role", "document", "variables", "field"),
     REFUSED_WRITES,

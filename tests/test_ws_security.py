@@ -520,7 +520,10 @@ async def test_an_address_that_spent_its_failures_is_refused_with_4429(
         clock=lambda: now[0],
     )
     replace_services(api, authenticator=authenticator)
-    forged = jwt.encode({"sub": "x", "role": "admin"}, "y" * 32, algorithm="HS256")
+
+    def unknown_key() -> str:
+        return new_key()  # never stored: each one costs a lookup and is refused
+
     client = ("198.51.100.77", 50000)
 
     async def init(credential: str, address: tuple[str, int] = client) -> Any:
@@ -536,11 +539,13 @@ async def test_an_address_that_spent_its_failures_is_refused_with_4429(
                 answer += await until_closed(ws)
             return answer, ws.close_code
 
-    failures = [await init(forged) for _ in range(3)]
-    spent, spent_code = await init(jwt_token())
+    failures = [await init(unknown_key()) for _ in range(3)]
+    spent, spent_code = await init(unknown_key())
+    # A token is checked by its signature, without a lookup: never locked out.
+    token_meanwhile = await init(jwt_token())
     other = await init(jwt_token(), ("198.51.100.78", 50000))
     now[0] += 20  # 3 failures a minute: one is allowed again after 20 s
-    refilled = await init(jwt_token())
+    refilled, refilled_code = await init(unknown_key())
 
     assert [code for _, code in failures] == [4403] * 3
     assert spent_code == 4429
@@ -554,5 +559,71 @@ async def test_an_address_that_spent_its_failures_is_refused_with_4429(
         assert (extensions["code"], extensions["retryAfter"]) == ("RATE_LIMITED", 20)
     else:
         assert spent == []
+    assert token_meanwhile == ([{"type": "connection_ack"}], None)
     assert other == ([{"type": "connection_ack"}], None)
-    assert refilled == ([{"type": "connection_ack"}], None)
+    assert refilled_code == 4403  # looked up again, and refused as unknown
+
+
+# --- malformed operations and database outages --------------------------------------
+
+
+async def send_start(
+    ws: AsgiWebSocket, protocol: str, op_id: str, payload: Any
+) -> None:
+    kind = "subscribe" if protocol == TRANSPORT else "start"
+    message: dict[str, Any] = {"id": op_id, "type": kind}
+    if payload is not None:
+        message["payload"] = payload
+    await ws.send_json(message)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_malformed_operation_gets_an_error_and_the_connection_goes_on(
+    make_api: Any, seeded_url: str, protocol: str
+) -> None:
+    api = await secured_api(make_api, seeded_url)
+
+    async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
+        await ws.send_json({"type": "connection_init", "payload": bearer(jwt_token())})
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        await send_start(ws, protocol, "1", {"query": 123})
+        refused = await ws.receive_json()
+        if protocol == LEGACY:
+            await send_start(ws, protocol, "2", None)  # no payload at all
+            no_payload = await ws.receive_json()
+            assert no_payload["type"] == "error" and no_payload["id"] == "2"
+        await send_start(ws, protocol, "1", {"query": "{ subjects }"})  # id free
+        answer = await ws.receive_json()
+
+    assert refused["id"] == "1" and refused["type"] == "error"
+    assert answer["id"] == "1" and answer["type"] in ("next", "data")
+    assert answer["payload"]["data"]["subjects"] == [
+        "Art",
+        "English",
+        "History",
+        "Math",
+        "Science",
+    ]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_database_outage_at_init_closes_with_1013(
+    make_api: Any, scratch_url: str, protocol: str, monkeypatch: Any
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from resolvers import auth
+
+    api = await secured_api(make_api, scratch_url)
+
+    async def unreachable(session: Any, digest: str) -> None:
+        raise OperationalError("SELECT", {}, ConnectionRefusedError())
+
+    monkeypatch.setattr(auth, "find_active_key", unreachable)
+    async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
+        await ws.send_json({"type": "connection_init", "payload": bearer(new_key())})
+        messages = await until_closed(ws)
+
+    assert ws.close_code == 1013
+    if protocol == LEGACY:
+        assert messages[0]["payload"]["extensions"]["code"] == "DB_UNAVAILABLE"

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import hmac
-import ipaddress
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -33,7 +31,7 @@ from db.engine import Database, create_database, create_tables
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
-from monitoring.middleware import RequestMonitor
+from monitoring.middleware import RequestMonitor, request_id_of
 from monitoring.monitor import Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors, render
 from monitoring.registry import Registry
@@ -41,9 +39,10 @@ from monitoring.sinks import FileSink
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
 from resolvers.audit import AuditLog
-from resolvers.auth import Authenticator
+from resolvers.auth import Authenticator, bearer_token, is_loopback
 from resolvers.cache import LocalCache
 from resolvers.context import Context, Limits, Services
+from resolvers.errors import Unauthenticated
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter
 from schema import build_schema
@@ -82,13 +81,11 @@ class GraphQLView(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.scope.setdefault("state", {})
-        request_id = (
-            state.get("request_id") or uuid.uuid4().hex
-        )  # set by RequestMonitor
+        request_id = state.get("request_id") or request_id_of(request.scope)
         client = request.client.host if request.client else None
         return self.services.context(
             request_id=request_id,
-            over_http=request.scope["type"] == "http",
+            over_http=False,  # this view serves WebSockets; HTTP is schema/http.py
             request_state=state,
             client_host=client,
         )
@@ -376,13 +373,14 @@ def middleware(settings: Settings, registry: Registry | None) -> list[Middleware
 def _refuse_metrics(request: Request, token: str | None) -> Response | None:
     """/metrics answers loopback clients, and holders of METRICS_TOKEN when set."""
     if token is not None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
+        try:
+            given = bearer_token(request.headers.get("authorization", ""))
+        except Unauthenticated:
+            given = ""
+        if hmac.compare_digest(given.encode(), token.encode()):
             return None
     client = request.client.host if request.client else None
-    if _is_loopback(client):
+    if is_loopback(client):
         return None
     if token is not None:
         return JSONResponse(
@@ -393,13 +391,6 @@ def _refuse_metrics(request: Request, token: str | None) -> Response | None:
     return JSONResponse(
         {"error": "metrics are answered to loopback clients only"}, status_code=403
     )
-
-
-def _is_loopback(host: str | None) -> bool:
-    try:
-        return host is not None and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def build_monitor(

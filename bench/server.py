@@ -13,8 +13,8 @@ from starlette.routing import Route
 from app import create_app
 from db import grades, students
 from resolvers.audit import record_read
-from schema.limits import operation_cost
-from schema.scalars import serialize_datetime
+from schema.extensions import rate_limit_extension
+from schema.limits import price_operation
 from settings import load_settings
 
 STUDENTS_PAGE = 100
@@ -34,7 +34,7 @@ def create_bench_app(*, audit: bool = True) -> Starlette:
     document = parse(STUDENTS_QUERY)
     operation = document.definitions[0]
     assert isinstance(operation, OperationDefinitionNode)
-    cost, _ = operation_cost(schema, document, operation, None)
+    cost = price_operation(schema, document, operation, None).cost
 
     async def handwritten(request: Request) -> Response:
         # The same work as the GraphQL path: authenticate, charge the budget, the
@@ -71,12 +71,7 @@ def create_bench_app(*, audit: bool = True) -> Starlette:
                 "data": {"students": {"edges": edges}},
                 "extensions": {
                     "cost": monitor.price(2, 1),
-                    "rateLimit": {
-                        "cost": rate.cost,
-                        "limit": rate.limit,
-                        "remaining": rate.remaining,
-                        "resetAt": serialize_datetime(rate.reset_at),
-                    },
+                    "rateLimit": rate_limit_extension(rate),
                 },
             }
         )

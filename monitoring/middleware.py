@@ -29,7 +29,7 @@ class RequestMonitor:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -68,7 +68,8 @@ class RequestMonitor:
                 )
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The client's X-Request-ID when it is a safe token, else a new id."""
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID:
             candidate = value.decode("latin-1").strip()

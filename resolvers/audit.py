@@ -84,10 +84,7 @@ _current: ContextVar[OperationAudit | None] = ContextVar(
 )
 
 
-def begin_operation(
-    ctx: Context, operation: OperationAudit
-) -> Token[OperationAudit | None]:
-    ctx.audited_students = operation.students
+def begin_operation(operation: OperationAudit) -> Token[OperationAudit | None]:
     return _current.set(operation)
 
 
@@ -98,16 +95,16 @@ def end_operation(token: Token[OperationAudit | None]) -> None:
 
 
 def note(ctx: Context, student_id: str) -> None:
-    """The response returns this student's grades or analytics."""
-    operation = _current.get()
-    (ctx.audited_students if operation is None else operation.students).add(student_id)
+    """The response returns this student's grades or analytics. Outside a GraphQL
+    operation (whose AuditExtension records what it noted) nothing is returned to
+    anyone, so there is nothing to record."""
+    if (operation := _current.get()) is not None:
+        operation.students.add(student_id)
 
 
 def note_many(ctx: Context, student_ids: Iterable[str]) -> None:
-    operation = _current.get()
-    (ctx.audited_students if operation is None else operation.students).update(
-        student_ids
-    )
+    if (operation := _current.get()) is not None:
+        operation.students.update(student_ids)
 
 
 def current_operation(default: str) -> str:

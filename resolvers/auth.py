@@ -156,14 +156,16 @@ class Authenticator:
             return await self._from_api_key(token)
         return self._from_jwt(token)
 
-    async def _within_failure_budget(self, bucket: str) -> None:
+    async def _within_failure_budget(self, bucket: str) -> bool:
+        """Refuse when the address has no failure left; True when this attempt
+        was charged already (so that a failure does not cost it twice)."""
         # A charge of 0 reads the bucket without touching it.
         if (await self._failures.take(bucket, self._max_failures, 0)).remaining >= 1:
-            return
+            return False
         # Empty: a charge of 1 is refused (charging nothing) and tells the wait.
         state = await self._failures.take(bucket, self._max_failures, 1)
         if state.allowed:  # refilled in between: this attempt is charged up front
-            return
+            return True
         log.debug("credentials refused unchecked: %s (%s)", TOO_MANY_FAILURES, bucket)
         raise TooManyFailedAuthentications(
             f"{TOO_MANY_FAILURES}: retry in {state.retry_after_s} s",
@@ -183,12 +185,11 @@ class Authenticator:
         digest = hash_key(key)
         record = self._keys.get(digest) if self._keys is not None else None
         if record is None:
-            if budget is not None:
-                await self._within_failure_budget(budget)
+            charged = budget is not None and await self._within_failure_budget(budget)
             async with self._database.sessions() as session:
                 record = await find_active_key(session, digest)
             if record is None:
-                if budget is not None:
+                if budget is not None and not charged:
                     await self._failures.take(budget, self._max_failures, 1)
                 raise _refuse(UNKNOWN_KEY)
             if self._keys is not None:

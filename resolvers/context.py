@@ -98,11 +98,10 @@ class Context:
     close_connection: Callable[[int, str], Awaitable[None]] | None = None
     # Background imports outlive the request that started them.
     imports: ImportJobs = field(default_factory=ImportJobs)
-    # Security (issue 5): the caller's address, the rate budget after this
-    # operation's charge, and the students whose grades or analytics it returned.
+    # Security (issue 5): the caller's address and the rate budget after this
+    # operation's charge.
     client_host: str | None = None
     rate: RateState | None = None
-    audited_students: set[str] = field(default_factory=set)
     authenticator: Authenticator | None = None
     rate_limiter: RateLimiter | None = None
     audit: AuditLog | None = None

@@ -11,13 +11,11 @@ from typing import Annotated, Any
 
 import strawberry
 from graphql import (
-    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
-    OperationDefinitionNode,
     SelectionSetNode,
 )
 from strawberry.extensions import SchemaExtension
@@ -28,6 +26,7 @@ from resolvers import audit
 from resolvers.context import Context
 from resolvers.pagination import Page
 from schema.common import PageInfo, ctx
+from schema.limits import select_operation
 
 log = logging.getLogger("gradepulse.audit")
 
@@ -38,7 +37,7 @@ def operation_label(context: ExecutionContext) -> str:
     if name := context.operation_name:
         return name
     document = context.graphql_document
-    operation = _operation(document) if document is not None else None
+    operation = select_operation(document, None) if document is not None else None
     if document is None or operation is None:
         return "unknown"
     fragments = {
@@ -49,14 +48,6 @@ def operation_label(context: ExecutionContext) -> str:
     fields: dict[str, None] = {}
     _root_fields(operation.selection_set, fragments, fields, set())
     return f"{operation.operation.value}:{','.join(fields)}"
-
-
-def _operation(document: DocumentNode) -> OperationDefinitionNode | None:
-    # Without an operation name the document holds exactly one operation.
-    for definition in document.definitions:
-        if isinstance(definition, OperationDefinitionNode):
-            return definition
-    return None
 
 
 def _root_fields(
@@ -103,7 +94,7 @@ class AuditExtension(SchemaExtension):
         self.operation = audit.OperationAudit(
             lambda: operation_label(execution_context)
         )
-        token = audit.begin_operation(context, self.operation)
+        token = audit.begin_operation(self.operation)
         try:
             yield
         finally:

@@ -9,6 +9,7 @@ import traceback
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
@@ -373,27 +374,23 @@ class DocumentGate(SchemaExtension):
 
     def get_results(self) -> dict[str, Any]:
         rate = self.rate
-        if rate is None:
-            return {}
-        return {
-            "rateLimit": {
-                "cost": rate.cost,
-                "limit": rate.limit,
-                "remaining": rate.remaining,
-                "resetAt": _reset_text(rate.reset_at),
-            }
-        }
+        return {"rateLimit": rate_limit_extension(rate)} if rate is not None else {}
 
 
-_last_reset: list[Any] = [None, ""]
+def rate_limit_extension(rate: RateState) -> dict[str, Any]:
+    """`extensions.rateLimit` of a response: the operation's points and the budget."""
+    return {
+        "cost": rate.cost,
+        "limit": rate.limit,
+        "remaining": rate.remaining,
+        "resetAt": _reset_text(rate.reset_at),
+    }
 
 
+@lru_cache(maxsize=1)
 def _reset_text(reset_at: datetime) -> str:
     # Whole seconds: most operations of a second share the text.
-    if reset_at != _last_reset[0]:
-        _last_reset[:] = [reset_at, serialize_datetime(reset_at)]
-    text: str = _last_reset[1]
-    return text
+    return serialize_datetime(reset_at)
 
 
 class ErrorCodes(SchemaExtension):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,12 +25,16 @@ from strawberry.schema.exceptions import (
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
+from monitoring.middleware import request_id_of
 from resolvers.context import Context, Services, Viewer
 from resolvers.errors import ClientError
 from resolvers.ratelimit import RateState
-from schema.extensions import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE
+from schema.extensions import (
+    DB_UNAVAILABLE_ERRORS,
+    DB_UNAVAILABLE_MESSAGE,
+    rate_limit_extension,
+)
 from schema.limits import timeout_error
-from schema.scalars import serialize_datetime
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -90,6 +93,11 @@ class Refusal(Exception):
         self.headers = dict(headers or {})
         self.extensions = extensions
 
+    def error(self, request_id: str | None) -> dict[str, Any]:
+        """The GraphQL error that answers for it."""
+        extensions = {"code": self.code, **self.extensions, "requestId": request_id}
+        return {"message": self.message, "extensions": extensions}
+
 
 @dataclass(slots=True)
 class Operation:
@@ -122,7 +130,8 @@ class GraphQLHTTP:
 
     async def handle(self, request: Request) -> Response:
         state = request.scope.setdefault("state", {})
-        request_id = state.get("request_id") or _new_request_id()
+        # Set by RequestMonitor; without monitoring, taken here the same way.
+        request_id = state.get("request_id") or request_id_of(request.scope)
         state["request_id"] = request_id
         media_type = JSON
         context: Context | None = None
@@ -152,45 +161,33 @@ class GraphQLHTTP:
 
             if isinstance(body, list):
                 payload: Any = []
-                charged: Context | None = None
+                rate: RateState | None = None
                 for operation in body:
                     context = make_context()
                     payload.append(
                         await self._batch_element(request.method, operation, context)
                     )
-                    if context.rate is not None:
-                        charged = context
-                # The budget after the last element that was costed; if none was,
-                # the refusal path below shows it uncharged.
-                context = charged
-                response = self._respond(payload, 200, media_type, context)
-                if context is None and self.services.rate_limiter is not None:
-                    rate = await self.services.rate_limiter.charge(viewer, client, 0)
-                    response.headers.update(rate_headers(rate))
-                return response
+                    rate = context.rate or rate
+                # The budget after the last element that was costed.
+                return await self._respond(
+                    payload, 200, media_type, rate, viewer, client
+                )
             context = make_context()
             result = await self._execute(request.method, body, context)
             payload, status = _payload(result, media_type)
-            return self._respond(payload, status, media_type, context)
+            return await self._respond(
+                payload, status, media_type, context.rate, viewer, client
+            )
         except Refusal as refusal:
-            error = {
-                "message": refusal.message,
-                "extensions": {
-                    "code": refusal.code,
-                    **refusal.extensions,
-                    "requestId": request_id,
-                },
-            }
-            response = self._respond(
-                {"errors": [error]}, refusal.status, media_type, context
+            response = await self._respond(
+                {"errors": [refusal.error(request_id)]},
+                refusal.status,
+                media_type,
+                context.rate if context is not None else None,
+                viewer,
+                client,
             )
             response.headers.update(refusal.headers)
-            limiter = self.services.rate_limiter
-            charged = context is not None and context.rate is not None
-            if not charged and viewer is not None and limiter is not None:
-                # Refused before the operation was costed: the budget, uncharged.
-                rate = await limiter.charge(viewer, client, 0)
-                response.headers.update(rate_headers(rate))
             return response
 
     async def _batch_element(
@@ -201,9 +198,7 @@ class GraphQLHTTP:
         try:
             result = await self._execute(method, operation, context)
         except Refusal as refusal:
-            extensions = {"code": refusal.code, **refusal.extensions}
-            extensions["requestId"] = context.request_id
-            return {"errors": [{"message": refusal.message, "extensions": extensions}]}
+            return {"errors": [refusal.error(context.request_id)]}
         return _payload(result, JSON)[0]
 
     async def _authenticate(self, request: Request, client: str | None) -> Viewer:
@@ -368,18 +363,27 @@ class GraphQLHTTP:
             extensions = {"rateLimit": rate_limit_extension(rate)} if rate else None
             return ExecutionResult(data=None, errors=[error], extensions=extensions)
 
-    def _respond(
-        self, payload: Any, status: int, media_type: str, context: Context | None
+    async def _respond(
+        self,
+        payload: Any,
+        status: int,
+        media_type: str,
+        rate: RateState | None,
+        viewer: Viewer | None,
+        client: str | None,
     ) -> Response:
+        """The JSON response with the caller's budget in the RateLimit headers:
+        after the operation's charge, or (refused before it was costed) as it
+        stands; none when the caller is not known yet (401, 406, ...)."""
         headers = {}
-        rate = context.rate if context is not None else None
+        limiter = self.services.rate_limiter
+        if rate is None and viewer is not None and limiter is not None:
+            rate = await limiter.charge(viewer, client, 0)
         if rate is not None:
             headers.update(rate_headers(rate))
             if status == 200 and _rate_limited(payload):
                 status = 429
-            if status == 429:
-                retry = max(1, math.ceil(getattr(rate, "retry_after_s", 1) or 1))
-                headers["Retry-After"] = str(retry)
+                headers["Retry-After"] = str(max(1, rate.retry_after_s))
         charset = "; charset=utf-8" if media_type == GRAPHQL_RESPONSE else ""
         return Response(
             orjson.dumps(payload),
@@ -403,16 +407,6 @@ def _counting(receive: Any, limit: int) -> Any:
         return message
 
     return counted
-
-
-def rate_limit_extension(rate: RateState) -> dict[str, Any]:
-    """`extensions.rateLimit` as DocumentGate reports it."""
-    return {
-        "cost": rate.cost,
-        "limit": rate.limit,
-        "remaining": rate.remaining,
-        "resetAt": serialize_datetime(rate.reset_at),
-    }
 
 
 def rate_headers(rate: RateState) -> dict[str, str]:
@@ -580,9 +574,3 @@ def _too_large(limit: int, actual: int) -> Refusal:
         limit=limit,
         actual=actual,
     )
-
-
-def _new_request_id() -> str:
-    import uuid
-
-    return uuid.uuid4().hex

@@ -690,18 +690,6 @@ def price_operation(
     return Price(cost, walk.uses_variables, walk.invalid_variables)
 
 
-def operation_cost(
-    schema: GraphQLSchema,
-    document: DocumentNode,
-    operation: OperationDefinitionNode,
-    variables: Mapping[str, Any] | None,
-) -> tuple[int, bool]:
-    """The points of one operation of the document, and whether they depend on
-    variables (else the figure may be cached with the document)."""
-    price = price_operation(schema, document, operation, variables)
-    return price.cost, price.varies
-
-
 def check_cost(cost: int, limits: QueryLimits) -> GraphQLError | None:
     if cost <= limits.max_cost:
         return None

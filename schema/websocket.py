@@ -218,6 +218,15 @@ class ConnectionGuard:
             log.warning("credential re-check failed: %s", type(error).__name__)
         return None
 
+    async def before_operation(self) -> Refusal | None:
+        """Before each operation: the credential may have expired or been revoked
+        since the last check; when it holds, fresh DataLoaders for the operation
+        (the context lives as long as the connection)."""
+        refusal = await self.recheck()
+        if refusal is None:
+            _refresh(self.context)
+        return refusal
+
     def watch(self) -> None:
         """Watch an acknowledged connection whose credential can end (anonymous
         loopback connections have none)."""
@@ -253,6 +262,10 @@ class ConnectionGuard:
             pass
         except Exception:  # its own failure must not stop the connection's shutdown
             log.exception("the credential watch failed")
+
+
+def _bad_input(context: Any) -> dict[str, object]:
+    return _extensions(context, "BAD_USER_INPUT")
 
 
 def payload_problem(payload: object) -> str | None:
@@ -326,28 +339,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.send_message({"type": "ping"})
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        if self.connection_acknowledged and (
-            problem := payload_problem(message.get("payload"))
-        ):
-            await self.send_message(
-                {
-                    "type": "error",
-                    "id": str(message.get("id")),
-                    "payload": [
-                        {
-                            "message": problem,
-                            "extensions": _extensions(self.context, "BAD_USER_INPUT"),
-                        }
-                    ],
-                }
-            )
-            return
         if self.connection_acknowledged:
-            # The credential may have expired or been revoked since the last one.
-            if (refusal := await self.guard.recheck()) is not None:
+            if problem := payload_problem(message.get("payload")):
+                error = {"message": problem, "extensions": _bad_input(self.context)}
+                await self.send_message(
+                    {"type": "error", "id": str(message.get("id")), "payload": [error]}
+                )
+                return
+            if (refusal := await self.guard.before_operation()) is not None:
                 await self._refuse(refusal)
                 return
-            _refresh(self.context)
         await super().handle_subscribe(message)
 
     async def _refuse(self, refusal: Refusal) -> None:
@@ -445,40 +446,24 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
 
     async def handle_start(self, message: StartMessage) -> None:
         operation_id = message.get("id")
-        if self.connection_acknowledged and (
-            problem := payload_problem(message.get("payload"))
-        ):
-            # Strawberry would fail on it and drop the operation or the connection.
-            await self.send_message(
-                {
-                    "type": "error",
-                    "id": str(operation_id),
-                    "payload": {
-                        "message": problem,
-                        "extensions": _extensions(self.context, "BAD_USER_INPUT"),
-                    },
-                }
-            )
-            return
-        if self.connection_acknowledged and operation_id in self.tasks:
-            await self.send_message(
-                {
-                    "type": "error",
-                    "id": str(operation_id),
-                    "payload": {
-                        "message": f"an operation with id {operation_id!r} is "
-                        "already running; stop it first or use another id",
-                        "extensions": _extensions(self.context, "BAD_USER_INPUT"),
-                    },
-                }
-            )
-            return
         if self.connection_acknowledged:
-            # The credential may have expired or been revoked since the last one.
-            if (refusal := await self.guard.recheck()) is not None:
+            # Strawberry would fail on a bad payload and drop the operation or the
+            # connection, and would silently replace a running operation.
+            problem = payload_problem(message.get("payload"))
+            if problem is None and operation_id in self.tasks:
+                problem = (
+                    f"an operation with id {operation_id!r} is already running; "
+                    "stop it first or use another id"
+                )
+            if problem is not None:
+                error = {"message": problem, "extensions": _bad_input(self.context)}
+                await self.send_message(
+                    {"type": "error", "id": str(operation_id), "payload": error}
+                )
+                return
+            if (refusal := await self.guard.before_operation()) is not None:
                 await self._refuse(refusal)
                 return
-            _refresh(self.context)
         await super().handle_start(message)
 
     async def handle_async_results(

@@ -106,9 +106,13 @@ async def test_graphiql_and_introspection_are_off_in_production(make_api, scratc
     )
 
     assert "text/html" not in page.headers["content-type"]
-    assert "data" not in introspection.json() or introspection.json()["data"] is None
+    assert "data" not in introspection.json()  # refused before execution
     error = introspection.json()["errors"][0]
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert error["message"] == (
+        "GraphQL introspection has been disabled, but the requested query contained "
+        "the field '__schema'."
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,18 +1,25 @@
-"""Plain factory functions for tests: inputs for mutations and rows through the API."""
+"""Plain factory functions for tests: inputs for mutations, rows through the API,
+API keys and JWTs."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
+import jwt
 from gql import gql
 from sqlalchemy import insert
 
 from db import models
 from db.engine import Database, create_database, create_tables
+from db.keys import insert_key, new_key
 
 _numbers = count(1)
+
+# 64 characters: long enough for HS512 too, which a test signs with to be refused.
+TEST_JWT_SECRET = "gradepulse-test-jwt-secret-" + "x" * 37
 
 STUDENT_CREATE = gql(
     """
@@ -94,3 +101,42 @@ async def database_with_student(url: str, student_id: str, name: str) -> Databas
             )
         )
     return database
+
+
+def jwt_token(
+    role: str | None = "admin",
+    *,
+    secret: str = TEST_JWT_SECRET,
+    lifetime_s: float = 600,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    """A JWT: sub `<role>-1`, exp `lifetime_s` from now; None claims are left out."""
+    payload: dict[str, Any] = {
+        "sub": f"{role}-1",
+        "role": role,
+        "exp": time.time() + lifetime_s,
+    }
+    payload.update(claims)
+    present = {name: value for name, value in payload.items() if value is not None}
+    return jwt.encode(present, secret, algorithm=algorithm)
+
+
+def bearer_header(token: str) -> dict[str, str]:
+    """The Authorization header that carries `token` (an API key or a JWT)."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def add_key(
+    database: Database, role: str = "admin", **fields: Any
+) -> tuple[str, int]:
+    """A new API key for `role` stored through insert_key: (the key, its row id)."""
+    values: dict[str, Any] = {
+        "name": f"{role} key",
+        "created_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+    values.update(fields)
+    key = new_key()
+    async with database.writing() as session:
+        record = await insert_key(session, key=key, role=role, **values)
+    return key, record.id

@@ -14,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 import uvicorn
 from sqlalchemy import event, text
@@ -31,10 +30,9 @@ from resolvers.audit import (
     AuditUnavailable,
 )
 from tests.conftest import make_settings
-from tests.factories import add_grade, create_student
+from tests.factories import TEST_JWT_SECRET, add_grade, create_student, jwt_token
 from tests.test_live_server import free_port
 
-SECRET = "audit-test-secret-" + "x" * 30
 ANONYMOUS = "ip:127.0.0.1"  # the anonymous loopback admin of the development profile
 
 STUDENTS_WITH_GRADES = (
@@ -82,11 +80,6 @@ query Audit($studentId: String, $actor: String, $since: DateTime, $before: DateT
   }
 }
 """
-
-
-def token(role: str, **claims: Any) -> str:
-    values = {"sub": f"{role}-1", "role": role, "exp": time.time() + 600, **claims}
-    return jwt.encode(values, SECRET, algorithm="HS256")
 
 
 async def post(
@@ -540,9 +533,9 @@ async def test_renaming_a_student_records_a_write_under_both_ids(api):
 
 
 async def test_refused_writes_record_nothing(make_api, scratch_url, rows_in):
-    api = await make_api(scratch_url, jwt_secret=SECRET)
+    api = await make_api(scratch_url, jwt_secret=TEST_JWT_SECRET)
     await create_student(api, studentId="R-1", gradeLevel=7)
-    teacher = token("teacher", grade_levels=[1])
+    teacher = jwt_token("teacher", grade_levels=[1])
 
     _, missing = await post(
         api, GRADE_ADD, {"input": {"studentId": "NOBODY", "subject": "Art", "score": 1}}
@@ -572,10 +565,10 @@ async def test_refused_writes_record_nothing(make_api, scratch_url, rows_in):
 
 
 async def test_teachers_reads_are_recorded_under_their_identity(make_api, scratch_url):
-    api = await make_api(scratch_url, jwt_secret=SECRET)
+    api = await make_api(scratch_url, jwt_secret=TEST_JWT_SECRET)
     await create_student(api, studentId="T-1", gradeLevel=2)
     await add_grade(api, "T-1", score=90.0)
-    teacher = token("teacher", grade_levels=[2])
+    teacher = jwt_token("teacher", grade_levels=[2])
 
     request_id, body = await post(
         api, '{ student(studentId: "T-1") { grades { score } } }', bearer=teacher
@@ -746,12 +739,12 @@ async def test_audit_log_refuses_bad_arguments(api, variables, message):
 async def test_audit_log_is_forbidden_to_others_than_admins(
     make_api, scratch_url, role
 ):
-    api = await make_api(scratch_url, jwt_secret=SECRET)
+    api = await make_api(scratch_url, jwt_secret=TEST_JWT_SECRET)
     async with api.services.database.writing() as session:
         await insert_entries(session, ENTRIES)
     claims = {"student_id": "S1"} if role == "student" else {}
 
-    _, body = await post(api, AUDIT_LOG, {}, bearer=token(role, **claims))
+    _, body = await post(api, AUDIT_LOG, {}, bearer=jwt_token(role, **claims))
 
     assert body["data"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]

@@ -19,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import jwt
 import pytest
 from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
@@ -37,7 +36,12 @@ from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore
 from schema.websocket import ConnectionGuard, Refusal, authorization_param
 from tests.conftest import StatementCounter
-from tests.factories import database_with_student
+from tests.factories import (
+    TEST_JWT_SECRET,
+    add_key,
+    database_with_student,
+    jwt_token,
+)
 from tests.test_subscriptions import (
     LEGACY_WS,
     METRICS_QUERY,
@@ -49,8 +53,6 @@ from tests.test_subscriptions import (
     serve,
 )
 
-# 64 bytes: long enough for HS512 too, which a test signs with to be refused.
-SECRET = "test-secret-" + "x" * 53
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 STUDENT = "S-AUTH-1"
 
@@ -86,7 +88,7 @@ def offline_database(tmp_path: Path) -> Database:
 
 def make_auth(database: Database, **overrides: Any) -> Authenticator:
     values: dict[str, Any] = {
-        "jwt_secret": SECRET,
+        "jwt_secret": TEST_JWT_SECRET,
         "jwt_audience": None,
         "auth_required": True,
         "key_cache_ttl_s": 5.0,
@@ -94,22 +96,6 @@ def make_auth(database: Database, **overrides: Any) -> Authenticator:
     }
     values.update(overrides)
     return Authenticator(database, **values)
-
-
-async def add_key(
-    database: Database, role: str = "admin", clock: Clock | None = None, **fields: Any
-) -> tuple[str, int]:
-    key = new_key()
-    async with database.writing() as session:
-        record = await insert_key(
-            session,
-            key=key,
-            name=f"{role} key",
-            role=role,
-            created_at=(clock or Clock()).at(),
-            **fields,
-        )
-    return key, record.id
 
 
 async def refused(
@@ -126,16 +112,10 @@ async def refused(
     return message
 
 
-def token(
-    claims: dict[str, Any], secret: str = SECRET, algorithm: str = "HS256"
-) -> str:
-    return jwt.encode(claims, secret, algorithm=algorithm)
-
-
 def claims(**overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {"sub": "u-17", "role": "admin", "exp": START + 600}
     values.update(overrides)
-    return {name: value for name, value in values.items() if value is not None}
+    return values  # jwt_token leaves out the claims given as None
 
 
 # --- API keys -----------------------------------------------------------------------
@@ -187,7 +167,7 @@ async def test_unknown_key_is_refused(database: Database) -> None:
 
 async def test_expired_key_is_refused_even_while_cached(database: Database) -> None:
     clock = Clock()
-    key, _ = await add_key(database, clock=clock, expires_at=clock.at(60))
+    key, _ = await add_key(database, created_at=clock.at(), expires_at=clock.at(60))
     authenticator = make_auth(database, clock=clock, key_cache_ttl_s=3600)
     await authenticator.authenticate(f"Bearer {key}", None)
 
@@ -198,7 +178,9 @@ async def test_expired_key_is_refused_even_while_cached(database: Database) -> N
 
 async def test_key_expiring_later_is_accepted(database: Database) -> None:
     clock = Clock()
-    key, key_id = await add_key(database, clock=clock, expires_at=clock.at(60))
+    key, key_id = await add_key(
+        database, created_at=clock.at(), expires_at=clock.at(60)
+    )
 
     clock.now += 59
     viewer = await make_auth(database, clock=clock).authenticate(f"Bearer {key}", None)
@@ -222,7 +204,7 @@ async def test_revoked_key_is_refused_at_once_without_cache(
 
 async def test_verified_key_is_trusted_for_the_cache_ttl(database: Database) -> None:
     clock = Clock()
-    key, key_id = await add_key(database, clock=clock)
+    key, key_id = await add_key(database, created_at=clock.at())
     authenticator = make_auth(database, clock=clock, key_cache_ttl_s=5)
     await authenticator.authenticate(f"Bearer {key}", None)
     async with database.writing() as session:
@@ -308,7 +290,7 @@ async def test_malformed_header_is_refused(
 async def test_jwt_gives_the_viewer_of_its_claims(
     offline_database: Database, extra: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    header = f"Bearer {token(claims(**extra))}"
+    header = f"Bearer {jwt_token(**claims(**extra))}"
 
     viewer = await make_auth(offline_database).authenticate(header, None)
 
@@ -320,7 +302,7 @@ async def test_jwt_gives_the_viewer_of_its_claims(
 async def test_jwt_signed_with_another_secret_is_refused(
     offline_database: Database,
 ) -> None:
-    forged = token(claims(), secret="another-secret-that-is-long-enough-too!!")
+    forged = jwt_token(**claims(), secret="another-secret-that-is-long-enough-too!!")
 
     message = await refused(make_auth(offline_database), f"Bearer {forged}")
 
@@ -339,7 +321,7 @@ def _unsigned(payload: dict[str, Any]) -> str:
     "forged",
     [
         pytest.param(_unsigned(claims()), id="alg-none"),
-        pytest.param(token(claims(), algorithm="HS512"), id="hs512"),
+        pytest.param(jwt_token(**claims(), algorithm="HS512"), id="hs512"),
     ],
 )
 async def test_jwt_with_another_algorithm_is_refused(
@@ -352,7 +334,7 @@ async def test_jwt_with_another_algorithm_is_refused(
 
 async def test_jwt_expiry_follows_the_clock(offline_database: Database) -> None:
     clock = Clock()
-    header = f"Bearer {token(claims(exp=START + 10))}"
+    header = f"Bearer {jwt_token(**claims(exp=START + 10))}"
     authenticator = make_auth(offline_database, clock=clock)
 
     clock.now = START + 9
@@ -365,7 +347,7 @@ async def test_jwt_expiry_follows_the_clock(offline_database: Database) -> None:
 async def test_jwt_without_a_required_claim_is_refused(
     offline_database: Database, missing: str
 ) -> None:
-    header = f"Bearer {token(claims(**{missing: None}))}"
+    header = f"Bearer {jwt_token(**claims(**{missing: None}))}"
 
     message = await refused(make_auth(offline_database), header)
 
@@ -402,7 +384,7 @@ async def test_jwt_without_a_required_claim_is_refused(
 async def test_jwt_with_a_bad_claim_is_refused(
     offline_database: Database, extra: dict[str, Any], message: str
 ) -> None:
-    header = f"Bearer {token(claims(**extra))}"
+    header = f"Bearer {jwt_token(**claims(**extra))}"
 
     assert await refused(make_auth(offline_database), header) == message
 
@@ -419,7 +401,7 @@ async def test_jwt_with_a_bad_claim_is_refused(
 async def test_jwt_audience_is_checked_when_configured(
     offline_database: Database, aud: Any, accepted: bool
 ) -> None:
-    header = f"Bearer {token(claims(aud=aud))}"
+    header = f"Bearer {jwt_token(**claims(aud=aud))}"
     authenticator = make_auth(offline_database, jwt_audience="gradepulse")
 
     if accepted:
@@ -431,7 +413,7 @@ async def test_jwt_audience_is_checked_when_configured(
 async def test_jwt_audience_is_ignored_when_not_configured(
     offline_database: Database,
 ) -> None:
-    header = f"Bearer {token(claims(aud='anyone'))}"
+    header = f"Bearer {jwt_token(**claims(aud='anyone'))}"
 
     viewer = await make_auth(offline_database).authenticate(header, None)
 
@@ -441,7 +423,7 @@ async def test_jwt_audience_is_ignored_when_not_configured(
 async def test_every_jwt_is_refused_without_a_secret(
     offline_database: Database,
 ) -> None:
-    header = f"Bearer {token(claims())}"
+    header = f"Bearer {jwt_token(**claims())}"
 
     message = await refused(make_auth(offline_database, jwt_secret=None), header)
 
@@ -463,7 +445,7 @@ async def test_short_development_secret_works_without_warnings(
     # pytest turns warnings into errors here: PyJWT's key-length warning would fail.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the issuer's side, not ours
-        header = f"Bearer {token(claims(), secret='dev')}"
+        header = f"Bearer {jwt_token(**claims(), secret='dev')}"
 
     viewer = await make_auth(offline_database, jwt_secret="dev").authenticate(
         header, None
@@ -475,7 +457,7 @@ async def test_short_development_secret_works_without_warnings(
 async def test_refusals_are_logged_without_the_token(
     offline_database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    forged = token(claims(), secret="another-secret-that-is-long-enough-too!!")
+    forged = jwt_token(**claims(), secret="another-secret-that-is-long-enough-too!!")
     caplog.set_level(logging.DEBUG, logger="gradepulse.auth")
 
     await refused(make_auth(offline_database), f"Bearer {forged}")
@@ -543,7 +525,7 @@ async def test_bad_credentials_are_refused_from_loopback_where_auth_is_optional(
     assert await refused(authenticator, f"Bearer {new_key()}") == (
         "unknown or revoked API key"
     )
-    forged = token(claims(), secret="another-secret-that-is-long-enough-too!!")
+    forged = jwt_token(**claims(), secret="another-secret-that-is-long-enough-too!!")
     assert await refused(authenticator, f"Bearer {forged}") == "invalid token signature"
 
 
@@ -662,7 +644,7 @@ async def test_connection_without_an_authenticator_is_refused(
     context = _socket_context(offline_database, None)
     guard = _guard(context)
 
-    refusal = await guard.admit({"Authorization": f"Bearer {token(claims())}"})
+    refusal = await guard.admit({"Authorization": f"Bearer {jwt_token(**claims())}"})
 
     assert refusal == Refusal(
         4403,
@@ -682,7 +664,9 @@ async def test_connection_recheck_refuses_a_credential_that_expired(
         offline_database, make_auth(offline_database, clock=clock)
     )
     guard = _guard(context)
-    assert await guard.admit({"Authorization": f"Bearer {token(claims())}"}) is None
+    assert (
+        await guard.admit({"Authorization": f"Bearer {jwt_token(**claims())}"}) is None
+    )
 
     clock.now = START + 599
     assert await guard.recheck() is None
@@ -752,7 +736,7 @@ async def test_a_spent_address_gets_no_key_lookups_until_it_refills(
     database: Database,
 ) -> None:
     clock = Clock()
-    key, key_id = await add_key(database, clock=clock)
+    key, key_id = await add_key(database, created_at=clock.at())
     authenticator = make_auth(database, clock=clock, max_failures=2)
     for _ in range(2):
         await refused(authenticator, f"Bearer {new_key()}", "203.0.113.5")
@@ -769,7 +753,7 @@ async def test_a_spent_address_gets_no_key_lookups_until_it_refills(
     assert cached.identity == f"key:{key_id}"
 
     clock.now += 30
-    fresh, fresh_id = await add_key(database, clock=clock)
+    fresh, fresh_id = await add_key(database, created_at=clock.at())
     viewer = await authenticator.authenticate(f"Bearer {fresh}", "203.0.113.5")
     assert viewer.identity == f"key:{fresh_id}"
 
@@ -780,7 +764,7 @@ async def test_a_spent_address_cannot_lock_out_tokens_or_cached_keys(
     """Clients behind one address (a school's NAT) cannot lock each other out:
     the budget guards only database lookups of unknown keys."""
     clock = Clock()
-    key, key_id = await add_key(database, clock=clock)
+    key, key_id = await add_key(database, created_at=clock.at())
     authenticator = make_auth(database, clock=clock, max_failures=1)
     await authenticator.authenticate(f"Bearer {key}", "203.0.113.5")  # cached now
     await refused(authenticator, f"Bearer {new_key()}", "203.0.113.5")
@@ -790,7 +774,7 @@ async def test_a_spent_address_cannot_lock_out_tokens_or_cached_keys(
     for _ in range(5):
         await refused(authenticator, "Bearer a.b.c", "203.0.113.5")
     good_jwt = await authenticator.authenticate(
-        f"Bearer {token(claims())}", "203.0.113.5"
+        f"Bearer {jwt_token(**claims())}", "203.0.113.5"
     )
     good_key = await authenticator.authenticate(f"Bearer {key}", "203.0.113.5")
 
@@ -824,7 +808,7 @@ async def test_accepted_credentials_and_missing_ones_are_not_charged(
 
 async def test_a_recheck_is_outside_the_failure_budget(database: Database) -> None:
     clock = Clock()
-    key, key_id = await add_key(database, clock=clock)
+    key, key_id = await add_key(database, created_at=clock.at())
     authenticator = make_auth(database, clock=clock, max_failures=1, key_cache_ttl_s=0)
     await refused(authenticator, f"Bearer {new_key()}", "203.0.113.5")
 
@@ -884,11 +868,7 @@ def _key_in_file(path: Path, role: str = "admin") -> str:
         database = create_database(f"sqlite:///{path}")
         try:
             await create_tables(database)
-            key = new_key()
-            async with database.writing() as session:
-                await insert_key(
-                    session, key=key, name=role, role=role, created_at=Clock().at()
-                )
+            key, _ = await add_key(database, role, name=role, created_at=Clock().at())
             return key
         finally:
             await database.dispose()
@@ -908,7 +888,10 @@ def required_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthSe
     workdir = tmp_path_factory.mktemp("auth-required")
     key = _key_in_file(workdir / "live.db")
     for server in serve(
-        workdir, AUTH_REQUIRED="true", JWT_SECRET=SECRET, API_KEY_CACHE_TTL_S="0"
+        workdir,
+        AUTH_REQUIRED="true",
+        JWT_SECRET=TEST_JWT_SECRET,
+        API_KEY_CACHE_TTL_S="0",
     ):
         yield AuthServer(server, key)
 
@@ -966,7 +949,9 @@ async def test_ws_api_key_is_acknowledged_and_metrics_flow(
 async def test_ws_jwt_under_a_lower_case_key_is_acknowledged(
     required_server: AuthServer, protocol: str
 ) -> None:
-    teacher = token(claims(role="teacher", grade_levels=[9], exp=time.time() + 60))
+    teacher = jwt_token(
+        **claims(role="teacher", grade_levels=[9], exp=time.time() + 60)
+    )
 
     async with connect(required_server.server.ws_url, subprotocols=[protocol]) as ws:
         await ws.send(_init_frame({"authorization": f"Bearer {teacher}"}))
@@ -978,7 +963,7 @@ async def test_ws_jwt_under_a_lower_case_key_is_acknowledged(
 REFUSED = [
     pytest.param({"Authorization": f"Bearer {new_key()}"}, id="unknown-key"),
     pytest.param(
-        {"Authorization": "Bearer " + token(claims(), secret="x" * 64)},
+        {"Authorization": "Bearer " + jwt_token(**claims(), secret="x" * 64)},
         id="forged-jwt",
     ),
     pytest.param({"Authorization": 17}, id="not-a-string"),
@@ -1068,7 +1053,7 @@ async def test_ws_anonymous_loopback_is_acknowledged_where_auth_is_optional(
     [
         ({"Authorization": f"Bearer {new_key()}"}, "unknown or revoked API key"),
         (
-            {"Authorization": "Bearer " + token(claims())},
+            {"Authorization": "Bearer " + jwt_token(**claims())},
             "JWTs are not accepted: no JWT_SECRET is configured",
         ),
     ],
@@ -1093,7 +1078,7 @@ TYPENAME = {"query": "{ __typename }"}
 async def test_http_without_credentials_is_401_where_auth_is_required(
     make_api: Any, scratch_url: str
 ) -> None:
-    api = await make_api(scratch_url, auth_required=True, jwt_secret=SECRET)
+    api = await make_api(scratch_url, auth_required=True, jwt_secret=TEST_JWT_SECRET)
 
     response = await api.http.post("/graphql", json=TYPENAME)
 
@@ -1108,9 +1093,9 @@ async def test_http_without_credentials_is_401_where_auth_is_required(
 async def test_http_api_key_and_jwt_are_accepted(
     make_api: Any, scratch_url: str
 ) -> None:
-    api = await make_api(scratch_url, auth_required=True, jwt_secret=SECRET)
+    api = await make_api(scratch_url, auth_required=True, jwt_secret=TEST_JWT_SECRET)
     key, _ = await add_key(api.services.database, "teacher", grade_levels=[9])
-    user = token(claims(role="student", student_id=STUDENT, exp=time.time() + 60))
+    user = jwt_token(**claims(role="student", student_id=STUDENT, exp=time.time() + 60))
 
     for credentials in (key, user):
         response = await api.http.post(
@@ -1126,14 +1111,14 @@ async def test_http_api_key_and_jwt_are_accepted(
     ("header", "message"),
     [
         (f"Bearer {new_key()}", "unknown or revoked API key"),
-        ("Bearer " + token(claims(exp=1_000)), "expired token"),
+        ("Bearer " + jwt_token(**claims(exp=1_000)), "expired token"),
         ("Basic dXNlcjpwYXNz", auth.MALFORMED_HEADER),
     ],
 )
 async def test_http_bad_credentials_are_401_even_where_auth_is_optional(
     make_api: Any, scratch_url: str, header: str, message: str
 ) -> None:
-    api = await make_api(scratch_url, auth_required=False, jwt_secret=SECRET)
+    api = await make_api(scratch_url, auth_required=False, jwt_secret=TEST_JWT_SECRET)
 
     response = await api.http.post(
         "/graphql", json=TYPENAME, headers={"Authorization": header}

@@ -19,6 +19,7 @@ import pytest
 
 from monitoring.dashboard import DashboardPage, render_dashboard
 from tests.browser import Browser, chromium_path
+from tests.factories import TEST_JWT_SECRET, jwt_token
 from tests.test_live_server import free_port, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,7 +337,6 @@ def test_reconnects_after_server_restart(page: Browser, server: Server) -> None:
     page.wait_for(ACTIVE_SUBSCRIPTIONS_AT_LEAST_3, timeout=3)
 
 
-SECRET = "dashboard-test-secret-0123456789abcdef"
 STATUS = "document.querySelector('#status').dataset.state"
 KEY_FORM_SHOWN = "!document.getElementById('key-form').hidden"
 
@@ -351,11 +351,9 @@ def enter_key(page: Browser, key: str) -> None:
 def test_asks_for_an_api_key_when_the_server_requires_one(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    import jwt
-
     chromium_path()
     live = Server(tmp_path_factory.mktemp("dashboard-auth"))
-    live.env.update({"AUTH_REQUIRED": "true", "JWT_SECRET": SECRET})
+    live.env.update({"AUTH_REQUIRED": "true", "JWT_SECRET": TEST_JWT_SECRET})
     live.seed()
     live.start()
     browser = Browser()
@@ -372,11 +370,7 @@ def test_asks_for_an_api_key_when_the_server_requires_one(
         )
         assert browser.evaluate(STATUS) == "refused"
 
-        token = jwt.encode(
-            {"sub": "ops", "role": "teacher", "exp": int(time.time()) + 600},
-            SECRET,
-            algorithm="HS256",
-        )
+        token = jwt_token("teacher")
         enter_key(browser, token)
         browser.wait_for(LIVE, timeout=10)
         browser.wait_for("Number(document.body.dataset.updates) >= 2", timeout=10)

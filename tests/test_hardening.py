@@ -3,24 +3,11 @@ GraphiQL off, and refused settings."""
 
 from __future__ import annotations
 
-import time
-
-import jwt
 import pytest
 
 from settings import SettingsError, load_settings
 from tests.asgi_ws import AsgiWebSocket
-
-SECRET = "hardening-secret-0123456789abcdef0123"
-
-
-def bearer(role: str = "admin", **claims: object) -> dict[str, str]:
-    token = jwt.encode(
-        {"sub": "ops", "role": role, "exp": int(time.time()) + 600, **claims},
-        SECRET,
-        algorithm="HS256",
-    )
-    return {"Authorization": f"Bearer {token}"}
+from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
 
 async def test_production_masks_unexpected_errors_with_the_request_id(
@@ -32,12 +19,14 @@ async def test_production_masks_unexpected_errors_with_the_request_id(
         raise RuntimeError("password=hunter2 at row 7")
 
     monkeypatch.setattr(grades, "list_subjects", broken)
-    api = await make_api(scratch_url, environment="production", jwt_secret=SECRET)
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
 
     response = await api.http.post(
         "/graphql",
         json={"query": "{ subjects }"},
-        headers={**bearer(), "X-Request-ID": "req-prod-1"},
+        headers={**bearer_header(jwt_token()), "X-Request-ID": "req-prod-1"},
     )
 
     error = response.json()["errors"][0]
@@ -50,12 +39,14 @@ async def test_production_masks_unexpected_errors_with_the_request_id(
 
 
 async def test_production_keeps_coded_errors_as_they_are(make_api, scratch_url):
-    api = await make_api(scratch_url, environment="production", jwt_secret=SECRET)
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
 
     response = await api.http.post(
         "/graphql",
         json={"query": "{ students(first: 0) { totalCount } }"},
-        headers=bearer(),
+        headers=bearer_header(jwt_token()),
     )
 
     error = response.json()["errors"][0]
@@ -73,10 +64,14 @@ async def test_production_masks_unexpected_errors_in_subscriptions(
         yield  # pragma: no cover - makes this an async generator
 
     monkeypatch.setattr(live, "metrics", broken)
-    api = await make_api(scratch_url, environment="production", jwt_secret=SECRET)
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
 
     async with AsgiWebSocket(api.app) as ws:
-        await ws.send_json({"type": "connection_init", "payload": bearer()})
+        await ws.send_json(
+            {"type": "connection_init", "payload": bearer_header(jwt_token())}
+        )
         assert (await ws.receive_json())["type"] == "connection_ack"
         await ws.send_json(
             {
@@ -96,13 +91,17 @@ async def test_production_masks_unexpected_errors_in_subscriptions(
 
 
 async def test_graphiql_and_introspection_are_off_in_production(make_api, scratch_url):
-    api = await make_api(scratch_url, environment="production", jwt_secret=SECRET)
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
 
-    page = await api.http.get("/graphql", headers={"Accept": "text/html", **bearer()})
+    page = await api.http.get(
+        "/graphql", headers={"Accept": "text/html", **bearer_header(jwt_token())}
+    )
     introspection = await api.http.post(
         "/graphql",
         json={"query": "{ __schema { queryType { name } } }"},
-        headers=bearer(),
+        headers=bearer_header(jwt_token()),
     )
 
     assert "text/html" not in page.headers["content-type"]

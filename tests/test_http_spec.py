@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.asgi_ws import AsgiWebSocket
+from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 SUBJECTS = ["Art", "English", "History", "Math", "Science"]
@@ -132,10 +133,12 @@ async def test_get_answers_queries(seeded_api):
 async def test_a_mutation_over_get_is_405_with_allow_post(
     make_api, scratch_url, environment
 ):
-    api = await make_api(scratch_url, environment=environment, jwt_secret="p" * 32)
+    api = await make_api(
+        scratch_url, environment=environment, jwt_secret=TEST_JWT_SECRET
+    )
 
     response = await api.http.get(
-        "/graphql", params={"query": ADD_STUDENT}, headers=_admin_headers(api)
+        "/graphql", params={"query": ADD_STUDENT}, headers=bearer_header(jwt_token())
     )
 
     assert response.status_code == 405
@@ -146,23 +149,9 @@ async def test_a_mutation_over_get_is_405_with_allow_post(
     created = await post(
         api,
         {"query": "{ students { totalCount } }"},
-        headers=_admin_headers(api),
+        headers=bearer_header(jwt_token()),
     )
     assert created.json()["data"] == {"students": {"totalCount": 0}}
-
-
-def _admin_headers(api) -> dict[str, str]:
-    import time
-
-    import jwt
-
-    secret = api.app.state.settings.jwt_secret.get_secret_value()
-    token = jwt.encode(
-        {"sub": "ops", "role": "admin", "exp": int(time.time()) + 600},
-        secret,
-        algorithm="HS256",
-    )
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.mark.parametrize("method", ["HEAD", "PUT", "DELETE", "PATCH"])

@@ -7,7 +7,6 @@ import asyncio
 import time
 from typing import Any
 
-import jwt
 import pytest
 from graphql import (
     GraphQLInterfaceType,
@@ -23,6 +22,7 @@ from resolvers import students
 from schema import build_schema
 from schema.limits import LIST_ESTIMATES, PAGE_ARGUMENTS, nesting_depth
 from tests.asgi_ws import AsgiWebSocket
+from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
 DEEP_GRADES = "{ students { edges { node { grades { score } } } } }"  # depth 5
 STUDENTS_WITH_GRADES = (
@@ -465,14 +465,10 @@ async def test_development_app_suggests_fields(seeded_api):
 async def test_production_app_has_no_suggestions_and_no_introspection(
     make_api, seeded_url
 ):
-    secret = "s" * 40
-    api = await make_api(seeded_url, environment="production", jwt_secret=secret)
-    token = jwt.encode(
-        {"sub": "ops", "role": "admin", "exp": int(time.time()) + 600},
-        secret,
-        algorithm="HS256",
+    api = await make_api(
+        seeded_url, environment="production", jwt_secret=TEST_JWT_SECRET
     )
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = bearer_header(jwt_token())
 
     typo = await api.http.post(
         "/graphql", json={"query": "{ studnts }"}, headers=headers

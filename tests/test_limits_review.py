@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from graphql import get_introspection_query, parse
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +19,7 @@ from resolvers import students
 from schema import extensions as schema_extensions
 from schema.limits import QueryLimits, check_shape, measure
 from tests.asgi_ws import AsgiWebSocket
+from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 from tests.test_limits import cost_of, post, refusal, refused, ws_init, ws_start
 from tests.test_ratelimit import budgeted_api, rate_limit
 
@@ -304,15 +304,6 @@ def test_documents_in_use_pass_the_default_limits():
 # --- 3. no suggestions in production, variable coercion included -------------------
 
 
-def admin_headers(secret: str) -> dict[str, str]:
-    token = jwt.encode(
-        {"sub": "ops", "role": "admin", "exp": int(time.time()) + 600},
-        secret,
-        algorithm="HS256",
-    )
-    return {"Authorization": f"Bearer {token}"}
-
-
 BAD_ENUM = (
     "query($o: StudentOrderField!) { students(first: 1, orderBy: $o) { totalCount } }",
     {"o": "NAM"},
@@ -352,13 +343,14 @@ TWO_SUGGESTIONS = (
 async def test_production_variable_errors_suggest_nothing(
     make_api, scratch_url, rows_in, query, variables, messages
 ):
-    secret = "x" * 32
-    api = await make_api(scratch_url, environment="production", jwt_secret=secret)
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
 
     response = await api.http.post(
         "/graphql",
         json={"query": query, "variables": variables},
-        headers=admin_headers(secret),
+        headers=bearer_header(jwt_token()),
     )
 
     body = response.json()

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from sqlalchemy import text
 from starlette.routing import Route
@@ -20,6 +19,7 @@ from resolvers import imports, live
 from resolvers.context import Viewer
 from resolvers.jobs import ImportJob
 from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
+from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
 TEACHER_LEVELS = frozenset({6, 10})
 ADMIN = Viewer(identity="user:admin", role="admin", anonymous=False)
@@ -1146,22 +1146,11 @@ async def test_monitoring_subscriptions_are_for_operators(
 
 # --- over HTTP, with tokens ---------------------------------------------------------
 
-SECRET = "x" * 32
-
-
-def bearer(role: str, **claims: Any) -> dict[str, str]:
-    token = jwt.encode(
-        {"sub": f"http-{role}", "role": role, "exp": int(time.time()) + 600, **claims},
-        SECRET,
-        algorithm="HS256",
-    )
-    return {"Authorization": f"Bearer {token}"}
-
 
 async def test_roles_apply_over_http_with_tokens(
     make_api: Any, seeded_url: str
 ) -> None:
-    api = await make_api(seeded_url, jwt_secret=SECRET, auth_required=True)
+    api = await make_api(seeded_url, jwt_secret=TEST_JWT_SECRET, auth_required=True)
     document = (
         '{ students(first: 100) { totalCount } student(studentId: "S00001") '
         "{ studentId } classAnalytics { studentCount top { studentId } } }"
@@ -1175,9 +1164,11 @@ async def test_roles_apply_over_http_with_tokens(
         body: dict[str, Any] = response.json()
         return body
 
-    teacher = await post(bearer("teacher", grade_levels=sorted(TEACHER_LEVELS)))
-    student = await post(bearer("student", student_id="S00017"))
-    admin = await post(bearer("admin"))
+    teacher = await post(
+        bearer_header(jwt_token("teacher", grade_levels=sorted(TEACHER_LEVELS)))
+    )
+    student = await post(bearer_header(jwt_token("student", student_id="S00017")))
+    admin = await post(bearer_header(jwt_token("admin")))
 
     assert admin["data"]["students"] == {"totalCount": SEEDED_STUDENTS}
     assert admin["data"]["student"] == {"studentId": "S00001"}

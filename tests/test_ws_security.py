@@ -13,18 +13,17 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import jwt
 import pytest
 from sqlalchemy import text
 from starlette.routing import WebSocketRoute
 
-from db.keys import insert_key, new_key, revoke_key
+from db.keys import new_key, revoke_key
 from resolvers import students
 from resolvers.auth import Authenticator
 from schema.websocket import ConnectionGuard
 from tests.asgi_ws import AsgiWebSocket
+from tests.factories import TEST_JWT_SECRET, add_key, bearer_header, jwt_token
 
-SECRET = "x" * 32
 TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
 PROTOCOLS = [TRANSPORT, LEGACY]
@@ -42,19 +41,9 @@ GRADE_ADD = (
 )
 
 
-def jwt_token(role: str = "admin", *, lifetime_s: float = 600, **claims: Any) -> str:
-    payload = {"sub": "ws-user", "role": role, "exp": time.time() + lifetime_s}
-    payload.update(claims)
-    return jwt.encode(payload, SECRET, algorithm="HS256")
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
-
-
 async def secured_api(make_api: Any, url: str, **overrides: Any) -> Any:
     values: dict[str, Any] = {
-        "jwt_secret": SECRET,
+        "jwt_secret": TEST_JWT_SECRET,
         "auth_required": True,
         "api_key_cache_ttl_s": 1.0,
         "sample_interval_ms": 100,  # metrics subscriptions get an event a second
@@ -65,15 +54,6 @@ async def secured_api(make_api: Any, url: str, **overrides: Any) -> Any:
 
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-async def add_key(api: Any, role: str = "admin") -> tuple[str, int]:
-    key = new_key()
-    async with api.services.database.writing() as session:
-        record = await insert_key(
-            session, key=key, name=f"ws {role}", role=role, created_at=utcnow()
-        )
-    return key, record.id
 
 
 async def revoke(api: Any, key_id: int) -> None:
@@ -126,7 +106,7 @@ def data_of(message: dict[str, Any], protocol: str) -> Any:
 
 async def http(api: Any, query: str, credential: str) -> Any:
     return await api.http.post(
-        "/graphql", json={"query": query}, headers=bearer(credential)
+        "/graphql", json={"query": query}, headers=bearer_header(credential)
     )
 
 
@@ -159,7 +139,7 @@ async def test_a_subscribe_after_the_jwt_expired_closes_with_4403(
     teacher = jwt_token("teacher", lifetime_s=1.0)
 
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        assert await connect(ws, bearer(teacher)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(teacher)) == {"type": "connection_ack"}
         await start(ws, protocol, "before", "{ __typename }")
         before = await ws.receive_json()
         assert await ws.receive_json() == {"id": "before", "type": "complete"}
@@ -189,14 +169,10 @@ async def test_a_running_subscription_ends_with_4403_when_the_jwt_expires(
 ) -> None:
     api = await secured_api(make_api, seeded_url)
     expires_at = time.time() + 1.5
-    teacher = jwt.encode(
-        {"sub": "ws-user", "role": "teacher", "exp": expires_at},
-        SECRET,
-        algorithm="HS256",
-    )
+    teacher = jwt_token("teacher", exp=expires_at)
 
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        assert await connect(ws, bearer(teacher)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(teacher)) == {"type": "connection_ack"}
         await start(ws, protocol, "m", METRICS)
         first = await ws.receive_json()
         rest = await until_closed(ws)
@@ -220,10 +196,10 @@ async def test_a_revoked_key_ends_a_running_subscription_within_twice_the_ttl(
 ) -> None:
     ttl = 1.0
     api = await secured_api(make_api, scratch_url, api_key_cache_ttl_s=ttl)
-    key, key_id = await add_key(api)
+    key, key_id = await add_key(api.services.database)
 
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        assert await connect(ws, bearer(key)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(key)) == {"type": "connection_ack"}
         await start(ws, protocol, "m", METRICS)
         first = await ws.receive_json()
         await revoke(api, key_id)
@@ -248,20 +224,16 @@ async def test_a_key_that_expires_ends_its_connection_at_its_expiry(
     make_api: Any, scratch_url: str
 ) -> None:
     api = await secured_api(make_api, scratch_url, api_key_cache_ttl_s=60)
-    key = new_key()
     expires_at = time.time() + 1.5
-    async with api.services.database.writing() as session:
-        await insert_key(
-            session,
-            key=key,
-            name="short",
-            role="teacher",
-            created_at=utcnow(),
-            expires_at=datetime.fromtimestamp(expires_at, UTC).replace(tzinfo=None),
-        )
+    key, _ = await add_key(
+        api.services.database,
+        "teacher",
+        name="short",
+        expires_at=datetime.fromtimestamp(expires_at, UTC).replace(tzinfo=None),
+    )
 
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(key)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(key)) == {"type": "connection_ack"}
         await start(ws, LEGACY, "m", METRICS)
         rest = await until_closed(ws)
         closed_at = time.time()
@@ -281,10 +253,10 @@ async def test_an_operation_after_the_key_was_revoked_closes_with_4403(
     no_watch(monkeypatch)
     # No key cache: the revocation counts from the next check on.
     api = await secured_api(make_api, scratch_url, api_key_cache_ttl_s=0)
-    key, key_id = await add_key(api)
+    key, key_id = await add_key(api.services.database)
 
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        assert await connect(ws, bearer(key)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(key)) == {"type": "connection_ack"}
         await start(ws, protocol, "m", METRICS)
         while api.app.state.monitor.registry.active_subscriptions < 1:
             await asyncio.sleep(0.01)
@@ -308,10 +280,10 @@ async def test_a_key_that_stays_valid_keeps_its_subscription(
     make_api: Any, scratch_url: str, protocol: str
 ) -> None:
     api = await secured_api(make_api, scratch_url, api_key_cache_ttl_s=0)
-    key, _ = await add_key(api, "teacher")
+    key, _ = await add_key(api.services.database, "teacher")
 
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        assert await connect(ws, bearer(key)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(key)) == {"type": "connection_ack"}
         await start(ws, protocol, "m", METRICS)
         # Re-checks (one a second) pass; an event a second keeps coming.
         events = [await ws.receive_json() for _ in range(3)]
@@ -348,7 +320,7 @@ async def test_legacy_queries_answer_data_then_complete(
     over_http = (await http(api, "{ subjects }", admin)).json()["data"]
 
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(admin)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(admin)) == {"type": "connection_ack"}
         subjects = await legacy_run(ws, "1", "{ subjects }")
         total = await legacy_run(ws, "2", "{ students(first: 2) { totalCount } }")
 
@@ -367,14 +339,14 @@ async def test_legacy_mutations_run_with_the_viewer_of_the_connection(
     make_api: Any, scratch_url: str
 ) -> None:
     api = await secured_api(make_api, scratch_url)
-    admin, _ = await add_key(api, "admin")
-    teacher, _ = await add_key(api, "teacher")
+    admin, _ = await add_key(api.services.database, "admin")
+    teacher, _ = await add_key(api.services.database, "teacher")
 
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(admin)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(admin)) == {"type": "connection_ack"}
         created = await legacy_run(ws, "1", STUDENT_CREATE.replace("{id}", "WS-9"))
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(teacher)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(teacher)) == {"type": "connection_ack"}
         refused = await legacy_run(ws, "1", STUDENT_CREATE.replace("{id}", "WS-10"))
 
     assert [m["type"] for m in created] == ["data", "complete"]
@@ -401,7 +373,9 @@ async def test_legacy_queries_are_refused_by_the_limits_with_a_code(
     api = await secured_api(make_api, seeded_url, max_depth=4)
 
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(jwt_token())) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(jwt_token())) == {
+            "type": "connection_ack"
+        }
         api.counter.reset()
         [deep] = await legacy_run(
             ws, "deep", "{ students { edges { node { grades { score } } } } }"
@@ -433,7 +407,9 @@ async def test_legacy_queries_stop_at_the_operation_timeout(
     monkeypatch.setattr(students, "list_students", slow)
 
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(jwt_token())) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(jwt_token())) == {
+            "type": "connection_ack"
+        }
         started = time.perf_counter()
         [error] = await legacy_run(ws, "slow", "{ students(first: 1) { totalCount } }")
         elapsed = time.perf_counter() - started
@@ -452,13 +428,13 @@ async def test_legacy_queries_returning_grades_are_audited(
     make_api: Any, scratch_url: str
 ) -> None:
     api = await secured_api(make_api, scratch_url)
-    admin, key_id = await add_key(api, "admin")
+    admin, key_id = await add_key(api.services.database, "admin")
     for mutation in (STUDENT_CREATE, GRADE_ADD):
         response = await http(api, mutation.replace("{id}", "WS-A"), admin)
         assert response.status_code == 200, response.text
 
     async with AsgiWebSocket(api.app, subprotocol=LEGACY, client=REMOTE) as ws:
-        assert await connect(ws, bearer(admin)) == {"type": "connection_ack"}
+        assert await connect(ws, bearer_header(admin)) == {"type": "connection_ack"}
         data, complete = await legacy_run(
             ws, "1", '{ student(studentId: "WS-A") { grades { score } } }'
         )
@@ -516,7 +492,7 @@ async def test_an_address_that_spent_its_failures_is_refused_with_4429(
     now = [time.time()]
     authenticator = Authenticator(
         api.services.database,
-        jwt_secret=SECRET,
+        jwt_secret=TEST_JWT_SECRET,
         auth_required=True,
         max_failures=3,
         clock=lambda: now[0],
@@ -531,7 +507,7 @@ async def test_an_address_that_spent_its_failures_is_refused_with_4429(
     async def init(credential: str, address: tuple[str, int] = client) -> Any:
         async with AsgiWebSocket(api.app, subprotocol=protocol, client=address) as ws:
             await ws.send_json(
-                {"type": "connection_init", "payload": bearer(credential)}
+                {"type": "connection_init", "payload": bearer_header(credential)}
             )
             try:
                 answer = [await ws.receive_json()]
@@ -586,7 +562,9 @@ async def test_a_malformed_operation_gets_an_error_and_the_connection_goes_on(
     api = await secured_api(make_api, seeded_url)
 
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        await ws.send_json({"type": "connection_init", "payload": bearer(jwt_token())})
+        await ws.send_json(
+            {"type": "connection_init", "payload": bearer_header(jwt_token())}
+        )
         assert (await ws.receive_json())["type"] == "connection_ack"
         await send_start(ws, protocol, "1", {"query": 123})
         refused = await ws.receive_json()
@@ -623,7 +601,9 @@ async def test_a_database_outage_at_init_closes_with_1013(
 
     monkeypatch.setattr(auth, "find_active_key", unreachable)
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
-        await ws.send_json({"type": "connection_init", "payload": bearer(new_key())})
+        await ws.send_json(
+            {"type": "connection_init", "payload": bearer_header(new_key())}
+        )
         messages = await until_closed(ws)
 
     assert ws.close_code == 1013

@@ -100,18 +100,21 @@ class _Cancelled(Exception):
 
 async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
     database = ctx.database
+    outcome = ImportStatus.FAILED
     try:
         try:
-            await _stage_and_move(ctx, job, source)
+            outcome = await _stage_and_move(ctx, job, source)
         except (_Cancelled, asyncio.CancelledError):
-            job.status = ImportStatus.CANCELLED
+            outcome = ImportStatus.CANCELLED
         except Exception as exc:
             # The type only: a driver's message can quote the rows' values.
             log.error("import %s failed: %s", job.id, type(exc).__name__)
-            job.status = ImportStatus.FAILED
+            outcome = ImportStatus.FAILED
         finally:
-            if job.status is not ImportStatus.SUCCEEDED:
+            if outcome is not ImportStatus.SUCCEEDED:
                 await _discard(database, job)
+            # Only now: a client that sees the job end sees no staged rows left.
+            job.status = outcome
     finally:
         job.task = None
         ctx.imports.finished(job)
@@ -149,7 +152,11 @@ async def _discard(database: Database, job: ImportJob) -> None:
         log.error("import %s: staged rows not deleted: %s", job.id, type(exc).__name__)
 
 
-async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> None:
+async def _stage_and_move(
+    ctx: Context, job: ImportJob, source: bytes | str
+) -> ImportStatus:
+    """Stage, check and move the rows; the job's outcome (set by the caller once
+    a failed job's staged rows are gone)."""
     parsed = await asyncio.to_thread(parse_grades_csv, source)
     bad_rows = {p.index for p in parsed.problems if p.index is not None}
     job.total = len(parsed.rows) + len(bad_rows)
@@ -196,8 +203,7 @@ async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> 
     job.processed = job.total
     if problems:
         job.errors = sort_problems(problems)
-        job.status = ImportStatus.FAILED
-        return
+        return ImportStatus.FAILED
     records: list[GradeRecord] = []
     async with ctx.database.writing() as session:
         levels = await staging.staged_student_levels(session, job.id)
@@ -212,8 +218,7 @@ async def _stage_and_move(ctx: Context, job: ImportJob, source: bytes | str) -> 
             await audit.record_write(session, ctx, levels, "mutation:gradesImport")
     if outside:
         job.errors = sort_problems(_forbidden_rows(outside))
-        job.status = ImportStatus.FAILED
-        return
-    job.status = ImportStatus.SUCCEEDED
+        return ImportStatus.FAILED
     invalidate_grades(ctx.cache, levels)
     live.publish_grades(ctx, records, levels)
+    return ImportStatus.SUCCEEDED

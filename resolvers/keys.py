@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     revoke = commands.add_parser("revoke", help="revoke a key by id or prefix")
     revoke.add_argument(
-        "key", help=f"the key's id, or its prefix as listed ({KEY_PREFIX}XXXXXXXX)"
+        "key",
+        help=f"the key's id, or its prefix as listed ({KEY_PREFIX} and 8 characters)",
     )
 
     for command in (create, commands.choices["list"], revoke):

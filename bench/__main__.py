@@ -25,7 +25,7 @@ from sqlalchemy import event
 
 from bench import audit
 from bench.fanout import FanoutResult, run_fanout
-from bench.load import LoadResult, run_load
+from bench.load import LoadResult, alternate, run_load
 from bench.server import STUDENTS_QUERY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,34 +368,14 @@ def main() -> None:
         for label, enabled in (("monitoring off", "false"), ("monitoring on", "true"))
     }
     try:
-        body = graphql_body(README_QUERY)
-        rounds: dict[str, list[LoadResult]] = {label: [] for label in servers}
-        for server in servers.values():
-            run_load(
-                server.url + "/graphql",
-                body=body,
-                seconds=2,
-                connections=args.connections,
-            )
-        for _ in range(2):
-            for label, server in servers.items():
-                rounds[label].append(
-                    run_load(
-                        server.url + "/graphql",
-                        body=body,
-                        seconds=args.seconds / 2,
-                        connections=args.connections,
-                    )
-                )
-        for label, results in rounds.items():
-            cases[f"README query, {label}"] = r = LoadResult(
-                requests_per_s=sum(x.requests_per_s for x in results) / len(results),
-                p50_ms=sum(x.p50_ms for x in results) / len(results),
-                p99_ms=max(x.p99_ms for x in results),
-                requests=sum(x.requests for x in results),
-                errors=sum(x.errors for x in results),
-                tool=results[0].tool,
-            )
+        measured = alternate(
+            {label: server.url + "/graphql" for label, server in servers.items()},
+            body=graphql_body(README_QUERY),
+            seconds=args.seconds,
+            connections=args.connections,
+        )
+        for label, r in measured.items():
+            cases[f"README query, {label}"] = r
             print(
                 f"{'README query, ' + label:24} {r.requests_per_s:10.1f} req/s  "
                 f"p50 {r.p50_ms:7.2f} ms  p99 {r.p99_ms:7.2f} ms  errors {r.errors}",

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from bench.load import LoadResult, run_load
+from bench.load import LoadResult, alternate
 
 OFF = "students query, audit log off"
 ON = "students query, audit log on"
@@ -39,34 +39,15 @@ def measure(
             ).json()
             if answer.get("errors") or not answer.get("data"):
                 raise SystemExit(f"the students query failed: {answer}")
-            run_load(
-                server.url + "/graphql", body=body, seconds=2, connections=connections
-            )
-        rounds: dict[str, list[LoadResult]] = {label: [] for label in servers}
-        for _ in range(2):
-            for label, server in servers.items():
-                rounds[label].append(
-                    run_load(
-                        server.url + "/graphql",
-                        body=body,
-                        seconds=seconds / 2,
-                        connections=connections,
-                    )
-                )
+        cases = alternate(
+            {label: server.url + "/graphql" for label, server in servers.items()},
+            body=body,
+            seconds=seconds,
+            connections=connections,
+        )
     finally:
         for server in servers.values():
             server.stop()
-    cases = {
-        label: LoadResult(
-            requests_per_s=sum(r.requests_per_s for r in results) / len(results),
-            p50_ms=sum(r.p50_ms for r in results) / len(results),
-            p99_ms=max(r.p99_ms for r in results),
-            requests=sum(r.requests for r in results),
-            errors=sum(r.errors for r in results),
-            tool=results[0].tool,
-        )
-        for label, results in rounds.items()
-    }
     overhead = 1 - cases[ON].requests_per_s / cases[OFF].requests_per_s
     return cases, overhead
 

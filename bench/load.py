@@ -24,6 +24,34 @@ class LoadResult:
     tool: str
 
 
+def alternate(
+    urls: dict[str, str], *, body: bytes, seconds: float, connections: int
+) -> dict[str, LoadResult]:
+    """A pair of cases on servers that are up at once (label -> URL): a warm-up of
+    each, then two rounds in alternation (a, b, a, b) of `seconds` / 2 each, so that
+    drift in the machine's speed falls on both; each figure is its rounds' mean (p99:
+    the worse round)."""
+    for url in urls.values():
+        run_load(url, body=body, seconds=2, connections=connections)
+    rounds: dict[str, list[LoadResult]] = {label: [] for label in urls}
+    for _ in range(2):
+        for label, url in urls.items():
+            rounds[label].append(
+                run_load(url, body=body, seconds=seconds / 2, connections=connections)
+            )
+    return {
+        label: LoadResult(
+            requests_per_s=statistics.fmean(r.requests_per_s for r in results),
+            p50_ms=statistics.fmean(r.p50_ms for r in results),
+            p99_ms=max(r.p99_ms for r in results),
+            requests=sum(r.requests for r in results),
+            errors=sum(r.errors for r in results),
+            tool=results[0].tool,
+        )
+        for label, results in rounds.items()
+    }
+
+
 def run_load(
     url: str, *, body: bytes | None, seconds: float, connections: int
 ) -> LoadResult:

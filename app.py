@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,47 +12,38 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import orjson
-from sqlalchemy import event, text
+from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
 
-from db.engine import Database, create_database, create_tables
+from db.engine import Database, create_database, create_tables, ping
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
-from monitoring.middleware import RequestMonitor, request_id_of
+from monitoring.health import Health
+from monitoring.middleware import RequestId, RequestMonitor
 from monitoring.monitor import Monitor
-from monitoring.prometheus import ScrapeTimeCollector, install_collectors, render
+from monitoring.prometheus import ScrapeTimeCollector, install_collectors
 from monitoring.registry import Registry
 from monitoring.sinks import FileSink
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
 from resolvers.audit import AuditLog
-from resolvers.auth import Authenticator, bearer_token, is_loopback
+from resolvers.auth import Authenticator
 from resolvers.cache import LocalCache
-from resolvers.context import Context, Limits, Services
-from resolvers.errors import Unauthenticated
+from resolvers.context import Limits, Services
+from resolvers.errors import SERVER_ERROR_CODES
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter
-from schema import build_schema
-from schema.http import UPLOAD_HEADER, GraphQLHTTP, HTTPLimits
-from schema.limits import QueryLimits
-from schema.websocket import (
-    CONNECTION_INIT_TIMEOUT,
-    KEEP_ALIVE_S,
-    LegacyWSHandler,
-    TextWebSocketAdapter,
-    TransportWSHandler,
-)
+from server.build import GradePulseSchema, build_schema
+from server.endpoint import GraphQLEndpoint
+from server.http import UPLOAD_HEADER, HTTPLimits
+from server.limits import QueryLimits
+from server.metrics import MetricsEndpoint
 from settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent
@@ -64,37 +53,6 @@ try:
 except PackageNotFoundError:  # running from a checkout without `pip install -e .`
     VERSION = "unknown"
 log = logging.getLogger("gradepulse")
-
-
-class GraphQLView(GraphQL[Context, None]):
-    """Strawberry's ASGI view for the WebSocket side of /graphql, and the offline
-    GraphiQL page; schema/http.py answers HTTP operations."""
-
-    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
-    graphql_transport_ws_handler_class = TransportWSHandler
-    graphql_ws_handler_class = LegacyWSHandler
-
-    def __init__(self, services: Services, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.services = services
-        self._ide_html = (STATIC / "graphiql" / "graphiql.html").read_text()
-
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        state = request.scope.setdefault("state", {})
-        request_id = state.get("request_id") or request_id_of(request.scope)
-        client = request.client.host if request.client else None
-        return self.services.context(
-            request_id=request_id,
-            over_http=False,  # this view serves WebSockets; HTTP is schema/http.py
-            request_state=state,
-            client_host=client,
-        )
-
-    async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(self._ide_html)
-
-    def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
 
 
 def configure_logging(settings: Settings) -> None:
@@ -136,7 +94,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     )
     monitor = build_monitor(settings, cache, *sinks)
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
-    # The audit log writes through an engine of its own (resolvers/audit.py).
+    # The audit log writes through an engine of its own (db/audit.py).
     audit_log = (
         AuditLog.connect(
             settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms
@@ -148,7 +106,83 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    services = Services(
+    services = build_services(settings, database, cache, monitor, audit_log)
+    schema = build_schema_for(settings, monitor if observe else None, audit=audit)
+    install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await create_tables(database)
+        if audit_log is not None:
+            audit_log.start()
+        if observe:
+            monitor.start()
+        # Everything built so far lives as long as the process: keep it out of the
+        # collector's generations, so that full collections stay short.
+        gc.collect()
+        gc.freeze()
+        yield
+        await services.imports.shutdown()
+        if audit_log is not None:
+            await audit_log.stop()
+        await monitor.stop()
+        await database.dispose()
+
+    health = Health(
+        ping=partial(ping, database),
+        dialect=database.dialect,
+        sinks=sinks,
+        version=VERSION,
+        environment=settings.environment,
+        uptime_seconds=monitor.registry.uptime_seconds,
+    )
+    graphql = GraphQLEndpoint(
+        schema=schema,
+        services=services,
+        limits=http_limits(settings),
+        graphiql=STATIC / "graphiql" / "graphiql.html" if settings.graphiql else None,
+        allowed_origins=settings.cors_origin_list,
+    )
+    metrics = MetricsEndpoint(
+        monitor.registry.prometheus,
+        token=settings.metrics_token.get_secret_value()
+        if settings.metrics_token
+        else None,
+    )
+    dashboard = DashboardPage(
+        environment=settings.environment,
+        auth_required=settings.requires_auth,
+        # the rules as parsed (ALERT_RULES applied; disabled ones absent)
+        thresholds={rule.id: rule.threshold for rule in monitor.alerts.rules},
+    )
+    app = Starlette(
+        debug=False,
+        lifespan=lifespan,
+        middleware=middleware(settings, monitor.registry if observe else None),
+        routes=[
+            *graphql.routes("/graphql"),
+            *health.routes(),
+            Route("/metrics", metrics.respond),
+            Route("/dashboard", dashboard),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+    )
+    app.state.services = services
+    app.state.schema = schema
+    app.state.settings = settings
+    app.state.monitor = monitor
+    return app
+
+
+def build_services(
+    settings: Settings,
+    database: Database,
+    cache: LocalCache,
+    monitor: Monitor,
+    audit_log: AuditLog | None,
+) -> Services:
+    """The application layer's services, from the settings."""
+    return Services(
         database=database,
         cache=cache,
         limits=Limits(
@@ -177,7 +211,13 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
             admin=settings.rate_limit_admin,
         ),
     )
-    schema = build_schema(
+
+
+def build_schema_for(
+    settings: Settings, monitor: Monitor | None, *, audit: bool
+) -> GradePulseSchema:
+    """The schema with the profile's limits; `monitor` times and prices operations."""
+    return build_schema(
         expose_errors=settings.debug,
         audit=audit,
         limits=QueryLimits(
@@ -192,147 +232,39 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         ),
         introspection=settings.introspection,
         suggestions=settings.environment != "production",
-        outer_extensions=[partial(OperationMonitor, monitor=monitor)]
-        if observe
+        outer_extensions=[
+            partial(OperationMonitor, monitor=monitor, server_errors=SERVER_ERROR_CODES)
+        ]
+        if monitor is not None
         else [],
-    )
-    view = GraphQLView(
-        services,
-        schema=schema,
-        graphql_ide="graphiql" if settings.graphiql else None,
-        # Browser pages on the CORS allow-list may open subscriptions too.
-        allowed_origins=settings.cors_origin_list,
-        connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
-        keep_alive=True,  # graphql-ws "ka" messages; graphql-transport-ws pings
-        keep_alive_interval=KEEP_ALIVE_S,
-        # resolvers/live.py counts subscriptions (not queries) against the limits
-        max_subscriptions_per_connection=None,
-    )
-    install_collectors(
-        monitor.registry.prometheus,
-        ScrapeTimeCollector(
-            cache_stats=monitor.cache_stats,
-            cost_totals=lambda: cost_totals(monitor),
-            alerts_firing=monitor.alerts.firing,  # type: ignore[attr-defined]
-            active_subscriptions=lambda: monitor.registry.active_subscriptions,
-        ),
+        # It times real resolvers only: the fast path may skip basic fields.
+        resolver_only_extensions=(OperationMonitor,),
     )
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await create_tables(database)
-        if audit_log is not None:
-            audit_log.start()
-        if observe:
-            monitor.start()
-        # Everything built so far lives as long as the process: keep it out of the
-        # collector's generations so that full collections stay short (NOTES.md).
-        gc.collect()
-        gc.freeze()
-        yield
-        await services.imports.shutdown()
-        if audit_log is not None:
-            await audit_log.stop()
-        await monitor.stop()
-        await database.dispose()
 
-    async def health(request: Request) -> JSONResponse:
-        db = await _check_database(database)
-        checks: dict[str, Any] = {"database": db}
-        for sink in sinks:
-            status = sink.status()
-            checks[status.name] = {
-                "status": "ok" if status.ok else "failing",
-                "path": status.path,
-                "failures": status.failures,
-                "lastError": status.last_error,
-            }
-        ok = all(check["status"] == "ok" for check in checks.values())
-        return JSONResponse(
-            {
-                "status": "ok" if ok else "degraded",
-                "version": VERSION,
-                "environment": settings.environment,
-                "uptimeSeconds": round(monitor.registry.uptime_seconds(), 3),
-                "checks": checks,
-            }
-        )
-
-    async def live(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    async def ready(request: Request) -> JSONResponse:
-        # Only the database takes the instance out of rotation; a failing sink
-        # degrades /health but requests are still served.
-        db = await _check_database(database)
-        ok = db["status"] == "ok"
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "database": db},
-            status_code=200 if ok else 503,
-        )
-
-    async def health_db(request: Request) -> JSONResponse:
-        db = await _check_database(database)
-        return JSONResponse(db, status_code=200 if db["status"] == "ok" else 503)
-
-    metrics_token = (
-        settings.metrics_token.get_secret_value() if settings.metrics_token else None
+def http_limits(settings: Settings) -> HTTPLimits:
+    return HTTPLimits(
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        operation_timeout_s=settings.operation_timeout_s,
+        batching_enabled=settings.batching_enabled,
+        max_batch_operations=settings.max_batch_operations,
     )
 
-    async def metrics(request: Request) -> Response:
-        if refused := _refuse_metrics(request, metrics_token):
-            return refused
-        body, content_type = render(monitor.registry.prometheus)
-        return Response(body, media_type=content_type)
 
-    http_endpoint = GraphQLHTTP(
-        schema=schema,
-        services=services,
-        limits=HTTPLimits(
-            max_body_bytes=settings.max_body_bytes,
-            max_upload_bytes=settings.max_upload_bytes,
-            operation_timeout_s=settings.operation_timeout_s,
-            batching_enabled=settings.batching_enabled,
-            max_batch_operations=settings.max_batch_operations,
-        ),
-        render_ide=view.render_graphql_ide if settings.graphiql else None,
+def scrape_collector(monitor: Monitor) -> ScrapeTimeCollector:
+    """The /metrics values read at scrape time."""
+    return ScrapeTimeCollector(
+        cache_stats=monitor.cache_stats,
+        cost_totals=lambda: cost_totals(monitor),
+        alerts_firing=monitor.alerts.firing,
+        active_subscriptions=lambda: monitor.registry.active_subscriptions,
     )
-
-    app = Starlette(
-        debug=False,
-        lifespan=lifespan,
-        middleware=middleware(settings, monitor.registry if observe else None),
-        routes=[
-            # Every method: the endpoint answers 405 with its own Allow header.
-            Route("/graphql", http_endpoint),
-            WebSocketRoute("/graphql", view),
-            Route("/health", health),
-            Route("/health/live", live),
-            Route("/health/ready", ready),
-            Route("/health/db", health_db),
-            Route("/metrics", metrics),
-            Route(
-                "/dashboard",
-                DashboardPage(
-                    environment=settings.environment,
-                    auth_required=settings.requires_auth,
-                    # the rules as parsed (ALERT_RULES applied; disabled ones absent)
-                    thresholds={r.id: r.threshold for r in monitor.alerts.rules},  # type: ignore[attr-defined]
-                ),
-            ),
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ],
-    )
-    app.state.services = services
-    app.state.schema = schema
-    app.state.settings = settings
-    app.state.monitor = monitor
-    return app
 
 
 def middleware(settings: Settings, registry: Registry | None) -> list[Middleware]:
     """Outermost first: the request log sees every answer, including refused hosts."""
-    stack = []
+    stack = [Middleware(RequestId)]
     if registry is not None:
         stack.append(Middleware(RequestMonitor, registry=registry))
     # A rebound DNS name must not reach the anonymous loopback admin: the Host header
@@ -368,29 +300,6 @@ def middleware(settings: Settings, registry: Registry | None) -> list[Middleware
             )
         )
     return stack
-
-
-def _refuse_metrics(request: Request, token: str | None) -> Response | None:
-    """/metrics answers loopback clients, and holders of METRICS_TOKEN when set."""
-    if token is not None:
-        try:
-            given = bearer_token(request.headers.get("authorization", ""))
-        except Unauthenticated:
-            given = ""
-        if hmac.compare_digest(given.encode(), token.encode()):
-            return None
-    client = request.client.host if request.client else None
-    if is_loopback(client):
-        return None
-    if token is not None:
-        return JSONResponse(
-            {"error": "metrics need Authorization: Bearer <METRICS_TOKEN>"},
-            status_code=401,
-            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-        )
-    return JSONResponse(
-        {"error": "metrics are answered to loopback clients only"}, status_code=403
-    )
 
 
 def build_monitor(
@@ -455,26 +364,6 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
         "api": snapshot.api_cost,
         "total": snapshot.total_cost,
     }
-
-
-DB_CHECK_TIMEOUT_S = 1.0
-
-
-async def _check_database(database: Database) -> dict[str, Any]:
-    """SELECT 1 within a second; slower or failing is "unavailable"."""
-    started = time.perf_counter()
-
-    async def probe() -> None:
-        async with database.sessions() as session:
-            await session.execute(text("SELECT 1"))
-
-    try:
-        await asyncio.wait_for(probe(), DB_CHECK_TIMEOUT_S)
-    except Exception as exc:
-        log.warning("database check failed: %s", type(exc).__name__)
-        return {"status": "unavailable", "dialect": database.dialect}
-    latency = (time.perf_counter() - started) * 1000
-    return {"status": "ok", "dialect": database.dialect, "latencyMs": round(latency, 3)}
 
 
 def main() -> None:

@@ -13,8 +13,8 @@ from starlette.routing import Route
 from app import create_app
 from db import grades, students
 from resolvers.audit import record_read
-from schema.extensions import rate_limit_extension
-from schema.limits import price_operation
+from server.cost import price_operation
+from server.gate import rate_limit_extension
 from settings import load_settings
 
 STUDENTS_PAGE = 100

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -73,8 +73,9 @@ def create_database(
     # which end up in logs (FERPA).
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if is_sqlite(url):
-        # aiosqlite runs one thread per connection; a small pool keeps GIL contention
-        # low (NOTES.md) while reads and the single writer can overlap.
+        # aiosqlite runs one thread per connection, and those threads compete for
+        # the GIL (a pool of one doubled a hand-written endpoint's requests/s here):
+        # a small pool keeps that low while reads and the single writer overlap.
         kwargs.update(pool_size=2, max_overflow=4)
     else:
         kwargs.update(
@@ -118,3 +119,9 @@ async def create_tables(database: Database) -> None:
     """Create the tables and indexes that are absent."""
     async with database.engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
+
+
+async def ping(database: Database) -> None:
+    """One round trip to the database (SELECT 1); raises when it cannot answer."""
+    async with database.sessions() as session:
+        await session.execute(text("SELECT 1"))

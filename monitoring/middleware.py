@@ -1,5 +1,5 @@
-"""Pure ASGI middleware for HTTP: request id, timing, status, Server-Timing, and one
-structured log line per request. WebSocket and lifespan scopes pass through."""
+"""Pure ASGI middleware: the request id (always on, HTTP and WebSocket), and for HTTP
+timing, status, Server-Timing and one structured log line per request."""
 
 from __future__ import annotations
 
@@ -19,6 +19,42 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Scope = dict[str, Any]
 
 
+class RequestId:
+    """Gives every HTTP request and WebSocket connection its id (the client's
+    X-Request-ID when it is a safe token) in `scope["state"]["request_id"]`, and
+    sends it back in the X-Request-ID header of HTTP responses."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    *message.get("headers", ()),
+                    (REQUEST_ID, request_id.encode()),
+                ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def assigned_request_id(scope: Scope) -> str:
+    """The id RequestId gave this request or connection."""
+    state: dict[str, Any] = scope["state"]
+    return str(state["request_id"])
+
+
 class RequestMonitor:
     def __init__(self, app: Any, *, registry: Registry) -> None:
         self.app = app
@@ -29,9 +65,9 @@ class RequestMonitor:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = request_id_of(scope)
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        # Set by RequestId, which runs outside this middleware.
+        request_id = state.get("request_id", "")
         status = 500
 
         async def send_with_headers(message: dict[str, Any]) -> None:
@@ -40,7 +76,6 @@ class RequestMonitor:
                 status = message["status"]
                 duration_ms = (time.perf_counter() - started) * 1000
                 headers = list(message.get("headers", []))
-                headers.append((REQUEST_ID, request_id.encode()))
                 headers.append(
                     (b"server-timing", f"app;dur={duration_ms:.1f}".encode())
                 )

@@ -11,11 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from monitoring.alerts import AlertRule
 from monitoring.bus import EventBus
 from monitoring.registry import Registry
 from monitoring.snapshot import AlertEvent, AlertInputs, MetricsSnapshot, ResponseTimes
 from monitoring.system import SystemReader
-from monitoring.timing import count_statement
+from monitoring.tally import count_statement
 from monitoring.windows import SlidingCounter
 
 log = logging.getLogger("gradepulse.monitor")
@@ -38,7 +39,13 @@ class CostMeterLike(Protocol):
 
 
 class AlertEngineLike(Protocol):
+    """What the monitor, the feed and the composition root use of the engine."""
+
+    rules: tuple[AlertRule, ...]
+
     def evaluate(self, inputs: AlertInputs) -> list[AlertEvent]: ...
+    def recent(self, last: int = 20) -> list[AlertEvent]: ...
+    def firing(self) -> dict[str, bool]: ...
 
 
 class Monitor:

@@ -1,55 +1,40 @@
 """The schema extension that times operations and resolvers and prices operations.
 
-Registered as a factory (`partial(OperationMonitor, monitor=monitor)`): one instance
-per operation. DB statements are attributed to the operation that ran them through a
-context variable, which the SQLAlchemy listener (attached by app.py) increments."""
+Registered as a factory (`partial(OperationMonitor, monitor=..., server_errors=...)`):
+one instance per operation. DB statements are attributed to the operation that ran
+them through monitoring/tally.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
 
-from graphql import GraphQLResolveInfo, OperationType
+from graphql import GraphQLField, GraphQLResolveInfo, OperationType
 from strawberry.extensions import SchemaExtension
 
-if TYPE_CHECKING:
-    from monitoring.monitor import Monitor
-
-# Error codes that mean the server failed, as opposed to a refused request.
-SERVER_ERROR_CODES = frozenset({"INTERNAL_SERVER_ERROR", "DB_UNAVAILABLE"})
+from monitoring.monitor import Monitor
+from monitoring.tally import Tally, current_tally
 
 
-@dataclass(slots=True)
-class Tally:
-    """DB statements run on behalf of one operation."""
-
-    db_queries: int = 0
-
-
-current_tally: ContextVar[Tally | None] = ContextVar("gradepulse_tally", default=None)
-
-
-def count_statement() -> None:
-    """Called for each SQL statement: charges it to the running operation, if any."""
-    tally = current_tally.get()
-    if tally is not None:
-        tally.db_queries += 1
+def is_default_resolver(field: GraphQLField) -> bool:
+    """Whether the field is one of Strawberry's basic attribute fields (no resolver
+    of its own). Strawberry 0.341.2 marks their resolve function with the private
+    attribute `_is_default` and has no public way to tell: this is the one place
+    that reads it."""
+    return bool(getattr(field.resolve, "_is_default", False))
 
 
 class OperationMonitor(SchemaExtension):
     """Times the operation and each non-trivial resolver; adds extensions.cost."""
 
-    # The fast list executor may complete basic attribute fields without calling
-    # resolve(): this extension times only real resolvers anyway.
-    skips_basic_fields = True
-
-    def __init__(self, *, monitor: Monitor) -> None:
+    def __init__(self, *, monitor: Monitor, server_errors: Collection[str]) -> None:
+        """`server_errors`: the codes that count as the server's failures (the
+        error rate), as opposed to refused requests."""
         self.monitor = monitor
+        self.server_errors = server_errors
         self.tally = Tally()
 
     def _over_http(self) -> bool:
@@ -77,7 +62,7 @@ class OperationMonitor(SchemaExtension):
         result = context.result
         errors = getattr(result, "errors", None) or []
         failed = any(
-            (error.extensions or {}).get("code") in SERVER_ERROR_CODES
+            (error.extensions or {}).get("code") in self.server_errors
             for error in errors
         )
         over_http = self._over_http()
@@ -111,7 +96,7 @@ class OperationMonitor(SchemaExtension):
         field_def = info.parent_type.fields.get(info.field_name)
         if (
             field_def is None
-            or getattr(field_def.resolve, "_is_default", False)
+            or is_default_resolver(field_def)
             # Each subscription event re-reads the root field from the event itself:
             # trivial, and it would cost every subscriber on every tick.
             or (

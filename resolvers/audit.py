@@ -26,7 +26,7 @@ from db.audit import READ, WRITE, AuditRecord, NewAuditEntry
 from db.engine import Database, create_database
 from db.validation import to_naive_utc, utcnow
 from resolvers.context import Context
-from resolvers.errors import BadUserInput, ClientError
+from resolvers.errors import BadUserInput, ClientError, ErrorCode
 from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
 
 log = logging.getLogger("gradepulse.audit")
@@ -47,7 +47,7 @@ _REQUEST_ID_MAX = 128
 class AuditUnavailable(ClientError):
     """The audit record could not be committed: the student data is withheld."""
 
-    code = "DB_UNAVAILABLE"
+    code = ErrorCode.DB_UNAVAILABLE
 
     def __init__(self, message: str = UNAVAILABLE_MESSAGE) -> None:
         super().__init__(message)

@@ -30,7 +30,7 @@ def recent_alerts(ctx: Context, last: int = 20) -> list[AlertEvent]:
     monitor = _monitor(ctx)  # the role first: arguments are checked for operators
     if not 1 <= last <= MAX_ALERTS:
         raise BadUserInput(f"last must be between 1 and {MAX_ALERTS}, got {last}")
-    events: list[AlertEvent] = monitor.alerts.recent(last)  # type: ignore[attr-defined]
+    events: list[AlertEvent] = monitor.alerts.recent(last)
     return events
 
 

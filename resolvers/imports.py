@@ -14,7 +14,7 @@ from db.records import GradeRecord
 from db.validation import FieldProblem, InputErrorCode
 from resolvers import audit, live
 from resolvers.context import Context, Viewer
-from resolvers.errors import ClientError, Forbidden
+from resolvers.errors import ClientError, ErrorCode, Forbidden
 from resolvers.jobs import ImportJob, ImportStatus
 from resolvers.loaders import invalidate_grades
 
@@ -77,7 +77,9 @@ async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
 def check_progress(ctx: Context, job_id: str) -> ImportJob:
     job = ctx.imports.get(job_id)
     if job is None:
-        raise ClientError(f"import job {job_id!r} does not exist", code="NOT_FOUND")
+        raise ClientError(
+            f"import job {job_id!r} does not exist", code=ErrorCode.NOT_FOUND
+        )
     return _require_owner(ctx, job)
 
 

@@ -20,7 +20,12 @@ from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
 from monitoring.snapshot import AlertEvent, MetricsSnapshot
 from resolvers import audit
 from resolvers.context import Context, Viewer
-from resolvers.errors import BadUserInput, ClientError, Forbidden, TooManySubscriptions
+from resolvers.errors import (
+    BadUserInput,
+    Forbidden,
+    SubscriberTooSlow,
+    TooManySubscriptions,
+)
 from resolvers.students import check_readable_id
 
 T = TypeVar("T")
@@ -238,4 +243,4 @@ async def _fell_behind(ctx: Context, what: str) -> NoReturn:
     reason = f"fell behind on {what}"
     if ctx.close_connection is not None:
         await ctx.close_connection(TRY_AGAIN_LATER, reason)
-    raise ClientError(f"{reason}; subscribe again", code="SUBSCRIBER_TOO_SLOW")
+    raise SubscriberTooSlow(f"{reason}; subscribe again")

@@ -1,5 +1,2 @@
-"""Strawberry types, inputs, error types, the root types and build_schema(...)."""
-
-from schema.root import build_schema
-
-__all__ = ["build_schema"]
+"""Strawberry types, inputs, error types and each domain's root fields; root.py
+composes them."""

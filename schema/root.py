@@ -1,27 +1,21 @@
-"""The Query root and build_schema(...): types, scalars, extensions and caches."""
+"""The root types, composed of each domain's root fields (server/build.py makes the
+schema of them)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
-from strawberry.schema.config import StrawberryConfig
 
 from resolvers import analytics, grades, students
 from schema.analytics import ClassAnalytics, StudentAnalytics
-from schema.audit import AuditExtension, AuditQuery
+from schema.audit import AuditQuery
 from schema.common import OrderDirection, ctx
-from schema.execution import FastExecutor
-from schema.extensions import DocumentGate, Documents, ErrorCodes
 from schema.grades import GradeConnection
 from schema.imports import ImportMutation, ImportQuery, ImportSubscription
-from schema.limits import QueryLimits
 from schema.monitoring import MonitoringMutation, MonitoringQuery
 from schema.mutations import Mutation as DataMutation
-from schema.scalars import SCALARS
 from schema.students import Student, StudentConnection, StudentOrderField
 from schema.subscriptions import Subscription as LiveSubscription
 
@@ -182,51 +176,3 @@ class Mutation(DataMutation, MonitoringMutation, ImportMutation):
 )
 class Subscription(LiveSubscription, ImportSubscription):
     pass
-
-
-class GradePulseSchema(strawberry.Schema):
-    # The documents seen lately and their limits (the WebSocket handler asks them
-    # an operation's type); set by build_schema.
-    documents: Documents | None = None
-
-    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
-        """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
-
-
-def build_schema(
-    *,
-    expose_errors: bool = False,
-    outer_extensions: Sequence[Any] = (),
-    extra_extensions: Sequence[Any] = (),
-    audit: bool = True,
-    limits: QueryLimits | None = None,
-    introspection: bool = True,
-    suggestions: bool = True,
-) -> GradePulseSchema:
-    """The schema with its extensions; `expose_errors` shows unexpected messages.
-    `audit=False` (the bench's unaudited app only) leaves out the FERPA audit log.
-    `limits` bound every document; `introspection=False` refuses __schema and
-    __type, `suggestions=False` leaves "Did you mean" out of error messages."""
-    documents = Documents(
-        limits or QueryLimits(), introspection=introspection, suggestions=suggestions
-    )
-    schema = GradePulseSchema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        scalar_overrides=SCALARS,
-        execution_context_class=FastExecutor,
-        config=StrawberryConfig(disable_field_suggestions=not suggestions),
-        # Extensions exit in reverse order: `outer_extensions` (the monitor) see the
-        # coded errors that ErrorCodes leaves.
-        extensions=[
-            *outer_extensions,
-            partial(ErrorCodes, expose=expose_errors),
-            partial(DocumentGate, documents=documents),
-            # Inside ErrorCodes: a withheld response's error gets the request id.
-            *([AuditExtension] if audit else []),
-            *extra_extensions,
-        ],
-    )
-    schema.documents = documents
-    return schema

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 
 from db.audit import NewAuditEntry, insert_entries
 from db.engine import create_database, create_tables
-from monitoring.timing import Tally, count_statement, current_tally
+from monitoring.tally import Tally, count_statement, current_tally
 from resolvers.audit import (
     UNAVAILABLE_MESSAGE,
     WRITE_UNAVAILABLE_MESSAGE,

@@ -34,7 +34,8 @@ from resolvers.context import Limits, Services, Viewer
 from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore
-from schema.websocket import ConnectionGuard, Refusal, authorization_param
+from server.websocket import ConnectionGuard, authorization_param
+from server.websocket import ConnectionRefusal as Refusal
 from tests.conftest import StatementCounter
 from tests.factories import (
     TEST_JWT_SECRET,

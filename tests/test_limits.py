@@ -19,8 +19,9 @@ from graphql import (
 )
 
 from resolvers import students
-from schema import build_schema
-from schema.limits import LIST_ESTIMATES, PAGE_ARGUMENTS, nesting_depth
+from server.build import build_schema
+from server.cost import LIST_ESTIMATES, PAGE_ARGUMENTS
+from server.limits import nesting_depth
 from tests.asgi_ws import AsgiWebSocket
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
@@ -113,7 +114,7 @@ async def test_deep_brackets_are_refused_before_parsing(
         parsed.append(str(source)[:20])
         raise AssertionError("the parser must not see this document")
 
-    monkeypatch.setattr("schema.extensions.parse", no_parse)
+    monkeypatch.setattr("server.gate.parse", no_parse)
     monkeypatch.setattr("strawberry.schema.schema.parse", no_parse)
     started = time.perf_counter()
 

@@ -16,8 +16,8 @@ from graphql import get_introspection_query, parse
 from sqlalchemy.exc import IntegrityError
 
 from resolvers import students
-from schema import extensions as schema_extensions
-from schema.limits import QueryLimits, check_shape, measure
+from server import gate as server_gate
+from server.limits import QueryLimits, check_shape, measure
 from tests.asgi_ws import AsgiWebSocket
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 from tests.test_limits import cost_of, post, refusal, refused, ws_init, ws_start
@@ -202,13 +202,13 @@ def test_every_graphiql_introspection_query_passes_the_default_limits(flags):
 
 async def test_repeated_fields_are_refused_before_validation(seeded_api, monkeypatch):
     validated: list[Any] = []
-    validate = schema_extensions.validate
+    validate = server_gate.validate_document
 
     def recording_validate(*args: Any, **kwargs: Any) -> Any:
         validated.append(args[1])
         return validate(*args, **kwargs)
 
-    monkeypatch.setattr(schema_extensions, "validate", recording_validate)
+    monkeypatch.setattr(server_gate, "validate_document", recording_validate)
     query = copies(490, "students{totalCount}")  # 1,962 tokens
     started = time.perf_counter()
 

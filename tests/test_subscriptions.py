@@ -532,8 +532,9 @@ async def inprocess(
     import uvicorn
 
     import app as app_module
+    from server import websocket as server_websocket
 
-    monkeypatch.setattr(app_module, "KEEP_ALIVE_S", 0.3)
+    monkeypatch.setattr(server_websocket, "KEEP_ALIVE_S", 0.3)
     url = f"sqlite+aiosqlite:///{tmp_path / 'inprocess.db'}"
     application = app_module.create_app(make_settings(url, sample_interval_ms=100))
     port = free_port()

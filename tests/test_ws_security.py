@@ -20,7 +20,7 @@ from starlette.routing import WebSocketRoute
 from db.keys import new_key, revoke_key
 from resolvers import students
 from resolvers.auth import Authenticator
-from schema.websocket import ConnectionGuard
+from server.websocket import ConnectionGuard
 from tests.asgi_ws import AsgiWebSocket
 from tests.factories import TEST_JWT_SECRET, add_key, bearer_header, jwt_token
 
@@ -118,7 +118,8 @@ def connection_error(message: dict[str, Any]) -> tuple[str, str]:
 
 def replace_services(api: Any, **changes: Any) -> None:
     """What the WebSocket view builds each connection's context from."""
-    view = next(r.endpoint for r in api.app.routes if isinstance(r, WebSocketRoute))
+    endpoint = next(r.endpoint for r in api.app.routes if isinstance(r, WebSocketRoute))
+    view = endpoint.websocket
     view.services = dataclasses.replace(view.services, **changes)
 
 

@@ -6,15 +6,20 @@ page cost most of a request. Many of those fields are Strawberry "basic" fields 
 resolver, no permissions, no extensions) returning scalars. For an object whose
 whole selection is such fields, the executor builds the result dict directly from
 attribute reads. Anything unusual (a null for a non-null field, a value the scalar
-refuses, a resolver, a deferred fragment, a middleware that wants to see every
-field) takes the general path, which then reports exactly what it always did.
+refuses, a missing attribute, a resolver, a deferred fragment, a middleware that
+wants to see every field) raises Fallback and takes the general path, which then
+reports exactly what it always did. Any other exception is a bug of the fast path
+and is not hidden.
+
+Each schema gets its own executor class (`executor_class`), whose PlanCache holds
+the compiled plans of that schema only.
 """
 
 from __future__ import annotations
 
 import keyword
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from graphql import (
     GraphQLBoolean,
@@ -32,11 +37,9 @@ from graphql import (
 )
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from monitoring.timing import is_default_resolver
+
 DEFINITION = "strawberry-definition"
-# A middleware (schema extension with a `resolve` hook) may opt out of seeing basic
-# attribute fields by setting this attribute; otherwise its presence disables the
-# fast path so that it sees every field as before.
-SKIPS_BASIC_FIELDS = "skips_basic_fields"
 
 
 class Fallback(Exception):
@@ -44,11 +47,39 @@ class Fallback(Exception):
 
 
 Completer = Callable[[Any], Any]
-_COMPILED: dict[tuple[Any, ...], Plan] = {}
-_COMPILED_MAX = 2000
-# Plans by the field nodes of a (cached) document: one lookup per request or event.
-_BY_NODES: dict[Any, tuple[Any, Any]] = {}
 _NO_PLAN: Any = object()
+
+
+class PlanCache:
+    """One schema's compiled plans: by shape (equal shapes share one compiled Plan
+    across requests and subscription events, since compiling costs more than
+    using), and by the field nodes of a cached document (one lookup per request or
+    event). Each is emptied when it reaches `maxsize`."""
+
+    def __init__(self, maxsize: int = 2000) -> None:
+        self.maxsize = maxsize
+        self.compiled: dict[tuple[Any, ...], Plan] = {}
+        self.by_nodes: dict[Any, tuple[Any, Any]] = {}
+
+    def compiled_plan(
+        self,
+        key: tuple[Any, ...],
+        entries: list[tuple[str, str]],
+        namespace: dict[str, Any],
+        nullable_items: bool,
+    ) -> Plan:
+        plan = self.compiled.get(key)
+        if plan is None:
+            if len(self.compiled) >= self.maxsize:
+                self.compiled.clear()
+            plan = self.compiled[key] = Plan(entries, namespace, nullable_items)
+        return plan
+
+    def remember(self, key: Any, nodes: Any, plan: Plan | None) -> None:
+        if len(self.by_nodes) >= self.maxsize:
+            self.by_nodes.clear()
+        # The nodes stay referenced, so that their ids stay unique.
+        self.by_nodes[key] = (nodes, plan or _NO_PLAN)
 
 
 # Inline checks for the built-in scalars' common cases; anything else calls the type.
@@ -69,7 +100,10 @@ def _leaf_completer(leaf: GraphQLLeafType, required: bool) -> Callable[[Any], An
             if required:
                 raise Fallback
             return None
-        result = coerce(value)
+        try:
+            result = coerce(value)
+        except Exception:  # the scalar refuses the value: the general path says so
+            raise Fallback from None
         if result is None:
             raise Fallback
         return result
@@ -108,27 +142,43 @@ class Plan:
         item = (
             f"(None if v is None else {{{body}}})" if nullable_items else f"{{{body}}}"
         )
+        # A missing attribute is an error the general path reports.
         source = (
             "def one(v):\n"
-            f"    return {item}\n"
+            "    try:\n"
+            f"        return {item}\n"
+            "    except AttributeError:\n"
+            "        raise Fallback from None\n"
             "def many(items):\n"
-            f"    return [{item} for v in items]\n"
+            "    try:\n"
+            f"        return [{item} for v in items]\n"
+            "    except AttributeError:\n"
+            "        raise Fallback from None\n"
         )
+        namespace["Fallback"] = Fallback
         exec(compile(source, "<gradepulse fast completion>", "exec"), namespace)
         self.one: Completer = namespace["one"]
         self.many: Callable[[Iterable[Any]], list[Any]] = namespace["many"]
 
 
 class FastExecutor(StrawberryGraphQLCoreExecutionContext):
-    """Strawberry's executor with a direct path for objects of basic scalar fields."""
+    """Strawberry's executor with a direct path for objects of basic scalar fields.
+    Use `executor_class(...)`: its class attributes belong to one schema."""
+
+    plans: ClassVar[PlanCache]
+    # Schema extensions whose `resolve` hook ignores basic attribute fields: the
+    # fast path, which completes those without calling resolve, stays on with them.
+    # Any other extension with a `resolve` hook turns it off, so that it sees every
+    # field as before.
+    resolver_only: ClassVar[tuple[type, ...]] = ()
 
     def _fast_allowed(self) -> bool:
-        allowed = getattr(self, "_fast_allowed_cache", None)
+        allowed: bool | None = self.__dict__.get("_fast_path_allowed")
         if allowed is None:
             manager = self.middleware_manager
             middlewares = getattr(manager, "middlewares", ()) if manager else ()
-            allowed = all(getattr(m, SKIPS_BASIC_FIELDS, False) for m in middlewares)
-            self._fast_allowed_cache = allowed
+            allowed = all(isinstance(m, self.resolver_only) for m in middlewares)
+            self.__dict__["_fast_path_allowed"] = allowed
         return allowed
 
     def _plan(
@@ -139,7 +189,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
         cached = plans.get(key)
         if cached is None:
             shared = self._shared_key(item_type, field_details_list)
-            hit = _BY_NODES.get(shared) if shared is not None else None
+            hit = self.plans.by_nodes.get(shared) if shared is not None else None
             if hit is not None:
                 plan = None if hit[1] is _NO_PLAN else hit[1]
             else:
@@ -149,10 +199,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                     else None
                 )
                 if shared is not None:
-                    if len(_BY_NODES) >= _COMPILED_MAX:
-                        _BY_NODES.clear()
-                    # The nodes stay referenced, so that their ids stay unique.
-                    _BY_NODES[shared] = (field_details_list, plan or _NO_PLAN)
+                    self.plans.remember(shared, field_details_list, plan)
             # Like collect_subfields, keep the list alive so that its id stays unique.
             plans[key] = (field_details_list, plan if plan is not None else _NO_PLAN)
             return plan
@@ -189,8 +236,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
         entries: list[tuple[str, str]] = []
         namespace: dict[str, Any] = {}
-        # What the generated code depends on: equal shapes share one compiled Plan
-        # across requests and subscription events (compiling costs more than using).
+        # What the generated code depends on: equal shapes share one compiled Plan.
         shape: list[Any] = [nullable_items]
         for index, (response_name, details) in enumerate(grouped.items()):
             node = details[0].node
@@ -207,7 +253,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             definition = field_def.extensions.get(DEFINITION)
             if (
                 definition is None
-                or not getattr(field_def.resolve, "_is_default", False)
+                or not is_default_resolver(field_def)
                 or definition.default_resolver is not getattr
                 or not definition.python_name.isidentifier()
                 or keyword.iskeyword(definition.python_name)
@@ -240,13 +286,9 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
                 namespace[helper] = _nested_completer(nested, required)
                 expression = f"{helper}({attribute})"
             entries.append((response_name, expression))
-        key = tuple(shape)
-        plan = _COMPILED.get(key)
-        if plan is None:
-            if len(_COMPILED) >= _COMPILED_MAX:
-                _COMPILED.clear()
-            plan = _COMPILED[key] = Plan(entries, namespace, nullable_items)
-        return plan
+        return self.plans.compiled_plan(
+            tuple(shape), entries, namespace, nullable_items
+        )
 
     def complete_iterable_value(
         self,
@@ -264,7 +306,7 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             if plan is not None:
                 try:
                     return plan.many(items)
-                except Exception:
+                except Fallback:
                     pass
         return super().complete_iterable_value(
             item_type, field_details_list, info, path, items, position_context
@@ -286,8 +328,17 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             if plan is not None:
                 try:
                     return plan.one(result)
-                except Exception:
+                except Fallback:
                     pass
         return super().complete_object_value(
             return_type, field_details_list, info, path, result, position_context
         )
+
+
+def executor_class(resolver_only: tuple[type, ...] = ()) -> type[FastExecutor]:
+    """A FastExecutor class for one schema, with plan caches of its own."""
+    return type(
+        "FastExecutor",
+        (FastExecutor,),
+        {"plans": PlanCache(), "resolver_only": resolver_only},
+    )

@@ -1,22 +1,23 @@
 """POST and GET /graphql as the GraphQL-over-HTTP specification asks: media types,
-status codes, body limits, batching, authentication and the rate-limit headers.
+status codes, body limits, batching, authentication and the rate-limit headers, and
+the offline GraphiQL page.
 
-Strawberry's view keeps the WebSocket side; this endpoint answers HTTP itself, so that
-every refusal is a JSON body with an `extensions.code` and the right status."""
+server/websocket.py answers the WebSocket side; this endpoint answers HTTP itself, so
+that every refusal is a JSON body with an `extensions.code` and the right status."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from strawberry.file_uploads.utils import replace_placeholders_with_files
 from strawberry.schema.exceptions import (
     CannotGetOperationTypeError,
@@ -25,38 +26,17 @@ from strawberry.schema.exceptions import (
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from monitoring.middleware import request_id_of
+from monitoring.middleware import assigned_request_id
 from resolvers.context import Context, Services, Viewer
-from resolvers.errors import ClientError
+from resolvers.errors import REQUEST_ERROR_CODES, ClientError, ErrorCode
 from resolvers.ratelimit import RateState
-from schema.extensions import (
-    DB_UNAVAILABLE_ERRORS,
-    DB_UNAVAILABLE_MESSAGE,
-    rate_limit_extension,
-)
-from schema.limits import timeout_error
+from server.envelope import Operation, Refusal, parse_operation
+from server.errors import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE, timeout_error
+from server.gate import rate_limit_extension
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 UPLOAD_HEADER = "X-GradePulse-Upload"
-# Errors that mean the request itself was refused before execution: under
-# application/graphql-response+json they get a 4xx status and no `data` entry.
-REQUEST_ERROR_CODES = frozenset(
-    {
-        "GRAPHQL_PARSE_FAILED",
-        "GRAPHQL_VALIDATION_FAILED",
-        "BAD_USER_INPUT",
-        "QUERY_TOO_DEEP",
-        "TOO_MANY_ALIASES",
-        "TOO_MANY_TOKENS",
-        "TOO_MANY_DIRECTIVES",
-        "DOCUMENT_TOO_LARGE",
-        "QUERY_TOO_COSTLY",
-        "OPERATION_TIMEOUT",
-        "RATE_LIMITED",
-        "UNAUTHENTICATED",
-    }
-)
 _ALLOWED = {
     "GET": frozenset({OperationType.QUERY}),
     "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
@@ -74,39 +54,6 @@ class HTTPLimits:
     max_batch_operations: int = 10
 
 
-class Refusal(Exception):
-    """The whole request is refused: an HTTP status and one coded error."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: str = "BAD_USER_INPUT",
-        *,
-        headers: Mapping[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.headers = dict(headers or {})
-        self.extensions = extensions
-
-    def error(self, request_id: str | None) -> dict[str, Any]:
-        """The GraphQL error that answers for it."""
-        extensions = {"code": self.code, **self.extensions, "requestId": request_id}
-        return {"message": self.message, "extensions": extensions}
-
-
-@dataclass(slots=True)
-class Operation:
-    query: str
-    variables: dict[str, Any] | None
-    operation_name: str | None
-    extensions: dict[str, Any] | None
-
-
 class GraphQLHTTP:
     """The HTTP half of /graphql (an ASGI app for a Starlette Route)."""
 
@@ -116,12 +63,12 @@ class GraphQLHTTP:
         schema: Any,
         services: Services,
         limits: HTTPLimits,
-        render_ide: Callable[[Request], Awaitable[Response]] | None = None,
+        ide_html: str | None = None,
     ) -> None:
         self.schema = schema
         self.services = services
         self.limits = limits
-        self.render_ide = render_ide
+        self.ide_html = ide_html  # GraphiQL, served offline; None when switched off
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         request = Request(scope, receive)
@@ -129,10 +76,8 @@ class GraphQLHTTP:
         await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
-        state = request.scope.setdefault("state", {})
-        # Set by RequestMonitor; without monitoring, taken here the same way.
-        request_id = state.get("request_id") or request_id_of(request.scope)
-        state["request_id"] = request_id
+        state = request.scope["state"]
+        request_id = assigned_request_id(request.scope)
         media_type = JSON
         context: Context | None = None
         viewer: Viewer | None = None
@@ -144,8 +89,8 @@ class GraphQLHTTP:
                     "GraphQL is served over GET (queries) and POST",
                     headers={"Allow": "GET, POST"},
                 )
-            if self.render_ide is not None and _wants_ide(request):
-                return await self.render_ide(request)
+            if self.ide_html is not None and _wants_ide(request):
+                return HTMLResponse(self.ide_html)
             media_type = _negotiate(request.headers.get("accept"))
             viewer = await self._authenticate(request, client)
             body = await self._operations(request)
@@ -204,7 +149,9 @@ class GraphQLHTTP:
     async def _authenticate(self, request: Request, client: str | None) -> Viewer:
         authenticator = self.services.authenticator
         if authenticator is None:  # a wiring mistake must not open the door
-            raise Refusal(401, "authentication is not configured", "UNAUTHENTICATED")
+            raise Refusal(
+                401, "authentication is not configured", ErrorCode.UNAUTHENTICATED
+            )
         try:
             return await authenticator.authenticate(
                 request.headers.get("authorization"), client
@@ -214,11 +161,13 @@ class GraphQLHTTP:
             raise Refusal(
                 503,
                 DB_UNAVAILABLE_MESSAGE,
-                "DB_UNAVAILABLE",
+                ErrorCode.DB_UNAVAILABLE,
                 headers={"Retry-After": "1"},
             ) from None
         except ClientError as error:
-            if error.code == "RATE_LIMITED":  # too many failed attempts from here
+            if (
+                error.code == ErrorCode.RATE_LIMITED
+            ):  # too many failed attempts from here
                 retry = int(error.extensions.get("retryAfter") or 1)
                 raise Refusal(
                     429,
@@ -236,7 +185,7 @@ class GraphQLHTTP:
 
     async def _operations(self, request: Request) -> Operation | list[Operation]:
         if request.method == "GET":
-            return _operation(_query_params(request), batch=False)
+            return parse_operation(_query_params(request))
         content_type = request.headers.get("content-type", "")
         mime, _, params = content_type.partition(";")
         mime = mime.strip().lower()
@@ -256,7 +205,7 @@ class GraphQLHTTP:
             )
         if isinstance(data, list):
             return self._batch(data)
-        return _operation(data, batch=False)
+        return parse_operation(data)
 
     def _batch(self, data: list[Any]) -> list[Operation]:
         if not self.limits.batching_enabled:
@@ -268,11 +217,13 @@ class GraphQLHTTP:
                 400,
                 f"a batch may hold at most {self.limits.max_batch_operations} "
                 f"operations, not {len(data)}",
-                "BATCH_TOO_LARGE",
+                ErrorCode.BATCH_TOO_LARGE,
                 limit=self.limits.max_batch_operations,
                 actual=len(data),
             )
-        return [_operation(item, batch=True) for item in data]
+        return [
+            parse_operation(item, where="each operation of a batch") for item in data
+        ]
 
     async def _body(self, request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length")
@@ -356,8 +307,7 @@ class GraphQLHTTP:
         except CannotGetOperationTypeError as error:
             raise Refusal(400, error.as_http_error_reason()) from None
         except TimeoutError:
-            error = timeout_error(timeout, time.perf_counter() - started)
-            error.extensions["requestId"] = context.request_id
+            error = timeout_error(timeout, started, context.request_id)
             # The operation's own extensions went with it; its charge still shows.
             rate = context.rate
             extensions = {"rateLimit": rate_limit_extension(rate)} if rate else None
@@ -435,9 +385,9 @@ def _payload(result: ExecutionResult, media_type: str) -> tuple[dict[str, Any], 
     if not request_error:
         body["data"] = result.data
     elif media_type == GRAPHQL_RESPONSE:
-        if any(_code(e) == "UNAUTHENTICATED" for e in formatted):
+        if any(_code(e) == ErrorCode.UNAUTHENTICATED for e in formatted):
             status = 401
-        elif not any(_code(e) == "RATE_LIMITED" for e in formatted):
+        elif not any(_code(e) == ErrorCode.RATE_LIMITED for e in formatted):
             status = 400
     if formatted:
         body["errors"] = formatted
@@ -455,7 +405,7 @@ def _rate_limited(payload: Any) -> bool:
     if not isinstance(payload, dict) or payload.get("data") is not None:
         return False
     errors = payload.get("errors") or []
-    return bool(errors) and all(_code(e) == "RATE_LIMITED" for e in errors)
+    return bool(errors) and all(_code(e) == ErrorCode.RATE_LIMITED for e in errors)
 
 
 def _negotiate(accept: str | None) -> str:
@@ -545,32 +495,11 @@ def _form_text(value: Any) -> str:
     return str(value)
 
 
-def _operation(data: Any, *, batch: bool) -> Operation:
-    where = "each operation of a batch" if batch else "the request"
-    if not isinstance(data, dict):
-        raise Refusal(400, f"{where} must be a JSON object")
-    query = data.get("query")
-    if query is None or query == "":
-        raise Refusal(400, f"{where} has no `query`")
-    if not isinstance(query, str):
-        raise Refusal(400, "`query` must be a string")
-    variables = data.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise Refusal(400, "`variables` must be an object or null")
-    name = data.get("operationName")
-    if name is not None and not isinstance(name, str):
-        raise Refusal(400, "`operationName` must be a string or null")
-    extensions = data.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise Refusal(400, "`extensions` must be an object or null")
-    return Operation(query, variables, name or None, extensions)
-
-
 def _too_large(limit: int, actual: int) -> Refusal:
     return Refusal(
         413,
         f"the request body is larger than {limit} bytes",
-        "BODY_TOO_LARGE",
+        ErrorCode.BODY_TOO_LARGE,
         limit=limit,
         actual=actual,
     )

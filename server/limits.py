@@ -1,4 +1,4 @@
-"""Query limits: document size, nesting, tokens, depth, aliases, directives and cost."""
+"""Document limits: size, nesting, tokens, depth, aliases, directives (before execution)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import Any
 
 from graphql import (
     DocumentNode,
@@ -14,14 +14,8 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
-    GraphQLField,
-    GraphQLList,
-    GraphQLNamedType,
-    GraphQLNonNull,
-    GraphQLSchema,
     GraphQLSyntaxError,
     InlineFragmentNode,
-    IntValueNode,
     NamedTypeNode,
     NameNode,
     OperationDefinitionNode,
@@ -29,15 +23,8 @@ from graphql import (
     SelectionSetNode,
     Source,
     TokenKind,
-    VariableDefinitionNode,
-    VariableNode,
-    get_variable_values,
-    is_composite_type,
 )
 from graphql.language import Lexer
-from graphql.pyutils import Undefined
-
-from resolvers.pagination import MAX_FIRST
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,27 +45,6 @@ class QueryLimits:
     max_type_selections: int = 10
 
 
-# Cost: every object is a point, scalars and enums are free, and a list multiplies
-# what one of its items costs by how many it holds: its `first` (or `last`), else
-# the `first` of the connection it sits in (students(first: 100) { edges }), else
-# the estimate below. Lists that are neither paged nor listed count DEFAULT_ESTIMATE.
-# A page size that cannot be told before execution counts as the largest page the
-# resolvers allow (resolvers.pagination.check_first).
-PAGE_ARGUMENTS = ("first", "last")
-MAX_PAGE = MAX_FIRST
-LIST_ESTIMATES: dict[str, int] = {
-    "Student.grades": 20,
-    "GradeEvent.grades": 20,
-    "StudentAnalytics.subjects": 10,
-    "ClassAnalytics.subjects": 10,
-    "ClassAnalytics.histogram": 10,
-    "ClassAnalytics.top": 5,
-    "ClassAnalytics.bottom": 5,
-    "CostSnapshot.topOperations": 10,
-    "ImportJob.errors": 100,
-    "InvalidRowsError.rows": 100,
-}
-DEFAULT_ESTIMATE = 20
 # Introspection is bounded by graphql-core's MaxIntrospectionDepthRule instead.
 INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 # Counts above this are reported as this (JSON numbers; a fragment bomb's counts
@@ -290,7 +256,7 @@ def fragment_order(document: DocumentNode) -> list[FragmentDefinitionNode]:
     return order
 
 
-def _count(value: int) -> int:
+def capped(value: int) -> int:
     # Fragment bombs multiply without bound; past MAX_REPORTED nothing changes.
     return min(value, MAX_REPORTED)
 
@@ -317,11 +283,11 @@ class _Measure:
     def shape(self, depth: int, directives: int = 0) -> Shape:
         return Shape(
             depth,
-            _count(self.aliases),
-            _count(self.directives + directives),
-            _count(self.schemas),
-            _count(self.types),
-            _count(self.introspection_aliases),
+            capped(self.aliases),
+            capped(self.directives + directives),
+            capped(self.schemas),
+            capped(self.types),
+            capped(self.introspection_aliases),
         )
 
     def selections(
@@ -478,226 +444,3 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
             actual=shape.directives,
         )
     return None
-
-
-# --- cost ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Cost:
-    """The cost of a selection as a function of the page size it is given:
-    `fixed`, plus per item `paged` (lists that take the page size), or `estimated`
-    when there is no page size (those lists at their estimates)."""
-
-    fixed: int = 0
-    paged: int = 0
-    estimated: int = 0
-
-    def at(self, page: int | None) -> int:
-        return _count(
-            self.fixed + (self.estimated if page is None else self.paged * page)
-        )
-
-    def __add__(self, other: _Cost) -> _Cost:
-        return _Cost(
-            _count(self.fixed + other.fixed),
-            _count(self.paged + other.paged),
-            _count(self.estimated + other.estimated),
-        )
-
-
-class _CostWalk:
-    def __init__(
-        self,
-        schema: GraphQLSchema,
-        variables: Mapping[str, Any],
-        definitions: Mapping[str, VariableDefinitionNode],
-    ) -> None:
-        self.schema = schema
-        self.variables = dict(variables)
-        self.definitions = definitions
-        self.coerced: dict[str, Any] = {}
-        self.fragments: dict[str, _Cost] = {}
-        self.uses_variables = False
-        self.invalid_variables = False
-
-    def page_size(self, node: FieldNode, field: GraphQLField) -> int | None:
-        """The field's `first` (or `last`) as execution will see it: the literal,
-        the variable's coerced value, or the argument's default; MAX_PAGE when that
-        cannot be told before execution; None for a field without one."""
-        for name in PAGE_ARGUMENTS:
-            argument = field.args.get(name)
-            if argument is None:
-                continue
-            given = next(
-                (a.value for a in node.arguments or () if a.name.value == name), None
-            )
-            value: Any = Undefined
-            if isinstance(given, IntValueNode):
-                value = int(given.value)
-            elif isinstance(given, VariableNode):
-                self.uses_variables = True
-                value = self.variable(given.name.value)
-            elif given is not None:
-                value = None  # another literal, which validation refuses
-            if value is Undefined:
-                value = argument.default_value
-            if isinstance(value, int) and not isinstance(value, bool):
-                return max(0, value)
-            return MAX_PAGE
-        return None
-
-    def variable(self, name: str) -> Any:
-        """The variable as graphql-core will coerce it (100.0 is the Int 100):
-        Undefined when it is neither given nor defaulted, so that the argument's
-        default applies; None when it does not coerce (and then execution refuses
-        the operation)."""
-        if name not in self.coerced:
-            definition = self.definitions.get(name)
-            value: Any = None  # an undefined variable, which validation refuses
-            if definition is not None:
-                coerced = get_variable_values(
-                    self.schema, (definition,), self.variables
-                )
-                if isinstance(coerced, list):
-                    self.invalid_variables = True
-                else:
-                    value = coerced.coerced.get(name, Undefined)
-            self.coerced[name] = value
-        return self.coerced[name]
-
-    def selection(self, selection_set: SelectionSetNode | None, parent: Any) -> _Cost:
-        total = _Cost()
-        for selection in selection_set.selections if selection_set else ():
-            if isinstance(selection, FieldNode):
-                total += self.field(selection, parent)
-            elif isinstance(selection, FragmentSpreadNode):
-                total += self.fragments.get(selection.name.value, _Cost())
-            else:
-                assert isinstance(selection, InlineFragmentNode)
-                condition = selection.type_condition
-                kind = self.schema.get_type(condition.name.value) if condition else None
-                total += self.selection(selection.selection_set, kind or parent)
-        return total
-
-    def field(self, node: FieldNode, parent: Any) -> _Cost:
-        name = node.name.value
-        field = getattr(parent, "fields", {}).get(name)
-        if field is None or name.startswith("__"):
-            return _Cost()  # __typename is a scalar; introspection is not counted
-        kind = field.type
-        if isinstance(kind, GraphQLNonNull):
-            kind = kind.of_type
-        is_list = isinstance(kind, GraphQLList)
-        named: GraphQLNamedType = _named(kind)
-        if not is_composite_type(named):
-            return _Cost()
-        inner = self.selection(node.selection_set, named)
-        page = self.page_size(node, field)
-        if not is_list:
-            # A connection hands its page size to the lists directly inside it.
-            return _Cost(fixed=1 + inner.at(page))
-        item = 1 + inner.at(None)
-        if page is not None:
-            return _Cost(fixed=_count(page * item))
-        estimate = LIST_ESTIMATES.get(f"{parent.name}.{name}", DEFAULT_ESTIMATE)
-        return _Cost(paged=item, estimated=_count(estimate * item))
-
-
-def _named(kind: Any) -> GraphQLNamedType:
-    while isinstance(kind, (GraphQLList, GraphQLNonNull)):
-        kind = kind.of_type
-    named: GraphQLNamedType = kind
-    return named
-
-
-def select_operation(
-    document: DocumentNode, operation_name: str | None
-) -> OperationDefinitionNode | None:
-    """The operation that runs (None when the name matches none, or none is named
-    and there are several: graphql-core then reports it)."""
-    operations = [
-        definition
-        for definition in document.definitions
-        if isinstance(definition, OperationDefinitionNode)
-    ]
-    if operation_name is None:
-        return operations[0] if len(operations) == 1 else None
-    return next(
-        (op for op in operations if op.name and op.name.value == operation_name), None
-    )
-
-
-def operation_error(
-    document: DocumentNode, operation_name: str | None
-) -> GraphQLError | None:
-    """Why no operation of the document would run for this operationName (the
-    messages graphql-core gives at execution), or None when one would: a document
-    with several operations needs a name, and the name must be one of them."""
-    operations = [
-        definition
-        for definition in document.definitions
-        if isinstance(definition, OperationDefinitionNode)
-    ]
-    if operation_name is not None:
-        if any(op.name and op.name.value == operation_name for op in operations):
-            return None
-        message = f"Unknown operation named '{operation_name}'."
-    elif len(operations) == 1:
-        return None
-    elif operations:
-        message = "Must provide operation name if query contains multiple operations."
-    else:
-        message = "Must provide an operation."
-    # The document is valid: the request's operationName is what is wrong.
-    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
-
-
-class Price(NamedTuple):
-    """The points of one operation; whether they depend on variables (else they
-    may be cached with the document); whether a variable that sets a page size
-    does not coerce, so that execution will refuse the operation."""
-
-    cost: int
-    varies: bool
-    invalid_variables: bool
-
-
-def price_operation(
-    schema: GraphQLSchema,
-    document: DocumentNode,
-    operation: OperationDefinitionNode,
-    variables: Mapping[str, Any] | None,
-) -> Price:
-    """The points of one operation of the document, its variables coerced as
-    execution will coerce them (only those that set a page size)."""
-    root = schema.get_root_type(operation.operation)
-    if root is None:
-        return Price(0, False, False)
-    definitions = {
-        definition.variable.name.value: definition
-        for definition in operation.variable_definitions or ()
-    }
-    # Variables that are not an object are refused before costing.
-    values = variables if isinstance(variables, Mapping) else {}
-    walk = _CostWalk(schema, values, definitions)
-    for fragment in fragment_order(document):
-        condition = schema.get_type(fragment.type_condition.name.value)
-        walk.fragments[fragment.name.value] = walk.selection(
-            fragment.selection_set, condition
-        )
-    cost = walk.selection(operation.selection_set, root).at(None)
-    return Price(cost, walk.uses_variables, walk.invalid_variables)
-
-
-def check_cost(cost: int, limits: QueryLimits) -> GraphQLError | None:
-    if cost <= limits.max_cost:
-        return None
-    return limit_error(
-        "QUERY_TOO_COSTLY",
-        f"the query costs {cost} points; at most {limits.max_cost} are allowed "
-        "(every object is a point, and a list multiplies by its `first`): ask for "
-        "fewer items or split the query",
-        limit=limits.max_cost,
-        actual=cost,
-    )

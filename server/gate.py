@@ -1,12 +1,9 @@
-"""Schema extensions: each document parsed, limited and validated once, each operation
-costed and charged to the caller's rate budget, and every error coded."""
+"""The document gate: each document parsed, limited and validated once, each operation
+costed and charged to the caller's rate budget, before anything runs."""
 
 from __future__ import annotations
 
-import logging
-import re
-import traceback
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -17,94 +14,42 @@ from graphql import (
     DocumentNode,
     GraphQLError,
     GraphQLSchema,
-    GraphQLSyntaxError,
     NoSchemaIntrospectionCustomRule,
     OperationType,
+    get_operation_ast,
     get_variable_values,
     parse,
-    validate,
 )
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
 from strawberry.extensions import SchemaExtension
-from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
-from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+from strawberry.schema.schema import validate_document
 
-from resolvers.errors import ClientError
-from schema.limits import (
-    Price,
+from resolvers.errors import ErrorCode
+from schema.scalars import serialize_datetime
+from server.cost import Price, check_cost, price_operation
+from server.envelope import operation_error
+from server.limits import (
     QueryLimits,
-    check_cost,
     check_shape,
     check_source,
     measure,
     nesting_depth,
     nesting_error,
-    operation_error,
     placeholder_document,
-    price_operation,
-    select_operation,
 )
-from schema.scalars import serialize_datetime
 
 if TYPE_CHECKING:
     from resolvers.ratelimit import RateState
 
-log = logging.getLogger("gradepulse.errors")
-MASKED_MESSAGE = "Unexpected error."
-DB_UNAVAILABLE_MESSAGE = "The database is unavailable; try again shortly."
-# Failures to reach the database, as opposed to bugs: the client may retry.
-DB_UNAVAILABLE_ERRORS = (
-    OperationalError,
-    InterfaceError,
-    ConnectionError,
-    TimeoutError,
-)
 DOCUMENT_CACHE_SIZE = 1000
-# Strawberry's validate_document adds these to the rules it is given.
-_STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)
 # graphql-core's execute() default: coercion stops after this many errors.
 MAX_COERCION_ERRORS = 50
-# graphql-core's did_you_mean(): " Did you mean 'a', 'b', or 'c'?", and for enum
-# values " Did you mean the enum value 'A' or 'B'?" (suggestions are names).
-_SUGGESTION = re.compile(
-    r" Did you mean (?:the enum value )?'[^']*'(?:,? (?:or )?'[^']*')*\?"
-)
 
 
-def _sqlstate(error: BaseException | None) -> str:
-    """The SQLSTATE of a driver error ("" when unknown)."""
-    if isinstance(error, DBAPIError):
-        return str(getattr(error.orig, "sqlstate", None) or "")
-    return ""
-
-
-def _database_error(error: BaseException | None) -> DBAPIError | None:
-    """The driver error in an exception or the chain it was raised from."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, DBAPIError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def _log_unexpected(error: GraphQLError, original: BaseException) -> None:
-    database = _database_error(original)
-    if database is None:
-        log.error("unexpected error in %s", error.path, exc_info=original)
-        return
-    # The driver's message and the statement's parameters hold row values
-    # (PostgreSQL: "DETAIL: Key (email)=(...) already exists"): log the types, the
-    # SQLSTATE and where it was raised, never the messages.
-    log.error(
-        "unexpected database error in %s: %s from %s (SQLSTATE %s)\n%s",
-        error.path,
-        type(original).__name__,
-        type(database.orig).__name__,
-        _sqlstate(database) or "unknown",
-        "".join(traceback.format_tb(original.__traceback__)).rstrip(),
-    )
+def graphql_schema(schema: Any) -> GraphQLSchema:
+    """The graphql-core schema of a Strawberry schema. Strawberry 0.341.2 keeps it in
+    `_schema` and has no public accessor: this is the one place that reads it."""
+    core: GraphQLSchema = schema._schema
+    return core
 
 
 @dataclass(slots=True)
@@ -174,12 +119,11 @@ class Documents:
     ) -> list[GraphQLError]:
         assert prepared.document is not None
         if prepared.rules != rules:
+            # Strawberry's own validation (its rules added to ours); suggestions
+            # are taken out of the messages by ErrorCodes when they are hidden.
             prepared.errors = (
-                validate(
-                    schema,
-                    prepared.document,
-                    (*rules, *self.extra_rules, *_STRAWBERRY_RULES),
-                    hide_suggestions=self.hide_suggestions,
+                validate_document(
+                    schema, prepared.document, (*rules, *self.extra_rules)
                 )
                 if rules  # Strawberry skips validation when given no rules
                 else []
@@ -198,7 +142,7 @@ class Documents:
         cached = prepared.costs.get(operation_name)
         if cached is not None:
             return Price(cached, False, False)
-        operation = select_operation(prepared.document, operation_name)
+        operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:
             return Price(0, False, False)  # refused in on_parse: nothing runs
         price = price_operation(schema, prepared.document, operation, variables)
@@ -216,7 +160,7 @@ class Documents:
         """What graphql-core's variable coercion reports for the operation, with
         suggestions left out as configured (Strawberry does not pass that on)."""
         assert prepared.document is not None
-        operation = select_operation(prepared.document, operation_name)
+        operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:
             return []
         coerced = get_variable_values(
@@ -234,7 +178,7 @@ class Documents:
                 nodes=error.nodes,
                 source=error.source,
                 positions=error.positions,
-                extensions={"code": "BAD_USER_INPUT"},
+                extensions={"code": ErrorCode.BAD_USER_INPUT},
             )
             for error in coerced
         ]
@@ -245,7 +189,7 @@ class Documents:
         """The type of the operation that would run; None when there is none (the
         document is refused, does not parse or names no such operation)."""
         document = self.prepare(query).document
-        operation = select_operation(document, operation_name) if document else None
+        operation = get_operation_ast(document, operation_name) if document else None
         return operation.operation if operation else None
 
     def timeout_for(self, query: str, operation_name: str | None) -> float | None:
@@ -262,7 +206,7 @@ def rate_limited_error(rate: RateState) -> GraphQLError:
         f"costs {rate.cost} and {rate.remaining} remain; retry in "
         f"{rate.retry_after_s} s",
         extensions={
-            "code": "RATE_LIMITED",
+            "code": ErrorCode.RATE_LIMITED,
             "limit": rate.limit,
             "remaining": rate.remaining,
             "retryAfter": rate.retry_after_s,
@@ -337,7 +281,7 @@ class DocumentGate(SchemaExtension):
             prepared = self.prepared = self.documents.adopt(context.graphql_document)
         if (refusal := prepared.refusal or self.refusal) is not None:
             return [refusal]
-        schema = context.schema._schema
+        schema = graphql_schema(context.schema)
         rules = context.validation_rules
         errors = self.documents.validate(prepared, schema, tuple(rules))
         if errors:
@@ -347,7 +291,7 @@ class DocumentGate(SchemaExtension):
             return [
                 GraphQLError(
                     "variables must be an object (or null)",
-                    extensions={"code": "BAD_USER_INPUT"},
+                    extensions={"code": ErrorCode.BAD_USER_INPUT},
                 )
             ]
         operation_name = context.operation_name
@@ -391,82 +335,3 @@ def rate_limit_extension(rate: RateState) -> dict[str, Any]:
 def _reset_text(reset_at: datetime) -> str:
     # Whole seconds: most operations of a second share the text.
     return serialize_datetime(reset_at)
-
-
-class ErrorCodes(SchemaExtension):
-    """Give each error a code; mask unexpected exceptions unless `expose` is set."""
-
-    def __init__(self, *, expose: bool = False) -> None:
-        self.expose = expose
-        self._validation_errors: set[int] = set()
-
-    def on_validate(self) -> Iterator[None]:
-        yield
-        for error in self.execution_context.pre_execution_errors or ():
-            self._validation_errors.add(id(error))
-
-    def on_operation(self) -> Iterator[None]:
-        self._validation_errors = set()
-        yield
-        result = self.execution_context.result
-        if result is not None and getattr(result, "errors", None):
-            result.errors = [self.coded(error) for error in result.errors]
-
-    def on_stream_result(self, result: Any) -> None:
-        """Results over a WebSocket go out one by one, before on_operation ends."""
-        errors = getattr(result, "errors", None)
-        if errors:
-            result.errors = [self.coded(error) for error in errors]
-
-    def _request_id(self) -> str | None:
-        return getattr(self.execution_context.context, "request_id", None)
-
-    def _hide_suggestions(self) -> bool:
-        config = getattr(self.execution_context.schema, "config", None)
-        return bool(getattr(config, "disable_field_suggestions", False))
-
-    def coded(self, error: GraphQLError) -> GraphQLError:
-        original = error.original_error
-        extensions: dict[str, Any] = dict(error.extensions or {})
-        message = error.message
-        if isinstance(original, ClientError):
-            extensions.setdefault("code", original.code)
-            extensions.update(original.extensions)
-        elif "code" in extensions:
-            pass
-        elif isinstance(error, GraphQLSyntaxError):
-            extensions["code"] = "GRAPHQL_PARSE_FAILED"
-        elif id(error) in self._validation_errors:
-            extensions["code"] = "GRAPHQL_VALIDATION_FAILED"
-        elif isinstance(original, DataError) or _sqlstate(original).startswith("22"):
-            # The database refused a value taken from the request (SQLSTATE class 22,
-            # e.g. a NUL character in a text argument on PostgreSQL).
-            extensions["code"] = "BAD_USER_INPUT"
-            message = "An argument holds a value the database cannot use."
-        elif isinstance(original, DB_UNAVAILABLE_ERRORS):
-            extensions["code"] = "DB_UNAVAILABLE"
-            log.warning("database unavailable: %s", type(original).__name__)
-            message = DB_UNAVAILABLE_MESSAGE
-        elif original is None or isinstance(original, GraphQLError):
-            # Raised by graphql-core while coercing variables or arguments.
-            extensions["code"] = "BAD_USER_INPUT"
-        else:
-            extensions["code"] = "INTERNAL_SERVER_ERROR"
-            _log_unexpected(error, original)
-            if not self.expose:
-                message = MASKED_MESSAGE
-        if "Did you mean" in message and self._hide_suggestions():
-            # graphql-core coerces variables during execution, where Strawberry
-            # does not pass hide_suggestions on.
-            message = _SUGGESTION.sub("", message)
-        if request_id := self._request_id():
-            extensions["requestId"] = request_id
-        return GraphQLError(
-            message,
-            nodes=error.nodes,
-            source=error.source,
-            positions=error.positions,
-            path=error.path,
-            original_error=None,
-            extensions=extensions,
-        )

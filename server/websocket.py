@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from starlette.websockets import WebSocketDisconnect, WebSocketState
-from strawberry.asgi import ASGIWebSocketAdapter
+import orjson
+from starlette.requests import Request
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -55,11 +57,17 @@ from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from monitoring.middleware import assigned_request_id
 from resolvers.auth import MALFORMED_HEADER
-from resolvers.context import Context
-from resolvers.errors import ClientError, Unauthenticated
-from schema.extensions import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE
-from schema.limits import timeout_error
+from resolvers.context import Context, Services
+from resolvers.errors import ClientError, ErrorCode, Unauthenticated
+from server.envelope import Refusal, parse_operation
+from server.errors import (
+    DB_UNAVAILABLE_ERRORS,
+    DB_UNAVAILABLE_MESSAGE,
+    coded_error,
+    timeout_error,
+)
 
 log = logging.getLogger("gradepulse.websocket")
 
@@ -126,7 +134,7 @@ def authorization_param(payload: Mapping[str, object] | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
+class ConnectionRefusal:
     """Refused credentials: how the connection closes, and the message and
     extensions that the legacy protocol's connection_error carries first."""
 
@@ -136,9 +144,9 @@ class Refusal:
     extensions: dict[str, object]
 
     @classmethod
-    def of(cls, error: ClientError) -> Refusal:
+    def of(cls, error: ClientError) -> ConnectionRefusal:
         extensions = {"code": error.code, **error.extensions}
-        if error.code == "RATE_LIMITED":
+        if error.code is ErrorCode.RATE_LIMITED:
             return cls(RATE_LIMITED_CODE, RATE_LIMITED_REASON, str(error), extensions)
         return cls(FORBIDDEN_CODE, FORBIDDEN_REASON, str(error), extensions)
 
@@ -154,7 +162,7 @@ class ConnectionGuard:
         self,
         context: Any,
         websocket: Any,
-        refuse: Callable[[Refusal], Awaitable[None]],
+        refuse: Callable[[ConnectionRefusal], Awaitable[None]],
     ) -> None:
         self.context = context
         self.websocket = websocket
@@ -163,14 +171,16 @@ class ConnectionGuard:
         self._authorization: str | None = None
         self._watch: asyncio.Task[None] | None = None
 
-    async def admit(self, payload: Mapping[str, object] | None) -> Refusal | None:
+    async def admit(
+        self, payload: Mapping[str, object] | None
+    ) -> ConnectionRefusal | None:
         """Set the connection's viewer from the connection_init payload (the rules
         of the Authorization header over HTTP); the refusal, or None when the
         connection may go on."""
         context = self.context
         if not isinstance(context, Context) or context.authenticator is None:
             # A wiring mistake must not leave the default viewer, an admin.
-            return Refusal(
+            return ConnectionRefusal(
                 FORBIDDEN_CODE,
                 FORBIDDEN_REASON,
                 NOT_CONFIGURED,
@@ -185,22 +195,22 @@ class ConnectionGuard:
                 authorization, context.client_host
             )
         except ClientError as error:
-            return Refusal.of(error)
+            return ConnectionRefusal.of(error)
         except DB_UNAVAILABLE_ERRORS as error:
             # The key lookup could not reach the database: 1013 (try again later),
             # which graphql-ws clients reconnect on.
             log.warning("credential check failed: %s", type(error).__name__)
-            return Refusal(
+            return ConnectionRefusal(
                 TRY_AGAIN_CODE,
                 TRY_AGAIN_REASON,
                 DB_UNAVAILABLE_MESSAGE,
-                {"code": "DB_UNAVAILABLE"},
+                {"code": ErrorCode.DB_UNAVAILABLE},
             )
         self._authorization = authorization
         self.admitted = True
         return None
 
-    async def recheck(self) -> Refusal | None:
+    async def recheck(self) -> ConnectionRefusal | None:
         """The admitted credential again, by the same rules (and the viewer it
         gives now); the refusal, or None when the connection may go on."""
         context = self.context
@@ -210,7 +220,7 @@ class ConnectionGuard:
                 self._authorization, context.client_host
             )
         except ClientError as error:
-            return Refusal.of(error)
+            return ConnectionRefusal.of(error)
         except DB_UNAVAILABLE_ERRORS as error:
             # No answer is no refusal: the credential passed its last check (at
             # most a key cache TTL ago), and the operation meets the same outage
@@ -218,7 +228,7 @@ class ConnectionGuard:
             log.warning("credential re-check failed: %s", type(error).__name__)
         return None
 
-    async def before_operation(self) -> Refusal | None:
+    async def before_operation(self) -> ConnectionRefusal | None:
         """Before each operation: the credential may have expired or been revoked
         since the last check; when it holds, fresh DataLoaders for the operation
         (the context lives as long as the connection)."""
@@ -264,21 +274,12 @@ class ConnectionGuard:
             log.exception("the credential watch failed")
 
 
-def _bad_input(context: Any) -> dict[str, object]:
-    return _extensions(context, "BAD_USER_INPUT")
-
-
-def payload_problem(payload: object) -> str | None:
-    """What is wrong with an operation's payload (the shapes HTTP requires too),
-    or None."""
-    if not isinstance(payload, dict):
-        return "an operation needs a payload object with a query"
-    if not isinstance(payload.get("query"), str) or not payload["query"]:
-        return "`query` must be a non-empty string"
-    if not isinstance(payload.get("variables"), dict | None):
-        return "`variables` must be an object or null"
-    if not isinstance(payload.get("operationName"), str | None):
-        return "`operationName` must be a string or null"
+def payload_problem(payload: object, request_id: str | None) -> dict[str, Any] | None:
+    """The coded error for an operation payload that HTTP would refuse too, or None."""
+    try:
+        parse_operation(payload, where="an operation's payload")
+    except Refusal as refusal:
+        return refusal.error(request_id)
     return None
 
 
@@ -289,13 +290,6 @@ def _timeout_for(schema: Any, query: str, operation_name: str | None) -> float |
         return None  # a malformed operation: Strawberry answers it with an error
     limit: float | None = documents.timeout_for(query, operation_name)
     return limit
-
-
-def _timeout_error(context: Any, limit: float, started: float) -> Any:
-    error = timeout_error(limit, time.perf_counter() - started)
-    if request_id := getattr(context, "request_id", None):
-        error.extensions["requestId"] = request_id  # type: ignore[index]
-    return error
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -340,8 +334,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged:
-            if problem := payload_problem(message.get("payload")):
-                error = {"message": problem, "extensions": _bad_input(self.context)}
+            error = payload_problem(message.get("payload"), _request_id(self.context))
+            if error is not None:
                 await self.send_message(
                     {"type": "error", "id": str(message.get("id")), "payload": [error]}
                 )
@@ -351,7 +345,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
         await super().handle_subscribe(message)
 
-    async def _refuse(self, refusal: Refusal) -> None:
+    async def _refuse(self, refusal: ConnectionRefusal) -> None:
         """End the connection: nothing more runs or is sent under the refused
         credential."""
         self.connection_acknowledged = False  # Strawberry refuses what follows
@@ -371,7 +365,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             async with asyncio.timeout(limit):
                 await super().run_operation(operation)
         except TimeoutError:
-            error = _timeout_error(self.context, limit, started)
+            error = timeout_error(limit, started, _request_id(self.context))
             await operation.send_initial_errors([error])
 
     async def shutdown(self) -> None:
@@ -428,19 +422,16 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.connection_acknowledged:
             self.guard.watch()
 
-    async def _refuse(self, refusal: Refusal) -> None:
+    async def _refuse(self, refusal: ConnectionRefusal) -> None:
         """A connection_error, then the close; nothing more runs or is sent under
         the refused credential."""
         self.connection_acknowledged = False  # Strawberry refuses what follows
         extensions = dict(refusal.extensions)
-        if request_id := getattr(self.context, "request_id", None):
-            extensions["requestId"] = request_id
-        await self.send_message(
-            {
-                "type": "connection_error",
-                "payload": {"message": refusal.message, "extensions": extensions},
-            }
+        code = extensions.pop("code")
+        error = coded_error(
+            code, refusal.message, _request_id(self.context), **extensions
         )
+        await self.send_message({"type": "connection_error", "payload": error})
         await self.websocket.close(refusal.close_code, refusal.close_reason)
         await self.cleanup()
 
@@ -449,14 +440,16 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.connection_acknowledged:
             # Strawberry would fail on a bad payload and drop the operation or the
             # connection, and would silently replace a running operation.
-            problem = payload_problem(message.get("payload"))
-            if problem is None and operation_id in self.tasks:
-                problem = (
+            request_id = _request_id(self.context)
+            error = payload_problem(message.get("payload"), request_id)
+            if error is None and operation_id in self.tasks:
+                error = coded_error(
+                    ErrorCode.BAD_USER_INPUT,
                     f"an operation with id {operation_id!r} is already running; "
-                    "stop it first or use another id"
+                    "stop it first or use another id",
+                    request_id,
                 )
-            if problem is not None:
-                error = {"message": problem, "extensions": _bad_input(self.context)}
+            if error is not None:
                 await self.send_message(
                     {"type": "error", "id": str(operation_id), "payload": error}
                 )
@@ -487,7 +480,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                     )
             except TimeoutError:
                 assert limit is not None
-                error = _timeout_error(self.context, limit, started)
+                error = timeout_error(limit, started, _request_id(self.context))
                 await self.send_message(
                     {"type": "error", "id": operation_id, "payload": error.formatted}
                 )
@@ -538,13 +531,11 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                         {
                             "type": "error",
                             "id": operation_id,
-                            "payload": {
-                                "message": "incremental delivery is not supported "
-                                "over graphql-ws",
-                                "extensions": _extensions(
-                                    self.context, "BAD_USER_INPUT"
-                                ),
-                            },
+                            "payload": coded_error(
+                                ErrorCode.BAD_USER_INPUT,
+                                "incremental delivery is not supported over graphql-ws",
+                                _request_id(self.context),
+                            ),
                         }
                     )
                     return False
@@ -553,8 +544,42 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         return True
 
 
-def _extensions(context: Any, code: str) -> dict[str, object]:
-    extensions: dict[str, object] = {"code": code}
-    if request_id := getattr(context, "request_id", None):
-        extensions["requestId"] = request_id
-    return extensions
+def _request_id(context: Any) -> str | None:
+    return getattr(context, "request_id", None)
+
+
+class GraphQLWebSocket(GraphQL[Context, None]):
+    """Strawberry's ASGI view, for the WebSocket side of /graphql only (server/http.py
+    answers HTTP): both protocols with the handlers above and text frames."""
+
+    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]  # Strawberry types it as its own adapter class, not a subclass
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def __init__(
+        self, services: Services, *, schema: Any, allowed_origins: list[str]
+    ) -> None:
+        super().__init__(
+            schema=schema,
+            graphql_ide=None,
+            # Browser pages on the CORS allow-list may open subscriptions too.
+            allowed_origins=allowed_origins,
+            connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
+            keep_alive=True,  # graphql-ws "ka" messages; graphql-transport-ws pings
+            keep_alive_interval=KEEP_ALIVE_S,
+            # resolvers/live.py counts subscriptions (not queries) against the limits
+            max_subscriptions_per_connection=None,
+        )
+        self.services = services
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        client = request.client.host if request.client else None
+        return self.services.context(
+            request_id=assigned_request_id(request.scope),
+            over_http=False,
+            request_state=request.scope["state"],
+            client_host=client,
+        )
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)

@@ -1,0 +1,98 @@
+"""/health, /health/live, /health/ready and /health/db: what the instance and its
+dependencies look like to a load balancer and to an operator."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from monitoring.sinks import FileSink
+
+log = logging.getLogger("gradepulse")
+DB_CHECK_TIMEOUT_S = 1.0
+
+
+class Health:
+    """The health endpoints. `ping` makes one round trip to the database; slower
+    than DB_CHECK_TIMEOUT_S, or failing, is "unavailable"."""
+
+    def __init__(
+        self,
+        *,
+        ping: Callable[[], Awaitable[None]],
+        dialect: str,
+        sinks: Sequence[FileSink],
+        version: str,
+        environment: str,
+        uptime_seconds: Callable[[], float],
+    ) -> None:
+        self.ping = ping
+        self.dialect = dialect
+        self.sinks = sinks
+        self.version = version
+        self.environment = environment
+        self.uptime_seconds = uptime_seconds
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/health", self.health),
+            Route("/health/live", self.live),
+            Route("/health/ready", self.ready),
+            Route("/health/db", self.database),
+        ]
+
+    async def check_database(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.ping(), DB_CHECK_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("database check failed: %s", type(exc).__name__)
+            return {"status": "unavailable", "dialect": self.dialect}
+        latency = (time.perf_counter() - started) * 1000
+        return {"status": "ok", "dialect": self.dialect, "latencyMs": round(latency, 3)}
+
+    async def health(self, request: Request) -> JSONResponse:
+        checks: dict[str, Any] = {"database": await self.check_database()}
+        for sink in self.sinks:
+            status = sink.status()
+            checks[status.name] = {
+                "status": "ok" if status.ok else "failing",
+                "path": status.path,
+                "failures": status.failures,
+                "lastError": status.last_error,
+            }
+        ok = all(check["status"] == "ok" for check in checks.values())
+        return JSONResponse(
+            {
+                "status": "ok" if ok else "degraded",
+                "version": self.version,
+                "environment": self.environment,
+                "uptimeSeconds": round(self.uptime_seconds(), 3),
+                "checks": checks,
+            }
+        )
+
+    async def live(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> JSONResponse:
+        # Only the database takes the instance out of rotation; a failing sink
+        # degrades /health but requests are still served.
+        database = await self.check_database()
+        ok = database["status"] == "ok"
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "database": database},
+            status_code=200 if ok else 503,
+        )
+
+    async def database(self, request: Request) -> JSONResponse:
+        database = await self.check_database()
+        ok = database["status"] == "ok"
+        return JSONResponse(database, status_code=200 if ok else 503)

@@ -1,0 +1,71 @@
+"""build_schema(...): the root types with the scalars, the executor and the schema
+extensions, in the order they must run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+
+from schema.root import Mutation, Query, Subscription
+from schema.scalars import SCALARS
+from server.audit import AuditExtension
+from server.errors import ErrorCodes
+from server.execution import executor_class
+from server.gate import DocumentGate, Documents
+from server.limits import QueryLimits
+
+
+class GradePulseSchema(strawberry.Schema):
+    # The documents seen lately and their limits (the WebSocket handler asks them
+    # an operation's type); set by build_schema.
+    documents: Documents | None = None
+
+    def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
+        """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
+
+
+def build_schema(
+    *,
+    expose_errors: bool = False,
+    outer_extensions: Sequence[Any] = (),
+    extra_extensions: Sequence[Any] = (),
+    audit: bool = True,
+    limits: QueryLimits | None = None,
+    introspection: bool = True,
+    suggestions: bool = True,
+    resolver_only_extensions: tuple[type, ...] = (),
+) -> GradePulseSchema:
+    """The schema with its extensions; `expose_errors` shows unexpected messages.
+    `audit=False` (the bench's unaudited app only) leaves out the FERPA audit log.
+    `limits` bound every document; `introspection=False` refuses __schema and
+    __type, `suggestions=False` leaves "Did you mean" out of error messages.
+    `resolver_only_extensions`: the types of extensions whose `resolve` hook ignores
+    Strawberry's basic attribute fields, so that the executor may complete those
+    fields without calling it (server/execution.py)."""
+    documents = Documents(
+        limits or QueryLimits(), introspection=introspection, suggestions=suggestions
+    )
+    schema = GradePulseSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        scalar_overrides=SCALARS,
+        execution_context_class=executor_class(resolver_only_extensions),
+        config=StrawberryConfig(disable_field_suggestions=not suggestions),
+        # Extensions exit in reverse order: `outer_extensions` (the monitor) see the
+        # coded errors that ErrorCodes leaves.
+        extensions=[
+            *outer_extensions,
+            partial(ErrorCodes, expose=expose_errors),
+            partial(DocumentGate, documents=documents),
+            # Inside ErrorCodes: a withheld response's error gets the request id.
+            *([AuditExtension] if audit else []),
+            *extra_extensions,
+        ],
+    )
+    schema.documents = documents
+    return schema

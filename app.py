@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -17,7 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from db.engine import Database, create_database, create_tables, ping
@@ -110,24 +110,65 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await create_tables(database)
-        if audit_log is not None:
-            audit_log.start()
-        if observe:
-            monitor.start()
-        # Everything built so far lives as long as the process: keep it out of the
-        # collector's generations, so that full collections stay short.
-        gc.collect()
-        gc.freeze()
-        yield
-        await services.imports.shutdown()
-        if audit_log is not None:
-            await audit_log.stop()
-        await monitor.stop()
-        await database.dispose()
+    app = Starlette(
+        debug=False,
+        lifespan=partial(
+            running, database, services, monitor, audit_log, observe=observe
+        ),
+        middleware=middleware(settings, monitor.registry if observe else None),
+        routes=build_routes(settings, database, services, schema, monitor, sinks),
+    )
+    app.state.services = services
+    app.state.schema = schema
+    app.state.settings = settings
+    app.state.monitor = monitor
+    return app
 
+
+@asynccontextmanager
+async def running(
+    database: Database,
+    services: Services,
+    monitor: Monitor,
+    audit_log: AuditLog | None,
+    app: Starlette,
+    *,
+    observe: bool,
+) -> AsyncIterator[None]:
+    """The lifespan: tables, the audit writer and the monitor run while the app does."""
+    await create_tables(database)
+    if audit_log is not None:
+        audit_log.start()
+    if observe:
+        monitor.start()
+    # Everything built so far lives as long as the process: keep it out of the
+    # collector's generations, so that full collections stay short.
+    gc.collect()
+    gc.freeze()
+    yield
+    await services.imports.shutdown()
+    if audit_log is not None:
+        await audit_log.stop()
+    await monitor.stop()
+    await database.dispose()
+
+
+def build_routes(
+    settings: Settings,
+    database: Database,
+    services: Services,
+    schema: GradePulseSchema,
+    monitor: Monitor,
+    sinks: Sequence[FileSink],
+) -> list[BaseRoute]:
+    """/graphql, the health endpoints, /metrics, /dashboard and the static files."""
+    graphql = GraphQLEndpoint(
+        schema=schema,
+        services=services,
+        limits=http_limits(settings),
+        graphiql=STATIC / "graphiql" / "graphiql.html" if settings.graphiql else None,
+        allowed_origins=settings.cors_origin_list,
+    )
     health = Health(
         ping=partial(ping, database),
         dialect=database.dialect,
@@ -135,13 +176,6 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         version=VERSION,
         environment=settings.environment,
         uptime_seconds=monitor.registry.uptime_seconds,
-    )
-    graphql = GraphQLEndpoint(
-        schema=schema,
-        services=services,
-        limits=http_limits(settings),
-        graphiql=STATIC / "graphiql" / "graphiql.html" if settings.graphiql else None,
-        allowed_origins=settings.cors_origin_list,
     )
     metrics = MetricsEndpoint(
         monitor.registry.prometheus,
@@ -155,23 +189,13 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         # the rules as parsed (ALERT_RULES applied; disabled ones absent)
         thresholds={rule.id: rule.threshold for rule in monitor.alerts.rules},
     )
-    app = Starlette(
-        debug=False,
-        lifespan=lifespan,
-        middleware=middleware(settings, monitor.registry if observe else None),
-        routes=[
-            *graphql.routes("/graphql"),
-            *health.routes(),
-            Route("/metrics", metrics.respond),
-            Route("/dashboard", dashboard),
-            Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        ],
-    )
-    app.state.services = services
-    app.state.schema = schema
-    app.state.settings = settings
-    app.state.monitor = monitor
-    return app
+    return [
+        *graphql.routes("/graphql"),
+        *health.routes(),
+        Route("/metrics", metrics.respond),
+        Route("/dashboard", dashboard),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
 
 
 def build_services(

@@ -27,6 +27,7 @@ from graphql import (
 )
 from graphql.pyutils import Undefined
 
+from resolvers.errors import ErrorCode
 from resolvers.pagination import MAX_FIRST
 from server.limits import QueryLimits, capped, fragment_order, limit_error
 
@@ -222,7 +223,7 @@ def check_cost(cost: int, limits: QueryLimits) -> GraphQLError | None:
     if cost <= limits.max_cost:
         return None
     return limit_error(
-        "QUERY_TOO_COSTLY",
+        ErrorCode.QUERY_TOO_COSTLY,
         f"the query costs {cost} points; at most {limits.max_cost} are allowed "
         "(every object is a point, and a list multiplies by its `first`): ask for "
         "fewer items or split the query",

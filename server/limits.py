@@ -26,6 +26,8 @@ from graphql import (
 )
 from graphql.language import Lexer
 
+from resolvers.errors import ErrorCode
+
 
 @dataclass(frozen=True, slots=True)
 class QueryLimits:
@@ -52,22 +54,14 @@ INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 MAX_REPORTED = 2**53 - 1
 
 
-def limit_error(code: str, message: str, *, limit: Any, actual: Any) -> GraphQLError:
+def limit_error(
+    code: ErrorCode, message: str, *, limit: Any, actual: Any
+) -> GraphQLError:
     """A refused document: `extensions` = {code, limit, actual}."""
     if isinstance(actual, int):
         actual = min(actual, MAX_REPORTED)
     return GraphQLError(
         message, extensions={"code": code, "limit": limit, "actual": actual}
-    )
-
-
-def timeout_error(limit: float, actual: float) -> GraphQLError:
-    """An operation stopped after OPERATION_TIMEOUT_S."""
-    return limit_error(
-        "OPERATION_TIMEOUT",
-        f"the operation ran longer than {limit:g} s and was stopped",
-        limit=limit,
-        actual=round(actual, 3),
     )
 
 
@@ -108,7 +102,7 @@ def count_tokens(query: str) -> int | None:
 
 def nesting_error(depth: int, limits: QueryLimits) -> GraphQLError:
     return limit_error(
-        "QUERY_TOO_DEEP",
+        ErrorCode.QUERY_TOO_DEEP,
         f"the document nests brackets {depth} deep; at most {limits.max_nesting} "
         "levels are allowed",
         limit=limits.max_nesting,
@@ -121,7 +115,7 @@ def check_source(query: str, limits: QueryLimits) -> GraphQLError | None:
     chars = len(query)
     if chars > limits.max_document_chars:
         return limit_error(
-            "DOCUMENT_TOO_LARGE",
+            ErrorCode.DOCUMENT_TOO_LARGE,
             f"the document has {chars} characters; at most "
             f"{limits.max_document_chars} are allowed",
             limit=limits.max_document_chars,
@@ -138,7 +132,7 @@ def check_source(query: str, limits: QueryLimits) -> GraphQLError | None:
         tokens = count_tokens(query)
         if tokens is not None and tokens > limits.max_tokens:
             return limit_error(
-                "TOO_MANY_TOKENS",
+                ErrorCode.TOO_MANY_TOKENS,
                 f"the document has {tokens} tokens; at most {limits.max_tokens} "
                 "are allowed",
                 limit=limits.max_tokens,
@@ -390,7 +384,7 @@ def measure(document: DocumentNode) -> Shape:
 def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
     if shape.depth > limits.max_depth:
         return limit_error(
-            "QUERY_TOO_DEEP",
+            ErrorCode.QUERY_TOO_DEEP,
             f"the query is {shape.depth} levels deep; at most {limits.max_depth} "
             "are allowed",
             limit=limits.max_depth,
@@ -400,7 +394,7 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
     # refused as too costly (a client should ask for less or split the query).
     if shape.schemas > limits.max_schema_selections:
         return limit_error(
-            "QUERY_TOO_COSTLY",
+            ErrorCode.QUERY_TOO_COSTLY,
             f"the query selects __schema {shape.schemas} times; at most "
             f"{limits.max_schema_selections} is allowed per operation (introspection "
             "is outside the points count and bounded this way instead)",
@@ -409,7 +403,7 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
         )
     if shape.types > limits.max_type_selections:
         return limit_error(
-            "QUERY_TOO_COSTLY",
+            ErrorCode.QUERY_TOO_COSTLY,
             f"the query selects __type {shape.types} times; at most "
             f"{limits.max_type_selections} are allowed per operation (introspection "
             "is outside the points count and bounded this way instead)",
@@ -418,7 +412,7 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
         )
     if shape.introspection_aliases:
         return limit_error(
-            "TOO_MANY_ALIASES",
+            ErrorCode.TOO_MANY_ALIASES,
             f"the query uses {shape.introspection_aliases} aliases inside "
             "__schema or __type; introspection takes none (each would repeat its "
             "work)",
@@ -427,7 +421,7 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
         )
     if shape.aliases > limits.max_aliases:
         return limit_error(
-            "TOO_MANY_ALIASES",
+            ErrorCode.TOO_MANY_ALIASES,
             f"the query uses {shape.aliases} aliases or repeated fields (a field "
             "selected again under the same name in one selection set, a fragment "
             "spread again, a fragment's count each time it is spread); at most "
@@ -437,7 +431,7 @@ def check_shape(shape: Shape, limits: QueryLimits) -> GraphQLError | None:
         )
     if shape.directives > limits.max_directives:
         return limit_error(
-            "TOO_MANY_DIRECTIVES",
+            ErrorCode.TOO_MANY_DIRECTIVES,
             f"the query uses {shape.directives} directives (a fragment's count each "
             f"time it is spread); at most {limits.max_directives} are allowed",
             limit=limits.max_directives,

@@ -172,10 +172,10 @@ async def statement_counts(database: Path) -> dict[str, int]:
         ("{ __typename }", TYPENAME_QUERY),
     ):
         app = create_app(
-            Settings(
+            Settings(  # type: ignore[call-arg]  # _env_file: pydantic-settings' init-only argument
                 _env_file=None, database_url=f"sqlite:///{database}", access_log=False
             )
-        )  # type: ignore[call-arg]
+        )
         statements: list[str] = []
         engine = app.state.services.database.engine.sync_engine
 

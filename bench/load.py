@@ -94,8 +94,12 @@ def _wrk(
             capture_output=True,
             text=True,
         ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    rate_line = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total_line = re.search(r"(\d+) requests in", output)
+    if rate_line is None or total_line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{output}")
+    rate = float(rate_line.group(1))
+    total = int(total_line.group(1))
     errors = 0
     if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         errors += int(match.group(1))

@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from monitoring.registry import Registry
@@ -49,10 +50,9 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
-def assigned_request_id(scope: Scope) -> str:
+def assigned_request_id(scope: Mapping[str, Any]) -> str:
     """The id RequestId gave this request or connection."""
-    state: dict[str, Any] = scope["state"]
-    return str(state["request_id"])
+    return str(scope["state"]["request_id"])
 
 
 class RequestMonitor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monitoring.costs import CostSnapshot
 from monitoring.monitor import Monitor
 from monitoring.registry import ResolverStats
 from monitoring.snapshot import AlertEvent, CostRow, MetricsSnapshot
@@ -34,7 +35,7 @@ def recent_alerts(ctx: Context, last: int = 20) -> list[AlertEvent]:
     return events
 
 
-def cost_snapshot(ctx: Context):  # type: ignore[no-untyped-def]
+def cost_snapshot(ctx: Context) -> CostSnapshot:
     return _monitor(ctx).costs.snapshot()
 
 

@@ -42,7 +42,12 @@ async def start_import(
                 "give exactly one of file and csv",
             )
         )
-    source: bytes | str = file if file is not None else csv  # type: ignore[assignment]
+    source: bytes | str
+    if file is not None:
+        source = file
+    else:
+        assert csv is not None  # exactly one of them, checked above
+        source = csv
     job = ctx.imports.create()
     job.owner = ctx.viewer.identity
     job.task = asyncio.create_task(_run(ctx, job, source), name=f"import-{job.id}")

@@ -86,15 +86,13 @@ def coded_error(
 
 def timeout_error(limit: float, started: float, request_id: str | None) -> GraphQLError:
     """An operation stopped after OPERATION_TIMEOUT_S (`started`: perf_counter)."""
-    error = limit_error(
+    return limit_error(
         ErrorCode.OPERATION_TIMEOUT,
         f"the operation ran longer than {limit:g} s and was stopped",
         limit=limit,
         actual=round(time.perf_counter() - started, 3),
+        **({"requestId": request_id} if request_id else {}),
     )
-    if request_id:
-        error.extensions["requestId"] = request_id  # type: ignore[index]  # graphql-core types extensions as a read-only Mapping
-    return error
 
 
 class ErrorCodes(SchemaExtension):

@@ -270,8 +270,8 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             helper = f"c{index}"
             if is_leaf_type(inner):
                 shape.append((response_name, definition.python_name, inner, required))
-                namespace[helper] = _leaf_completer(inner, required)  # type: ignore[arg-type]
-                check = _INLINE_CHECKS.get(inner)  # type: ignore[call-overload]
+                namespace[helper] = _leaf_completer(inner, required)
+                check = _INLINE_CHECKS.get(inner)
                 expression = (
                     f"(x if ({check.replace('x', '(x := ' + attribute + ')', 1)}) "
                     f"else {helper}(x))"

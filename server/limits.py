@@ -55,13 +55,14 @@ MAX_REPORTED = 2**53 - 1
 
 
 def limit_error(
-    code: ErrorCode, message: str, *, limit: Any, actual: Any
+    code: ErrorCode, message: str, *, limit: Any, actual: Any, **extensions: Any
 ) -> GraphQLError:
-    """A refused document: `extensions` = {code, limit, actual}."""
+    """A refused document: `extensions` = {code, limit, actual, ...}."""
     if isinstance(actual, int):
         actual = min(actual, MAX_REPORTED)
     return GraphQLError(
-        message, extensions={"code": code, "limit": limit, "actual": actual}
+        message,
+        extensions={"code": code, "limit": limit, "actual": actual, **extensions},
     )
 
 

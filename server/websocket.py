@@ -504,7 +504,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     ) -> bool:
         """Send the operation's results; False when it ended with an error
         message (which ends an operation in this protocol)."""
-        source = await self.schema.stream(  # type: ignore[attr-defined]
+        source = await self.schema.stream(
             query,
             variable_values=variables,
             context_value=self.context,
@@ -552,7 +552,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
     """Strawberry's ASGI view, for the WebSocket side of /graphql only (server/http.py
     answers HTTP): both protocols with the handlers above and text frames."""
 
-    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]  # Strawberry types it as its own adapter class, not a subclass
+    websocket_adapter_class = TextWebSocketAdapter
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 

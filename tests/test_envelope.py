@@ -1,0 +1,76 @@
+"""The operation envelope: HTTP and both WebSocket protocols refuse the same malformed
+operations with the same coded error, and the connection goes on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.asgi_ws import AsgiWebSocket
+
+TRANSPORT = "graphql-transport-ws"
+LEGACY = "graphql-ws"
+RECEIVE_TIMEOUT_S = 10.0
+
+MALFORMED = [
+    ({"query": 123}, "`query` must be a string"),
+    ({"query": ""}, "an operation's payload has no `query`"),
+    (
+        {"query": "{ subjects }", "variables": [1]},
+        "`variables` must be an object or null",
+    ),
+    (
+        {"query": "{ subjects }", "operationName": 5},
+        "`operationName` must be a string or null",
+    ),
+    (
+        {"query": "{ subjects }", "extensions": 7},
+        "`extensions` must be an object or null",
+    ),
+]
+
+
+@pytest.mark.parametrize(("payload", "message"), MALFORMED)
+async def test_http_refuses_a_malformed_operation_with_a_coded_400(
+    seeded_api: Any, payload: dict[str, Any], message: str
+) -> None:
+    response = await seeded_api.http.post("/graphql", json=payload)
+
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["message"] == message.replace("an operation's payload", "the request")
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["requestId"] == response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+@pytest.mark.parametrize(("payload", "message"), MALFORMED)
+async def test_websockets_refuse_the_same_operations_and_go_on(
+    seeded_api: Any, protocol: str, payload: dict[str, Any], message: str
+) -> None:
+    start = "subscribe" if protocol == TRANSPORT else "start"
+    async with AsgiWebSocket(seeded_api.app, subprotocol=protocol) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json(RECEIVE_TIMEOUT_S))["type"] == "connection_ack"
+        await ws.send_json({"id": "1", "type": start, "payload": payload})
+        refused = await ws.receive_json(RECEIVE_TIMEOUT_S)
+        await ws.send_json(
+            {"id": "2", "type": start, "payload": {"query": "{ subjects }"}}
+        )
+        answer = await ws.receive_json(RECEIVE_TIMEOUT_S)
+
+    assert (refused["id"], refused["type"]) == ("1", "error")
+    # graphql-transport-ws sends a list of errors, graphql-ws one error.
+    error = refused["payload"][0] if protocol == TRANSPORT else refused["payload"]
+    assert error["message"] == message
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["requestId"]
+    assert answer["id"] == "2"
+    assert answer["payload"]["data"]["subjects"] == [
+        "Art",
+        "English",
+        "History",
+        "Math",
+        "Science",
+    ]

@@ -1,20 +1,32 @@
-"""Plain factory functions for tests: inputs for mutations, rows through the API,
-API keys and JWTs."""
+"""Plain helpers for tests: inputs for mutations, rows through the API, API keys and
+JWTs, requests and WebSocket messages, bounded waits, servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from itertools import count
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
+import uvicorn
 from gql import gql
 from sqlalchemy import insert
 
 from db import models
 from db.engine import Database, create_database, create_tables
 from db.keys import insert_key, new_key
+from resolvers.ratelimit import MemoryRateStore
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _numbers = count(1)
 
@@ -140,3 +152,196 @@ async def add_key(
     async with database.writing() as session:
         record = await insert_key(session, key=key, role=role, **values)
     return key, record.id
+
+
+# --- requests through the app -------------------------------------------------------
+
+
+async def post(
+    api: Any,
+    document: str | dict[str, Any] | list[Any],
+    variables: dict[str, Any] | None = None,
+    *,
+    operation_name: str | None = None,
+    accept: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST to /graphql: a query (with its variables and operation name, each sent
+    when given) or a whole JSON body as it is (a batch, a malformed request)."""
+    body: Any = document
+    if isinstance(document, str):
+        body = {"query": document}
+        if variables is not None:
+            body["variables"] = variables
+        if operation_name is not None:
+            body["operationName"] = operation_name
+    sent = dict(headers or {})
+    if accept is not None:
+        sent["Accept"] = accept
+    response: httpx.Response = await api.http.post("/graphql", json=body, headers=sent)
+    return response
+
+
+def refusal(body: dict[str, Any]) -> dict[str, Any]:
+    """The single error's extensions, without the per-request id (checked present)."""
+    assert body.get("data") is None, body
+    [error] = body["errors"]
+    extensions = dict(error["extensions"])
+    assert len(extensions.pop("requestId")) == 32
+    return extensions
+
+
+async def refused(
+    api: Any, query: str, variables: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """POST a document that must be refused before anything runs: no SQL at all."""
+    api.counter.reset()
+    response = await post(api, query, variables)
+    assert response.status_code == 200, response.text
+    assert api.counter.statements == []
+    return refusal(response.json())
+
+
+async def cost_of(api: Any, query: str, **variables: Any) -> int:
+    response = await post(api, query, variables or None)
+    body = response.json()
+    assert response.status_code == 200 and "errors" not in body, body
+    cost: int = body["extensions"]["rateLimit"]["cost"]
+    return cost
+
+
+def rate_limit(body: dict[str, Any]) -> Any:
+    return body["extensions"]["rateLimit"]
+
+
+class Clock:
+    """Epoch seconds that only move when a test moves them."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def budgeted_api(
+    make_api: Any, url: str, capacity: int = 50, *, now: float = 1_800_000_000.0
+) -> tuple[Any, Clock]:
+    """The app with RATE_LIMIT_ADMIN = capacity (anonymous development callers are
+    admins) and its store on a clock the test moves (from `now`)."""
+    api = await make_api(url, rate_limit_admin=capacity, max_cost=capacity)
+    clock = Clock(now)
+    api.services.rate_limiter.store = MemoryRateStore(clock=clock)
+    return api, clock
+
+
+# --- WebSocket messages (graphql-transport-ws and the legacy graphql-ws) -----------
+
+
+async def ws_init(ws: Any) -> None:
+    await ws.send_json({"type": "connection_init", "payload": {}})
+    assert await ws.receive_json() == {"type": "connection_ack"}
+
+
+async def ws_start(ws: Any, id: str, query: str, *, legacy: bool = False) -> None:
+    """subscribe (graphql-transport-ws) or start (legacy graphql-ws) an operation."""
+    kind = "start" if legacy else "subscribe"
+    await ws.send_json({"id": id, "type": kind, "payload": {"query": query}})
+
+
+# --- bounded waits and servers on 127.0.0.1 -----------------------------------------
+
+
+async def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll `condition` (run in a thread: it may block on HTTP) until it holds;
+    AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(
+    port: int, process: subprocess.Popen[bytes], timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code
+                == 200
+            ):
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"server did not start within {timeout} s")
+
+
+@contextlib.contextmanager
+def serve(command: list[str], workdir: Path, **env: str) -> Iterator[int]:
+    """Run `command` (python app.py, or uvicorn, which is given `--port`) in `workdir`
+    on a free port of 127.0.0.1 until the block ends; its output goes to
+    workdir/server.log, which must hold no traceback."""
+    port = free_port()
+    if "uvicorn" in command:
+        command = [*command, "--host", "127.0.0.1", "--port", str(port)]
+    log_path = workdir / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT),
+                "HOST": "127.0.0.1",
+                "PORT": str(port),
+                **env,
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_up(port, process)
+            yield port
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+    output = log_path.read_text()
+    assert "Traceback" not in output, output
+
+
+@contextlib.asynccontextmanager
+async def serve_in_process(app: Any) -> AsyncIterator[int]:
+    """The app under uvicorn in this event loop (so that a test can reach into its
+    services while a client talks to it over TCP): the port, until the block ends."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            ws="websockets-sansio",
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert not task.done(), "uvicorn stopped before it started"
+            assert time.monotonic() < deadline, "uvicorn did not start within 10 s"
+            await asyncio.sleep(0.01)
+        yield port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
@@ -18,8 +21,12 @@ from typing import Any
 import httpx
 import jwt
 import uvicorn
-from gql import gql
+from gql import Client, GraphQLRequest, gql
+from gql.transport.httpx import HTTPXAsyncTransport
+from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy import insert
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from db import models
 from db.engine import Database, create_database, create_tables
@@ -96,6 +103,9 @@ async def add_grade(api: Any, student_id: str, **overrides: Any) -> dict[str, An
     payload: dict[str, Any] = result["gradeAdd"]
     assert payload["__typename"] == "GradeAddSuccess", payload
     return payload["grade"]
+
+
+DB_STUDENT = "S-DB-1"  # the one student of conftest's `database` fixture
 
 
 async def database_with_student(url: str, student_id: str, name: str) -> Database:
@@ -345,3 +355,142 @@ async def serve_in_process(app: Any) -> AsyncIterator[int]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+# --- a live server: uvicorn in a subprocess, and clients of it ----------------------
+
+TRANSPORT_WS = WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL  # graphql-transport-ws
+LEGACY_WS = WebsocketsTransport.APOLLO_SUBPROTOCOL  # graphql-ws
+PROTOCOLS = [TRANSPORT_WS, LEGACY_WS]
+# The subscription limits of live_server().
+LIVE_PER_CONNECTION = 3
+LIVE_PER_SERVER = 5
+
+METRICS_QUERY = "subscription { metrics { requestsTotal } }"
+METRICS_SUBSCRIPTION = gql(
+    """
+    subscription Metrics($intervalMs: Int!) {
+      metrics(intervalMs: $intervalMs) { at requestsTotal activeSubscriptions }
+    }
+    """
+)
+GRADE_EVENTS = gql(
+    """
+    subscription Grades($studentId: String, $gradeLevel: Int) {
+      gradeEvents(studentId: $studentId, gradeLevel: $gradeLevel) {
+        studentId gradeLevel grades { id studentId subject score }
+      }
+    }
+    """
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int
+    workdir: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def post(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        response = httpx.post(
+            f"http://127.0.0.1:{self.port}/graphql",
+            json={"query": query, "variables": variables},
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    async def execute(self, document: Any, **variables: Any) -> dict[str, Any]:
+        """A gql document over HTTP (as Api.execute in process)."""
+        transport = HTTPXAsyncTransport(
+            url=f"http://127.0.0.1:{self.port}/graphql", timeout=10
+        )
+        async with Client(transport=transport) as session:
+            request = GraphQLRequest(document, variable_values=variables or None)
+            result: dict[str, Any] = await session.execute(request)
+        return result
+
+    def active_subscriptions(self) -> int:
+        body = self.post("{ metrics { activeSubscriptions } }")
+        return int(body["data"]["metrics"]["activeSubscriptions"])
+
+    def prometheus_active(self) -> int:
+        """Read without a GraphQL operation (operations feed the alert rules)."""
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith("graphql_active_subscriptions ")
+        )
+        return int(float(line.split()[1]))
+
+
+@contextlib.contextmanager
+def live_server(workdir: Path, **env: str) -> Iterator[Server]:
+    """uvicorn --factory on a SQLite file in `workdir`, sampler at 100 ms, at most
+    LIVE_PER_CONNECTION and LIVE_PER_SERVER subscriptions; `env` overrides."""
+    command = [
+        *(sys.executable, "-m", "uvicorn", "app:create_app", "--factory"),
+        *(
+            "--app-dir",
+            str(ROOT),
+            "--ws",
+            "websockets-sansio",
+            "--log-level",
+            "warning",
+        ),
+    ]
+    with serve(
+        command,
+        workdir,
+        DATABASE_URL=f"sqlite:///{workdir / 'live.db'}",
+        SAMPLE_INTERVAL_MS="100",
+        ACCESS_LOG="false",
+        MAX_SUBSCRIPTIONS_PER_CONNECTION=str(LIVE_PER_CONNECTION),
+        MAX_SUBSCRIPTIONS=str(LIVE_PER_SERVER),
+        **env,
+    ) as port:
+        yield Server(port, workdir)
+
+
+def ws_client(server: Server, protocol: str = TRANSPORT_WS) -> Client:
+    transport = WebsocketsTransport(url=server.ws_url, subprotocols=[protocol])
+    return Client(transport=transport, fetch_schema_from_transport=False)
+
+
+async def collect(
+    server: Server,
+    protocol: str,
+    document: Any,
+    into: list[Any],
+    **variables: Any,
+) -> None:
+    """Subscribe on a connection of its own and append every event (until cancelled)."""
+    async with ws_client(server, protocol) as session:
+        request = GraphQLRequest(document, variable_values=variables or None)
+        async for event in session.subscribe(request):
+            into.append(event)
+
+
+async def frames_until_closed(ws: ClientConnection, timeout: float = 10) -> list[Any]:
+    """Every frame a raw websockets client receives until the server closes."""
+    frames: list[Any] = []
+
+    async def drain() -> None:
+        try:
+            while True:
+                frames.append(await ws.recv())
+        except ConnectionClosed:
+            pass
+
+    await asyncio.wait_for(drain(), timeout)
+    return frames
+
+
+def subscribe_frame(protocol: str, operation_id: str, query: str) -> str:
+    """subscribe (graphql-transport-ws) or start (legacy graphql-ws), as text."""
+    kind = "subscribe" if protocol == TRANSPORT_WS else "start"
+    return json.dumps({"id": operation_id, "type": kind, "payload": {"query": query}})

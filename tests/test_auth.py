@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,24 +37,22 @@ from resolvers.ratelimit import MemoryRateStore
 from schema.websocket import ConnectionGuard, Refusal, authorization_param
 from tests.conftest import StatementCounter
 from tests.factories import (
-    TEST_JWT_SECRET,
-    add_key,
-    database_with_student,
-    jwt_token,
-)
-from tests.test_subscriptions import (
+    DB_STUDENT,
     LEGACY_WS,
     METRICS_QUERY,
     METRICS_SUBSCRIPTION,
+    TEST_JWT_SECRET,
     TRANSPORT_WS,
     Server,
-    _frames_until_closed,
-    _subscribe,
-    serve,
+    add_key,
+    frames_until_closed,
+    jwt_token,
+    live_server,
+    subscribe_frame,
 )
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-STUDENT = "S-AUTH-1"
+STUDENT = DB_STUDENT  # the one student of the `database` fixture
 
 
 class Clock:
@@ -70,13 +68,6 @@ class Clock:
         """Naive UTC, as the database stores times."""
         moment = datetime.fromtimestamp(self.now + seconds, UTC)
         return moment.replace(tzinfo=None)
-
-
-@pytest.fixture
-async def database(scratch_url: str) -> AsyncIterator[Database]:
-    database = await database_with_student(scratch_url, STUDENT, "Auth Student")
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
@@ -887,12 +878,12 @@ class AuthServer:
 def required_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     workdir = tmp_path_factory.mktemp("auth-required")
     key = _key_in_file(workdir / "live.db")
-    for server in serve(
+    with live_server(
         workdir,
         AUTH_REQUIRED="true",
         JWT_SECRET=TEST_JWT_SECRET,
         API_KEY_CACHE_TTL_S="0",
-    ):
+    ) as server:
         yield AuthServer(server, key)
 
 
@@ -901,9 +892,9 @@ def optional_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthSe
     """The development profile, where credentials are optional; no JWT_SECRET."""
     workdir = tmp_path_factory.mktemp("auth-optional")
     key = _key_in_file(workdir / "live.db")
-    for server in serve(
+    with live_server(
         workdir, ENVIRONMENT="development", AUTH_REQUIRED="false", JWT_SECRET=""
-    ):
+    ) as server:
         yield AuthServer(server, key)
 
 
@@ -919,7 +910,7 @@ async def _answer(url: str, protocol: str, *frames: str) -> tuple[list[Any], Any
     async with connect(url, subprotocols=[protocol]) as ws:
         for frame in frames:
             await ws.send(frame)
-        received = await _frames_until_closed(ws)
+        received = await frames_until_closed(ws)
     close = SimpleNamespace(code=ws.close_code, reason=ws.close_reason)
     return [json.loads(frame) for frame in received], close
 
@@ -983,7 +974,7 @@ async def test_ws_refused_credentials_close_with_4403(
         TRANSPORT_WS,
         _init_frame(payload),
         # Pipelined: a refused connection must not run it.
-        _subscribe(TRANSPORT_WS, "1", METRICS_QUERY),
+        subscribe_frame(TRANSPORT_WS, "1", METRICS_QUERY),
     )
 
     assert frames == []
@@ -1005,7 +996,7 @@ async def test_ws_legacy_refusal_is_a_connection_error_then_4403(
         required_server.server.ws_url,
         LEGACY_WS,
         _init_frame(payload),
-        _subscribe(LEGACY_WS, "1", METRICS_QUERY),
+        subscribe_frame(LEGACY_WS, "1", METRICS_QUERY),
     )
 
     [error] = frames
@@ -1037,7 +1028,7 @@ async def test_ws_anonymous_loopback_is_acknowledged_where_auth_is_optional(
     async with connect(optional_server.server.ws_url, subprotocols=[protocol]) as ws:
         await ws.send(_init_frame())
         ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        await ws.send(_subscribe(protocol, "1", METRICS_QUERY))
+        await ws.send(subscribe_frame(protocol, "1", METRICS_QUERY))
         data = json.loads(await asyncio.wait_for(ws.recv(), 5))
         while data["type"] == "ka":
             data = json.loads(await asyncio.wait_for(ws.recv(), 5))

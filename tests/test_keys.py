@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,11 @@ from db.students import delete_student
 from resolvers.auth import Authenticator
 from resolvers.errors import Unauthenticated
 from resolvers.keys import main
-from tests.factories import database_with_student
+from tests.factories import DB_STUDENT
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENT = "S-KEYS-1"
+STUDENT = DB_STUDENT  # the one student of the `database` fixture
 KEY_PATTERN = re.compile(r"gp_[A-Za-z0-9_-]{43}")
-
-
-@pytest.fixture
-async def database(scratch_url: str) -> AsyncIterator[Database]:
-    database = await database_with_student(scratch_url, STUDENT, "Key Student")
-    yield database
-    await database.dispose()
 
 
 async def keys(
@@ -135,7 +127,7 @@ async def test_student_key_names_its_student_and_expires_at_the_given_time(
     )
 
     assert code == 0
-    assert "student S-KEYS-1, expires 2999-01-02T01:04:05Z." in err
+    assert f"student {STUDENT}, expires 2999-01-02T01:04:05Z." in err
     [row] = await rows(database)
     assert (row["role"], row["student_id"], row["grade_levels"]) == (
         "student",

@@ -4,14 +4,18 @@ traceback."""
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from resolvers import students
 from tests.factories import (
+    create_student,
     post,
 )
 
@@ -108,3 +112,45 @@ async def test_other_bugs_keep_their_traceback(seeded_api, monkeypatch, error_lo
     [record], text = logged(error_log)
     assert record.exc_info is not None
     assert "KeyError: 'no such column'" in text
+
+
+SECRET_NAME = "Secret Name 7b1f"
+DUPLICATE = text(
+    "INSERT INTO students (student_id, name, email, grade_level, created_at) "
+    "VALUES (:student_id, :name, :email, 9, :created_at)"
+)
+
+
+async def test_a_statement_failing_in_the_engine_hides_its_bound_values(
+    api, monkeypatch, error_log, rows_in
+):
+    """A real INSERT that violates the unique email, through the app's engine."""
+    await create_student(api, studentId="LEAK-1", email=LEAKED)
+    values = {
+        "student_id": "LEAK-2",
+        "name": SECRET_NAME,
+        "email": LEAKED,
+        "created_at": datetime(2026, 1, 1, 8, 0),
+    }
+
+    async def duplicate(*args: Any, **kwargs: Any) -> Any:
+        async with api.services.database.writing() as session:
+            await session.execute(DUPLICATE, values)
+
+    monkeypatch.setattr(students, "list_students", duplicate)
+    body = (await post(api, "{ students { totalCount } }")).json()
+    with pytest.raises(IntegrityError) as caught:
+        await duplicate()
+
+    assert body["errors"][0]["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert body["errors"][0]["message"] == "Unexpected error."
+    [record], text = logged(error_log)
+    assert record.levelno == logging.ERROR
+    assert "IntegrityError from" in text
+    assert ", in duplicate\n" in text
+    # Neither the log nor the driver error the engine raises carry a bound value.
+    for shown in (text, str(caught.value), json.dumps(body)):
+        for value in ("LEAK-2", SECRET_NAME, LEAKED):
+            assert value not in shown, (value, shown)
+    assert "[SQL parameters hidden due to hide_parameters=True]" in str(caught.value)
+    assert await rows_in("students") == 1

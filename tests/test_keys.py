@@ -184,11 +184,13 @@ async def test_list_shows_every_key_without_secrets(
 async def test_revoke_by_prefix_then_again_keeps_the_first_time(
     database: Database, scratch_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = await keys(
+    code, out, _ = await keys(
         scratch_url, capsys, "create", "--role", "admin", "--name", "A"
     )
+    assert code == 0
     key = out.strip()
-    await authenticator(database).authenticate(f"Bearer {key}", None)
+    before = await authenticator(database).authenticate(f"Bearer {key}", None)
+    assert before.role == "admin"
 
     code, out, err = await keys(scratch_url, capsys, "revoke", f"gp_{key[3:11]}")
 
@@ -237,18 +239,23 @@ async def test_revoke_refuses_an_ambiguous_prefix(
 async def test_deleting_a_student_deletes_their_key(
     database: Database, scratch_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = await keys(
+    code, out, _ = await keys(
         scratch_url,
         capsys,
         *("create", "--role", "student", "--name", "Kid", "--student-id", STUDENT),
     )
+    assert code == 0
+    key = out.strip()
+    before = await authenticator(database).authenticate(f"Bearer {key}", None)
+    assert (before.role, before.student_id) == ("student", STUDENT)
+    assert len(await rows(database)) == 1
 
     async with database.writing() as session:
         await delete_student(session, STUDENT, cascade=True)
 
     assert await rows(database) == []
     with pytest.raises(Unauthenticated, match="^unknown or revoked API key$"):
-        await authenticator(database).authenticate(f"Bearer {out.strip()}", None)
+        await authenticator(database).authenticate(f"Bearer {key}", None)
 
 
 CREATE = ("create", "--name", "X")

@@ -20,6 +20,7 @@ from graphql import (
     parse,
 )
 
+from monitoring.monitor import METRICS
 from resolvers import students
 from schema import build_schema
 from schema import extensions as schema_extensions
@@ -41,6 +42,7 @@ from tests.factories import (
     post,
     refusal,
     refused,
+    wait_until,
     ws_init,
     ws_start,
 )
@@ -719,7 +721,9 @@ async def test_subscriptions_outlive_the_operation_timeout(make_api, seeded_url)
     async with AsgiWebSocket(api.app) as ws:
         await ws_init(ws)
         await ws_start(ws, "m", "subscription { metrics(intervalMs: 1000) { at } }")
-        await asyncio.sleep(0.5)
+        bus = api.app.state.monitor.bus
+        await wait_until(lambda: bus.subscribers(METRICS) == 1)  # before any tick
+        await asyncio.sleep(0.5)  # past the operation timeout
         api.app.state.monitor.tick()
         event = await ws.receive_json()
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from monitoring.monitor import METRICS
 from resolvers.context import Viewer
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateState
 from tests.asgi_ws import AsgiWebSocket
@@ -17,6 +18,7 @@ from tests.factories import (
     post,
     rate_limit,
     refusal,
+    wait_until,
     ws_init,
     ws_start,
 )
@@ -335,7 +337,8 @@ async def test_a_subscription_is_charged_once_not_per_event(make_api, seeded_url
     async with AsgiWebSocket(api.app) as ws:
         await ws_init(ws)
         await ws_start(ws, "m", subscription)
-        await asyncio.sleep(0.05)
+        bus = api.app.state.monitor.bus
+        await wait_until(lambda: bus.subscribers(METRICS) == 1)  # before any tick
         for _ in range(2):
             api.app.state.monitor.tick()
             events.append(await ws.receive_json())

@@ -18,9 +18,10 @@ from gql.transport.httpx import HTTPXAsyncTransport
 from sqlalchemy import event, text
 from starlette.applications import Starlette
 
-from db.engine import async_url, create_database, create_tables
+from db.engine import Database, async_url, create_database, create_tables
 from db.seed import seed
 from settings import Settings
+from tests.factories import DB_STUDENT, database_with_student
 
 SEEDED_STUDENTS = 120
 SEEDED_GRADES_PER_STUDENT = 12
@@ -243,6 +244,15 @@ async def seeded_api(make_api: Any, seeded_url: str) -> Api:
 async def api(make_api: Any, scratch_url: str) -> Api:
     api: Api = await make_api(scratch_url)
     return api
+
+
+@pytest.fixture
+async def database(scratch_url: str) -> AsyncIterator[Database]:
+    """The scratch database with its tables and one grade-9 student, DB_STUDENT,
+    for tests below the API (keys, authentication)."""
+    database = await database_with_student(scratch_url, DB_STUDENT, "Db Student")
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from websockets.asyncio.client import connect
@@ -30,8 +29,16 @@ from resolvers.audit import (
     AuditUnavailable,
 )
 from tests.conftest import make_settings
-from tests.factories import TEST_JWT_SECRET, add_grade, create_student, jwt_token
-from tests.test_live_server import free_port
+from tests.factories import (
+    TEST_JWT_SECRET,
+    add_grade,
+    bearer_header,
+    create_student,
+    jwt_token,
+    post,
+    serve_in_process,
+    wait_until,
+)
 
 ANONYMOUS = "ip:127.0.0.1"  # the anonymous loopback admin of the development profile
 
@@ -82,23 +89,10 @@ query Audit($studentId: String, $actor: String, $since: DateTime, $before: DateT
 """
 
 
-async def post(
-    api: Any,
-    query: str,
-    variables: dict[str, Any] | None = None,
-    *,
-    bearer: str | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """POST with a fresh X-Request-ID: (the request id, the JSON body)."""
-    request_id = uuid.uuid4().hex
-    headers = {"X-Request-ID": request_id}
-    if bearer is not None:
-        headers["Authorization"] = f"Bearer {bearer}"
-    response = await api.http.post(
-        "/graphql", json={"query": query, "variables": variables}, headers=headers
-    )
+def answer(response: httpx.Response) -> tuple[str, dict[str, Any]]:
+    """(the request id the app gave the request, the JSON body)."""
     body: dict[str, Any] = response.json()
-    return request_id, body
+    return response.headers["x-request-id"], body
 
 
 Row = tuple[str, str, str, str, list[str]]
@@ -133,7 +127,7 @@ async def indexed(api: Any) -> list[tuple[int, str]]:
 async def test_students_page_with_grades_is_one_record_of_its_five_students(
     seeded_api,
 ):
-    request_id, body = await post(seeded_api, STUDENTS_WITH_GRADES)
+    request_id, body = answer(await post(seeded_api, STUDENTS_WITH_GRADES))
 
     ids = [edge["node"]["studentId"] for edge in body["data"]["students"]["edges"]]
     assert ids == ["S00001", "S00002", "S00003", "S00004", "S00005"]
@@ -148,7 +142,7 @@ async def test_students_page_with_grades_is_one_record_of_its_five_students(
 async def test_one_students_analytics_is_recorded_under_the_operation_name(
     seeded_api,
 ):
-    request_id, body = await post(seeded_api, ONE_ANALYTICS)
+    request_id, body = answer(await post(seeded_api, ONE_ANALYTICS))
 
     assert body["data"]["student"]["analytics"]["average"] is not None
     assert await records(seeded_api, request_id) == [
@@ -157,7 +151,7 @@ async def test_one_students_analytics_is_recorded_under_the_operation_name(
 
 
 async def test_grades_by_student_are_recorded(seeded_api):
-    request_id, body = await post(seeded_api, GRADES_OF, {"id": "S00003"})
+    request_id, body = answer(await post(seeded_api, GRADES_OF, {"id": "S00003"}))
 
     nodes = [edge["node"] for edge in body["data"]["grades"]["edges"]]
     assert [node["studentId"] for node in nodes] == ["S00003"] * 3
@@ -167,12 +161,14 @@ async def test_grades_by_student_are_recorded(seeded_api):
 
 
 async def test_aliased_fields_of_one_response_share_one_sorted_record(seeded_api):
-    request_id, body = await post(
-        seeded_api,
-        """{ b: studentAnalytics(studentId: "S00012") { average }
+    request_id, body = answer(
+        await post(
+            seeded_api,
+            """{ b: studentAnalytics(studentId: "S00012") { average }
              a: student(studentId: "S00010") { grades { score } }
              c: grades(studentId: "S00010", first: 1) { edges { node { score } } }
              d: atRiskStudents(first: 2) { edges { node { studentId } } } }""",
+        )
     )
 
     at_risk = [e["node"]["studentId"] for e in body["data"]["d"]["edges"]]
@@ -190,12 +186,16 @@ async def test_aliased_fields_of_one_response_share_one_sorted_record(seeded_api
 
 
 async def test_class_rankings_are_recorded_but_aggregates_are_not(seeded_api):
-    aggregates_id, _ = await post(
-        seeded_api, "{ classAnalytics(gradeLevel: 3) { mean median gradeCount } }"
+    aggregates_id, _ = answer(
+        await post(
+            seeded_api, "{ classAnalytics(gradeLevel: 3) { mean median gradeCount } }"
+        )
     )
-    ranking_id, body = await post(
-        seeded_api,
-        "{ classAnalytics(gradeLevel: 3) { top { studentId } bottom { studentId } } }",
+    ranking_id, body = answer(
+        await post(
+            seeded_api,
+            "{ classAnalytics(gradeLevel: 3) { top { studentId } bottom { studentId } } }",
+        )
     )
 
     named = {
@@ -211,13 +211,15 @@ async def test_class_rankings_are_recorded_but_aggregates_are_not(seeded_api):
 
 
 async def test_responses_without_grades_or_analytics_write_no_record(seeded_api):
-    directory_id, body = await post(
-        seeded_api,
-        "{ students(first: 5) { edges { node { studentId name email } } } subjects }",
+    directory_id, body = answer(
+        await post(
+            seeded_api,
+            "{ students(first: 5) { edges { node { studentId name email } } } subjects }",
+        )
     )
-    nobody_id, empty = await post(seeded_api, GRADES_OF, {"id": "NOBODY"})
-    absent_id, absent = await post(
-        seeded_api, '{ student(studentId: "NOBODY") { grades { score } } }'
+    nobody_id, empty = answer(await post(seeded_api, GRADES_OF, {"id": "NOBODY"}))
+    absent_id, absent = answer(
+        await post(seeded_api, '{ student(studentId: "NOBODY") { grades { score } } }')
     )
 
     assert len(body["data"]["students"]["edges"]) == 5
@@ -231,7 +233,7 @@ async def test_audit_inserts_are_not_counted_as_the_operations_statements(
     seeded_api,
 ):
     seeded_api.counter.reset()
-    request_id, body = await post(seeded_api, STUDENTS_WITH_GRADES)
+    request_id, body = answer(await post(seeded_api, STUDENTS_WITH_GRADES))
 
     # The page and its grades: the audit record goes through the log's own engine.
     assert seeded_api.counter.statements == seeded_api.counter.reads
@@ -338,7 +340,7 @@ async def test_concurrent_requests_share_commits(seeded_api):
     )
 
     assert audit.flushes - flushes < 20
-    for n, (request_id, body) in enumerate(results, start=1):
+    for n, (request_id, body) in enumerate(map(answer, results), start=1):
         assert len(body["data"]["grades"]["edges"]) == 3
         assert await records(seeded_api, request_id) == [
             (ANONYMOUS, "admin", "query:grades", "read", [f"S{n:05d}"])
@@ -392,8 +394,12 @@ async def test_a_write_whose_record_fails_is_not_made(api, rows_in):
     await create_student(api, studentId="W-2", gradeLevel=4)
     await drop_student_index(api)
 
-    _, body = await post(
-        api, GRADE_ADD, {"input": {"studentId": "W-2", "subject": "Art", "score": 50}}
+    _, body = answer(
+        await post(
+            api,
+            GRADE_ADD,
+            {"input": {"studentId": "W-2", "subject": "Art", "score": 50}},
+        )
     )
 
     assert body["data"] is None  # gradeAdd is non-null
@@ -436,25 +442,33 @@ async def test_grade_writes_are_recorded_in_their_transaction(api):
     await create_student(api, studentId="A-2", gradeLevel=4)
     assert await records(api) == []  # creating students records nothing
 
-    add_id, added = await post(
-        api, GRADE_ADD, {"input": {"studentId": "A-1", "subject": "Art", "score": 61}}
+    add_id, added = answer(
+        await post(
+            api,
+            GRADE_ADD,
+            {"input": {"studentId": "A-1", "subject": "Art", "score": 61}},
+        )
     )
     grade_id = added["data"]["gradeAdd"]["grade"]["id"]
-    move_id, moved = await post(
-        api, GRADE_UPDATE, {"id": grade_id, "input": {"studentId": "A-2"}}
+    move_id, moved = answer(
+        await post(api, GRADE_UPDATE, {"id": grade_id, "input": {"studentId": "A-2"}})
     )
-    empty_id, unchanged = await post(api, GRADE_UPDATE, {"id": grade_id, "input": {}})
-    delete_id, deleted = await post(api, GRADE_DELETE, {"id": grade_id})
-    batch_id, batch = await post(
-        api,
-        GRADES_ADD,
-        {
-            "input": [
-                {"studentId": "A-2", "subject": "Math", "score": 70},
-                {"studentId": "A-1", "subject": "Math", "score": 71},
-                {"studentId": "A-2", "subject": "Art", "score": 72},
-            ]
-        },
+    empty_id, unchanged = answer(
+        await post(api, GRADE_UPDATE, {"id": grade_id, "input": {}})
+    )
+    delete_id, deleted = answer(await post(api, GRADE_DELETE, {"id": grade_id}))
+    batch_id, batch = answer(
+        await post(
+            api,
+            GRADES_ADD,
+            {
+                "input": [
+                    {"studentId": "A-2", "subject": "Math", "score": 70},
+                    {"studentId": "A-1", "subject": "Math", "score": 71},
+                    {"studentId": "A-2", "subject": "Art", "score": 72},
+                ]
+            },
+        )
     )
 
     assert added["data"]["gradeAdd"]["__typename"] == "GradeAddSuccess"
@@ -498,8 +512,8 @@ async def test_deleting_a_student_with_grades_records_a_grade_write(api):
         api, GRADE_ADD, {"input": {"studentId": "C-1", "subject": "Art", "score": 50}}
     )
 
-    with_grades, first = await post(api, STUDENT_DELETE, {"id": "C-1"})
-    without_grades, second = await post(api, STUDENT_DELETE, {"id": "C-2"})
+    with_grades, first = answer(await post(api, STUDENT_DELETE, {"id": "C-1"}))
+    without_grades, second = answer(await post(api, STUDENT_DELETE, {"id": "C-2"}))
 
     assert first["data"]["studentDelete"]["__typename"] == "StudentDeleteSuccess"
     assert second["data"]["studentDelete"]["__typename"] == "StudentDeleteSuccess"
@@ -522,8 +536,8 @@ async def test_renaming_a_student_records_a_write_under_both_ids(api):
         api, GRADE_ADD, {"input": {"studentId": "R-1", "subject": "Art", "score": 50}}
     )
 
-    renamed, body = await post(api, STUDENT_RENAME, {"id": "R-1", "new": "R-2"})
-    unchanged, _ = await post(api, STUDENT_RENAME, {"id": "R-2", "new": "R-2"})
+    renamed, body = answer(await post(api, STUDENT_RENAME, {"id": "R-1", "new": "R-2"}))
+    unchanged, _ = answer(await post(api, STUDENT_RENAME, {"id": "R-2", "new": "R-2"}))
 
     assert body["data"]["studentUpdate"]["__typename"] == "StudentUpdateSuccess"
     assert await records(api, renamed) == [
@@ -537,24 +551,32 @@ async def test_refused_writes_record_nothing(make_api, scratch_url, rows_in):
     await create_student(api, studentId="R-1", gradeLevel=7)
     teacher = jwt_token("teacher", grade_levels=[1])
 
-    _, missing = await post(
-        api, GRADE_ADD, {"input": {"studentId": "NOBODY", "subject": "Art", "score": 1}}
+    _, missing = answer(
+        await post(
+            api,
+            GRADE_ADD,
+            {"input": {"studentId": "NOBODY", "subject": "Art", "score": 1}},
+        )
     )
-    _, invalid = await post(
-        api,
-        GRADES_ADD,
-        {
-            "input": [
-                {"studentId": "R-1", "subject": "Art", "score": 50},
-                {"studentId": "R-1", "subject": "Art", "score": 500},
-            ]
-        },
+    _, invalid = answer(
+        await post(
+            api,
+            GRADES_ADD,
+            {
+                "input": [
+                    {"studentId": "R-1", "subject": "Art", "score": 50},
+                    {"studentId": "R-1", "subject": "Art", "score": 500},
+                ]
+            },
+        )
     )
-    _, forbidden = await post(
-        api,
-        GRADE_ADD,
-        {"input": {"studentId": "R-1", "subject": "Art", "score": 50}},
-        bearer=teacher,
+    _, forbidden = answer(
+        await post(
+            api,
+            GRADE_ADD,
+            {"input": {"studentId": "R-1", "subject": "Art", "score": 50}},
+            headers=bearer_header(teacher),
+        )
     )
 
     assert missing["data"]["gradeAdd"]["__typename"] == "NotFoundError"
@@ -570,8 +592,12 @@ async def test_teachers_reads_are_recorded_under_their_identity(make_api, scratc
     await add_grade(api, "T-1", score=90.0)
     teacher = jwt_token("teacher", grade_levels=[2])
 
-    request_id, body = await post(
-        api, '{ student(studentId: "T-1") { grades { score } } }', bearer=teacher
+    request_id, body = answer(
+        await post(
+            api,
+            '{ student(studentId: "T-1") { grades { score } } }',
+            headers=bearer_header(teacher),
+        )
     )
 
     assert body["data"]["student"]["grades"] == [{"score": 90.0}]
@@ -585,17 +611,23 @@ async def test_import_move_is_recorded_in_its_transaction(api):
     await create_student(api, studentId="I-2", gradeLevel=6)
     csv = "student_id,subject,score\nI-2,Math,70\nI-1,Math,71\nI-2,Art,72\n"
 
-    request_id, body = await post(
-        api,
-        "mutation Load($csv: String!) { gradesImport(csv: $csv) "
-        "{ ... on GradesImportSuccess { job { id } } } }",
-        {"csv": csv},
+    request_id, body = answer(
+        await post(
+            api,
+            "mutation Load($csv: String!) { gradesImport(csv: $csv) "
+            "{ ... on GradesImportSuccess { job { id } } } }",
+            {"csv": csv},
+        )
     )
     job_id = body["data"]["gradesImport"]["job"]["id"]
     deadline = time.monotonic() + 20
     while True:
-        _, job = await post(
-            api, "query($id: ID!) { importJob(jobId: $id) { status } }", {"id": job_id}
+        _, job = answer(
+            await post(
+                api,
+                "query($id: ID!) { importJob(jobId: $id) { status } }",
+                {"id": job_id},
+            )
         )
         if job["data"]["importJob"]["status"] != "QUEUED" and (
             job["data"]["importJob"]["status"] != "RUNNING"
@@ -647,7 +679,7 @@ async def logged(api: Any) -> Any:
 
 
 async def audit_page(api: Any, **variables: Any) -> dict[str, Any]:
-    _, body = await post(api, AUDIT_LOG, variables)
+    _, body = answer(await post(api, AUDIT_LOG, variables))
     assert "errors" not in body, body
     page: dict[str, Any] = body["data"]["auditLog"]
     return page
@@ -727,7 +759,7 @@ async def test_reading_the_audit_log_is_not_recorded(logged):
     ],
 )
 async def test_audit_log_refuses_bad_arguments(api, variables, message):
-    _, body = await post(api, AUDIT_LOG, variables)
+    _, body = answer(await post(api, AUDIT_LOG, variables))
 
     assert body["data"] is None
     assert [(e["message"], e["extensions"]["code"]) for e in body["errors"]] == [
@@ -744,7 +776,9 @@ async def test_audit_log_is_forbidden_to_others_than_admins(
         await insert_entries(session, ENTRIES)
     claims = {"student_id": "S1"} if role == "student" else {}
 
-    _, body = await post(api, AUDIT_LOG, {}, bearer=jwt_token(role, **claims))
+    _, body = answer(
+        await post(api, AUDIT_LOG, {}, headers=bearer_header(jwt_token(role, **claims)))
+    )
 
     assert body["data"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
@@ -786,26 +820,8 @@ async def served(database_url: str) -> AsyncIterator[Served]:
     from app import create_app
 
     app = create_app(make_settings(database_url))
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            ws="websockets-sansio",
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
+    async with serve_in_process(app) as port:
         yield Served(app, port)
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def ws_records(served: Served) -> list[tuple[str, str, str, list[str]]]:
@@ -823,7 +839,8 @@ async def ws_records(served: Served) -> list[tuple[str, str, str, list[str]]]:
 async def ws_session(served: Served) -> AsyncIterator[Any]:
     async with connect(served.ws_url, subprotocols=["graphql-transport-ws"]) as ws:
         await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        ack = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert ack["type"] == "connection_ack"
         yield ws
 
 
@@ -889,8 +906,7 @@ async def test_grade_events_are_recorded_per_event_before_they_are_sent(scratch_
             await subscribe(
                 ws, 1, "subscription { gradeEvents { studentId grades { score } } }"
             )
-            while registry.active_subscriptions < 1:
-                await asyncio.sleep(0.01)
+            await wait_until(lambda: registry.active_subscriptions >= 1)
             await server.post(ADD.format("EV-1", 91))
             sent = await receive(ws)
             recorded = await ws_records(server)

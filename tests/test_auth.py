@@ -11,7 +11,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,28 +34,25 @@ from resolvers.context import Limits, Services, Viewer
 from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore
-from server.websocket import ConnectionGuard, authorization_param
-from server.websocket import ConnectionRefusal as Refusal
+from server.websocket import ConnectionGuard, ConnectionRefusal, authorization_param
 from tests.conftest import StatementCounter
 from tests.factories import (
-    TEST_JWT_SECRET,
-    add_key,
-    database_with_student,
-    jwt_token,
-)
-from tests.test_subscriptions import (
+    DB_STUDENT,
     LEGACY_WS,
     METRICS_QUERY,
     METRICS_SUBSCRIPTION,
+    TEST_JWT_SECRET,
     TRANSPORT_WS,
     Server,
-    _frames_until_closed,
-    _subscribe,
-    serve,
+    add_key,
+    frames_until_closed,
+    jwt_token,
+    live_server,
+    subscribe_frame,
 )
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-STUDENT = "S-AUTH-1"
+STUDENT = DB_STUDENT  # the one student of the `database` fixture
 
 
 class Clock:
@@ -71,13 +68,6 @@ class Clock:
         """Naive UTC, as the database stores times."""
         moment = datetime.fromtimestamp(self.now + seconds, UTC)
         return moment.replace(tzinfo=None)
-
-
-@pytest.fixture
-async def database(scratch_url: str) -> AsyncIterator[Database]:
-    database = await database_with_student(scratch_url, STUDENT, "Auth Student")
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture
@@ -596,7 +586,7 @@ def _socket_context(database: Database, authenticator: Authenticator | None) -> 
     return services.context(over_http=False)
 
 
-async def _never_refused(refusal: Refusal) -> None:
+async def _never_refused(refusal: ConnectionRefusal) -> None:
     raise AssertionError(f"refused: {refusal}")
 
 
@@ -631,7 +621,7 @@ async def test_connection_init_refusal_leaves_the_default_viewer(
 
     refusal = await guard.admit(None)
 
-    assert refusal == Refusal(
+    assert refusal == ConnectionRefusal(
         4403, "Forbidden", "missing credentials", {"code": "UNAUTHENTICATED"}
     )
     assert not guard.admitted
@@ -647,7 +637,7 @@ async def test_connection_without_an_authenticator_is_refused(
 
     refusal = await guard.admit({"Authorization": f"Bearer {jwt_token(**claims())}"})
 
-    assert refusal == Refusal(
+    assert refusal == ConnectionRefusal(
         4403,
         "Forbidden",
         "authentication is not configured",
@@ -673,7 +663,7 @@ async def test_connection_recheck_refuses_a_credential_that_expired(
     assert await guard.recheck() is None
     clock.now = START + 600
 
-    assert await guard.recheck() == Refusal(
+    assert await guard.recheck() == ConnectionRefusal(
         4403, "Forbidden", "expired token", {"code": "UNAUTHENTICATED"}
     )
 
@@ -692,7 +682,7 @@ async def test_connection_from_a_spent_address_is_refused_with_4429(
     # An API key would need a lookup, which a spent address does not get.
     refusal = await guard.admit({"Authorization": f"Bearer {new_key()}"})
 
-    assert refusal == Refusal(
+    assert refusal == ConnectionRefusal(
         4429,
         "Too many requests",
         "too many failed authentications from this address: retry in 60 s",
@@ -888,12 +878,12 @@ class AuthServer:
 def required_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     workdir = tmp_path_factory.mktemp("auth-required")
     key = _key_in_file(workdir / "live.db")
-    for server in serve(
+    with live_server(
         workdir,
         AUTH_REQUIRED="true",
         JWT_SECRET=TEST_JWT_SECRET,
         API_KEY_CACHE_TTL_S="0",
-    ):
+    ) as server:
         yield AuthServer(server, key)
 
 
@@ -902,9 +892,9 @@ def optional_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthSe
     """The development profile, where credentials are optional; no JWT_SECRET."""
     workdir = tmp_path_factory.mktemp("auth-optional")
     key = _key_in_file(workdir / "live.db")
-    for server in serve(
+    with live_server(
         workdir, ENVIRONMENT="development", AUTH_REQUIRED="false", JWT_SECRET=""
-    ):
+    ) as server:
         yield AuthServer(server, key)
 
 
@@ -920,7 +910,7 @@ async def _answer(url: str, protocol: str, *frames: str) -> tuple[list[Any], Any
     async with connect(url, subprotocols=[protocol]) as ws:
         for frame in frames:
             await ws.send(frame)
-        received = await _frames_until_closed(ws)
+        received = await frames_until_closed(ws)
     close = SimpleNamespace(code=ws.close_code, reason=ws.close_reason)
     return [json.loads(frame) for frame in received], close
 
@@ -984,7 +974,7 @@ async def test_ws_refused_credentials_close_with_4403(
         TRANSPORT_WS,
         _init_frame(payload),
         # Pipelined: a refused connection must not run it.
-        _subscribe(TRANSPORT_WS, "1", METRICS_QUERY),
+        subscribe_frame(TRANSPORT_WS, "1", METRICS_QUERY),
     )
 
     assert frames == []
@@ -1006,7 +996,7 @@ async def test_ws_legacy_refusal_is_a_connection_error_then_4403(
         required_server.server.ws_url,
         LEGACY_WS,
         _init_frame(payload),
-        _subscribe(LEGACY_WS, "1", METRICS_QUERY),
+        subscribe_frame(LEGACY_WS, "1", METRICS_QUERY),
     )
 
     [error] = frames
@@ -1038,7 +1028,7 @@ async def test_ws_anonymous_loopback_is_acknowledged_where_auth_is_optional(
     async with connect(optional_server.server.ws_url, subprotocols=[protocol]) as ws:
         await ws.send(_init_frame())
         ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
-        await ws.send(_subscribe(protocol, "1", METRICS_QUERY))
+        await ws.send(subscribe_frame(protocol, "1", METRICS_QUERY))
         data = json.loads(await asyncio.wait_for(ws.recv(), 5))
         while data["type"] == "ka":
             data = json.loads(await asyncio.wait_for(ws.recv(), 5))

@@ -1,7 +1,7 @@
 """The /dashboard page in a real headless Chromium against a live server: nothing
 leaves 127.0.0.1, the figures move within 3 s under load, and the page reconnects
-by itself after the server restarts on the same port. A screenshot is saved under
-tests/artifacts/."""
+by itself after the server restarts on the same port. A screenshot is saved in the
+test's temporary folder."""
 
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ import pytest
 
 from monitoring.dashboard import DashboardPage, render_dashboard
 from tests.browser import Browser, chromium_path
-from tests.factories import TEST_JWT_SECRET, jwt_token
-from tests.test_live_server import free_port, wait_until_up
+from tests.factories import TEST_JWT_SECRET, free_port, jwt_token, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 QUERIES = (
     '{ student(studentId: "S00007") { name analytics { average letter } } }',
     "{ students(first: 10, gradeLevel: 9) { edges { node { studentId grades "
@@ -247,7 +245,9 @@ def test_dashboard_loads_with_nothing_leaving_loopback(
     assert number(shown["memoryMb"]) > 0
 
 
-def test_figures_change_within_3_s_under_load(page: Browser, server: Server) -> None:
+def test_figures_change_within_3_s_under_load(
+    page: Browser, server: Server, tmp_path: Path
+) -> None:
     before = figures(page)
 
     with Load(server.port) as load:
@@ -262,8 +262,7 @@ def test_figures_change_within_3_s_under_load(page: Browser, server: Server) -> 
             "Object.fromEntries([...document.querySelectorAll('[data-card]')]"
             ".map(e => [e.dataset.card, e.dataset.level]))"
         )
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(ARTIFACTS / "dashboard.png")
+        page.screenshot(tmp_path / "dashboard.png")
 
     assert elapsed <= 3.0
     assert load.ok > 0
@@ -277,7 +276,7 @@ def test_figures_change_within_3_s_under_load(page: Browser, server: Server) -> 
     assert levels["requestsPerMinute"] == "none"
     assert levels["totalCost"] == levels["periodCost"] == "red"
     assert int(page.evaluate("document.querySelector('#firing').dataset.count")) >= 1
-    assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
 
 def high_cost_fired(port: int) -> bool:

@@ -1,5 +1,5 @@
 """GraphiQL in a real headless Chromium: offline assets, and a README query returns
-seeded data. A screenshot is saved under tests/artifacts/."""
+seeded data. A screenshot is saved in the test's temporary folder."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.browser import Browser, chromium_path
-from tests.test_live_server import serve
+from tests.factories import serve
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 QUERY = '{ student(studentId: "S00001") { studentId name analytics { letter } } }'
 
 
@@ -40,10 +39,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         check=True,
         capture_output=True,
     )
-    yield from serve([sys.executable, str(ROOT / "app.py")], db)
+    with serve(
+        [sys.executable, str(ROOT / "app.py")],
+        db.parent,
+        DATABASE_URL=f"sqlite:///{db}",
+    ) as port:
+        yield port
 
 
-def test_graphiql_runs_a_query_with_nothing_leaving_loopback(server: int) -> None:
+def test_graphiql_runs_a_query_with_nothing_leaving_loopback(
+    server: int, tmp_path: Path
+) -> None:
     browser = Browser()
     try:
         browser.goto(f"http://127.0.0.1:{server}/graphql")
@@ -59,7 +65,7 @@ def test_graphiql_runs_a_query_with_nothing_leaving_loopback(server: int) -> Non
             "(() => { const r = document.querySelector('.result-window');"
             " return r && r.innerText.includes('S00001') ? r.innerText : ''; })()"
         )
-        browser.screenshot(ARTIFACTS / "graphiql.png")
+        browser.screenshot(tmp_path / "graphiql.png")
         requests = list(browser.requests)
     finally:
         browser.close()

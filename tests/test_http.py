@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from tests.conftest import make_settings
+from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
 
 async def test_graphiql_is_served_with_local_assets_only(api):
@@ -28,11 +33,25 @@ async def test_graphiql_is_served_with_local_assets_only(api):
 
 
 async def test_graphiql_is_off_in_production(make_api, scratch_url):
-    api = await make_api(scratch_url, environment="production")
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
 
-    response = await api.http.get("/graphql", headers={"Accept": "text/html"})
+    response = await api.http.get(
+        "/graphql", headers={"Accept": "text/html", **bearer_header(jwt_token())}
+    )
 
-    assert "text/html" not in response.headers.get("content-type", "")
+    # An authenticated browser asking for the IDE gets the refusal of a media type
+    # the endpoint does not serve, not a page.
+    assert response.status_code == 406
+    assert response.headers["content-type"] == "application/json"
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"] == (
+        "this endpoint answers application/graphql-response+json or "
+        "application/json; the Accept header lists neither"
+    )
+    assert "graphiql" not in response.text.lower()
 
 
 async def test_health_routes_report_the_database(api):
@@ -160,3 +179,45 @@ async def test_nul_in_a_read_argument_is_bad_user_input(api, query):
             {"students": {"totalCount": 0}},
             {"grades": {"totalCount": 0}},
         )
+
+
+@pytest.fixture
+async def silent_database_url() -> AsyncIterator[str]:
+    """A PostgreSQL URL whose server accepts connections and never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"postgresql+asyncpg://gradepulse@127.0.0.1:{port}/silent"
+    for writer in held:
+        writer.close()
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), 5)
+
+
+async def test_ready_answers_within_a_second_when_the_database_hangs(
+    silent_database_url,
+):
+    from app import create_app
+
+    # No lifespan: its CREATE TABLE would wait on the silent server too.
+    app = create_app(make_settings(silent_database_url))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://127.0.0.1"
+    ) as http:
+        started = time.perf_counter()
+        ready = await asyncio.wait_for(http.get("/health/ready"), 10)
+        elapsed = time.perf_counter() - started
+    await asyncio.wait_for(app.state.services.database.dispose(), 10)
+
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "status": "unavailable",
+        "database": {"status": "unavailable", "dialect": "postgresql"},
+    }
+    # The check gives up after 1 s; the rest is slack for a busy 2-core CI.
+    assert 1.0 <= elapsed < 2.0, elapsed

@@ -14,14 +14,14 @@ from gql import GraphQLRequest, gql
 from sqlalchemy import text
 
 from resolvers import imports, live
-from tests.factories import create_student
-from tests.test_subscriptions import (
+from tests.factories import (
     GRADE_EVENTS,
     TRANSPORT_WS,
     Server,
     collect,
-    serve,
-    wait_for,
+    create_student,
+    live_server,
+    wait_until,
     ws_client,
 )
 
@@ -314,7 +314,8 @@ async def test_unknown_job_is_null_and_not_found(api: Any) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     # One row per staging transaction: a 300-row import runs long enough to watch.
-    yield from serve(tmp_path_factory.mktemp("imports"), IMPORT_CHUNK_SIZE="1")
+    with live_server(tmp_path_factory.mktemp("imports"), IMPORT_CHUNK_SIZE="1") as live:
+        yield live
 
 
 async def test_import_progress_streams_running_then_succeeded_and_grade_events(
@@ -329,7 +330,7 @@ async def test_import_progress_streams_running_then_succeeded_and_grade_events(
     listener = asyncio.create_task(
         collect(server, TRANSPORT_WS, GRADE_EVENTS, events, studentId="LIVE-IMP")
     )
-    await wait_for(lambda: server.active_subscriptions() == 1)
+    await wait_until(lambda: server.active_subscriptions() == 1)
     text = csv_of([("LIVE-IMP", f"S{n}", 50.0) for n in range(300)])
     body = server.post(GRADES_IMPORT, {"csv": text})
     job_id = body["data"]["gradesImport"]["job"]["id"]
@@ -355,7 +356,7 @@ async def test_import_progress_streams_running_then_succeeded_and_grade_events(
     count = server.post('{ grades(studentId: "LIVE-IMP") { totalCount } }')
     assert count["data"]["grades"]["totalCount"] == 300
     # Another connection's gradeEvents: one event for the student, every new grade.
-    await wait_for(lambda: len(events) == 1)
+    await wait_until(lambda: len(events) == 1)
     listener.cancel()
     await asyncio.gather(listener, return_exceptions=True)
     event = events[0]["gradeEvents"]

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,11 @@ from db.students import delete_student
 from resolvers.auth import Authenticator
 from resolvers.errors import Unauthenticated
 from resolvers.keys import main
-from tests.factories import database_with_student
+from tests.factories import DB_STUDENT
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENT = "S-KEYS-1"
+STUDENT = DB_STUDENT  # the one student of the `database` fixture
 KEY_PATTERN = re.compile(r"gp_[A-Za-z0-9_-]{43}")
-
-
-@pytest.fixture
-async def database(scratch_url: str) -> AsyncIterator[Database]:
-    database = await database_with_student(scratch_url, STUDENT, "Key Student")
-    yield database
-    await database.dispose()
 
 
 async def keys(
@@ -135,7 +127,7 @@ async def test_student_key_names_its_student_and_expires_at_the_given_time(
     )
 
     assert code == 0
-    assert "student S-KEYS-1, expires 2999-01-02T01:04:05Z." in err
+    assert f"student {STUDENT}, expires 2999-01-02T01:04:05Z." in err
     [row] = await rows(database)
     assert (row["role"], row["student_id"], row["grade_levels"]) == (
         "student",
@@ -192,11 +184,13 @@ async def test_list_shows_every_key_without_secrets(
 async def test_revoke_by_prefix_then_again_keeps_the_first_time(
     database: Database, scratch_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = await keys(
+    code, out, _ = await keys(
         scratch_url, capsys, "create", "--role", "admin", "--name", "A"
     )
+    assert code == 0
     key = out.strip()
-    await authenticator(database).authenticate(f"Bearer {key}", None)
+    before = await authenticator(database).authenticate(f"Bearer {key}", None)
+    assert before.role == "admin"
 
     code, out, err = await keys(scratch_url, capsys, "revoke", f"gp_{key[3:11]}")
 
@@ -245,18 +239,23 @@ async def test_revoke_refuses_an_ambiguous_prefix(
 async def test_deleting_a_student_deletes_their_key(
     database: Database, scratch_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, out, _ = await keys(
+    code, out, _ = await keys(
         scratch_url,
         capsys,
         *("create", "--role", "student", "--name", "Kid", "--student-id", STUDENT),
     )
+    assert code == 0
+    key = out.strip()
+    before = await authenticator(database).authenticate(f"Bearer {key}", None)
+    assert (before.role, before.student_id) == ("student", STUDENT)
+    assert len(await rows(database)) == 1
 
     async with database.writing() as session:
         await delete_student(session, STUDENT, cascade=True)
 
     assert await rows(database) == []
     with pytest.raises(Unauthenticated, match="^unknown or revoked API key$"):
-        await authenticator(database).authenticate(f"Bearer {out.strip()}", None)
+        await authenticator(database).authenticate(f"Bearer {key}", None)
 
 
 CREATE = ("create", "--name", "X")

@@ -4,6 +4,7 @@ limit and measured value before any resolver runs, and the server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -16,14 +17,29 @@ from graphql import (
     get_nullable_type,
     is_composite_type,
     is_list_type,
+    parse,
 )
 
+from monitoring.monitor import METRICS
 from resolvers import students
+from server import gate as server_gate
 from server.build import build_schema
 from server.cost import LIST_ESTIMATES, PAGE_ARGUMENTS
-from server.limits import nesting_depth
+from server.limits import QueryLimits, check_shape, measure, nesting_depth
 from tests.asgi_ws import AsgiWebSocket
-from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
+from tests.factories import (
+    ROOT,
+    TEST_JWT_SECRET,
+    bearer_header,
+    cost_of,
+    jwt_token,
+    post,
+    refusal,
+    refused,
+    wait_until,
+    ws_init,
+    ws_start,
+)
 
 DEEP_GRADES = "{ students { edges { node { grades { score } } } } }"  # depth 5
 STUDENTS_WITH_GRADES = (
@@ -36,48 +52,6 @@ README_QUERY = (
     "analytics { average letter gpa trendPerMonth percentile atRisk riskReasons } "
     "} } } }"
 )
-
-
-async def post(
-    api: Any,
-    query: str,
-    variables: dict[str, Any] | None = None,
-    operation_name: str | None = None,
-) -> tuple[int, dict[str, Any]]:
-    body: dict[str, Any] = {"query": query}
-    if variables is not None:
-        body["variables"] = variables
-    if operation_name is not None:
-        body["operationName"] = operation_name
-    response = await api.http.post("/graphql", json=body)
-    return response.status_code, response.json()
-
-
-def refusal(body: dict[str, Any]) -> dict[str, Any]:
-    """The single error's extensions, without the per-request id (checked present)."""
-    assert body.get("data") is None, body
-    [error] = body["errors"]
-    extensions = dict(error["extensions"])
-    assert len(extensions.pop("requestId")) == 32
-    return extensions
-
-
-async def refused(
-    api: Any, query: str, variables: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """POST a document that must be refused before anything runs: no SQL at all."""
-    api.counter.reset()
-    status, body = await post(api, query, variables)
-    assert status == 200, body
-    assert api.counter.statements == []
-    return refusal(body)
-
-
-async def cost_of(api: Any, query: str, **variables: Any) -> int:
-    status, body = await post(api, query, variables or None)
-    assert status == 200 and "errors" not in body, body
-    cost: int = body["extensions"]["rateLimit"]["cost"]
-    return cost
 
 
 def fragment_bomb(levels: int, leaf: str) -> str:
@@ -99,7 +73,7 @@ async def test_document_over_max_chars_is_refused(make_api, seeded_url):
     extensions = await refused(api, query)
 
     assert extensions == {"code": "DOCUMENT_TOO_LARGE", "limit": 100, "actual": 101}
-    status, body = await post(api, "{ students(first: 1) { totalCount } }")
+    body = (await post(api, "{ students(first: 1) { totalCount } }")).json()
     assert body["data"] == {"students": {"totalCount": 120}}
 
 
@@ -133,7 +107,7 @@ async def test_nesting_at_the_limit_is_parsed(make_api, seeded_url):
         "{ students(first: 1) { edges { node { analytics { subjects { count } } } } } }"
     )
 
-    status, body = await post(api, within)
+    body = (await post(api, within)).json()
     extensions = await refused(api, beyond)
 
     assert "errors" not in body
@@ -157,7 +131,7 @@ async def test_brackets_in_strings_do_not_count(make_api, seeded_url):
     text = "{" * 50
     query = f'{{ students(search: "{text}") {{ totalCount }} }} # {"(" * 50}'
 
-    status, body = await post(api, query)
+    body = (await post(api, query)).json()
 
     assert "errors" not in body
     assert body["data"] == {"students": {"totalCount": 0}}
@@ -172,7 +146,7 @@ async def test_too_many_tokens_is_refused(make_api, seeded_url):
     extensions = await refused(api, query)
 
     assert extensions == {"code": "TOO_MANY_TOKENS", "limit": 10, "actual": 11}
-    status, body = await post(api, "{ a: __typename, b: __typename }")
+    body = (await post(api, "{ a: __typename, b: __typename }")).json()
     assert body["data"] == {"a": "Query", "b": "Query"}
 
 
@@ -185,7 +159,9 @@ async def test_query_deeper_than_max_depth_is_refused(make_api, seeded_url):
     extensions = await refused(api, DEEP_GRADES)
 
     assert extensions == {"code": "QUERY_TOO_DEEP", "limit": 4, "actual": 5}
-    status, body = await post(api, "{ students(first: 1) { edges { node { name } } } }")
+    body = (
+        await post(api, "{ students(first: 1) { edges { node { name } } } }")
+    ).json()
     assert len(body["data"]["students"]["edges"]) == 1
 
 
@@ -207,7 +183,7 @@ async def test_introspection_is_outside_depth(make_api, seeded_url):
     api = await make_api(seeded_url, max_depth=2)
     query = "{ __schema { types { name fields { name type { name kind } } } } }"
 
-    status, body = await post(api, query)
+    body = (await post(api, query)).json()
 
     assert "errors" not in body
     assert {"name": "Query"} in [
@@ -217,9 +193,10 @@ async def test_introspection_is_outside_depth(make_api, seeded_url):
 
 
 async def test_graphiql_introspection_query_passes_every_default_limit(seeded_api):
-    status, body = await post(seeded_api, get_introspection_query())
+    response = await post(seeded_api, get_introspection_query())
+    body = response.json()
 
-    assert status == 200
+    assert response.status_code == 200
     assert "errors" not in body
     assert body["data"]["__schema"]["queryType"]["name"] == "Query"
     assert body["extensions"]["rateLimit"]["cost"] == 0
@@ -232,7 +209,7 @@ async def test_deep_introspection_is_bounded_by_graphql_core(seeded_api):
     )
 
     seeded_api.counter.reset()
-    status, body = await post(seeded_api, query)
+    body = (await post(seeded_api, query)).json()
 
     assert seeded_api.counter.statements == []
     assert body.get("data") is None
@@ -254,9 +231,9 @@ async def test_aliases_are_counted_through_fragments(make_api, seeded_url):
     extensions = await refused(api, query)
 
     assert extensions == {"code": "TOO_MANY_ALIASES", "limit": 3, "actual": 4 + 2}
-    status, body = await post(
-        api, "query { ...F } fragment F on Query { a: __typename }"
-    )
+    body = (
+        await post(api, "query { ...F } fragment F on Query { a: __typename }")
+    ).json()
     assert body["data"] == {"a": "Query"}
 
 
@@ -380,8 +357,8 @@ async def test_cost_is_that_of_the_operation_that_runs(make_api, seeded_url):
         query Big {STUDENTS_WITH_GRADES}
     """
 
-    status, small = await post(api, document, operation_name="Small")
-    status, big = await post(api, document, operation_name="Big")
+    small = (await post(api, document, operation_name="Small")).json()
+    big = (await post(api, document, operation_name="Big")).json()
 
     assert small["extensions"]["rateLimit"]["cost"] == 1 + 2 * 2
     assert refusal(big) == {"code": "QUERY_TOO_COSTLY", "limit": 100, "actual": 2201}
@@ -419,6 +396,114 @@ def test_every_unpaged_list_of_objects_has_an_estimate():
     assert unpaged == sorted(LIST_ESTIMATES)
 
 
+# --- repeated fields count as aliases, before validation ---------------------------
+
+
+def copies(count: int, selection: str) -> str:
+    return "{ " + " ".join([selection] * count) + " }"
+
+
+async def test_repeated_fields_are_refused_before_validation(seeded_api, monkeypatch):
+    validated: list[Any] = []
+    validate = server_gate.validate_document
+
+    def recording_validate(*args: Any, **kwargs: Any) -> Any:
+        validated.append(args[1])
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(server_gate, "validate_document", recording_validate)
+    query = copies(490, "students{totalCount}")  # 1,962 tokens
+    started = time.perf_counter()
+
+    extensions = await refused(seeded_api, query)
+
+    elapsed = time.perf_counter() - started
+    assert extensions == {"code": "TOO_MANY_ALIASES", "limit": 15, "actual": 489}
+    assert validated == []
+    assert elapsed < 0.5, elapsed  # validation alone took ~0.7 s before
+    [error] = (await post(seeded_api, query)).json()["errors"]
+    assert error["message"] == (
+        "the query uses 489 aliases or repeated fields (a field selected again "
+        "under the same name in one selection set, a fragment spread again, a "
+        "fragment's count each time it is spread); at most 15 are allowed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("query", "repeats"),
+    [
+        # Inline fragments merge with the selection set they are in.
+        (copies(40, "... { students { totalCount } }"), 39),
+        (copies(20, "... on Query { ... { students { totalCount } } }"), 19),
+        # Different fragments that select the same response name.
+        (
+            "{ "
+            + " ".join(f"...F{i}" for i in range(20))
+            + " } "
+            + " ".join(
+                f"fragment F{i} on Query {{ students {{ totalCount }} }}"
+                for i in range(20)
+            ),
+            19,
+        ),
+        # One fragment spread again and again.
+        (
+            copies(20, "...F") + " fragment F on Query { students { totalCount } }",
+            19,
+        ),
+        # Inside a nested selection set.
+        (
+            "{ students { " + " ".join(["totalCount"] * 17) + " } }",
+            16,
+        ),
+    ],
+)
+async def test_repeats_are_counted_through_fragments(seeded_api, query, repeats):
+    extensions = await refused(seeded_api, query)
+
+    assert extensions == {"code": "TOO_MANY_ALIASES", "limit": 15, "actual": repeats}
+
+
+async def test_fifteen_repeats_pass(seeded_api):
+    body = (await post(seeded_api, copies(16, "students { totalCount }"))).json()
+
+    assert body["data"] == {"students": {"totalCount": 120}}
+
+
+def documents_in_use() -> dict[str, str]:
+    """The README's documents and the dashboard's, as clients send them."""
+    readme = (ROOT / "README.md").read_text()
+    documents = {
+        f"README block {i}": block
+        for i, block in enumerate(re.findall(r"```graphql\n(.*?)```", readme, re.S))
+    }
+    script = (ROOT / "static/dashboard/dashboard.js").read_text()
+    constants = dict(re.findall(r"const (\w+) = `(.*?)`;", script, re.S))
+    for name in (
+        "METRICS_SUBSCRIPTION",
+        "COSTS_SUBSCRIPTION",
+        "ALERTS_SUBSCRIPTION",
+        "INITIAL_QUERY",
+    ):
+        documents[name] = re.sub(
+            r"\$\{(\w+)\}", lambda m: constants[m.group(1)], constants[name]
+        )
+    return documents
+
+
+def test_documents_in_use_pass_the_default_limits():
+    documents = documents_in_use()
+
+    refused_ones = {
+        name: error.message
+        for name, document in documents.items()
+        if (error := check_shape(measure(parse(document)), QueryLimits()))
+    }
+
+    assert len(documents) >= 11
+    assert refused_ones == {}
+
+
 # --- hardening ----------------------------------------------------------------------
 
 
@@ -426,9 +511,9 @@ async def test_introspection_off_is_a_validation_error(make_api, seeded_url):
     api = await make_api(seeded_url, introspection_enabled=False)
 
     api.counter.reset()
-    status, whole = await post(api, "{ __schema { queryType { name } } }")
-    status, one_type = await post(api, '{ __type(name: "Student") { name } }')
-    status, plain = await post(api, "{ __typename }")
+    whole = (await post(api, "{ __schema { queryType { name } } }")).json()
+    one_type = (await post(api, '{ __type(name: "Student") { name } }')).json()
+    plain = (await post(api, "{ __typename }")).json()
 
     assert api.counter.statements == []
     for body, fields in ((whole, ["__schema", "queryType"]), (one_type, ["__type"])):
@@ -457,7 +542,7 @@ async def test_field_suggestions_only_outside_production():
 
 
 async def test_development_app_suggests_fields(seeded_api):
-    status, body = await post(seeded_api, "{ studnts }")
+    body = (await post(seeded_api, "{ studnts }")).json()
 
     assert "Did you mean 'students'" in body["errors"][0]["message"]
     assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
@@ -490,7 +575,9 @@ async def test_production_app_has_no_suggestions_and_no_introspection(
 # --- the server keeps serving -------------------------------------------------------
 
 
-async def test_abusive_documents_do_not_hold_up_others(make_api, seeded_url):
+async def test_abusive_documents_do_not_hold_up_others(
+    make_api, seeded_url, monkeypatch
+):
     api = await make_api(seeded_url, max_document_chars=300_000)
     abusive = [
         "{" * 100_000 + "}" * 100_000,
@@ -499,19 +586,31 @@ async def test_abusive_documents_do_not_hold_up_others(make_api, seeded_url):
         "{ " + " ".join(f"s{i}: {STUDENTS_WITH_GRADES[2:-2]}" for i in range(3)) + " }",
     ]
     normal = "{ students(first: 3) { edges { node { studentId } } } }"
+    measured = asyncio.Event()  # an abusive document has reached the limits
+    check_source = server_gate.check_source
 
-    results = await asyncio.gather(
-        *(post(api, query) for query in abusive), post(api, normal)
-    )
+    def signalling_check(query: str, limits: Any) -> Any:
+        if query in abusive:
+            measured.set()
+        return check_source(query, limits)
 
-    codes = [body["errors"][0]["extensions"]["code"] for _, body in results[:-1]]
+    monkeypatch.setattr(server_gate, "check_source", signalling_check)
+
+    refusals = [asyncio.create_task(post(api, query)) for query in abusive]
+    await asyncio.wait_for(measured.wait(), 10)
+    started = time.perf_counter()
+    answer = await asyncio.wait_for(post(api, normal), 10)
+    elapsed = time.perf_counter() - started
+    results = await asyncio.wait_for(asyncio.gather(*refusals), 30)
+
+    codes = [r.json()["errors"][0]["extensions"]["code"] for r in results]
     assert codes == [
         "QUERY_TOO_DEEP",
         "TOO_MANY_ALIASES",
         "TOO_MANY_ALIASES",
         "QUERY_TOO_COSTLY",
     ]
-    assert results[-1][1]["data"] == {
+    assert answer.json()["data"] == {
         "students": {
             "edges": [
                 {"node": {"studentId": "S00001"}},
@@ -520,22 +619,12 @@ async def test_abusive_documents_do_not_hold_up_others(make_api, seeded_url):
             ]
         }
     }
+    # Answered while the abusive ones were in flight, as fast as alone (~20 ms);
+    # the bound leaves room for a busy 2-core CI.
+    assert elapsed < 2.0, elapsed
 
 
 # --- WebSocket ------------------------------------------------------------------------
-
-
-async def ws_init(ws: AsgiWebSocket) -> None:
-    await ws.send_json({"type": "connection_init", "payload": {}})
-    assert await ws.receive_json() == {"type": "connection_ack"}
-
-
-async def ws_start(
-    ws: AsgiWebSocket, id: str, query: str, *, legacy: bool = False
-) -> None:
-    """subscribe (graphql-transport-ws) or start (legacy graphql-ws) an operation."""
-    kind = "start" if legacy else "subscribe"
-    await ws.send_json({"id": id, "type": kind, "payload": {"query": query}})
 
 
 async def test_limits_apply_to_operations_over_a_websocket(make_api, seeded_url):
@@ -626,7 +715,9 @@ async def test_subscriptions_outlive_the_operation_timeout(make_api, seeded_url)
     async with AsgiWebSocket(api.app) as ws:
         await ws_init(ws)
         await ws_start(ws, "m", "subscription { metrics(intervalMs: 1000) { at } }")
-        await asyncio.sleep(0.5)
+        bus = api.app.state.monitor.bus
+        await wait_until(lambda: bus.subscribers(METRICS) == 1)  # before any tick
+        await asyncio.sleep(0.5)  # past the operation timeout
         api.app.state.monitor.tick()
         event = await ws.receive_json()
 

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from gql import Client, gql
 from gql.transport.httpx import HTTPXAsyncTransport
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.factories import ROOT, serve
 
 README_QUERY = gql(
     """
@@ -28,28 +25,6 @@ README_QUERY = gql(
     }
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited with {process.returncode}")
-        try:
-            if (
-                httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code
-                == 200
-            ):
-                return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("server did not start within 30 s")
 
 
 @pytest.fixture(scope="module")
@@ -76,30 +51,6 @@ def seeded_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def serve(command: list[str], db: Path) -> Iterator[int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{db}",
-        "PORT": str(port),
-        "HOST": "127.0.0.1",
-        "PYTHONPATH": str(ROOT),
-    }
-    process = subprocess.Popen(
-        [*command, "--port", str(port)] if command[1] == "-m" else command,
-        cwd=db.parent,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_until_up(port, process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
-
-
 @pytest.fixture(params=["python app.py", "uvicorn --factory"])
 def live_port(request: pytest.FixtureRequest, seeded_file: Path) -> Iterator[int]:
     if request.param == "python app.py":
@@ -116,7 +67,10 @@ def live_port(request: pytest.FixtureRequest, seeded_file: Path) -> Iterator[int
             "--app-dir",
             str(ROOT),
         ]
-    yield from serve(command, seeded_file)
+    with serve(
+        command, seeded_file.parent, DATABASE_URL=f"sqlite:///{seeded_file}"
+    ) as port:
+        yield port
 
 
 async def test_readme_query_over_tcp(live_port: int, seeded_file: Path) -> None:
@@ -149,4 +103,5 @@ def test_seed_if_empty_leaves_a_seeded_database_alone(seeded_file: Path) -> None
     with sqlite3.connect(seeded_file) as conn:
         assert conn.execute("SELECT count(*) FROM students").fetchone() == (200,)
         assert conn.execute("SELECT count(*) FROM grades").fetchone() == (1000,)
-    assert "200" in result.stdout + result.stderr
+    assert result.stdout == "the database already has 200 students: nothing seeded\n"
+    assert result.stderr == ""

@@ -5,26 +5,27 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 
+from monitoring.monitor import METRICS
 from resolvers.context import Viewer
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateState
 from tests.asgi_ws import AsgiWebSocket
-from tests.test_limits import post, refusal, ws_init, ws_start
+from tests.factories import (
+    Clock,
+    budgeted_api,
+    post,
+    rate_limit,
+    refusal,
+    wait_until,
+    ws_init,
+    ws_start,
+)
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 PAGE = "{ students(first: 10) { edges { node { studentId } } } }"  # 1 + 10 * 2 points
 PAGE_COST = 21
-
-
-class Clock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def at(seconds: float) -> datetime:
@@ -39,7 +40,7 @@ def iso(seconds: float) -> str:
 
 
 async def test_a_charge_leaves_the_rest_and_refills_continuously():
-    clock = Clock()
+    clock = Clock(T0)
     store = MemoryRateStore(clock=clock)  # capacity 60: one point per second
 
     first = await store.take("key:1", 60, 10)
@@ -67,7 +68,7 @@ async def test_a_charge_leaves_the_rest_and_refills_continuously():
 
 
 async def test_over_budget_is_refused_without_charging():
-    clock = Clock()
+    clock = Clock(T0)
     store = MemoryRateStore(clock=clock)
     await store.take("key:1", 60, 55)
 
@@ -89,7 +90,7 @@ async def test_over_budget_is_refused_without_charging():
 
 
 async def test_cost_equal_to_what_remains_is_allowed():
-    store = MemoryRateStore(clock=Clock())
+    store = MemoryRateStore(clock=Clock(T0))
     await store.take("key:1", 60, 40)
 
     state = await store.take("key:1", 60, 20)
@@ -98,7 +99,7 @@ async def test_cost_equal_to_what_remains_is_allowed():
 
 
 async def test_free_operations_pass_an_empty_bucket_and_charge_nothing():
-    clock = Clock()
+    clock = Clock(T0)
     store = MemoryRateStore(clock=clock)
     await store.take("key:1", 60, 60)
 
@@ -129,7 +130,7 @@ async def test_reset_at_is_rounded_up_to_the_second():
 
 
 async def test_identities_have_their_own_buckets():
-    store = MemoryRateStore(clock=Clock())
+    store = MemoryRateStore(clock=Clock(T0))
 
     await store.take("key:1", 60, 50)
     other = await store.take("key:2", 60, 50)
@@ -138,7 +139,7 @@ async def test_identities_have_their_own_buckets():
 
 
 async def test_full_buckets_are_dropped():
-    clock = Clock()
+    clock = Clock(T0)
     store = MemoryRateStore(clock=clock)
 
     await store.take("ip:10.0.0.1", 60, 0)  # free: no bucket at all
@@ -155,7 +156,7 @@ async def test_full_buckets_are_dropped():
 
 
 async def test_memory_is_bounded_by_max_identities():
-    clock = Clock()
+    clock = Clock(T0)
     store = MemoryRateStore(clock=clock, max_identities=3)
 
     for number in range(5):
@@ -170,7 +171,7 @@ async def test_memory_is_bounded_by_max_identities():
 
 
 async def test_the_limiter_keys_and_sizes_buckets_by_viewer():
-    clock = Clock()
+    clock = Clock(T0)
     limiter = RateLimiter(
         MemoryRateStore(clock=clock), student=100, teacher=200, admin=300
     )
@@ -192,27 +193,12 @@ async def test_the_limiter_keys_and_sizes_buckets_by_viewer():
 # --- through the app ----------------------------------------------------------------
 
 
-async def budgeted_api(
-    make_api: Any, url: str, capacity: int = 50
-) -> tuple[Any, Clock]:
-    """The app with RATE_LIMIT_ADMIN = capacity (anonymous development callers are
-    admins) and its store on a clock the test moves."""
-    api = await make_api(url, rate_limit_admin=capacity, max_cost=capacity)
-    clock = Clock()
-    api.services.rate_limiter.store = MemoryRateStore(clock=clock)
-    return api, clock
-
-
-def rate_limit(body: dict[str, Any]) -> Any:
-    return body["extensions"]["rateLimit"]
-
-
 async def test_every_response_reports_its_points(make_api, seeded_url):
     api, clock = await budgeted_api(make_api, seeded_url)
 
-    _, first = await post(api, PAGE)
-    _, second = await post(api, PAGE)
-    _, free = await post(api, "{ __typename }")
+    first = (await post(api, PAGE)).json()
+    second = (await post(api, PAGE)).json()
+    free = (await post(api, "{ __typename }")).json()
 
     assert len(first["data"]["students"]["edges"]) == 10
     assert rate_limit(first) == {
@@ -245,9 +231,9 @@ async def test_spent_budget_is_rate_limited_without_data(make_api, seeded_url):
     api.counter.reset()
     response = await api.http.post("/graphql", json={"query": PAGE})
     statements = list(api.counter.statements)
-    _, free = await post(api, "{ __typename }")
+    free = (await post(api, "{ __typename }")).json()
     clock.now += 16  # 8 + 16 * 50/60 = 21.3 points
-    _, again = await post(api, PAGE)
+    again = (await post(api, PAGE)).json()
 
     body = response.json()
     assert response.status_code == 429
@@ -295,12 +281,12 @@ async def test_each_client_address_has_its_own_budget(make_api, seeded_url):
 async def test_refused_documents_are_not_charged(make_api, seeded_url):
     api, clock = await budgeted_api(make_api, seeded_url)
 
-    _, unparsable = await post(api, "{ students {")
-    _, invalid = await post(api, "{ studnts }")
-    _, costly = await post(
-        api, "{ students(first: 100) { edges { node { studentId } } } }"
-    )
-    _, page = await post(api, PAGE)
+    unparsable = (await post(api, "{ students {")).json()
+    invalid = (await post(api, "{ studnts }")).json()
+    costly = (
+        await post(api, "{ students(first: 100) { edges { node { studentId } } } }")
+    ).json()
+    page = (await post(api, PAGE)).json()
 
     # Every response shows the budget; a refused document is charged nothing.
     untouched = {"cost": 0, "limit": 50, "remaining": 50, "resetAt": iso(0)}
@@ -351,12 +337,13 @@ async def test_a_subscription_is_charged_once_not_per_event(make_api, seeded_url
     async with AsgiWebSocket(api.app) as ws:
         await ws_init(ws)
         await ws_start(ws, "m", subscription)
-        await asyncio.sleep(0.05)
+        bus = api.app.state.monitor.bus
+        await wait_until(lambda: bus.subscribers(METRICS) == 1)  # before any tick
         for _ in range(2):
             api.app.state.monitor.tick()
             events.append(await ws.receive_json())
             await asyncio.sleep(1.0)  # events are paced a second apart
-        _, after = await post(api, "{ __typename }")
+        after = (await post(api, "{ __typename }")).json()
 
     assert [event["type"] for event in events] == ["next", "next"]
     assert [event["payload"]["extensions"]["rateLimit"] for event in events] == [

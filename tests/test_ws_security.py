@@ -22,7 +22,13 @@ from resolvers import students
 from resolvers.auth import Authenticator
 from server.websocket import ConnectionGuard
 from tests.asgi_ws import AsgiWebSocket
-from tests.factories import TEST_JWT_SECRET, add_key, bearer_header, jwt_token
+from tests.factories import (
+    TEST_JWT_SECRET,
+    add_key,
+    bearer_header,
+    jwt_token,
+    wait_until,
+)
 
 TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
@@ -87,7 +93,7 @@ async def until_closed(ws: AsgiWebSocket, within: float = 5.0) -> list[Any]:
     raise AssertionError(f"still open after {within} s; received {received}")
 
 
-async def active_subscriptions_drop_to_zero(api: Any, timeout: float = 2.0) -> bool:
+async def active_subscriptions_drop_to_zero(api: Any, timeout: float = 10.0) -> bool:
     """The server ended the subscriptions itself: the test client never sent a
     disconnect (it does on leaving the `async with`)."""
     registry = api.app.state.monitor.registry
@@ -183,7 +189,8 @@ async def test_a_running_subscription_ends_with_4403_when_the_jwt_expires(
     assert first["id"] == "m"  # the subscription was running before the end
     assert data_of(first, protocol)["metrics"]["uptimeSeconds"] > 0
     assert ws.close_code == 4403
-    assert expires_at <= closed_at < expires_at + 0.75
+    # (Never before it; the slack is for a busy 2-core CI.)
+    assert expires_at <= closed_at < expires_at + 2.5
     assert ended
     events = [m for m in rest if m["type"] != "connection_error"]
     assert all(m["id"] == "m" and m["type"] in ("next", "data") for m in events)
@@ -212,7 +219,8 @@ async def test_a_revoked_key_ends_a_running_subscription_within_twice_the_ttl(
     assert first["id"] == "m"  # the subscription was running before the end
     assert data_of(first, protocol)["metrics"]["uptimeSeconds"] > 0
     assert ws.close_code == 4403
-    assert elapsed <= 2 * ttl + 0.5
+    # Within two cache TTLs; the rest is slack for a busy 2-core CI.
+    assert elapsed <= 2 * ttl + 2.0
     assert ended
     if protocol == LEGACY:
         assert connection_error(rest[-1]) == (
@@ -241,7 +249,8 @@ async def test_a_key_that_expires_ends_its_connection_at_its_expiry(
         ended = await active_subscriptions_drop_to_zero(api)
 
     # Long before the key cache's TTL of 60 s: the expiry is known in advance.
-    assert expires_at <= closed_at < expires_at + 0.75
+    # (Never before it; the slack is for a busy 2-core CI.)
+    assert expires_at <= closed_at < expires_at + 2.5
     assert ws.close_code == 4403
     assert ended
     assert connection_error(rest[-1]) == ("expired API key", "UNAUTHENTICATED")
@@ -259,8 +268,8 @@ async def test_an_operation_after_the_key_was_revoked_closes_with_4403(
     async with AsgiWebSocket(api.app, subprotocol=protocol, client=REMOTE) as ws:
         assert await connect(ws, bearer_header(key)) == {"type": "connection_ack"}
         await start(ws, protocol, "m", METRICS)
-        while api.app.state.monitor.registry.active_subscriptions < 1:
-            await asyncio.sleep(0.01)
+        registry = api.app.state.monitor.registry
+        await wait_until(lambda: registry.active_subscriptions >= 1)
         await revoke(api, key_id)
         await start(ws, protocol, "q", "{ __typename }")
         after = await until_closed(ws)
@@ -610,3 +619,36 @@ async def test_a_database_outage_at_init_closes_with_1013(
     assert ws.close_code == 1013
     if protocol == LEGACY:
         assert messages[0]["payload"]["extensions"]["code"] == "DB_UNAVAILABLE"
+
+
+# --- the handshake's Origin ---------------------------------------------------------
+
+
+async def test_a_handshake_from_a_foreign_origin_is_refused(
+    make_api: Any, scratch_url: str
+) -> None:
+    api = await make_api(scratch_url, cors_origins="https://app.example.org")
+
+    def origin(value: str) -> list[tuple[bytes, bytes]]:
+        return [(b"origin", value.encode())]
+
+    for foreign in ("https://evil.example", "http://app.example.org", "null"):
+        with pytest.raises(ConnectionError, match="handshake refused"):
+            async with AsgiWebSocket(api.app, headers=origin(foreign)):
+                pass
+    # The listed origin, and a client that sends none (not a browser), are served.
+    for headers in (origin("https://app.example.org"), None):
+        async with AsgiWebSocket(api.app, headers=headers) as ws:
+            assert await connect(ws, {}) == {"type": "connection_ack"}
+
+
+async def test_without_an_allow_list_a_browser_origin_is_refused(
+    make_api: Any, scratch_url: str
+) -> None:
+    api = await make_api(scratch_url)
+
+    with pytest.raises(ConnectionError, match="handshake refused"):
+        async with AsgiWebSocket(
+            api.app, headers=[(b"origin", b"https://evil.example")]
+        ):
+            pass

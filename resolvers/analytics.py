@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db import analytics as db_analytics
-from db.analytics import ClassStats, StudentAverage, StudentStats, letter
+from db.analytics import ClassStats as ClassStats
+from db.analytics import StudentAverage as StudentAverage
+from db.analytics import StudentStats, letter
+from db.analytics import SubjectStats as SubjectStats
 from db.records import StudentRecord
 from resolvers import audit
 from resolvers.cache import MISSING

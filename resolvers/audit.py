@@ -22,7 +22,8 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import audit as db_audit
-from db.audit import READ, WRITE, AuditRecord, NewAuditEntry
+from db.audit import READ, WRITE, NewAuditEntry
+from db.audit import AuditRecord as AuditRecord
 from db.engine import Database, create_database
 from db.validation import to_naive_utc, utcnow
 from resolvers.context import Context

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from monitoring.costs import CostSnapshot
 from monitoring.monitor import Monitor
-from monitoring.registry import ResolverStats
-from monitoring.snapshot import AlertEvent, CostRow, MetricsSnapshot
+from monitoring.registry import ResolverStats as ResolverStats
+from monitoring.snapshot import AlertEvent as AlertEvent
+from monitoring.snapshot import AlertState as AlertState
+from monitoring.snapshot import CostRow as CostRow
+from monitoring.snapshot import MetricsSnapshot as MetricsSnapshot
 from resolvers.context import Context
 from resolvers.errors import BadUserInput
 

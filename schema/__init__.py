@@ -1,2 +1,1 @@
-"""Strawberry types, inputs, error types and each domain's root fields; root.py
-composes them."""
+"""Strawberry types, inputs, error types and per domain its root fields for root.py."""

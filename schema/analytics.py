@@ -1,86 +1,12 @@
-"""Analytics types: per student, per subject and per class."""
+"""Class analytics types and AnalyticsQuery (StudentAnalytics is in students.py)."""
 
 from __future__ import annotations
 
 import strawberry
 
-from db import analytics as db_analytics
 from resolvers import analytics
-from schema.common import ctx
-
-
-@strawberry.type(description="Statistics of one subject's grades, as percentages.")
-class SubjectStats:
-    subject: str = strawberry.field(description="The subject.")
-    count: int = strawberry.field(description="How many grades.")
-    average: float = strawberry.field(description="Mean percentage.")
-    min: float = strawberry.field(description="Lowest percentage.")
-    max: float = strawberry.field(description="Highest percentage.")
-    latest: float = strawberry.field(description="The most recent grade's percentage.")
-
-    @classmethod
-    def from_model(cls, row: db_analytics.SubjectStats) -> SubjectStats:
-        return cls(
-            subject=row.subject,
-            count=row.count,
-            average=row.average,
-            min=row.min,
-            max=row.max,
-            latest=row.latest,
-        )
-
-
-@strawberry.type(description="One student's analytics.")
-class StudentAnalytics:
-    _value: strawberry.Private[analytics.StudentAnalytics]
-
-    @strawberry.field(description="How many grades the student has.")
-    def grade_count(self) -> int:
-        return self._value.stats.grade_count
-
-    @strawberry.field(description="Mean percentage of all grades; null without grades.")
-    def average(self) -> float | None:
-        return self._value.stats.average
-
-    @strawberry.field(
-        description="Letter of the average: A >= 90, B >= 80, C >= 70, D >= 60, F."
-    )
-    def letter(self) -> str | None:
-        return self._value.letter
-
-    @strawberry.field(
-        description="Mean over subjects of each subject average's grade points (4.0 scale)."
-    )
-    def gpa(self) -> float | None:
-        return self._value.stats.gpa
-
-    @strawberry.field(
-        description="Least-squares slope of percentage against time, points per 30 days; "
-        "null with fewer than 3 grades."
-    )
-    def trend_per_month(self) -> float | None:
-        return self._value.stats.trend_per_month
-
-    @strawberry.field(
-        description="Mid-rank percentile of the average among the students of the same "
-        "grade level: 100 * (below + 0.5 * ties) / count."
-    )
-    async def percentile(self, info: strawberry.Info) -> float | None:
-        return await analytics.percentile_of(ctx(info), self._value.student)
-
-    @strawberry.field(
-        description="Average below AT_RISK_AVERAGE or trend below AT_RISK_TREND."
-    )
-    def at_risk(self) -> bool:
-        return self._value.at_risk
-
-    @strawberry.field(description="Why the student is at risk; empty when not.")
-    def risk_reasons(self) -> list[str]:
-        return self._value.risk_reasons
-
-    @strawberry.field(description="Statistics per subject, by subject name.")
-    def subjects(self) -> list[SubjectStats]:
-        return [SubjectStats.from_model(s) for s in self._value.stats.subjects]
+from schema.common import After, First, GradeLevel, Subject, ctx
+from schema.students import StudentAnalytics, StudentConnection, SubjectStats
 
 
 @strawberry.type(description="How many grades fall on each letter.")
@@ -131,7 +57,7 @@ class ClassAnalytics:
     subjects: list[SubjectStats] = strawberry.field(
         description="Statistics per subject."
     )
-    _stats: strawberry.Private[db_analytics.ClassStats]
+    _stats: strawberry.Private[analytics.ClassStats]
 
     # These two name students: FORBIDDEN (and null) for the student role.
     @strawberry.field(
@@ -149,7 +75,7 @@ class ClassAnalytics:
         return _averages(analytics.class_ranking(ctx(info), self._stats.bottom))
 
     @classmethod
-    def from_model(cls, stats: db_analytics.ClassStats) -> ClassAnalytics:
+    def from_model(cls, stats: analytics.ClassStats) -> ClassAnalytics:
         return cls(
             student_count=stats.student_count,
             grade_count=stats.grade_count,
@@ -167,8 +93,55 @@ class ClassAnalytics:
         )
 
 
-def _averages(rows: tuple[db_analytics.StudentAverage, ...]) -> list[StudentAverage]:
+def _averages(rows: tuple[analytics.StudentAverage, ...]) -> list[StudentAverage]:
     return [
         StudentAverage(student_id=r.student_id, name=r.name, average=r.average)
         for r in rows
     ]
+
+
+@strawberry.type
+class AnalyticsQuery:
+    @strawberry.field(
+        description="One student's analytics; null when the student is absent. "
+        "FORBIDDEN (and null) for a student the viewer may not read, as for student."
+    )
+    async def student_analytics(
+        self, info: strawberry.Info, student_id: str
+    ) -> StudentAnalytics | None:
+        value = await analytics.student_analytics(ctx(info), student_id)
+        return StudentAnalytics(_value=value) if value else None
+
+    @strawberry.field(
+        description="Statistics over the selected grades (all students without "
+        "filters). Students may read any level's aggregates, but not the fields "
+        "that name students (top, bottom: FORBIDDEN). A teacher of some levels: a "
+        "gradeLevel outside them is FORBIDDEN (and null); without gradeLevel the "
+        "figures cover their levels only."
+    )
+    async def class_analytics(
+        self,
+        info: strawberry.Info,
+        grade_level: GradeLevel = None,
+        subject: Subject = None,
+    ) -> ClassAnalytics | None:
+        stats = await analytics.class_analytics(
+            ctx(info), grade_level=grade_level, subject=subject
+        )
+        return ClassAnalytics.from_model(stats)
+
+    @strawberry.field(
+        description="Students whose analytics say atRisk, by studentId; only those "
+        "the viewer may read, as for students."
+    )
+    async def at_risk_students(
+        self,
+        info: strawberry.Info,
+        grade_level: GradeLevel = None,
+        first: First = 20,
+        after: After = None,
+    ) -> StudentConnection:
+        page = await analytics.at_risk_students(
+            ctx(info), grade_level=grade_level, first=first, after=after
+        )
+        return StudentConnection.from_page(page)

@@ -1,5 +1,4 @@
-"""The FERPA audit log in the schema: the AuditEntry type and the auditLog query
-(server/audit.py records each response's students)."""
+"""The FERPA audit log: AuditEntry and AuditQuery (server/audit.py records it)."""
 
 from __future__ import annotations
 
@@ -9,17 +8,19 @@ from typing import Annotated
 
 import strawberry
 
-from db.audit import AuditRecord
 from resolvers import audit
+from resolvers.audit import AuditRecord
 from resolvers.pagination import Page
-from schema.common import PageInfo, ctx
+from schema.common import After, First, PageInfo, RecordedBefore, RecordedSince, ctx
 
-AuditAction = strawberry.enum(
-    Enum("AuditAction", {"READ": audit.READ, "WRITE": audit.WRITE}),  # type: ignore[misc]
-    name="AuditAction",
+
+@strawberry.enum(
     description="READ: a response or subscription event returned the students' "
-    "grades or analytics. WRITE: their grades were added, changed or deleted.",
+    "grades or analytics. WRITE: their grades were added, changed or deleted."
 )
+class AuditAction(Enum):
+    READ = audit.READ
+    WRITE = audit.WRITE
 
 
 @strawberry.type(
@@ -38,7 +39,7 @@ class AuditEntry:
         description="The operation's name, or without one its type and root fields, "
         'e.g. "query:students".'
     )
-    action: AuditAction = strawberry.field(description="READ or WRITE.")  # type: ignore[valid-type]
+    action: AuditAction = strawberry.field(description="READ or WRITE.")
     request_id: str | None = strawberry.field(
         description="The request id (X-Request-ID); a WebSocket connection's id for "
         "its operations."
@@ -106,19 +107,10 @@ class AuditQuery:
         actor: Annotated[
             str | None, strawberry.argument(description="Only this actor's records.")
         ] = None,
-        recorded_since: Annotated[
-            datetime | None, strawberry.argument(description="Recorded at or after.")
-        ] = None,
-        recorded_before: Annotated[
-            datetime | None, strawberry.argument(description="Recorded before.")
-        ] = None,
-        first: Annotated[
-            int, strawberry.argument(description="Page size, 1 to 100.")
-        ] = 20,
-        after: Annotated[
-            str | None,
-            strawberry.argument(description="The endCursor of the previous page."),
-        ] = None,
+        recorded_since: RecordedSince = None,
+        recorded_before: RecordedBefore = None,
+        first: First = 20,
+        after: After = None,
     ) -> AuditEntryConnection:
         page = await audit.list_audit_entries(
             ctx(info),

@@ -1,13 +1,35 @@
-"""Shared schema pieces: PageInfo, OrderDirection and the context accessor."""
+"""Shared schema pieces: the context accessor, argument aliases, PageInfo, helpers."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, Callable, Iterable
+from contextlib import aclosing
+from datetime import datetime
 from enum import Enum
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 from strawberry.types import Info
 
 from resolvers.context import Context
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+First = Annotated[int, strawberry.argument(description="Page size, 1 to 100.")]
+After = Annotated[
+    str | None, strawberry.argument(description="The endCursor of the previous page.")
+]
+GradeLevel = Annotated[
+    int | None, strawberry.argument(description="Only this grade level.")
+]
+Subject = Annotated[str | None, strawberry.argument(description="Only this subject.")]
+RecordedSince = Annotated[
+    datetime | None, strawberry.argument(description="Recorded at or after.")
+]
+RecordedBefore = Annotated[
+    datetime | None, strawberry.argument(description="Recorded before.")
+]
 
 
 def ctx(info: Info) -> Context:
@@ -27,3 +49,21 @@ class PageInfo:
     end_cursor: str | None = strawberry.field(
         description="Pass as `after` to read the next page; null on an empty page."
     )
+
+
+def set_fields(input_obj: object, names: Iterable[str]) -> dict[str, Any]:
+    """The fields a client set on an update input (named as the columns)."""
+    return {
+        name: getattr(input_obj, name)
+        for name in names
+        if getattr(input_obj, name) is not strawberry.UNSET
+    }
+
+
+async def mapped(
+    source: AsyncGenerator[T, None], convert: Callable[[T], R]
+) -> AsyncGenerator[R, None]:
+    """A resolver's stream as schema types; closing it closes the source."""
+    async with aclosing(source) as items:
+        async for item in items:
+            yield convert(item)

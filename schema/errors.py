@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import strawberry
 
-from db.errors import (
+from resolvers.failures import (
     Conflict,
     DomainError,
     IdempotencyKeyReused,
+    InputErrorCode,
     InvalidInput,
     InvalidRows,
     NotFound,
     RowProblem,
 )
-from db.validation import InputErrorCode as _Codes
 
-InputErrorCode = strawberry.enum(
-    Enum("InputErrorCode", {code.name: code.value for code in _Codes}),  # type: ignore[misc]
-    name="InputErrorCode",
-    description="Why an input field or row was refused.",
-)
+T = TypeVar("T")
+
+# The resolvers' enum is the GraphQL enum itself: no copy to keep in step.
+strawberry.enum(InputErrorCode, description="Why an input field or row was refused.")
 
 
 @strawberry.interface(description="An expected failure of a mutation.")
@@ -37,13 +37,13 @@ class NotFoundError(Error):
 @strawberry.type(description="A unique value is taken, or rows depend on the target.")
 class ConflictError(Error):
     field: str = strawberry.field(description="The camelCase input name.")
-    code: InputErrorCode = strawberry.field(description="DUPLICATE or HAS_GRADES.")  # type: ignore[valid-type]
+    code: InputErrorCode = strawberry.field(description="DUPLICATE or HAS_GRADES.")
 
 
 @strawberry.type(description="An input field is invalid; nothing was written.")
 class InvalidInputError(Error):
     field: str = strawberry.field(description="The camelCase input name.")
-    code: InputErrorCode = strawberry.field(description="Why it was refused.")  # type: ignore[valid-type]
+    code: InputErrorCode = strawberry.field(description="Why it was refused.")
 
 
 @strawberry.type(description="One invalid row of a batch or import.")
@@ -55,7 +55,7 @@ class RowError:
         description="The CSV line number (header is line 1); null outside imports."
     )
     field: str = strawberry.field(description="The camelCase input name.")
-    code: InputErrorCode = strawberry.field(description="Why it was refused.")  # type: ignore[valid-type]
+    code: InputErrorCode = strawberry.field(description="Why it was refused.")
     message: str = strawberry.field(description="What went wrong, for people.")
 
 
@@ -73,16 +73,12 @@ class IdempotencyKeyReusedError(Error):
     pass
 
 
-def _code(value: str) -> InputErrorCode:  # type: ignore[valid-type]
-    return InputErrorCode(value)
-
-
 def row_error(row: RowProblem) -> RowError:
     return RowError(
         index=row.index if row.index is not None else -1,
         line=row.line,
         field=row.field,
-        code=_code(row.code.value),
+        code=row.code,
         message=row.message,
     )
 
@@ -92,11 +88,13 @@ def error_result(exc: DomainError) -> Error:
     if isinstance(exc, NotFound):
         return NotFoundError(message=str(exc))
     if isinstance(exc, Conflict):
-        return ConflictError(message=str(exc), field=exc.field, code=_code(exc.code))
+        return ConflictError(
+            message=str(exc), field=exc.field, code=InputErrorCode(exc.code)
+        )
     if isinstance(exc, InvalidInput):
         problem = exc.problem
         return InvalidInputError(
-            message=problem.message, field=problem.field, code=_code(problem.code.value)
+            message=problem.message, field=problem.field, code=problem.code
         )
     if isinstance(exc, InvalidRows):
         return InvalidRowsError(
@@ -106,3 +104,11 @@ def error_result(exc: DomainError) -> Error:
     if isinstance(exc, IdempotencyKeyReused):
         return IdempotencyKeyReusedError(message=str(exc))
     raise TypeError(f"no result type for {type(exc).__name__}") from exc
+
+
+async def attempt(call: Awaitable[T], success: Callable[[T], Any]) -> Any:
+    """Run a resolver; an expected failure becomes its error type in the union."""
+    try:
+        return success(await call)
+    except DomainError as exc:
+        return error_result(exc)

@@ -1,26 +1,22 @@
-"""Background grade imports: ImportJob, gradesImport, importJob, importCancel and
-importProgress."""
+"""Background grade imports: ImportJob, ImportQuery, -Mutation and -Subscription."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from enum import Enum
-from typing import Annotated
+from typing import Annotated, Protocol, cast
 
 import strawberry
 from strawberry.file_uploads import Upload
 
 from resolvers import imports
 from resolvers.jobs import ImportJob as ImportJobModel
-from resolvers.jobs import ImportStatus as _Status
-from schema.common import ctx
-from schema.errors import InvalidInputError, NotFoundError, RowError, row_error
-from schema.mutations import attempt
-from schema.subscriptions import _mapped
+from resolvers.jobs import ImportStatus
+from schema.common import ctx, mapped
+from schema.errors import InvalidInputError, NotFoundError, RowError, attempt, row_error
 
-ImportStatus = strawberry.enum(
-    Enum("ImportStatus", {status.name: status.value for status in _Status}),  # type: ignore[misc]
-    name="ImportStatus",
+# The resolvers' enum is the GraphQL enum itself: no copy to keep in step.
+strawberry.enum(
+    ImportStatus,
     description="Where an import job is: QUEUED, RUNNING, then SUCCEEDED, FAILED "
     "(nothing written) or CANCELLED (nothing written).",
 )
@@ -32,7 +28,7 @@ OWNER = " Only for the viewer who started the job, and admins: FORBIDDEN for oth
 @strawberry.type(description="A background CSV import of grades.")
 class ImportJob:
     id: strawberry.ID = strawberry.field(description="The job's id.")
-    status: ImportStatus = strawberry.field(description="Where the job is.")  # type: ignore[valid-type]
+    status: ImportStatus = strawberry.field(description="Where the job is.")
     processed: int = strawberry.field(
         description="Data rows checked so far (staged or refused); equals total when "
         "the job has finished, unless it was cancelled."
@@ -49,7 +45,7 @@ class ImportJob:
     def from_model(cls, job: ImportJobModel) -> ImportJob:
         return cls(
             id=strawberry.ID(job.id),
-            status=ImportStatus(job.status.value),
+            status=job.status,
             processed=job.processed,
             total=job.total,
             errors=[row_error(problem) for problem in job.errors],
@@ -78,13 +74,22 @@ ImportCancelResult = Annotated[
 ]
 
 
-async def _read(file: Upload) -> bytes:
+class UploadedFile(Protocol):
+    """What an Upload argument holds: the server's uploaded file, read asynchronously."""
+
+    async def read(self) -> bytes: ...
+
+    async def close(self) -> None: ...
+
+
+async def _read(upload: Upload) -> bytes:
     """The whole upload; closing it now frees its temporary file at once."""
+    # Strawberry declares Upload as bytes; the multipart parser hands a file.
+    file = cast(UploadedFile, upload)
     try:
-        data: bytes = await file.read()  # type: ignore[attr-defined]
+        return await file.read()
     finally:
-        await file.close()  # type: ignore[attr-defined]
-    return data
+        await file.close()
 
 
 @strawberry.type
@@ -146,4 +151,4 @@ class ImportSubscription:
         self, info: strawberry.Info, job_id: JobId
     ) -> AsyncIterator[ImportJob]:
         job = imports.check_progress(ctx(info), str(job_id))
-        return _mapped(imports.import_progress(ctx(info), job), ImportJob.from_model)
+        return mapped(imports.import_progress(ctx(info), job), ImportJob.from_model)

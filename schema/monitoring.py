@@ -1,20 +1,35 @@
-"""Monitoring types: metrics snapshots, alert events, costs and resolver timings."""
+"""Monitoring: metrics, alert, cost and timing types and their root fields."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
-from monitoring import snapshot as values
-from monitoring.registry import ResolverStats
-from resolvers import feed
-from schema.common import ctx
+from resolvers import feed, live
+from resolvers.feed import AlertState
+from schema.common import ctx, mapped
 from schema.errors import Error
 
+T = TypeVar("T")
+R = TypeVar("R")
+
 # Monitoring reads are nullable so that a refused one is null beside the rest.
-OPERATORS = " Admins and teachers only: FORBIDDEN (and null) for students."
+OPERATOR_READS = " Admins and teachers only: FORBIDDEN (and null) for students."
+OPERATOR_STREAMS = " Admins and teachers only: FORBIDDEN for students."
+
+IntervalMs = Annotated[
+    int,
+    strawberry.argument(
+        description="Milliseconds between two items, 1000 to 60000; each goes out at "
+        "the first sampler tick at or after its time."
+    ),
+]
+
+# The monitor's enum is the GraphQL enum itself.
+strawberry.enum(AlertState, description="FIRING or RESOLVED.")
 
 
 def money(value: float) -> float:
@@ -68,7 +83,7 @@ class MetricsSnapshot:
     )
 
     @classmethod
-    def from_model(cls, s: values.MetricsSnapshot) -> MetricsSnapshot:
+    def from_model(cls, s: feed.MetricsSnapshot) -> MetricsSnapshot:
         times = s.response_time_ms
         return cls(
             at=s.at,
@@ -94,15 +109,12 @@ class MetricsSnapshot:
         )
 
 
-AlertState = strawberry.enum(values.AlertState, description="FIRING or RESOLVED.")
-
-
 @strawberry.type(
     description="An alert firing or resolving; the text of its alert.log line."
 )
 class AlertEvent:
     rule: str = strawberry.field(description="The rule id, e.g. high_response_time.")
-    state: AlertState = strawberry.field(description="FIRING or RESOLVED.")  # type: ignore[valid-type]
+    state: AlertState = strawberry.field(description="FIRING or RESOLVED.")
     message: str = strawberry.field(
         description='The text after "ALERT: " or "RESOLVED: ".'
     )
@@ -111,7 +123,7 @@ class AlertEvent:
     at: datetime = strawberry.field(description="When (UTC).")
 
     @classmethod
-    def from_model(cls, event: values.AlertEvent) -> AlertEvent:
+    def from_model(cls, event: feed.AlertEvent) -> AlertEvent:
         return cls(
             rule=event.rule,
             state=event.state,
@@ -135,7 +147,7 @@ class CostRow:
     total_cost: float = strawberry.field(description="Dollars.")
 
     @classmethod
-    def from_model(cls, row: values.CostRow) -> CostRow:
+    def from_model(cls, row: feed.CostRow) -> CostRow:
         return cls(
             timestamp=row.timestamp,
             environment=row.environment,
@@ -199,7 +211,7 @@ class ResolverTiming:
     p99_ms: float = strawberry.field(description="99th percentile, milliseconds.")
 
     @classmethod
-    def from_model(cls, s: ResolverStats) -> ResolverTiming:
+    def from_model(cls, s: feed.ResolverStats) -> ResolverTiming:
         return cls(
             field=s.field,
             count=s.count,
@@ -231,13 +243,13 @@ CostSummaryWriteResult = Annotated[
 
 @strawberry.type
 class MonitoringQuery:
-    @strawberry.field(description="A fresh metrics snapshot." + OPERATORS)
+    @strawberry.field(description="A fresh metrics snapshot." + OPERATOR_READS)
     def metrics(self, info: strawberry.Info) -> MetricsSnapshot | None:
         return MetricsSnapshot.from_model(feed.current_metrics(ctx(info)))
 
     @strawberry.field(
         description="The latest alert events, newest last (at most 100 kept)."
-        + OPERATORS
+        + OPERATOR_READS
     )
     def alerts(
         self,
@@ -248,12 +260,12 @@ class MonitoringQuery:
     ) -> list[AlertEvent] | None:
         return [AlertEvent.from_model(e) for e in feed.recent_alerts(ctx(info), last)]
 
-    @strawberry.field(description="Running costs and the open period." + OPERATORS)
+    @strawberry.field(description="Running costs and the open period." + OPERATOR_READS)
     def costs(self, info: strawberry.Info) -> CostSnapshot | None:
         return CostSnapshot.from_model(feed.cost_snapshot(ctx(info)))
 
     @strawberry.field(
-        description="The resolvers with the highest p95 duration." + OPERATORS
+        description="The resolvers with the highest p95 duration." + OPERATOR_READS
     )
     def slowest_resolvers(
         self,
@@ -280,3 +292,56 @@ class MonitoringMutation:
         except feed.SinkUnavailable as exc:
             return SinkUnavailableError(message=str(exc))
         return CostSummaryWriteSuccess(row=CostRow.from_model(row))
+
+
+def _shared(convert: Callable[[T], R]) -> Callable[[T], R]:
+    """Convert each published value once, not once per subscriber: the monitor hands
+    the same immutable snapshot to every subscription."""
+    last: list[Any] = [None, None]
+
+    def convert_once(item: T) -> R:
+        if last[0] is not item:
+            last[1] = convert(item)
+            last[0] = item
+        result: R = last[1]
+        return result
+
+    return convert_once
+
+
+_metrics_type = _shared(MetricsSnapshot.from_model)
+_costs_type = _shared(CostSnapshot.from_model)
+
+
+@strawberry.type
+class MonitoringSubscription:
+    # Plain functions that check their arguments before the stream starts, so that
+    # bad input is refused with an error message rather than a failed first event.
+    @strawberry.subscription(
+        description="Metrics snapshots, one per interval." + OPERATOR_STREAMS
+    )
+    def metrics(
+        self, info: strawberry.Info, interval_ms: IntervalMs = 1000
+    ) -> AsyncIterator[MetricsSnapshot]:
+        live.check_operator(ctx(info))
+        live.check_interval(interval_ms)
+        return mapped(live.metrics(ctx(info), interval_ms), _metrics_type)
+
+    @strawberry.subscription(
+        description="Every alert firing and resolution as it happens."
+        + OPERATOR_STREAMS
+    )
+    def alerts(self, info: strawberry.Info) -> AsyncIterator[AlertEvent]:
+        live.check_operator(ctx(info))
+        return mapped(live.alerts(ctx(info)), AlertEvent.from_model)
+
+    @strawberry.subscription(
+        description="Running costs and the open period, one per interval."
+        + OPERATOR_STREAMS
+    )
+    def costs(
+        self, info: strawberry.Info, interval_ms: IntervalMs = 1000
+    ) -> AsyncIterator[CostSnapshot]:
+        live.check_operator(ctx(info))
+        live.check_interval(interval_ms)
+        return mapped(live.costs(ctx(info), interval_ms), _costs_type)

@@ -1,4 +1,4 @@
-"""Student types, the student connection, inputs and the order field."""
+"""Students: Student and its analytics, inputs, StudentQuery and StudentMutation."""
 
 from __future__ import annotations
 
@@ -11,9 +11,95 @@ import strawberry
 from db.records import StudentRecord
 from resolvers import analytics, grades, students
 from resolvers.pagination import Page
-from schema.analytics import StudentAnalytics
-from schema.common import PageInfo, ctx
+from schema.common import (
+    After,
+    First,
+    GradeLevel,
+    OrderDirection,
+    PageInfo,
+    ctx,
+    set_fields,
+)
+from schema.errors import ConflictError, InvalidInputError, NotFoundError, attempt
 from schema.grades import Grade
+
+STUDENT_FIELDS = ("student_id", "name", "email", "grade_level")
+
+
+# A student's analytics live beside Student, which exposes them: schema/analytics.py
+# (whose atRiskStudents lists students) imports them from here.
+@strawberry.type(description="Statistics of one subject's grades, as percentages.")
+class SubjectStats:
+    subject: str = strawberry.field(description="The subject.")
+    count: int = strawberry.field(description="How many grades.")
+    average: float = strawberry.field(description="Mean percentage.")
+    min: float = strawberry.field(description="Lowest percentage.")
+    max: float = strawberry.field(description="Highest percentage.")
+    latest: float = strawberry.field(description="The most recent grade's percentage.")
+
+    @classmethod
+    def from_model(cls, row: analytics.SubjectStats) -> SubjectStats:
+        return cls(
+            subject=row.subject,
+            count=row.count,
+            average=row.average,
+            min=row.min,
+            max=row.max,
+            latest=row.latest,
+        )
+
+
+@strawberry.type(description="One student's analytics.")
+class StudentAnalytics:
+    _value: strawberry.Private[analytics.StudentAnalytics]
+
+    @strawberry.field(description="How many grades the student has.")
+    def grade_count(self) -> int:
+        return self._value.stats.grade_count
+
+    @strawberry.field(description="Mean percentage of all grades; null without grades.")
+    def average(self) -> float | None:
+        return self._value.stats.average
+
+    @strawberry.field(
+        description="Letter of the average: A >= 90, B >= 80, C >= 70, D >= 60, F."
+    )
+    def letter(self) -> str | None:
+        return self._value.letter
+
+    @strawberry.field(
+        description="Mean over subjects of each subject average's grade points (4.0 scale)."
+    )
+    def gpa(self) -> float | None:
+        return self._value.stats.gpa
+
+    @strawberry.field(
+        description="Least-squares slope of percentage against time, points per 30 days; "
+        "null with fewer than 3 grades."
+    )
+    def trend_per_month(self) -> float | None:
+        return self._value.stats.trend_per_month
+
+    @strawberry.field(
+        description="Mid-rank percentile of the average among the students of the same "
+        "grade level: 100 * (below + 0.5 * ties) / count."
+    )
+    async def percentile(self, info: strawberry.Info) -> float | None:
+        return await analytics.percentile_of(ctx(info), self._value.student)
+
+    @strawberry.field(
+        description="Average below AT_RISK_AVERAGE or trend below AT_RISK_TREND."
+    )
+    def at_risk(self) -> bool:
+        return self._value.at_risk
+
+    @strawberry.field(description="Why the student is at risk; empty when not.")
+    def risk_reasons(self) -> list[str]:
+        return self._value.risk_reasons
+
+    @strawberry.field(description="Statistics per subject, by subject name.")
+    def subjects(self) -> list[SubjectStats]:
+        return [SubjectStats.from_model(s) for s in self._value.stats.subjects]
 
 
 @strawberry.type(
@@ -56,7 +142,8 @@ class Student:
         # The loader's future is returned as it is; the executor awaits it.
         context = ctx(info)
         students.require_readable(context, self._record)
-        return grades.grades_of_student(context, self.student_id, subject)  # type: ignore[return-value]
+        records = grades.grades_of_student(context, self.student_id, subject)
+        return records  # type: ignore[return-value]  # a future of records, read as Grade
 
     @strawberry.field(description="The student's analytics.")
     async def analytics(self, info: strawberry.Info) -> StudentAnalytics:
@@ -124,3 +211,125 @@ class StudentUpdateInput:
     grade_level: int | None = strawberry.field(
         default=strawberry.UNSET, description="Grade level, 1 to 12."
     )
+
+
+@strawberry.type(description="The student was created.")
+class StudentCreateSuccess:
+    student: Student = strawberry.field(description="The new student.")
+
+
+@strawberry.type(description="The student was updated.")
+class StudentUpdateSuccess:
+    student: Student = strawberry.field(description="The student as it is now.")
+
+
+@strawberry.type(description="The student was deleted.")
+class StudentDeleteSuccess:
+    student: Student = strawberry.field(description="The student as it was.")
+
+
+StudentCreateResult = Annotated[
+    StudentCreateSuccess | InvalidInputError | ConflictError,
+    strawberry.union("StudentCreateResult", description="Result of studentCreate."),
+]
+StudentUpdateResult = Annotated[
+    StudentUpdateSuccess | InvalidInputError | ConflictError | NotFoundError,
+    strawberry.union("StudentUpdateResult", description="Result of studentUpdate."),
+]
+StudentDeleteResult = Annotated[
+    StudentDeleteSuccess | NotFoundError | ConflictError,
+    strawberry.union("StudentDeleteResult", description="Result of studentDelete."),
+]
+
+
+@strawberry.type
+class StudentQuery:
+    @strawberry.field(
+        description="One student; null when absent. FORBIDDEN (and null) for a "
+        "student the viewer may not read: a student asking for anyone else (whether "
+        "or not that id exists), a teacher for a student outside their levels."
+    )
+    async def student(self, info: strawberry.Info, student_id: str) -> Student | None:
+        row = await students.get_student(ctx(info), student_id)
+        return Student.from_model(row) if row else None
+
+    @strawberry.field(
+        description="Students, filtered, sorted and paged; only those the viewer "
+        "may read (a teacher: their grade levels; a student: themselves), never "
+        "FORBIDDEN. totalCount counts the same students."
+    )
+    async def students(
+        self,
+        info: strawberry.Info,
+        first: First = 20,
+        after: After = None,
+        grade_level: GradeLevel = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Case-insensitive match on name, studentId or email."
+            ),
+        ] = None,
+        order_by: Annotated[
+            StudentOrderField, strawberry.argument(description="Sort key.")
+        ] = StudentOrderField.STUDENT_ID,
+        direction: Annotated[
+            OrderDirection, strawberry.argument(description="Sort direction.")
+        ] = OrderDirection.ASC,
+    ) -> StudentConnection:
+        page = await students.list_students(
+            ctx(info),
+            first=first,
+            after=after,
+            grade_level=grade_level,
+            search=search,
+            order_by=order_by.value,
+            descending=direction is OrderDirection.DESC,
+        )
+        return StudentConnection.from_page(page)
+
+
+@strawberry.type
+class StudentMutation:
+    @strawberry.mutation(description="Create a student.")
+    async def student_create(
+        self, info: strawberry.Info, input: StudentCreateInput
+    ) -> StudentCreateResult:
+        call = students.create_student(
+            ctx(info),
+            student_id=input.student_id,
+            name=input.name,
+            email=input.email,
+            grade_level=input.grade_level,
+        )
+        return await attempt(
+            call, lambda r: StudentCreateSuccess(student=Student.from_model(r))
+        )
+
+    @strawberry.mutation(description="Change a student's fields.")
+    async def student_update(
+        self, info: strawberry.Info, student_id: str, input: StudentUpdateInput
+    ) -> StudentUpdateResult:
+        call = students.update_student(
+            ctx(info), student_id, set_fields(input, STUDENT_FIELDS)
+        )
+        return await attempt(
+            call, lambda r: StudentUpdateSuccess(student=Student.from_model(r))
+        )
+
+    @strawberry.mutation(
+        description="Delete a student; refused with ConflictError while they have grades, "
+        "unless cascade is true."
+    )
+    async def student_delete(
+        self,
+        info: strawberry.Info,
+        student_id: str,
+        cascade: Annotated[
+            bool, strawberry.argument(description="Delete the student's grades too.")
+        ] = False,
+    ) -> StudentDeleteResult:
+        call = students.delete_student(ctx(info), student_id, cascade=cascade)
+        return await attempt(
+            call, lambda r: StudentDeleteSuccess(student=Student.from_model(r))
+        )

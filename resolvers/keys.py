@@ -26,7 +26,7 @@ from db.keys import (
 from db.models import NAME_MAX
 from db.students import students_by_student_ids
 from db.validation import utcnow
-from resolvers.context import ROLES
+from resolvers.viewer import ROLES
 
 PROG = "python -m resolvers.keys"
 

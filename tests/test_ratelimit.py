@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from resolvers.context import Viewer
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateState
+from resolvers.viewer import Viewer
 from tests.asgi_ws import AsgiWebSocket
 from tests.test_limits import post, refusal, ws_init, ws_start
 

@@ -1,4 +1,5 @@
-"""What the db command-line entry points share: the database URL they work on."""
+"""What every command shares: the database URL it works on, from its option or the
+settings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ def database_url(option: str | None) -> str | None:
     printing the one-line reason) when the settings are invalid."""
     if option is not None:
         return option
+    # Imported here: pydantic-settings costs start-up time a given URL can skip.
     from settings import SettingsError, load_settings
 
     try:

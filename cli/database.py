@@ -1,5 +1,4 @@
-"""What every command shares: the database URL it works on, from its option or the
-settings."""
+"""The database URL every command works on: its option, else the settings."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`python -m db.importer` (or `python -m cli.importer`): import students and grades
-from CSV files, all or nothing, with a progress bar on a terminal."""
+"""`python -m db.importer` (or `cli.importer`): CSV import, all rows or none."""
 
 from __future__ import annotations
 

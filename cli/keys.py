@@ -1,5 +1,4 @@
-"""`python -m resolvers.keys create|list|revoke` (or `python -m cli.keys`): API keys,
-shown once, kept hashed."""
+"""`python -m resolvers.keys` (or `cli.keys`): create, list and revoke API keys."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""`python -m db.seed` (or `python -m cli.seed`): fill an empty database with the
-deterministic demo data."""
+"""`python -m db.seed` (or `cli.seed`): fill an empty database with demo data."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""The FERPA audit log's storage: batched inserts of records with their student
-index, the group-commit writer on an engine of its own, and listing."""
+"""The FERPA audit log's storage: inserts, listing and the group-commit writer."""
 
 from __future__ import annotations
 

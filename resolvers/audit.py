@@ -1,11 +1,4 @@
-"""The FERPA audit policy: which students each operation returned, records committed
-before the response, write records in the write's own transaction, what is withheld
-when a record fails, and the admins' listing.
-
-Resolvers call `note(ctx, student_id)` when they return a student's grades or
-analytics; the operation's record is `ctx.operation`, which server/audit.py's
-extension sets and, before the response goes out, settles with `record_read`. The
-writer (db/audit.py's AuditLog) commits concurrent records together."""
+"""The FERPA audit policy: what each operation records, and when data is withheld."""
 
 from __future__ import annotations
 
@@ -20,14 +13,7 @@ from db.audit import READ, WRITE, AuditNotWritten, AuditRecord, NewAuditEntry
 from db.validation import to_naive_utc, utcnow
 from resolvers.context import OPERATION_MAX, Context
 from resolvers.errors import ClientError, ErrorCode
-from resolvers.pagination import (
-    Page,
-    check_first,
-    decode_cursor,
-    encode_cursor,
-    id_part,
-    time_part,
-)
+from resolvers.pagination import Page, check_first, time_id_cursor, time_id_key
 
 log = logging.getLogger("gradepulse.audit")
 UNAVAILABLE_MESSAGE = (
@@ -50,9 +36,10 @@ class AuditUnavailable(ClientError):
 
 
 def note(ctx: Context, student_id: str) -> None:
-    """The response returns this student's grades or analytics. Outside a GraphQL
-    operation (whose AuditExtension records what it noted) nothing is returned to
-    anyone, so there is nothing to record."""
+    """The response returns this student's grades or analytics: noted in
+    `ctx.operation`, which server/audit.py's extension sets and records (group
+    commit, db/audit.py) before the response goes out. Outside a GraphQL operation
+    nothing is returned to anyone, so there is nothing to record."""
     if ctx.operation is not None:
         ctx.operation.students.add(student_id)
 
@@ -132,10 +119,7 @@ async def list_audit_entries(
         recorded_since=to_naive_utc(recorded_since) if recorded_since else None,
         recorded_before=to_naive_utc(recorded_before) if recorded_before else None,
     )
-    key = None
-    if after is not None:
-        at, audit_id = decode_cursor(after, "a", time_part, id_part)
-        key = (at, audit_id)
+    key = time_id_key(after, "a")
     async with ctx.services.database.sessions() as session:
         rows, has_next = await db_audit.list_entries(
             session, first=first, where=where, after=key
@@ -145,5 +129,5 @@ async def list_audit_entries(
         async with ctx.services.database.sessions() as session:
             return await db_audit.count_entries(session, where)
 
-    cursors = [encode_cursor("a", r.at.isoformat(), r.id) for r in rows]
+    cursors = [time_id_cursor("a", r.at, r.id) for r in rows]
     return Page(rows, cursors, has_next, count)

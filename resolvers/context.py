@@ -1,5 +1,4 @@
-"""The per-request context: the services, the loaders, the viewer, and the running
-operation's audit record."""
+"""The per-request context: the services, loaders, viewer and operation audit."""
 
 from __future__ import annotations
 

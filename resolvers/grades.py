@@ -32,14 +32,7 @@ from resolvers import audit, live
 from resolvers.context import Context
 from resolvers.errors import Forbidden
 from resolvers.loaders import invalidate_grades
-from resolvers.pagination import (
-    Page,
-    check_first,
-    decode_cursor,
-    encode_cursor,
-    id_part,
-    time_part,
-)
+from resolvers.pagination import Page, check_first, time_id_cursor, time_id_key
 from resolvers.students import check_readable_id
 
 GRADES_ADD = "gradesAdd"
@@ -74,10 +67,7 @@ async def list_grades(
         grade_levels=ctx.viewer.readable_levels,
         student_ids=ctx.viewer.readable_students,
     )
-    key = None
-    if after is not None:
-        recorded_at, grade_id = decode_cursor(after, "g", time_part, id_part)
-        key = (recorded_at, grade_id)
+    key = time_id_key(after, "g")
     async with ctx.services.database.sessions() as session:
         rows, has_next = await db_grades.list_grades(
             session, first=first, where=where, after=key
@@ -88,7 +78,7 @@ async def list_grades(
             return await db_grades.count_grades(session, where)
 
     audit.note_many(ctx, {row.student_id for row in rows})
-    cursors = [encode_cursor("g", r.recorded_at.isoformat(), r.id) for r in rows]
+    cursors = [time_id_cursor("g", r.recorded_at, r.id) for r in rows]
     return Page(rows, cursors, has_next, count)
 
 

@@ -1,5 +1,4 @@
-"""API keys for the operators' command line: create one (the key is shown once and
-stored hashed), list them, revoke one by id or prefix."""
+"""API keys for the keys command: create (shown once, kept hashed), list, revoke."""
 
 from __future__ import annotations
 

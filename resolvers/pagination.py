@@ -88,3 +88,16 @@ def text_part(value: Any) -> str:
 def time_part(value: Any) -> datetime:
     """An ISO 8601 time, as naive UTC like every stored time."""
     return to_naive_utc(datetime.fromisoformat(text_part(value)))
+
+
+def time_id_cursor(kind: str, at: datetime, row_id: int) -> str:
+    """The cursor of a row in a list ordered by a time, then the row id."""
+    return encode_cursor(kind, at.isoformat(), row_id)
+
+
+def time_id_key(after: str | None, kind: str) -> tuple[datetime, int] | None:
+    """The (time, id) position a `time_id_cursor` stands for; None without one."""
+    if after is None:
+        return None
+    at, row_id = decode_cursor(after, kind, time_part, id_part)
+    return at, row_id

@@ -15,6 +15,8 @@ from resolvers.pagination import (
     id_part,
     int_part,
     text_part,
+    time_id_cursor,
+    time_id_key,
     time_part,
 )
 
@@ -25,6 +27,14 @@ def test_a_grade_cursor_reads_back_what_it_was_made_of():
     cursor = encode_cursor("g", RECORDED_AT.isoformat(), 17)
 
     assert decode_cursor(cursor, "g", time_part, id_part) == [RECORDED_AT, 17]
+
+
+def test_a_time_and_id_cursor_gives_back_its_position():
+    cursor = time_id_cursor("a", RECORDED_AT, 42)
+
+    assert cursor == encode_cursor("a", "2025-10-01T09:00:00", 42)
+    assert time_id_key(cursor, "a") == (RECORDED_AT, 42)
+    assert time_id_key(None, "a") is None
 
 
 @pytest.mark.parametrize("row_id", [1, 2**31 - 1])

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
-SOURCES := app.py server schema resolvers db monitoring settings bench tests
+SOURCES := app.py cli server schema resolvers db monitoring settings bench tests
 
 .PHONY: install run seed test lint bench clean
 

@@ -20,6 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from db.audit import AuditLog
 from db.engine import Database, create_database, create_tables, ping
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
 from monitoring.costs import COSTS_HEADER, CostMeter
@@ -32,7 +33,6 @@ from monitoring.registry import Registry
 from monitoring.sinks import FileSink
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
-from resolvers.audit import AuditLog
 from resolvers.auth import Authenticator
 from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services

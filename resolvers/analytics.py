@@ -15,7 +15,13 @@ from resolvers.cache import MISSING
 from resolvers.context import Context
 from resolvers.errors import Forbidden
 from resolvers.loaders import CLASS_ANALYTICS
-from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+from resolvers.pagination import (
+    Page,
+    check_first,
+    decode_cursor,
+    encode_cursor,
+    text_part,
+)
 from resolvers.students import get_student, require_readable
 
 
@@ -46,7 +52,10 @@ async def analytics_of(ctx: Context, student: StudentRecord) -> StudentAnalytics
     audit.note(ctx, student.student_id)
     stats = await ctx.loaders.stats_by_student_id.load(student.student_id)
     return StudentAnalytics(
-        student, stats, ctx.limits.at_risk_average, ctx.limits.at_risk_trend
+        student,
+        stats,
+        ctx.services.limits.at_risk_average,
+        ctx.services.limits.at_risk_trend,
     )
 
 
@@ -81,18 +90,18 @@ async def class_analytics(
     # drops it (resolvers.loaders invalidates keys whose level is None), and its
     # third part keeps it apart from the whole school's figures.
     key = (grade_level, subject) if scope is None else (None, subject, scope)
-    cached = ctx.cache.get(CLASS_ANALYTICS, key)
+    cached = ctx.services.cache.get(CLASS_ANALYTICS, key)
     if cached is not MISSING:
         return cached
-    generation = ctx.cache.generation()
-    async with ctx.database.sessions() as session:
+    generation = ctx.services.cache.generation()
+    async with ctx.services.database.sessions() as session:
         stats = await db_analytics.class_stats(
             session,
             grade_level,
             subject,
             frozenset(scope) if scope is not None else None,
         )
-    ctx.cache.put(CLASS_ANALYTICS, key, stats, generation)
+    ctx.services.cache.put(CLASS_ANALYTICS, key, stats, generation)
     return stats
 
 
@@ -115,16 +124,16 @@ async def at_risk_students(
     after: str | None = None,
 ) -> Page[StudentRecord]:
     check_first(first)
-    last = decode_cursor(after, "r", 1)[0] if after is not None else None
+    last = decode_cursor(after, "r", text_part)[0] if after is not None else None
     viewer = ctx.viewer
-    async with ctx.database.sessions() as session:
+    async with ctx.services.database.sessions() as session:
         ids, has_next = await db_analytics.at_risk_student_ids(
             session,
-            average_below=ctx.limits.at_risk_average,
-            trend_below=ctx.limits.at_risk_trend,
+            average_below=ctx.services.limits.at_risk_average,
+            trend_below=ctx.services.limits.at_risk_trend,
             grade_level=grade_level,
             first=first,
-            after=str(last) if last is not None else None,
+            after=last,
             grade_levels=viewer.readable_levels,
             student_ids=viewer.readable_students,
         )
@@ -134,11 +143,11 @@ async def at_risk_students(
     audit.note_many(ctx, [row.student_id for row in rows])
 
     async def count() -> int:
-        async with ctx.database.sessions() as session:
+        async with ctx.services.database.sessions() as session:
             return await db_analytics.count_at_risk(
                 session,
-                average_below=ctx.limits.at_risk_average,
-                trend_below=ctx.limits.at_risk_trend,
+                average_below=ctx.services.limits.at_risk_average,
+                trend_below=ctx.services.limits.at_risk_trend,
                 grade_level=grade_level,
                 grade_levels=viewer.readable_levels,
                 student_ids=viewer.readable_students,

@@ -16,9 +16,9 @@ from cachetools import TTLCache
 
 from db.engine import Database
 from db.keys import KEY_PREFIX, ApiKeyRecord, find_active_key, hash_key
-from resolvers.context import ROLES, Role, Viewer
 from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
 from resolvers.ratelimit import MemoryRateStore, RateStore
+from resolvers.viewer import ROLES, Role, Viewer
 
 log = logging.getLogger("gradepulse.auth")
 

@@ -1,70 +1,25 @@
-"""The per-request context: database, loaders, shared cache, limits and the viewer."""
+"""The per-request context: the services, loaders, viewer and operation audit."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
+from db.audit import AuditLog
 from db.engine import Database
 from monitoring.monitor import Monitor
 from resolvers.cache import SharedCache
-from resolvers.errors import Forbidden
 from resolvers.jobs import ImportJobs
 from resolvers.loaders import Loaders, make_loaders
+from resolvers.viewer import Viewer
 
 if TYPE_CHECKING:
-    from resolvers.audit import AuditLog
     from resolvers.auth import Authenticator
     from resolvers.ratelimit import RateLimiter, RateState
 
-Role = Literal["admin", "teacher", "student"]
-ROLES: tuple[Role, ...] = ("admin", "teacher", "student")
-
-
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who is asking: `identity` names them in the audit log and keys their rate
-    budget ("key:<id>", "user:<sub>", or "ip:<address>" when anonymous). Anonymous
-    callers exist only where AUTH_REQUIRED is off, and then act as admin.
-    `expires_at` (epoch seconds) is when the credential behind the viewer expires,
-    None when it does not: a WebSocket connection ends then."""
-
-    identity: str = "anonymous"
-    role: Role = "admin"
-    student_id: str | None = None
-    grade_levels: frozenset[int] | None = None
-    anonymous: bool = True
-    expires_at: float | None = None
-
-    def require(self, *roles: Role) -> None:
-        if self.role not in roles:
-            raise Forbidden(f"the {self.role} role may not do this")
-
-    def may_write_level(self, grade_level: int) -> bool:
-        if self.role == "admin":
-            return True
-        if self.role == "teacher":
-            return self.grade_levels is None or grade_level in self.grade_levels
-        return False
-
-    def may_read(self, student_id: str, grade_level: int) -> bool:
-        """Whether the viewer may read this student's record, grades and analytics."""
-        if self.role == "student":
-            return student_id == self.student_id
-        return self.may_write_level(grade_level)
-
-    @property
-    def readable_levels(self) -> frozenset[int] | None:
-        """Lists show only students of these grade levels; None: every level."""
-        return self.grade_levels if self.role == "teacher" else None
-
-    @property
-    def readable_students(self) -> frozenset[str] | None:
-        """Lists show only these students (a student's own id); None: anyone."""
-        if self.role != "student":
-            return None
-        return frozenset({self.student_id}) if self.student_id else frozenset()
+# The audit log's column size for the operation's name (db.models.AuditEntry).
+OPERATION_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,37 +34,39 @@ class Limits:
     import_chunk_size: int = 1000
 
 
-@dataclass(slots=True)
-class Context:
-    database: Database
-    cache: SharedCache
-    limits: Limits
-    loaders: Loaders
-    monitor: Monitor | None = None
-    viewer: Viewer = field(default_factory=Viewer)
-    request_id: str | None = None
-    # HTTP operations count as API requests; WebSocket events do not.
-    over_http: bool = True
-    # The HTTP middleware's per-request state (the operation name goes in its log line).
-    request_state: dict[str, Any] | None = None
-    # On a WebSocket one context serves the whole connection: its open subscriptions
-    # and a way to close it (code, reason), set by the protocol handler.
-    subscriptions: int = 0
-    close_connection: Callable[[int, str], Awaitable[None]] | None = None
-    # Background imports outlive the request that started them.
-    imports: ImportJobs = field(default_factory=ImportJobs)
-    # Security (issue 5): the caller's address and the rate budget after this
-    # operation's charge.
-    client_host: str | None = None
-    rate: RateState | None = None
-    authenticator: Authenticator | None = None
-    rate_limiter: RateLimiter | None = None
-    audit: AuditLog | None = None
+@dataclass(slots=True, eq=False)
+class OperationAudit:
+    """What one operation returned (`students`) and which students its writes
+    already recorded in their own transactions (`written`); resolvers/audit.py
+    decides what to record."""
 
-    def refresh_loaders(self) -> None:
-        """New DataLoaders for the next operation or subscription event: a WebSocket
-        context outlives many of them, and a loader caches what it loaded."""
-        self.loaders = make_loaders(self.database, self.cache)
+    label: Callable[[], str]
+    students: set[str] = field(default_factory=set)
+    written: set[str] = field(default_factory=set)
+    _name: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self._name is None:
+            self._name = self.label()[:OPERATION_MAX]
+        return self._name
+
+    def unrecorded(self) -> set[str]:
+        """The students to record now, once: a write record already covers the
+        grades a mutation returns, in the same transaction as the data."""
+        students = self.students - self.written
+        self.students.clear()
+        return students
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the operations of one WebSocket connection share: its open
+    subscriptions and a way to close it (code, reason), set by the protocol handler.
+    Over HTTP each context has one of its own."""
+
+    subscriptions: int = 0
+    close: Callable[[int, str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,18 +92,49 @@ class Services:
         client_host: str | None = None,
     ) -> Context:
         return Context(
-            database=self.database,
-            cache=self.cache,
-            limits=self.limits,
+            services=self,
             loaders=make_loaders(self.database, self.cache),
-            monitor=self.monitor,
             viewer=viewer or Viewer(),
             request_id=request_id,
             over_http=over_http,
             request_state=request_state,
-            imports=self.imports,
             client_host=client_host,
-            authenticator=self.authenticator,
-            rate_limiter=self.rate_limiter,
-            audit=self.audit,
         )
+
+
+@dataclass(slots=True)
+class Context:
+    """One request's (or one WebSocket operation's) view of the services."""
+
+    services: Services
+    loaders: Loaders
+    viewer: Viewer = field(default_factory=Viewer)
+    request_id: str | None = None
+    # HTTP operations count as API requests; WebSocket events do not.
+    over_http: bool = True
+    # The HTTP middleware's per-request state (the operation name goes in its log line).
+    request_state: dict[str, Any] | None = None
+    connection: Connection = field(default_factory=Connection)
+    # Security (issue 5): the caller's address and the rate budget after this
+    # operation's charge.
+    client_host: str | None = None
+    rate: RateState | None = None
+    # What the running operation returned, for the FERPA audit log (set by
+    # server/audit.py's extension; None outside a GraphQL operation).
+    operation: OperationAudit | None = None
+
+    def for_operation(self) -> Context:
+        """A context of its own for one operation of a WebSocket connection, whose
+        operations run concurrently: fresh DataLoaders, its own rate and audit
+        record, the connection's viewer and (shared) Connection."""
+        return replace(
+            self,
+            loaders=make_loaders(self.services.database, self.services.cache),
+            rate=None,
+            operation=None,
+        )
+
+    def refresh_loaders(self) -> None:
+        """New DataLoaders for the next subscription event: a subscription's context
+        outlives many of them, and a loader caches what it loaded."""
+        self.loaders = make_loaders(self.services.database, self.services.cache)

@@ -21,7 +21,7 @@ class SinkUnavailable(Exception):
 
 def _monitor(ctx: Context) -> Monitor:
     ctx.viewer.require("admin", "teacher")
-    monitor: Monitor = ctx.monitor
+    monitor: Monitor = ctx.services.monitor
     return monitor
 
 
@@ -52,7 +52,7 @@ def slowest_resolvers(ctx: Context, first: int = 10) -> list[ResolverStats]:
 def write_cost_summary(ctx: Context) -> CostRow:
     """Close the open cost period now and append its row to costs.csv."""
     ctx.viewer.require("admin")
-    row: CostRow | None = ctx.monitor.costs.close_now()
+    row: CostRow | None = ctx.services.monitor.costs.close_now()
     if row is None:
         raise SinkUnavailable("costs.csv cannot be written; the period stays open")
     return row

@@ -30,9 +30,9 @@ from db.validation import (
 )
 from resolvers import audit, live
 from resolvers.context import Context
-from resolvers.errors import BadUserInput, Forbidden
+from resolvers.errors import Forbidden
 from resolvers.loaders import invalidate_grades
-from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+from resolvers.pagination import Page, check_first, time_id_cursor, time_id_key
 from resolvers.students import check_readable_id
 
 GRADES_ADD = "gradesAdd"
@@ -67,32 +67,23 @@ async def list_grades(
         grade_levels=ctx.viewer.readable_levels,
         student_ids=ctx.viewer.readable_students,
     )
-    key = None
-    if after is not None:
-        recorded_at, grade_id = decode_cursor(after, "g", 2)
-        try:
-            # A forged id must not reach the driver: it would fail on the int column.
-            if type(grade_id) is not int or not 0 <= grade_id < 2**31:
-                raise ValueError(grade_id)
-            key = (datetime.fromisoformat(recorded_at), grade_id)
-        except (TypeError, ValueError):
-            raise BadUserInput("invalid cursor", argument="after") from None
-    async with ctx.database.sessions() as session:
+    key = time_id_key(after, "g")
+    async with ctx.services.database.sessions() as session:
         rows, has_next = await db_grades.list_grades(
             session, first=first, where=where, after=key
         )
 
     async def count() -> int:
-        async with ctx.database.sessions() as session:
+        async with ctx.services.database.sessions() as session:
             return await db_grades.count_grades(session, where)
 
     audit.note_many(ctx, {row.student_id for row in rows})
-    cursors = [encode_cursor("g", r.recorded_at.isoformat(), r.id) for r in rows]
+    cursors = [time_id_cursor("g", r.recorded_at, r.id) for r in rows]
     return Page(rows, cursors, has_next, count)
 
 
 async def list_subjects(ctx: Context) -> list[str]:
-    async with ctx.database.sessions() as session:
+    async with ctx.services.database.sessions() as session:
         return await db_grades.list_subjects(session)
 
 
@@ -118,7 +109,7 @@ async def add_grade(
     if problems:
         raise InvalidInput(problems[0])
     grade = new_grade(student_id, subject, score, max_score, recorded_at)
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         levels = await db_students.existing_student_levels(session, [grade.student_id])
         if grade.student_id not in levels:
             raise NotFound("student", grade.student_id)
@@ -126,7 +117,7 @@ async def add_grade(
         record = await db_grades.insert_grade(session, grade)
         await audit.record_write(session, ctx, [record.student_id], "mutation:gradeAdd")
     audit.note(ctx, record.student_id)  # the response returns the grade
-    invalidate_grades(ctx.cache, {grade.student_id: levels[grade.student_id]})
+    invalidate_grades(ctx.services.cache, {grade.student_id: levels[grade.student_id]})
     live.publish_grades(ctx, [record], levels)
     return record
 
@@ -152,7 +143,7 @@ async def update_grade(
                 "recordedAt", InputErrorCode.REQUIRED, "recordedAt may not be null"
             )
         )
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         before = (await db_grades.grades_by_ids(session, [number]))[0]
         if before is None:
             raise NotFound("grade", grade_id)
@@ -177,7 +168,9 @@ async def update_grade(
         if values:  # an empty update writes nothing: its response is a read
             await audit.record_write(session, ctx, ids, "mutation:gradeUpdate")
     audit.note(ctx, after.student_id)
-    invalidate_grades(ctx.cache, {student_id: levels[student_id] for student_id in ids})
+    invalidate_grades(
+        ctx.services.cache, {student_id: levels[student_id] for student_id in ids}
+    )
     if values:  # an empty update writes nothing
         live.publish_grades(ctx, [after], levels)
     return after
@@ -186,7 +179,7 @@ async def update_grade(
 async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
     ctx.viewer.require("admin", "teacher")
     number = _grade_number(grade_id)
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         before = (await db_grades.grades_by_ids(session, [number]))[0]
         if before is None:
             raise NotFound("grade", grade_id)
@@ -197,7 +190,9 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
             session, ctx, [before.student_id], "mutation:gradeDelete"
         )
     audit.note(ctx, before.student_id)
-    invalidate_grades(ctx.cache, {before.student_id: levels[before.student_id]})
+    invalidate_grades(
+        ctx.services.cache, {before.student_id: levels[before.student_id]}
+    )
     return before
 
 
@@ -243,7 +238,7 @@ async def add_grades(
 ) -> BatchResult:
     """All-or-nothing insert of `rows`; InvalidRows lists every bad row."""
     ctx.viewer.require("admin", "teacher")
-    if len(rows) > ctx.limits.max_batch_size:
+    if len(rows) > ctx.services.limits.max_batch_size:
         raise InvalidRows(
             [
                 RowProblem(
@@ -251,7 +246,7 @@ async def add_grades(
                     None,
                     "input",
                     InputErrorCode.TOO_MANY_ROWS,
-                    f"{len(rows)} rows is more than the limit of {ctx.limits.max_batch_size}",
+                    f"{len(rows)} rows is more than the limit of {ctx.services.limits.max_batch_size}",
                 )
             ]
         )
@@ -303,7 +298,7 @@ async def _insert_batch(
     # Keys are the caller's own: another caller's key (and so whether its payload
     # matches a guess) is never seen, let alone replayed.
     scoped = _scoped_key(ctx, key) if key is not None else None
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         if key is not None and scoped is not None:
             stored = await db_grades.find_idempotency_key(session, GRADES_ADD, scoped)
             if stored is not None:
@@ -348,6 +343,8 @@ async def _insert_batch(
             await db_grades.store_idempotency_key(
                 session, GRADES_ADD, scoped, digest, json.dumps({"inserted": inserted})
             )
-    invalidate_grades(ctx.cache, {g.student_id: levels[g.student_id] for g in grades})
+    invalidate_grades(
+        ctx.services.cache, {g.student_id: levels[g.student_id] for g in grades}
+    )
     live.publish_grades(ctx, records, levels)
     return BatchResult(inserted, False)

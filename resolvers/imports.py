@@ -13,10 +13,11 @@ from db.errors import InvalidInput, NotFound, RowProblem
 from db.records import GradeRecord
 from db.validation import FieldProblem, InputErrorCode
 from resolvers import audit, live
-from resolvers.context import Context, Viewer
+from resolvers.context import Context
 from resolvers.errors import ClientError, ErrorCode, Forbidden
 from resolvers.jobs import ImportJob, ImportStatus
 from resolvers.loaders import invalidate_grades
+from resolvers.viewer import Viewer
 
 log = logging.getLogger("gradepulse.imports")
 # Each chunk of Limits.import_chunk_size rows is its own short write transaction;
@@ -48,7 +49,7 @@ async def start_import(
     else:
         assert csv is not None  # exactly one of them, checked above
         source = csv
-    job = ctx.imports.create()
+    job = ctx.services.imports.create()
     job.owner = ctx.viewer.identity
     job.task = asyncio.create_task(_run(ctx, job, source), name=f"import-{job.id}")
     return job
@@ -62,14 +63,14 @@ def _require_owner(ctx: Context, job: ImportJob) -> ImportJob:
 
 
 def get_job(ctx: Context, job_id: str) -> ImportJob | None:
-    job = ctx.imports.get(job_id)
+    job = ctx.services.imports.get(job_id)
     return _require_owner(ctx, job) if job is not None else None
 
 
 async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
     """Stop a job (staged rows are deleted) and wait for it to end; a finished job
     is returned as it is."""
-    job = ctx.imports.get(job_id)
+    job = ctx.services.imports.get(job_id)
     if job is None:
         raise NotFound("import job", job_id)
     _require_owner(ctx, job)
@@ -80,7 +81,7 @@ async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
 
 
 def check_progress(ctx: Context, job_id: str) -> ImportJob:
-    job = ctx.imports.get(job_id)
+    job = ctx.services.imports.get(job_id)
     if job is None:
         raise ClientError(
             f"import job {job_id!r} does not exist", code=ErrorCode.NOT_FOUND
@@ -106,7 +107,7 @@ class _Cancelled(Exception):
 
 
 async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
-    database = ctx.database
+    database = ctx.services.database
     outcome = ImportStatus.FAILED
     try:
         try:
@@ -124,7 +125,7 @@ async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
             job.status = outcome
     finally:
         job.task = None
-        ctx.imports.finished(job)
+        ctx.services.imports.finished(job)
         job.touch()
 
 
@@ -169,7 +170,7 @@ async def _stage_and_move(
     job.total = len(parsed.rows) + len(bad_rows)
     job.status = ImportStatus.RUNNING
     job.touch()
-    chunk = ctx.limits.import_chunk_size
+    chunk = ctx.services.limits.import_chunk_size
     rows, lines = parsed.rows, parsed.lines
     # The data row index of each valid row: rows with problems take the gaps.
     indexes = [i for i in range(job.total) if i not in bad_rows]
@@ -177,7 +178,7 @@ async def _stage_and_move(
         if job.cancel_requested:
             raise _Cancelled
         end = start + chunk
-        async with ctx.database.writing() as session:
+        async with ctx.services.database.writing() as session:
             await staging.stage_rows(
                 session, job.id, rows[start:end], indexes[start:end], lines[start:end]
             )
@@ -187,7 +188,7 @@ async def _stage_and_move(
     if job.cancel_requested:
         raise _Cancelled
     writable = _writable_levels(ctx.viewer)
-    async with ctx.database.sessions() as session:
+    async with ctx.services.database.sessions() as session:
         unknown = await staging.unknown_students(session, job.id)
         outside = (
             await staging.staged_outside_levels(session, job.id, writable)
@@ -212,7 +213,7 @@ async def _stage_and_move(
         job.errors = sort_problems(problems)
         return ImportStatus.FAILED
     records: list[GradeRecord] = []
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         levels = await staging.staged_student_levels(session, job.id)
         if writable is not None and not set(levels.values()) <= writable:
             # A student changed level since the check above: refuse, in the same
@@ -226,6 +227,6 @@ async def _stage_and_move(
     if outside:
         job.errors = sort_problems(_forbidden_rows(outside))
         return ImportStatus.FAILED
-    invalidate_grades(ctx.cache, levels)
+    invalidate_grades(ctx.services.cache, levels)
     live.publish_grades(ctx, records, levels)
     return ImportStatus.SUCCEEDED

@@ -19,7 +19,7 @@ from monitoring.bus import EventBus, Subscription
 from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
 from monitoring.snapshot import AlertEvent, MetricsSnapshot
 from resolvers import audit
-from resolvers.context import Context, Viewer
+from resolvers.context import Context
 from resolvers.errors import (
     BadUserInput,
     Forbidden,
@@ -27,6 +27,7 @@ from resolvers.errors import (
     TooManySubscriptions,
 )
 from resolvers.students import check_readable_id
+from resolvers.viewer import Viewer
 
 T = TypeVar("T")
 
@@ -118,7 +119,7 @@ async def grade_events(
     """One event per student per write, optionally only one student or grade level."""
     monitor = _require_monitor(ctx)
     viewer = ctx.viewer
-    operation = audit.current_operation("subscription:gradeEvents")
+    operation = audit.operation_name(ctx, "subscription:gradeEvents")
     with _slot(ctx, monitor), _queue(monitor.bus, GRADES, BACKLOG) as queue:
         while True:
             write: tuple[GradeEvent, ...] = await queue.get()
@@ -142,19 +143,22 @@ async def grade_events(
 
 def wants_grade_events(ctx: Context) -> bool:
     """Whether anyone listens (the write then returns its rows, which costs a bit)."""
-    return ctx.monitor is not None and ctx.monitor.bus.subscribers(GRADES) > 0
+    return (
+        ctx.services.monitor is not None
+        and ctx.services.monitor.bus.subscribers(GRADES) > 0
+    )
 
 
 def publish_grades(
     ctx: Context, records: Sequence[GradeRecord], levels: dict[str, int]
 ) -> None:
     """After a write has committed: one bus item per write, one event per student."""
-    if ctx.monitor is None or not records:
+    if ctx.services.monitor is None or not records:
         return
     by_student: dict[str, list[GradeRecord]] = {}
     for record in records:
         by_student.setdefault(record.student_id, []).append(record)
-    ctx.monitor.bus.publish(
+    ctx.services.monitor.bus.publish(
         GRADES,
         tuple(
             GradeEvent(student, levels[student], tuple(grades))
@@ -171,9 +175,9 @@ def counted(ctx: Context) -> Iterator[None]:
 
 
 def _require_monitor(ctx: Context) -> Monitor:
-    if ctx.monitor is None:
+    if ctx.services.monitor is None:
         raise RuntimeError("subscriptions need the monitor's bus")
-    return ctx.monitor
+    return ctx.services.monitor
 
 
 def _operator_monitor(ctx: Context) -> Monitor:
@@ -189,9 +193,9 @@ def _may_see(viewer: Viewer, event: GradeEvent) -> bool:
 def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
     """Count the subscription while it runs; refuse it beyond the limits. The check
     and the claim happen without an await in between, so they cannot race."""
-    limits = ctx.limits
+    limits = ctx.services.limits
     registry = monitor.registry
-    if ctx.subscriptions >= limits.max_subscriptions_per_connection:
+    if ctx.connection.subscriptions >= limits.max_subscriptions_per_connection:
         raise TooManySubscriptions(
             f"at most {limits.max_subscriptions_per_connection} subscriptions "
             "per connection",
@@ -203,12 +207,12 @@ def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
             "subscriptions; try again later",
             limit=limits.max_subscriptions,
         )
-    ctx.subscriptions += 1
+    ctx.connection.subscriptions += 1
     registry.subscription_started()
     try:
         yield
     finally:
-        ctx.subscriptions -= 1
+        ctx.connection.subscriptions -= 1
         registry.subscription_ended()
 
 
@@ -241,6 +245,6 @@ async def _paced(
 
 async def _fell_behind(ctx: Context, what: str) -> NoReturn:
     reason = f"fell behind on {what}"
-    if ctx.close_connection is not None:
-        await ctx.close_connection(TRY_AGAIN_LATER, reason)
+    if ctx.connection.close is not None:
+        await ctx.connection.close(TRY_AGAIN_LATER, reason)
     raise SubscriberTooSlow(f"{reason}; subscribe again")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
-from resolvers.context import Role, Viewer
+from resolvers.viewer import Role, Viewer
 
 WINDOW_S = 60.0
 # Identities whose bucket is not full; past this many the least recently charged

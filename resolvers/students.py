@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -11,9 +12,17 @@ from db.records import StudentRecord
 from db.validation import new_student, normalize_email, student_problems
 from resolvers import audit
 from resolvers.context import Context
-from resolvers.errors import BadUserInput, Forbidden
+from resolvers.errors import Forbidden
 from resolvers.loaders import invalidate_student
-from resolvers.pagination import Page, check_first, decode_cursor, encode_cursor
+from resolvers.pagination import (
+    Page,
+    check_first,
+    decode_cursor,
+    encode_cursor,
+    int_part,
+    text_part,
+    time_part,
+)
 
 ORDER_FIELDS = ("student_id", "name", "grade_level", "created_at")
 
@@ -54,28 +63,13 @@ def _order_value(record: StudentRecord, order_by: str) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-# The JSON type of each order value in a cursor (created_at as ISO 8601).
-_CURSOR_TYPES: dict[str, type] = {
-    "student_id": str,
-    "name": str,
-    "grade_level": int,
-    "created_at": str,
+# How each order value is read back from a cursor (created_at as ISO 8601).
+_CURSOR_READERS: dict[str, Callable[[Any], Any]] = {
+    "student_id": text_part,
+    "name": text_part,
+    "grade_level": int_part,
+    "created_at": time_part,
 }
-
-
-def _cursor_key(value: Any, student_id: Any, order_by: str) -> tuple[Any, str]:
-    """The keyset position of a decoded cursor; a forged one is bad input, not a
-    driver error on the typed column."""
-    try:
-        if type(value) is not _CURSOR_TYPES[order_by] or type(student_id) is not str:
-            raise TypeError(order_by)
-        if order_by == "grade_level" and not -(2**31) <= value < 2**31:
-            raise ValueError(value)
-        if order_by == "created_at":
-            value = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise BadUserInput("invalid cursor", argument="after") from None
-    return value, student_id
 
 
 async def list_students(
@@ -100,8 +94,11 @@ async def list_students(
     key = None
     kind = f"s:{order_by}:{'d' if descending else 'a'}"
     if after is not None:
-        key = _cursor_key(*decode_cursor(after, kind, 2), order_by)
-    async with ctx.database.sessions() as session:
+        value, student_id = decode_cursor(
+            after, kind, _CURSOR_READERS[order_by], text_part
+        )
+        key = (value, student_id)
+    async with ctx.services.database.sessions() as session:
         rows, has_next = await db_students.list_students(
             session,
             first=first,
@@ -114,7 +111,7 @@ async def list_students(
         ctx.loaders.student_by_id.prime(row.student_id, row)
 
     async def count() -> int:
-        async with ctx.database.sessions() as session:
+        async with ctx.services.database.sessions() as session:
             return await db_students.count_students(session, where)
 
     cursors = [
@@ -138,9 +135,9 @@ async def create_student(
         )
     )
     new = new_student(student_id, name, email, grade_level)
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         record = await db_students.insert_student(session, new)
-    invalidate_student(ctx.cache, [record.student_id], [record.grade_level])
+    invalidate_student(ctx.services.cache, [record.student_id], [record.grade_level])
     return record
 
 
@@ -156,7 +153,7 @@ async def update_student(
             values[key] = values[key].strip()
     if "email" in values:
         values["email"] = normalize_email(values["email"])
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         before, after = await db_students.update_student(session, student_id, values)
         if before.student_id != after.student_id:
             # A new studentId is written into every grade row of the student (ON
@@ -168,7 +165,7 @@ async def update_student(
                 "mutation:studentUpdate",
             )
     invalidate_student(
-        ctx.cache,
+        ctx.services.cache,
         sorted({before.student_id, after.student_id}),
         sorted({before.grade_level, after.grade_level}),
     )
@@ -179,7 +176,7 @@ async def delete_student(
     ctx: Context, student_id: str, *, cascade: bool
 ) -> StudentRecord:
     ctx.viewer.require("admin")
-    async with ctx.database.writing() as session:
+    async with ctx.services.database.writing() as session:
         record, deleted_grades = await db_students.delete_student(
             session, student_id, cascade=cascade
         )
@@ -189,5 +186,5 @@ async def delete_student(
             await audit.record_write(
                 session, ctx, [record.student_id], "mutation:studentDelete"
             )
-    invalidate_student(ctx.cache, [record.student_id], [record.grade_level])
+    invalidate_student(ctx.services.cache, [record.student_id], [record.grade_level])
     return record

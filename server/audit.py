@@ -20,7 +20,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from resolvers import audit
-from resolvers.context import Context
+from resolvers.context import Context, OperationAudit
 from server.errors import coded_error
 
 log = logging.getLogger("gradepulse.audit")
@@ -74,7 +74,7 @@ class AuditExtension(SchemaExtension):
     itself, each before it is yielded."""
 
     def __init__(self) -> None:
-        self.operation: audit.OperationAudit | None = None
+        self.operation: OperationAudit | None = None
 
     def _context(self) -> Context | None:
         context = self.execution_context.context
@@ -86,14 +86,13 @@ class AuditExtension(SchemaExtension):
             yield
             return
         execution_context = self.execution_context
-        self.operation = audit.OperationAudit(
+        # The operation's record lives on its context: over HTTP each operation
+        # has one, and so does each operation of a WebSocket (server/build.py). It
+        # stays there: work the operation started (an import) writes under its name.
+        self.operation = context.operation = OperationAudit(
             lambda: operation_label(execution_context)
         )
-        token = audit.begin_operation(self.operation)
-        try:
-            yield
-        finally:
-            audit.end_operation(token)
+        yield
         await self._settle(execution_context.result)
 
     async def on_stream_result(self, result: Any) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 import strawberry
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import StreamResult
 
+from resolvers.context import Context
 from schema.root import Mutation, Query, Subscription
 from schema.scalars import SCALARS
 from server.audit import AuditExtension
@@ -26,6 +28,23 @@ class GradePulseSchema(strawberry.Schema):
 
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> StreamResult:
+        """Each streamed operation (the WebSocket handlers stream every operation of
+        a connection, concurrently) runs on a context of its own: fresh DataLoaders,
+        its own rate budget and audit record, the connection's viewer."""
+        if isinstance(context_value, Context):
+            context_value = context_value.for_operation()
+        return await super().stream(
+            query, variable_values, context_value, *args, **kwargs
+        )
 
 
 def build_schema(

@@ -23,6 +23,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
+from resolvers.context import Context
 from resolvers.errors import ErrorCode
 from schema.scalars import serialize_datetime
 from server.cost import Price, check_cost, price_operation
@@ -38,7 +39,7 @@ from server.limits import (
 )
 
 if TYPE_CHECKING:
-    from resolvers.ratelimit import RateState
+    from resolvers.ratelimit import RateLimiter, RateState
 
 DOCUMENT_CACHE_SIZE = 1000
 # graphql-core's execute() default: coercion stops after this many errors.
@@ -269,7 +270,7 @@ class DocumentGate(SchemaExtension):
     async def _peek(self) -> None:
         """The caller's budget without a charge (a cost of 0 always passes)."""
         app = self.execution_context.context
-        limiter = getattr(app, "rate_limiter", None)
+        limiter = _rate_limiter(app)
         if limiter is not None:
             self.rate = app.rate = await limiter.charge(app.viewer, app.client_host, 0)
 
@@ -307,7 +308,7 @@ class DocumentGate(SchemaExtension):
         if (refusal := check_cost(cost, self.documents.limits)) is not None:
             return [refusal]
         app = context.context
-        limiter = getattr(app, "rate_limiter", None)
+        limiter = _rate_limiter(app)
         if limiter is not None:
             # Charged once per operation: a subscription's events are not charged.
             rate = self.rate = await limiter.charge(app.viewer, app.client_host, cost)
@@ -319,6 +320,10 @@ class DocumentGate(SchemaExtension):
     def get_results(self) -> dict[str, Any]:
         rate = self.rate
         return {"rateLimit": rate_limit_extension(rate)} if rate is not None else {}
+
+
+def _rate_limiter(context: Any) -> RateLimiter | None:
+    return context.services.rate_limiter if isinstance(context, Context) else None
 
 
 def rate_limit_extension(rate: RateState) -> dict[str, Any]:

@@ -27,9 +27,10 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from monitoring.middleware import assigned_request_id
-from resolvers.context import Context, Services, Viewer
+from resolvers.context import Context, Services
 from resolvers.errors import REQUEST_ERROR_CODES, ClientError, ErrorCode
 from resolvers.ratelimit import RateState
+from resolvers.viewer import Viewer
 from server.envelope import Operation, Refusal, parse_operation
 from server.errors import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE, timeout_error
 from server.gate import rate_limit_extension

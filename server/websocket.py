@@ -6,9 +6,9 @@ pings; this handler adds a server ping every KEEP_ALIVE_S. The legacy graphql-ws
 protocol has no such codes: its handler closes a connection that sends no
 connection_init in time and refuses a duplicate operation id with an error for that
 id (Strawberry would silently replace the running operation); the view sends its
-keep-alive ("ka") messages. Both give each operation fresh DataLoaders (the context
-lives as long as the connection) and let resolvers close the connection (1013 for a
-subscriber that fell behind).
+keep-alive ("ka") messages. Both run each operation on a context of its own (fresh
+DataLoaders, its audit record) that shares the connection's, and let resolvers close
+the connection (1013 for a subscriber that fell behind).
 
 Both authenticate the connection_init payload `{"Authorization": "Bearer <token>"}`
 by the rules of the HTTP header and set the connection's viewer before the ack;
@@ -110,12 +110,7 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
 
 def _attach(context: Any, websocket: Any) -> None:
     if isinstance(context, Context):
-        context.close_connection = websocket.close
-
-
-def _refresh(context: Any) -> None:
-    if isinstance(context, Context):
-        context.refresh_loaders()
+        context.connection.close = websocket.close
 
 
 def authorization_param(payload: Mapping[str, object] | None) -> str | None:
@@ -178,7 +173,7 @@ class ConnectionGuard:
         of the Authorization header over HTTP); the refusal, or None when the
         connection may go on."""
         context = self.context
-        if not isinstance(context, Context) or context.authenticator is None:
+        if not isinstance(context, Context) or context.services.authenticator is None:
             # A wiring mistake must not leave the default viewer, an admin.
             return ConnectionRefusal(
                 FORBIDDEN_CODE,
@@ -191,7 +186,7 @@ class ConnectionGuard:
             context.client_host = client.host if client else None
         try:
             authorization = authorization_param(payload)
-            context.viewer = await context.authenticator.authenticate(
+            context.viewer = await context.services.authenticator.authenticate(
                 authorization, context.client_host
             )
         except ClientError as error:
@@ -214,9 +209,10 @@ class ConnectionGuard:
         """The admitted credential again, by the same rules (and the viewer it
         gives now); the refusal, or None when the connection may go on."""
         context = self.context
-        assert self.admitted and context.authenticator is not None
+        authenticator = context.services.authenticator
+        assert self.admitted and authenticator is not None
         try:
-            context.viewer = await context.authenticator.recheck(
+            context.viewer = await authenticator.recheck(
                 self._authorization, context.client_host
             )
         except ClientError as error:
@@ -230,23 +226,21 @@ class ConnectionGuard:
 
     async def before_operation(self) -> ConnectionRefusal | None:
         """Before each operation: the credential may have expired or been revoked
-        since the last check; when it holds, fresh DataLoaders for the operation
-        (the context lives as long as the connection)."""
-        refusal = await self.recheck()
-        if refusal is None:
-            _refresh(self.context)
-        return refusal
+        since the last check. (Each operation then runs on a context of its own
+        with fresh DataLoaders: GradePulseSchema.stream.)"""
+        return await self.recheck()
 
     def watch(self) -> None:
         """Watch an acknowledged connection whose credential can end (anonymous
         loopback connections have none)."""
         if self._watch is not None or not self.admitted:
             return
-        if self.context.authenticator.recheck_in(self.context.viewer) is not None:
+        authenticator = self.context.services.authenticator
+        if authenticator.recheck_in(self.context.viewer) is not None:
             self._watch = asyncio.create_task(self._run_watch())
 
     async def _run_watch(self) -> None:
-        authenticator = self.context.authenticator
+        authenticator = self.context.services.authenticator
         while (delay := authenticator.recheck_in(self.context.viewer)) is not None:
             await asyncio.sleep(delay)
             try:

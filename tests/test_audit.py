@@ -19,15 +19,10 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 from websockets.asyncio.client import connect
 
-from db.audit import NewAuditEntry, insert_entries
+from db.audit import AuditLog, AuditNotWritten, NewAuditEntry, insert_entries
 from db.engine import create_database, create_tables
 from monitoring.tally import Tally, count_statement, current_tally
-from resolvers.audit import (
-    UNAVAILABLE_MESSAGE,
-    WRITE_UNAVAILABLE_MESSAGE,
-    AuditLog,
-    AuditUnavailable,
-)
+from resolvers.audit import UNAVAILABLE_MESSAGE, WRITE_UNAVAILABLE_MESSAGE
 from tests.conftest import make_settings
 from tests.factories import (
     TEST_JWT_SECRET,
@@ -298,11 +293,11 @@ async def test_a_failed_batch_fails_every_waiter_and_a_stopped_log_refuses(tmp_p
         *(log.record(entry) for entry in entries), return_exceptions=True
     )
     await log.stop()
-    with pytest.raises(AuditUnavailable):
+    with pytest.raises(AuditNotWritten):
         await log.record(entries[0])
     await database.dispose()
 
-    assert [type(result) for result in results] == [AuditUnavailable] * 3
+    assert [type(result) for result in results] == [AuditNotWritten] * 3
     assert all(isinstance(r.__cause__, OperationalError) for r in results)
     assert (log.flushes, log.failures) == (0, 1)
 

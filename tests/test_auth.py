@@ -30,10 +30,11 @@ from db.keys import insert_key, new_key, revoke_key
 from resolvers import auth
 from resolvers.auth import Authenticator, is_loopback
 from resolvers.cache import LocalCache
-from resolvers.context import Limits, Services, Viewer
+from resolvers.context import Limits, Services
 from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore
+from resolvers.viewer import Viewer
 from server.websocket import ConnectionGuard, ConnectionRefusal, authorization_param
 from tests.conftest import StatementCounter
 from tests.factories import (

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
+from cli.keys import main
 from db import models
 from db.engine import Database
 from db.keys import insert_key
 from db.students import delete_student
 from resolvers.auth import Authenticator
 from resolvers.errors import Unauthenticated
-from resolvers.keys import main
 from tests.factories import DB_STUDENT
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import httpx
 
 from monitoring.monitor import METRICS
-from resolvers.context import Viewer
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateState
+from resolvers.viewer import Viewer
 from tests.asgi_ws import AsgiWebSocket
 from tests.factories import (
     Clock,

@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from monitoring.monitor import ALERTS, COSTS, METRICS
 from resolvers import imports, live
-from resolvers.context import Viewer
 from resolvers.jobs import ImportJob
+from resolvers.viewer import Viewer
 from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 

@@ -24,7 +24,7 @@ from monitoring.monitor import ALERTS, METRICS
 from monitoring.registry import Registry
 from monitoring.snapshot import AlertEvent, AlertState
 from resolvers import live
-from resolvers.context import Context, Limits
+from resolvers.context import Connection, Context, Limits, Services
 from resolvers.errors import ClientError
 from tests.conftest import make_settings
 from tests.factories import (
@@ -491,14 +491,17 @@ def _context(bus: EventBus, registry: Registry, closed: list[Any]) -> Context:
         closed.append((code, reason))
 
     monitor = SimpleNamespace(bus=bus, registry=registry, interval_s=0.1)
-    return Context(
+    services = Services(
         database=None,  # type: ignore[arg-type]
         cache=None,  # type: ignore[arg-type]
         limits=Limits(),
-        loaders=None,  # type: ignore[arg-type]
         monitor=monitor,  # type: ignore[arg-type]
+    )
+    return Context(
+        services=services,
+        loaders=None,  # type: ignore[arg-type]
         over_http=False,
-        close_connection=close,
+        connection=Connection(close=close),
     )
 
 

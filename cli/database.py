@@ -1,4 +1,4 @@
-"""What the db command-line entry points share: the database URL they work on."""
+"""The database URL every command works on: its option, else the settings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ def database_url(option: str | None) -> str | None:
     printing the one-line reason) when the settings are invalid."""
     if option is not None:
         return option
+    # Imported here: pydantic-settings costs start-up time a given URL can skip.
     from settings import SettingsError, load_settings
 
     try:

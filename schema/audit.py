@@ -11,7 +11,15 @@ import strawberry
 from resolvers import audit
 from resolvers.audit import AuditRecord
 from resolvers.pagination import Page
-from schema.common import After, First, PageInfo, RecordedBefore, RecordedSince, ctx
+from schema.common import (
+    After,
+    First,
+    PageInfo,
+    RecordedBefore,
+    RecordedSince,
+    ctx,
+    edges,
+)
 
 
 @strawberry.enum(
@@ -82,11 +90,8 @@ class AuditEntryConnection:
     @classmethod
     def from_page(cls, page: Page[AuditRecord]) -> AuditEntryConnection:
         return cls(
-            edges=[
-                AuditEntryEdge(cursor=cursor, node=AuditEntry.from_model(row))
-                for row, cursor in zip(page.items, page.cursors, strict=True)
-            ],
-            page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
+            edges=edges(page, AuditEntryEdge, AuditEntry.from_model),
+            page_info=PageInfo.of(page),
             _page=page,
         )
 

@@ -12,6 +12,7 @@ import strawberry
 from strawberry.types import Info
 
 from resolvers.context import Context
+from resolvers.pagination import Page
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -49,6 +50,18 @@ class PageInfo:
     end_cursor: str | None = strawberry.field(
         description="Pass as `after` to read the next page; null on an empty page."
     )
+
+    @classmethod
+    def of(cls, page: Page[Any]) -> PageInfo:
+        return cls(has_next_page=page.has_next, end_cursor=page.end_cursor)
+
+
+def edges(page: Page[R], edge: Callable[..., T], node: Callable[[R], Any]) -> list[T]:
+    """A connection's edges: `edge(cursor=..., node=node(row))` for each row."""
+    return [
+        edge(cursor=cursor, node=node(row))
+        for row, cursor in zip(page.items, page.cursors, strict=True)
+    ]
 
 
 def set_fields(input_obj: object, names: Iterable[str]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from schema.common import (
     RecordedSince,
     Subject,
     ctx,
+    edges,
     mapped,
     set_fields,
 )
@@ -76,11 +77,8 @@ class GradeConnection:
     @classmethod
     def from_page(cls, page: Page[GradeRecord]) -> GradeConnection:
         return cls(
-            edges=[
-                GradeEdge(cursor=cursor, node=Grade.from_model(row))
-                for row, cursor in zip(page.items, page.cursors, strict=True)
-            ],
-            page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
+            edges=edges(page, GradeEdge, Grade.from_model),
+            page_info=PageInfo.of(page),
             _page=page,
         )
 

@@ -18,6 +18,7 @@ from schema.common import (
     OrderDirection,
     PageInfo,
     ctx,
+    edges,
     set_fields,
 )
 from schema.errors import ConflictError, InvalidInputError, NotFoundError, attempt
@@ -180,11 +181,8 @@ class StudentConnection:
     @classmethod
     def from_page(cls, page: Page[StudentRecord]) -> StudentConnection:
         return cls(
-            edges=[
-                StudentEdge(cursor=cursor, node=Student.from_model(row))
-                for row, cursor in zip(page.items, page.cursors, strict=True)
-            ],
-            page_info=PageInfo(has_next_page=page.has_next, end_cursor=page.end_cursor),
+            edges=edges(page, StudentEdge, Student.from_model),
+            page_info=PageInfo.of(page),
             _page=page,
         )
 

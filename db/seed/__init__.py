@@ -126,9 +126,3 @@ async def is_empty(database: Database) -> bool:
     async with database.sessions() as session:
         result = await session.execute(select(col(models.Student.id)).limit(1))
         return result.first() is None
-
-
-if __name__ == "__main__":
-    from cli.seed import main
-
-    raise SystemExit(main())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timedelta
 
 from db.engine import Database
@@ -90,9 +89,3 @@ async def revoke_api_key(database: Database, given: str) -> tuple[ApiKeyRecord, 
         revoked = await revoke_key(session, record.id, utcnow())
     assert revoked is not None and revoked.revoked_at is not None
     return revoked, True
-
-
-if __name__ == "__main__":
-    from cli.keys import main
-
-    sys.exit(main())

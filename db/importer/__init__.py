@@ -254,9 +254,3 @@ async def _existing(session: AsyncSession, column: Any, values: set[str]) -> set
         result = await session.execute(select(column).where(column.in_(chunk)))
         found.update(result.scalars())
     return found
-
-
-if __name__ == "__main__":
-    from cli.importer import main
-
-    raise SystemExit(main())

@@ -15,13 +15,21 @@ import pytest
 from asgi_lifespan import LifespanManager
 from gql import Client, GraphQLRequest
 from gql.transport.httpx import HTTPXAsyncTransport
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from starlette.applications import Starlette
 
+from db import models
 from db.engine import Database, async_url, create_database, create_tables
 from db.seed import seed
 from settings import Settings
-from tests.factories import DB_STUDENT, database_with_student
+from tests.factories import (
+    DB_STUDENT,
+    add_grade,
+    create_student,
+    database_with_student,
+)
+from tests.factories_analytics import Data, Row
+from tests.factories_roles import ADMIN, GRADE_ADD, SCHOOL, STUDENT_CREATE, run, sql
 
 SEEDED_STUDENTS = 120
 SEEDED_GRADES_PER_STUDENT = 12
@@ -275,3 +283,106 @@ def _work_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[No
     """alert.log, costs.csv and any default SQLite file land in the test's tmp dir."""
     monkeypatch.chdir(tmp_path)
     yield
+
+
+# --- fixtures shared by the modules of one area -------------------------------------
+
+
+@pytest.fixture
+def offline_database(tmp_path: Path) -> Database:
+    """For rules that never reach the database (JWTs, anonymous): no tables at all,
+    so a lookup would fail loudly."""
+    return create_database(f"sqlite+aiosqlite:///{tmp_path / 'never.db'}")
+
+
+@pytest.fixture
+async def two_students(api: Any) -> tuple[str, str]:
+    first = await create_student(api, studentId="G00001")
+    second = await create_student(api, studentId="G00002")
+    return first["studentId"], second["studentId"]
+
+
+@pytest.fixture
+async def grade(api: Any, two_students: tuple[str, str]) -> dict[str, Any]:
+    return await add_grade(
+        api,
+        "G00001",
+        subject="Math",
+        score=40.0,
+        maxScore=50.0,
+        recordedAt="2025-10-01T09:00:00Z",
+    )
+
+
+@pytest.fixture(scope="session")
+async def data(seeded_url: str) -> Data:
+    """Every student and grade of the seeded database, read straight through SQL."""
+    s, g = models.Student.__table__.c, models.Grade.__table__.c
+    database = create_database(seeded_url)
+    try:
+        async with database.sessions() as session:
+            students = (
+                await session.execute(select(s.student_id, s.name, s.grade_level))
+            ).all()
+            grades = (
+                await session.execute(
+                    select(
+                        g.id,
+                        g.student_id,
+                        g.subject,
+                        g.score,
+                        g.max_score,
+                        g.recorded_at,
+                    )
+                )
+            ).all()
+    finally:
+        await database.dispose()
+    return Data(
+        names={row.student_id: row.name for row in students},
+        levels={row.student_id: row.grade_level for row in students},
+        grades=[
+            Row(
+                row.id,
+                row.student_id,
+                row.subject,
+                100.0 * row.score / row.max_score,
+                row.recorded_at,
+            )
+            for row in grades
+        ],
+    )
+
+
+@pytest.fixture
+async def levels(seeded_api: Any) -> dict[str, int]:
+    """student_id -> grade level of the seeded database."""
+    rows = await sql(seeded_api, "SELECT student_id, grade_level FROM students")
+    return {student_id: level for student_id, level in rows}
+
+
+@pytest.fixture
+async def school(api: Any) -> dict[str, str]:
+    """Three students with one grade each; the grade id of each student."""
+    grade_ids = {}
+    for student_id, level in SCHOOL:
+        created, errors = await run(
+            api,
+            ADMIN,
+            STUDENT_CREATE,
+            input={
+                "studentId": student_id,
+                "name": student_id.title(),
+                "email": f"{student_id.lower()}@school.example",
+                "gradeLevel": level,
+            },
+        )
+        assert errors == [], errors
+        assert created == {"studentCreate": {"__typename": "StudentCreateSuccess"}}
+        added, errors = await run(api, ADMIN, GRADE_ADD, id=student_id)
+        assert added == {"gradeAdd": {"__typename": "GradeAddSuccess"}}, errors
+        ((grade_id,),) = await sql(
+            api, "SELECT id FROM grades WHERE student_id = :s", s=student_id
+        )
+        grade_ids[student_id] = str(grade_id)
+    return grade_ids

@@ -1,0 +1,201 @@
+"""Roles on classAnalytics (names for admins and teachers) and monitoring."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import SEEDED_STUDENTS
+from tests.factories_roles import (
+    ADMIN,
+    AGGREGATES,
+    CLASS_AGGREGATES_DOC,
+    STUDENT,
+    STUDENT_DOC,
+    TEACHER,
+    TEACHERS_GRADES,
+    VIEWERS,
+    forbidden,
+    run,
+    sql,
+)
+
+# --- classAnalytics: aggregates for everyone, names for admins and teachers ----------
+
+CLASS_DOC = f"""
+query($level: Int) {{
+  classAnalytics(gradeLevel: $level) {{
+    {AGGREGATES}
+    top {{ studentId name average }} bottom {{ studentId name average }}
+  }}
+}}
+"""
+
+
+@pytest.mark.parametrize("grade_level", [None, 1, 8])
+async def test_students_read_class_aggregates_but_not_names(
+    seeded_api: Any, grade_level: int | None
+) -> None:
+    reference, errors = await run(seeded_api, ADMIN, CLASS_DOC, level=grade_level)
+    assert errors == []
+    assert len(reference["classAnalytics"]["top"]) == 5
+
+    data, errors = await run(seeded_api, STUDENT, CLASS_DOC, level=grade_level)
+    aggregates, aggregate_errors = await run(
+        seeded_api, STUDENT, CLASS_AGGREGATES_DOC, level=grade_level
+    )
+
+    assert data == {
+        "classAnalytics": {**reference["classAnalytics"], "top": None, "bottom": None}
+    }
+    assert errors == [
+        (("classAnalytics", "bottom"), "FORBIDDEN"),
+        (("classAnalytics", "top"), "FORBIDDEN"),
+    ]
+    expected = dict(reference["classAnalytics"])
+    del expected["top"], expected["bottom"]
+    assert aggregates == {"classAnalytics": expected}
+    assert aggregate_errors == []
+
+
+@pytest.mark.parametrize("grade_level", [6, 10])
+async def test_teachers_read_everything_of_their_levels(
+    seeded_api: Any, levels: dict[str, int], grade_level: int
+) -> None:
+    reference, _ = await run(seeded_api, ADMIN, CLASS_DOC, level=grade_level)
+
+    data, errors = await run(seeded_api, TEACHER, CLASS_DOC, level=grade_level)
+
+    assert errors == []
+    assert data == reference
+    top = data["classAnalytics"]["top"]
+    assert len(top) == 5
+    assert {levels[row["studentId"]] for row in top} == {grade_level}
+
+
+@pytest.mark.parametrize("grade_level", [1, 8])
+async def test_teachers_are_refused_other_levels(
+    seeded_api: Any, grade_level: int
+) -> None:
+    data, errors = await run(seeded_api, TEACHER, CLASS_DOC, level=grade_level)
+
+    assert data == {"classAnalytics": None}
+    assert errors == forbidden("classAnalytics")
+
+
+async def test_a_teachers_class_analytics_without_a_level_cover_their_levels(
+    seeded_api: Any,
+) -> None:
+    scope = TEACHERS_GRADES
+    ((grades, students, mean),) = await sql(
+        seeded_api,
+        "SELECT count(*), count(DISTINCT student_id), "
+        f"avg(100.0 * score / max_score) FROM grades WHERE {scope}",
+    )
+    best = await sql(
+        seeded_api,
+        "SELECT student_id, avg(100.0 * score / max_score) AS a FROM grades "
+        f"WHERE {scope} GROUP BY student_id ORDER BY a DESC, student_id LIMIT 5",
+    )
+
+    data, errors = await run(seeded_api, TEACHER, CLASS_DOC)
+
+    assert errors == []
+    stats = data["classAnalytics"]
+    assert (stats["gradeCount"], stats["studentCount"]) == (grades, students)
+    assert (grades, students) == (360, 30)
+    assert stats["mean"] == pytest.approx(float(mean), rel=1e-12)
+    assert [row["studentId"] for row in stats["top"]] == [row[0] for row in best]
+
+
+async def test_class_analytics_cache_entries_never_cross_roles(
+    make_api: Any, seeded_url: str
+) -> None:
+    """Each order on a cold cache: whoever asks first, the others get their own."""
+    for order in ((ADMIN, TEACHER, STUDENT), (TEACHER, STUDENT, ADMIN)):
+        api = await make_api(seeded_url)
+        seen = {}
+        for viewer in order:
+            seen[viewer.role] = await run(api, viewer, CLASS_DOC)
+        admin, teacher, student = seen["admin"], seen["teacher"], seen["student"]
+        assert admin[0]["classAnalytics"]["studentCount"] == SEEDED_STUDENTS
+        assert len(admin[0]["classAnalytics"]["top"]) == 5
+        assert teacher[0]["classAnalytics"]["studentCount"] == 30
+        assert student[0]["classAnalytics"] == {
+            **admin[0]["classAnalytics"],
+            "top": None,
+            "bottom": None,
+        }
+        assert student[1] == [
+            (("classAnalytics", "bottom"), "FORBIDDEN"),
+            (("classAnalytics", "top"), "FORBIDDEN"),
+        ]
+
+
+async def test_a_cached_student_record_is_still_refused_to_others(
+    seeded_api: Any,
+) -> None:
+    loaded, _ = await run(seeded_api, ADMIN, STUDENT_DOC, id="S00001")
+    assert loaded["student"]["studentId"] == "S00001"
+    seeded_api.counter.reset()
+
+    for viewer in (TEACHER, STUDENT):
+        data, errors = await run(seeded_api, viewer, STUDENT_DOC, id="S00001")
+        assert data == {"student": None, "studentAnalytics": None}
+        assert errors == [
+            (("student",), "FORBIDDEN"),
+            (("studentAnalytics",), "FORBIDDEN"),
+        ]
+    assert seeded_api.counter.statements == []  # answered from the shared cache
+
+
+# --- monitoring queries -------------------------------------------------------------
+
+MONITORING_DOC = """
+{ metrics { environment } alerts { rule } costs { apiRequests }
+  slowestResolvers(first: 100) { field } }
+"""
+
+
+@pytest.mark.parametrize("role", ["admin", "teacher"])
+async def test_operators_read_the_monitoring_queries(
+    seeded_api: Any, role: str
+) -> None:
+    data, errors = await run(seeded_api, VIEWERS[role], MONITORING_DOC)
+
+    assert errors == []
+    assert data["metrics"] == {"environment": "development"}
+    assert isinstance(data["alerts"], list)
+    assert isinstance(data["costs"]["apiRequests"], int)
+    assert isinstance(data["slowestResolvers"], list)
+
+
+async def test_students_are_refused_every_monitoring_query(seeded_api: Any) -> None:
+    data, errors = await run(seeded_api, STUDENT, MONITORING_DOC)
+
+    assert data == {
+        "metrics": None,
+        "alerts": None,
+        "costs": None,
+        "slowestResolvers": None,
+    }
+    assert errors == [
+        (("alerts",), "FORBIDDEN"),
+        (("costs",), "FORBIDDEN"),
+        (("metrics",), "FORBIDDEN"),
+        (("slowestResolvers",), "FORBIDDEN"),
+    ]
+
+
+async def test_the_role_is_checked_before_the_arguments(seeded_api: Any) -> None:
+    document = "{ alerts(last: 0) { rule } }"
+
+    assert await run(seeded_api, STUDENT, document) == (
+        {"alerts": None},
+        forbidden("alerts"),
+    )
+    assert await run(seeded_api, TEACHER, document) == (
+        {"alerts": None},
+        [(("alerts",), "BAD_USER_INPUT")],
+    )

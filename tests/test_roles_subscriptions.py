@@ -1,0 +1,135 @@
+"""Roles on subscriptions: grade events per viewer, monitoring for operators."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import pytest
+
+from monitoring.monitor import ALERTS, COSTS, METRICS
+from resolvers import live
+from resolvers.viewer import Viewer
+from tests.factories_roles import (
+    ADMIN,
+    GRADE_ADD,
+    GRADES_ADD,
+    ME,
+    TEACHER,
+    grade_row,
+    refusal,
+    run,
+    subscribe,
+)
+
+# --- subscriptions ------------------------------------------------------------------
+
+GRADE_EVENTS = """
+subscription($studentId: String, $gradeLevel: Int) {
+  gradeEvents(studentId: $studentId, gradeLevel: $gradeLevel) {
+    studentId gradeLevel grades { studentId score }
+  }
+}
+"""
+
+
+async def test_grade_events_reach_each_viewer_filtered(
+    api: Any, school: dict[str, str]
+) -> None:
+    bus = api.app.state.monitor.bus
+    streams = {
+        viewer.role: await subscribe(api, viewer, GRADE_EVENTS)
+        for viewer in (ADMIN, TEACHER, ME)
+    }
+    received: dict[str, list[tuple[str, float]]] = {role: [] for role in streams}
+
+    async def read(role: str, count: int) -> None:
+        for _ in range(count):
+            result = await anext(streams[role])
+            assert result.errors is None
+            event = result.data["gradeEvents"]
+            received[role] += [(g["studentId"], g["score"]) for g in event["grades"]]
+
+    expected = {
+        "admin": [("AWAY", 10.0), ("PEER", 20.0), ("MINE", 30.0), ("MINE", 40.0)],
+        "teacher": [("PEER", 20.0), ("MINE", 30.0), ("MINE", 40.0)],
+        "student": [("MINE", 30.0), ("MINE", 40.0)],
+    }
+    readers = [
+        asyncio.ensure_future(read(role, len(events)))
+        for role, events in expected.items()
+    ]
+    deadline = time.monotonic() + 5
+    while bus.subscribers(live.GRADES) < 3:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+    batch, _ = await run(
+        api,
+        ADMIN,
+        GRADES_ADD,
+        input=[
+            grade_row("AWAY", 10.0),
+            grade_row("PEER", 20.0),
+            grade_row("MINE", 30.0),
+        ],
+    )
+    # The last write reaches everyone: what came before it is all they were sent.
+    last, _ = await run(api, ADMIN, GRADE_ADD, id="MINE", score=40.0)
+    await asyncio.wait_for(asyncio.gather(*readers), 10)
+
+    assert batch == {"gradesAdd": {"__typename": "GradesAddSuccess"}}
+    assert last == {"gradeAdd": {"__typename": "GradeAddSuccess"}}
+    assert received == expected
+    for stream in streams.values():
+        await stream.aclose()
+
+
+@pytest.mark.parametrize(
+    ("viewer", "variables"),
+    [
+        (ME, {"studentId": "PEER"}),
+        (ME, {"studentId": "NOBODY"}),
+        (TEACHER, {"gradeLevel": 1}),
+        (TEACHER, {"studentId": "AWAY"}),
+    ],
+)
+async def test_grade_events_for_someone_else_are_refused_up_front(
+    api: Any, school: dict[str, str], viewer: Viewer, variables: dict[str, Any]
+) -> None:
+    result = await subscribe(api, viewer, GRADE_EVENTS, **variables)
+
+    assert await refusal(result) == [(("gradeEvents",), "FORBIDDEN")]
+    assert api.app.state.monitor.registry.active_subscriptions == 0
+
+
+@pytest.mark.parametrize(
+    ("document", "topic"),
+    [
+        ("subscription { metrics { environment } }", METRICS),
+        ("subscription { alerts { rule } }", ALERTS),
+        ("subscription { costs { apiRequests } }", COSTS),
+    ],
+)
+async def test_monitoring_subscriptions_are_for_operators(
+    api: Any, document: str, topic: str
+) -> None:
+    field = document.split()[2]
+    bus = api.app.state.monitor.bus
+
+    refused = await refusal(await subscribe(api, ME, document))
+    stream = await subscribe(api, TEACHER, document)
+    reading = asyncio.ensure_future(anext(stream))
+    deadline = time.monotonic() + 5
+    while bus.subscribers(topic) == 0:  # the teacher's stream started
+        assert time.monotonic() < deadline and not reading.done()
+        await asyncio.sleep(0.01)
+    reading.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reading
+    await stream.aclose()
+    assert bus.subscribers(topic) == 0
+
+    assert refused == [((field,), "FORBIDDEN")]

@@ -28,8 +28,8 @@ from tests.factories import (
     create_student,
     database_with_student,
 )
-from tests.factories_analytics import Data, Row
-from tests.factories_roles import ADMIN, GRADE_ADD, SCHOOL, STUDENT_CREATE, run, sql
+from tests.factories.analytics import Data, Row
+from tests.factories.roles import ADMIN, GRADE_ADD, SCHOOL, STUDENT_CREATE, run, sql
 
 SEEDED_STUDENTS = 120
 SEEDED_GRADES_PER_STUDENT = 12
@@ -146,7 +146,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "sample_interval_ms": 3_600_000,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings' init-only argument
 
 
 @dataclass

@@ -11,7 +11,7 @@ from monitoring.alerts import (
     default_rules,
     parse_rules,
 )
-from tests.factories_alerts import DEFAULTS
+from tests.factories.alerts import DEFAULTS
 
 
 def test_default_rules_and_their_parameters():

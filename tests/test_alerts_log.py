@@ -14,7 +14,7 @@ from monitoring.alerts import (
     format_threshold,
 )
 from monitoring.sinks import FileSink
-from tests.factories_alerts import T0, Clock, engine_for, lines, tick
+from tests.factories.alerts import T0, Clock, engine_for, lines, tick
 
 
 def test_timestamps_are_written_in_utc(tmp_path):

@@ -18,7 +18,7 @@ from monitoring.snapshot import (
     MetricsSnapshot,
     ResponseTimes,
 )
-from tests.factories_alerts import (
+from tests.factories.alerts import (
     DEFAULTS,
     T0,
     engine_for,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import add_grade, create_student
-from tests.factories_analytics import (
+from tests.factories.analytics import (
     AT_RISK,
     CLASS_ANALYTICS,
     STUDENT_ANALYTICS,

@@ -11,7 +11,7 @@ import pytest
 from gql import gql
 
 from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
-from tests.factories_analytics import (
+from tests.factories.analytics import (
     ANALYTICS_FIELDS,
     AT_RISK,
     CLASS_ANALYTICS,

@@ -21,7 +21,7 @@ from tests.factories import (
     create_student,
     post,
 )
-from tests.factories_audit import (
+from tests.factories.audit import (
     ANONYMOUS,
     GRADE_ADD,
     GRADES_OF,

@@ -14,7 +14,7 @@ from tests.factories import (
     jwt_token,
     post,
 )
-from tests.factories_audit import answer, audit_entry, records
+from tests.factories.audit import answer, audit_entry, records
 
 AUDIT_LOG = """
 query Audit($studentId: String, $actor: String, $since: DateTime, $before: DateTime,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.factories import (
     post,
 )
-from tests.factories_audit import ANONYMOUS, GRADES_OF, answer, records
+from tests.factories.audit import ANONYMOUS, GRADES_OF, answer, records
 
 STUDENTS_WITH_GRADES = (
     "query { students(first: 5) { edges { node { studentId grades { score } } } } }"

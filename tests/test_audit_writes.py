@@ -16,7 +16,7 @@ from tests.factories import (
     jwt_token,
     post,
 )
-from tests.factories_audit import ANONYMOUS, GRADE_ADD, answer, records
+from tests.factories.audit import ANONYMOUS, GRADE_ADD, answer, records
 
 GRADE_UPDATE = """
 mutation Move($id: ID!, $input: GradeUpdateInput!) {

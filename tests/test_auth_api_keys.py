@@ -14,7 +14,7 @@ from tests.conftest import StatementCounter
 from tests.factories import (
     add_key,
 )
-from tests.factories_auth import START, STUDENT, Clock, make_auth, refused
+from tests.factories.auth import START, STUDENT, Clock, make_auth, refused
 
 # --- API keys -----------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from tests.factories import (
     add_key,
     jwt_token,
 )
-from tests.factories_auth import Clock, claims, make_auth, refused
+from tests.factories.auth import Clock, claims, make_auth, refused
 
 # --- the failure budget per client address ----------------------------------------
 

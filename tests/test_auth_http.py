@@ -17,7 +17,7 @@ from tests.factories import (
     add_key,
     jwt_token,
 )
-from tests.factories_auth import STUDENT, claims, make_auth, refused
+from tests.factories.auth import STUDENT, claims, make_auth, refused
 
 # --- anonymous callers ----------------------------------------------------------------
 

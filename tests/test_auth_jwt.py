@@ -15,7 +15,7 @@ from resolvers.viewer import Viewer
 from tests.factories import (
     jwt_token,
 )
-from tests.factories_auth import START, STUDENT, Clock, claims, make_auth, refused
+from tests.factories.auth import START, STUDENT, Clock, claims, make_auth, refused
 
 # --- JWTs ---------------------------------------------------------------------------
 

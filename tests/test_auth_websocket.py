@@ -22,7 +22,7 @@ from tests.factories import (
     add_key,
     jwt_token,
 )
-from tests.factories_auth import START, STUDENT, Clock, claims, make_auth
+from tests.factories.auth import START, STUDENT, Clock, claims, make_auth
 
 # --- the WebSocket connection_init payload ---------------------------------------
 

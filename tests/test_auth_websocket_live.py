@@ -33,7 +33,7 @@ from tests.factories import (
     live_server,
     subscribe_frame,
 )
-from tests.factories_auth import Clock, claims
+from tests.factories.auth import Clock, claims
 
 # --- WebSockets against a live server ---------------------------------------------
 

@@ -11,7 +11,7 @@ from monitoring.costs import (
     CostMeter,
     format_row,
 )
-from tests.factories_costs import (
+from tests.factories.costs import (
     DEV,
     PROD,
     STAGING,

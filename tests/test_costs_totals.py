@@ -13,7 +13,7 @@ from monitoring.costs import (
     CostMeter,
     OperationCost,
 )
-from tests.factories_costs import (
+from tests.factories.costs import (
     DEV,
     PER_100,
     STAGING,

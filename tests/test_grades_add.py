@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.factories import GRADE_ADD, add_grade, create_student, grade_input
-from tests.factories_grades import (
+from tests.factories.grades import (
     GRADES,
     GRADES_ADD,
     GRADES_ADD_QUERY,

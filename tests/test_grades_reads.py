@@ -11,7 +11,7 @@ from gql import gql
 from sqlalchemy import select, text
 
 from tests.factories import grade_input
-from tests.factories_grades import (
+from tests.factories.grades import (
     GRADES,
     GRADES_ADD,
     GRADES_QUERY,

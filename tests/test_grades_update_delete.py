@@ -6,7 +6,7 @@ import pytest
 from gql import gql
 
 from tests.factories import add_grade
-from tests.factories_grades import (
+from tests.factories.grades import (
     GRADES,
     STUDENT_GRADES,
     stored_grade,

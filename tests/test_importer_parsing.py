@@ -13,7 +13,7 @@ from db.validation import (
     NewStudent,
     grade_problems,
 )
-from tests.factories_importer import BAD_GRADES, GOOD_GRADES, GOOD_STUDENTS, NOW
+from tests.factories.importer import BAD_GRADES, GOOD_GRADES, GOOD_STUDENTS, NOW
 
 # --- parsing -----------------------------------------------------------------------
 

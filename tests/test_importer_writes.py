@@ -25,7 +25,7 @@ from db.validation import (
     new_student,
     utcnow,
 )
-from tests.factories_importer import BAD_GRADES, GOOD_GRADES, GOOD_STUDENTS, NOW
+from tests.factories.importer import BAD_GRADES, GOOD_GRADES, GOOD_STUDENTS, NOW
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STUDENTS = SQLModel.metadata.tables["students"]

@@ -28,7 +28,7 @@ from tests.factories import (
     refusal,
     refused,
 )
-from tests.factories_limits import STUDENTS_WITH_GRADES
+from tests.factories.limits import STUDENTS_WITH_GRADES
 
 README_QUERY = (
     "query Students { students(first: 5, gradeLevel: 9, orderBy: NAME) { totalCount "

@@ -21,7 +21,7 @@ from tests.factories import (
     ws_init,
     ws_start,
 )
-from tests.factories_limits import DEEP_GRADES, STUDENTS_WITH_GRADES, fragment_bomb
+from tests.factories.limits import DEEP_GRADES, STUDENTS_WITH_GRADES, fragment_bomb
 
 # --- hardening ----------------------------------------------------------------------
 

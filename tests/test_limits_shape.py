@@ -14,7 +14,7 @@ from tests.factories import (
     post,
     refused,
 )
-from tests.factories_limits import DEEP_GRADES, fragment_bomb
+from tests.factories.limits import DEEP_GRADES, fragment_bomb
 
 # --- before parsing -----------------------------------------------------------------
 

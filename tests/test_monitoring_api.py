@@ -243,7 +243,7 @@ def test_operator_files_default_to_the_working_directory(monkeypatch):
     for name in ("ALERT_LOG_PATH", "COSTS_CSV_PATH"):
         monkeypatch.delenv(name, raising=False)
 
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings' init-only argument
 
     assert (settings.alert_log_path, settings.costs_csv_path) == (
         "alert.log",

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import SEEDED_STUDENTS
-from tests.factories_roles import (
+from tests.factories.roles import (
     ADMIN,
     AGGREGATES,
     CLASS_AGGREGATES_DOC,

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from resolvers import imports
 from resolvers.jobs import ImportJob
 from resolvers.viewer import Viewer
-from tests.factories_roles import (
+from tests.factories.roles import (
     ADMIN,
     ME,
     SCHOOL,

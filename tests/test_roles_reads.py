@@ -9,7 +9,7 @@ import pytest
 from resolvers.viewer import Viewer
 from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
-from tests.factories_roles import (
+from tests.factories.roles import (
     ADMIN,
     STUDENT,
     STUDENT_DOC,

@@ -12,7 +12,7 @@ import pytest
 from monitoring.monitor import ALERTS, COSTS, METRICS
 from resolvers import live
 from resolvers.viewer import Viewer
-from tests.factories_roles import (
+from tests.factories.roles import (
     ADMIN,
     GRADE_ADD,
     GRADES_ADD,

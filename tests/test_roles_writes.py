@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from resolvers.viewer import Viewer
-from tests.factories_roles import (
+from tests.factories.roles import (
     ADMIN,
     CLASS_AGGREGATES_DOC,
     GRADE_ADD,

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from tests.conftest import SEEDED_STUDENTS
 from tests.factories import create_student, student_input
-from tests.factories_students import STUDENT, STUDENTS, STUDENTS_QUERY, stored_student
+from tests.factories.students import STUDENT, STUDENTS, STUDENTS_QUERY, stored_student
 
 ORDER_COLUMNS = {
     "STUDENT_ID": "student_id",

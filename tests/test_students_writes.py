@@ -8,7 +8,7 @@ import pytest
 from gql import gql
 
 from tests.factories import STUDENT_CREATE, add_grade, create_student, student_input
-from tests.factories_students import STUDENT, STUDENTS, stored_student
+from tests.factories.students import STUDENT, STUDENTS, stored_student
 
 STUDENT_UPDATE = gql(
     """

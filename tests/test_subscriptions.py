@@ -491,15 +491,16 @@ def _context(bus: EventBus, registry: Registry, closed: list[Any]) -> Context:
         closed.append((code, reason))
 
     monitor = SimpleNamespace(bus=bus, registry=registry, interval_s=0.1)
+    # Only the bus, the registry and the limits are reached by the feed's queues.
     services = Services(
-        database=None,  # type: ignore[arg-type]
-        cache=None,  # type: ignore[arg-type]
+        database=None,  # type: ignore[arg-type]  # not reached
+        cache=None,  # type: ignore[arg-type]  # not reached
         limits=Limits(),
-        monitor=monitor,  # type: ignore[arg-type]
+        monitor=monitor,  # type: ignore[arg-type]  # the two parts the feed reads
     )
     return Context(
         services=services,
-        loaders=None,  # type: ignore[arg-type]
+        loaders=None,  # type: ignore[arg-type]  # not reached
         over_http=False,
         connection=Connection(close=close),
     )

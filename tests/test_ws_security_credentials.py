@@ -18,7 +18,7 @@ from tests.factories import (
     jwt_token,
     wait_until,
 )
-from tests.factories_ws_security import (
+from tests.factories.ws_security import (
     LEGACY,
     PROTOCOLS,
     REMOTE,

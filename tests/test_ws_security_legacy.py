@@ -17,7 +17,7 @@ from tests.factories import (
     bearer_header,
     jwt_token,
 )
-from tests.factories_ws_security import (
+from tests.factories.ws_security import (
     LEGACY,
     REMOTE,
     connect,

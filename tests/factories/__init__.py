@@ -1,5 +1,6 @@
 """Plain helpers for tests: inputs for mutations, rows through the API, API keys and
-JWTs, requests and WebSocket messages, bounded waits, servers on 127.0.0.1."""
+JWTs, requests and WebSocket messages, bounded waits, servers on 127.0.0.1. The
+modules beside this one hold the helpers of one area's test modules each."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from db.engine import Database, create_database, create_tables
 from db.keys import insert_key, new_key
 from resolvers.ratelimit import MemoryRateStore
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 _numbers = count(1)
 

@@ -12,6 +12,9 @@ NAME_MAX = 200
 SUBJECT_MAX = 64
 STUDENT_ID_MAX = 64
 EMAIL_MAX = 254
+ACTOR_MAX = 200
+OPERATION_MAX = 200
+REQUEST_ID_MAX = 128
 
 
 class Student(SQLModel, table=True):
@@ -119,11 +122,13 @@ class AuditEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
-    actor: str = Field(sa_column=Column(String(200), nullable=False))
+    actor: str = Field(sa_column=Column(String(ACTOR_MAX), nullable=False))
     role: str = Field(sa_column=Column(String(16), nullable=False))
-    operation: str = Field(sa_column=Column(String(200), nullable=False))
+    operation: str = Field(sa_column=Column(String(OPERATION_MAX), nullable=False))
     action: str = Field(sa_column=Column(String(8), nullable=False))
-    request_id: str | None = Field(sa_column=Column(String(128), nullable=True))
+    request_id: str | None = Field(
+        sa_column=Column(String(REQUEST_ID_MAX), nullable=True)
+    )
     # The record itself: a JSON array of the student ids, sorted and unique.
     student_ids: str = Field(nullable=False)
 

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import audit as db_audit
 from db.audit import READ, WRITE, AuditNotWritten, NewAuditEntry
 from db.audit import AuditRecord as AuditRecord
+from db.models import ACTOR_MAX, OPERATION_MAX, REQUEST_ID_MAX
 from db.validation import to_naive_utc, utcnow
-from resolvers.context import OPERATION_MAX, Context
+from resolvers.context import Context
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.pagination import Page, check_first, time_id_cursor, time_id_key
 
@@ -23,8 +24,6 @@ UNAVAILABLE_MESSAGE = (
 WRITE_UNAVAILABLE_MESSAGE = (
     "The audit log could not be written, so the grades were not written."
 )
-_ACTOR_MAX = 200  # the column sizes of db.models.AuditEntry
-_REQUEST_ID_MAX = 128
 
 
 class AuditUnavailable(ClientError):
@@ -59,10 +58,10 @@ def entry(
     ctx: Context, student_ids: Iterable[str], operation: str, action: str
 ) -> NewAuditEntry:
     viewer = ctx.viewer
-    request_id = ctx.request_id[:_REQUEST_ID_MAX] if ctx.request_id else None
+    request_id = ctx.request_id[:REQUEST_ID_MAX] if ctx.request_id else None
     return NewAuditEntry(
         at=utcnow(),
-        actor=viewer.identity[:_ACTOR_MAX],
+        actor=viewer.identity[:ACTOR_MAX],
         role=viewer.role,
         operation=operation[:OPERATION_MAX],
         action=action,

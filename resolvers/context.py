@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from db.audit import AuditLog
 from db.engine import Database
+from db.models import OPERATION_MAX
 from monitoring.monitor import Monitor
 from resolvers.cache import SharedCache
 from resolvers.jobs import ImportJobs
@@ -17,9 +18,6 @@ from resolvers.viewer import Viewer
 if TYPE_CHECKING:
     from resolvers.auth import Authenticator
     from resolvers.ratelimit import RateLimiter, RateState
-
-# The audit log's column size for the operation's name (db.models.AuditEntry).
-OPERATION_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +42,8 @@ class OperationAudit:
     students: set[str] = field(default_factory=set)
     written: set[str] = field(default_factory=set)
     _name: str | None = None
+    # Until the operation ends; a context runs one operation at a time.
+    running: bool = True
 
     @property
     def name(self) -> str:

@@ -132,8 +132,9 @@ async def grade_events(
                     continue
                 if not _may_see(viewer, event):
                     continue
-                # The context lives as long as the connection: nested fields of this
-                # event must not read what an earlier event's loaders cached.
+                # The subscription's context lives as long as the subscription: nested
+                # fields of this event must not read what an earlier event's loaders
+                # cached.
                 ctx.refresh_loaders()
                 # The event carries the student's grades: its audit record commits
                 # first, or the stream ends with DB_UNAVAILABLE instead.

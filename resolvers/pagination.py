@@ -61,7 +61,7 @@ def decode_cursor(cursor: str, kind: str, *readers: Callable[[Any], Any]) -> lis
         raise BadUserInput(f"invalid cursor {cursor!r} for this list", argument="after")
     try:
         return [read(part) for read, part in zip(readers, parts[1:], strict=True)]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadUserInput("invalid cursor", argument="after") from None
 
 

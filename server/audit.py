@@ -75,6 +75,8 @@ class AuditExtension(SchemaExtension):
 
     def __init__(self) -> None:
         self.operation: OperationAudit | None = None
+        # Started on a context that already runs an operation: nothing goes out.
+        self.shared = False
 
     def _context(self) -> Context | None:
         context = self.execution_context.context
@@ -86,16 +88,31 @@ class AuditExtension(SchemaExtension):
             yield
             return
         execution_context = self.execution_context
+        if context.operation is not None and context.operation.running:
+            # Two operations on one context would share one record, and one of
+            # them could go out unrecorded: this one returns nothing.
+            log.error("an operation started on a context already running one")
+            self.shared = True
+            yield
+            if execution_context.result is not None:
+                withhold(execution_context.result, context.request_id)
+            return
         # The operation's record lives on its context: over HTTP each operation
         # has one, and so does each operation of a WebSocket (server/build.py). It
         # stays there: work the operation started (an import) writes under its name.
         self.operation = context.operation = OperationAudit(
             lambda: operation_label(execution_context)
         )
-        yield
+        try:
+            yield
+        finally:
+            self.operation.running = False
         await self._settle(execution_context.result)
 
     async def on_stream_result(self, result: Any) -> None:
+        if self.shared:
+            withhold(result, getattr(self._context(), "request_id", None))
+            return
         await self._settle(result)
 
     async def _settle(self, result: Any) -> None:

@@ -81,7 +81,7 @@ def build_schema(
             *outer_extensions,
             partial(ErrorCodes, expose=expose_errors),
             partial(DocumentGate, documents=documents),
-            # Inside ErrorCodes: a withheld response's error gets the request id.
+            # Inside ErrorCodes, which leaves a withheld response's coded error be.
             *([AuditExtension] if audit else []),
             *extra_extensions,
         ],

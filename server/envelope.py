@@ -51,6 +51,17 @@ class Operation:
     operation_name: str | None
     extensions: dict[str, Any] | None
 
+    def payload(self) -> dict[str, Any]:
+        """The operation as a WebSocket payload: what Strawberry's handlers run."""
+        payload: dict[str, Any] = {
+            "query": self.query,
+            "variables": self.variables,
+            "operationName": self.operation_name,
+        }
+        if self.extensions is not None:
+            payload["extensions"] = self.extensions
+        return payload
+
 
 def parse_operation(data: Any, *, where: str = "the request") -> Operation:
     """The operation of a request body, a GET query string or a WebSocket payload;

@@ -31,10 +31,17 @@ DB_UNAVAILABLE_ERRORS = (
 # graphql-core's did_you_mean(): " Did you mean 'a', 'b', or 'c'?", for enum values
 # " Did you mean the enum value 'A' or 'B'?", and for fields of an abstract type
 # " Did you mean to use an inline fragment on 'A'?" (suggestions are names).
-_SUGGESTION = re.compile(
-    r" Did you mean (?:the enum value |to use an inline fragment on )?"
-    r"'[^']*'(?:,? (?:or )?'[^']*')*\?"
-)
+_NAMES = r"(?:the enum value |to use an inline fragment on )?'[^']*'(?:,? (?:or )?'[^']*')*\?"
+_SUGGESTION = re.compile(r" Did you mean " + _NAMES)
+# An unknown input field reads "... field 'x'. Did you mean 'y'? Found: ..." with a
+# suggestion and "... field 'x', found: ..." without one.
+_SUGGESTION_FOUND = re.compile(r"\. Did you mean " + _NAMES + r" Found:")
+
+
+def without_suggestions(message: str) -> str:
+    """The message as graphql-core words it when told to hide suggestions (Strawberry
+    0.341.2 does not pass that on to validation or to variable coercion)."""
+    return _SUGGESTION.sub("", _SUGGESTION_FOUND.sub(", found:", message))
 
 
 def _sqlstate(error: BaseException | None) -> str:
@@ -158,9 +165,7 @@ class ErrorCodes(SchemaExtension):
             if not self.expose:
                 message = MASKED_MESSAGE
         if "Did you mean" in message and self._hide_suggestions():
-            # graphql-core coerces variables during execution, where Strawberry
-            # does not pass hide_suggestions on.
-            message = _SUGGESTION.sub("", message)
+            message = without_suggestions(message)
         if request_id := self._request_id():
             extensions["requestId"] = request_id
         return GraphQLError(

@@ -287,14 +287,7 @@ class DocumentGate(SchemaExtension):
         errors = self.documents.validate(prepared, schema, tuple(rules))
         if errors:
             return errors
-        variables = context.variables
-        if variables is not None and not isinstance(variables, Mapping):
-            return [
-                GraphQLError(
-                    "variables must be an object (or null)",
-                    extensions={"code": ErrorCode.BAD_USER_INPUT},
-                )
-            ]
+        variables = context.variables  # an object or None: server/envelope.py
         operation_name = context.operation_name
         price = self.documents.cost(prepared, schema, operation_name, variables)
         if price.invalid_variables:

@@ -166,9 +166,8 @@ class GraphQLHTTP:
                 headers={"Retry-After": "1"},
             ) from None
         except ClientError as error:
-            if (
-                error.code == ErrorCode.RATE_LIMITED
-            ):  # too many failed attempts from here
+            # Too many failed attempts from this address.
+            if error.code == ErrorCode.RATE_LIMITED:
                 retry = int(error.extensions.get("retryAfter") or 1)
                 raise Refusal(
                     429,

@@ -224,12 +224,6 @@ class ConnectionGuard:
             log.warning("credential re-check failed: %s", type(error).__name__)
         return None
 
-    async def before_operation(self) -> ConnectionRefusal | None:
-        """Before each operation: the credential may have expired or been revoked
-        since the last check. (Each operation then runs on a context of its own
-        with fresh DataLoaders: GradePulseSchema.stream.)"""
-        return await self.recheck()
-
     def watch(self) -> None:
         """Watch an acknowledged connection whose credential can end (anonymous
         loopback connections have none)."""
@@ -268,12 +262,17 @@ class ConnectionGuard:
             log.exception("the credential watch failed")
 
 
-def payload_problem(payload: object, request_id: str | None) -> dict[str, Any] | None:
-    """The coded error for an operation payload that HTTP would refuse too, or None."""
+def read_payload(message: Any, request_id: str | None) -> dict[str, Any] | None:
+    """Check an operation message's payload as HTTP checks a request, and put the
+    operation back as the envelope reads it (an empty operationName is none); the
+    coded error for a payload HTTP would refuse too, else None."""
     try:
-        parse_operation(payload, where="an operation's payload")
+        operation = parse_operation(
+            message.get("payload"), where="an operation's payload"
+        )
     except Refusal as refusal:
         return refusal.error(request_id)
+    message["payload"] = operation.payload()
     return None
 
 
@@ -328,13 +327,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged:
-            error = payload_problem(message.get("payload"), _request_id(self.context))
+            error = read_payload(message, _request_id(self.context))
             if error is not None:
                 await self.send_message(
                     {"type": "error", "id": str(message.get("id")), "payload": [error]}
                 )
                 return
-            if (refusal := await self.guard.before_operation()) is not None:
+            # The credential may have expired or been revoked since the last check.
+            if (refusal := await self.guard.recheck()) is not None:
                 await self._refuse(refusal)
                 return
         await super().handle_subscribe(message)
@@ -421,7 +421,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         the refused credential."""
         self.connection_acknowledged = False  # Strawberry refuses what follows
         extensions = dict(refusal.extensions)
-        code = extensions.pop("code")
+        code = ErrorCode(extensions.pop("code"))
         error = coded_error(
             code, refusal.message, _request_id(self.context), **extensions
         )
@@ -435,7 +435,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             # Strawberry would fail on a bad payload and drop the operation or the
             # connection, and would silently replace a running operation.
             request_id = _request_id(self.context)
-            error = payload_problem(message.get("payload"), request_id)
+            error = read_payload(message, request_id)
             if error is None and operation_id in self.tasks:
                 error = coded_error(
                     ErrorCode.BAD_USER_INPUT,
@@ -448,7 +448,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                     {"type": "error", "id": str(operation_id), "payload": error}
                 )
                 return
-            if (refusal := await self.guard.before_operation()) is not None:
+            # The credential may have expired or been revoked since the last check.
+            if (refusal := await self.guard.recheck()) is not None:
                 await self._refuse(refusal)
                 return
         await super().handle_start(message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from resolvers.context import OperationAudit
 from tests.factories import (
     post,
 )
@@ -133,3 +134,26 @@ async def test_audit_inserts_are_not_counted_as_the_operations_statements(
     assert len(seeded_api.counter.reads) == 2
     assert body["extensions"]["cost"]["dbQueries"] == 2
     assert len(await records(seeded_api, request_id)) == 1
+
+
+async def test_an_operation_on_a_context_that_runs_another_returns_nothing(
+    seeded_api, caplog
+):
+    """One record per context at a time: a second operation on a context whose
+    operation still runs could go out unrecorded, so it is withheld instead."""
+    context = seeded_api.services.context()
+    context.operation = OperationAudit(lambda: "query:students")  # still running
+
+    result = await seeded_api.app.state.schema.execute(
+        STUDENTS_WITH_GRADES, context_value=context
+    )
+
+    assert result.data is None
+    assert [error.extensions["code"] for error in result.errors] == ["DB_UNAVAILABLE"]
+    assert "already running one" in caplog.text
+    context.operation.running = False  # ended: the next operation records again
+    result = await seeded_api.app.state.schema.execute(
+        STUDENTS_WITH_GRADES, context_value=context
+    )
+    assert result.errors is None
+    assert len(result.data["students"]["edges"]) == 5

@@ -70,3 +70,22 @@ async def test_websockets_refuse_the_same_operations_and_go_on(
     over_http = await seeded_api.post("{ subjects }")
     assert answer["payload"]["data"] == over_http["data"]
     assert len(over_http["data"]["subjects"]) == 5
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+async def test_an_empty_operation_name_is_none_on_every_transport(
+    seeded_api: Any, protocol: str
+) -> None:
+    payload = {"query": "query Subjects { subjects }", "operationName": ""}
+    over_http = (await seeded_api.http.post("/graphql", json=payload)).json()
+
+    start = "subscribe" if protocol == TRANSPORT else "start"
+    async with AsgiWebSocket(seeded_api.app, subprotocol=protocol) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json(RECEIVE_TIMEOUT_S))["type"] == "connection_ack"
+        await ws.send_json({"id": "1", "type": start, "payload": payload})
+        answer = await ws.receive_json(RECEIVE_TIMEOUT_S)
+
+    assert "errors" not in over_http
+    assert answer["type"] in ("next", "data")
+    assert answer["payload"]["data"] == over_http["data"]

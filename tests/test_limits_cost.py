@@ -20,6 +20,7 @@ from graphql import (
 from server import gate as server_gate
 from server.build import build_schema
 from server.cost import LIST_ESTIMATES, PAGE_ARGUMENTS
+from server.gate import graphql_schema
 from server.limits import QueryLimits, check_shape, measure
 from tests.factories import (
     ROOT,
@@ -140,7 +141,7 @@ async def test_cost_is_that_of_the_operation_that_runs(make_api, seeded_url):
 def test_every_unpaged_list_of_objects_has_an_estimate():
     """A new list of objects gets a `first` or an explicit estimate, not the default
     (lists directly inside a connection take the connection's `first`)."""
-    schema = build_schema()._schema
+    schema = graphql_schema(build_schema())
     types = [
         kind
         for name, kind in schema.type_map.items()

@@ -73,7 +73,11 @@ def test_a_time_with_an_offset_reads_as_naive_utc():
     assert decode_cursor(cursor, "a", time_part, id_part) == [RECORDED_AT, 3]
 
 
-@pytest.mark.parametrize("value", ["yesterday", 5, None])
+@pytest.mark.parametrize(
+    "value",
+    # the last two are ISO 8601 times that have no UTC time in range
+    ["yesterday", 5, None, "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"],
+)
 def test_a_time_that_is_no_iso_8601_text_is_refused(value: Any):
     with pytest.raises(BadUserInput):
         decode_cursor(encode_cursor("a", value, 3), "a", time_part, id_part)

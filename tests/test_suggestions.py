@@ -28,7 +28,7 @@ BAD_INPUT = (
         "to include required field 'studentId', found: {'studntId': 'S00001', "
         "'subject': 'Math', 'score': 90}.",
         "Variable '$input' has invalid value: Expected value of type 'GradeAddInput' "
-        "not to include unknown field 'studntId'. Found: {'studntId': 'S00001', "
+        "not to include unknown field 'studntId', found: {'studntId': 'S00001', "
         "'subject': 'Math', 'score': 90}.",
     ],
 )
@@ -39,7 +39,7 @@ TWO_SUGGESTIONS = (
     {"input": {"studentId": "S00001", "subject": "Math", "score": 90, "Score": 1}},
     [
         "Variable '$input' has invalid value: Expected value of type 'GradeAddInput' "
-        "not to include unknown field 'Score'. Found: {'studentId': 'S00001', "
+        "not to include unknown field 'Score', found: {'studentId': 'S00001', "
         "'subject': 'Math', 'score': 90, 'Score': 1}.",
     ],
 )
@@ -83,3 +83,27 @@ async def test_development_variable_errors_still_suggest(
     body = (await post(seeded_api, query, variables)).json()
 
     assert suggestion in " ".join(error["message"] for error in body["errors"])
+
+
+async def test_production_validation_errors_suggest_nothing(make_api, scratch_url):
+    """Literals are checked by validation: the same wording as graphql-core's own
+    with suggestions hidden."""
+    api = await make_api(
+        scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
+    )
+    query = (
+        'mutation { gradeAdd(input: {studntId: "S00001", studentId: "S00001", '
+        'subject: "Math", score: 90}) { __typename } }'
+    )
+
+    response = await api.http.post(
+        "/graphql", json={"query": query}, headers=bearer_header(jwt_token())
+    )
+
+    [error] = response.json()["errors"]
+    assert error["message"] == (
+        "Expected value of type 'GradeAddInput' not to include unknown field "
+        '\'studntId\', found: { studntId: "S00001", studentId: "S00001", '
+        'subject: "Math", score: 90 }.'
+    )
+    assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"

@@ -150,7 +150,13 @@ async def running(
 ) -> AsyncIterator[None]:
     """The lifespan: the schema checked (or migrated), then the audit writer and the
     monitor run while the app does."""
-    await prepare_schema(database, environment)
+    try:
+        await prepare_schema(database, environment)
+    except BaseException:  # refused: close what create_app opened, then stop
+        if audit_log is not None:
+            await audit_log.stop()
+        await database.dispose()
+        raise
     if audit_log is not None:
         audit_log.start()
     if observe:

@@ -11,6 +11,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
@@ -94,7 +95,10 @@ async def upgrade(database: Database, *, lock_timeout_s: float = 60.0) -> Upgrad
     IMMEDIATE, waiting up to the busy timeout), so that a second caller waits, then
     finds the database at head. A database made by create_all is stamped, not rebuilt."""
     async with database.write_engine.connect() as conn:
-        return await conn.run_sync(_upgrade, lock_timeout_s)
+        try:
+            return await conn.run_sync(_upgrade, lock_timeout_s)
+        except CommandError as exc:  # e.g. a revision this code does not know
+            raise MigrationError(str(exc)) from None
 
 
 def _upgrade(connection: Connection, lock_timeout_s: float) -> Upgrade:

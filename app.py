@@ -455,6 +455,8 @@ def main() -> None:
     except (SettingsError, StartRefused) as exc:
         sys.exit(str(exc))
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
+    # prepare_schema logs what a migration did; Alembic's own lines are noise here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -8,7 +8,7 @@ PORT ?= 8000
 export HOST PORT
 SOURCES := app.py cli server schema resolvers db monitoring settings bench tests
 
-.PHONY: install run seed test lint bench clean
+.PHONY: install run migrate seed test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# Upgrade DATABASE_URL's database to the latest migration (staging and production
+# refuse to start until it is there; development does it at start).
+migrate: install
+	$(BIN)/python -m cli.migrate
+
+# The seed migrates the (new) demo database first, so the server finds it at head.
 seed: install
 	$(BIN)/python -m db.seed --if-empty --students 1000 --grades-per-student 20 --seed 42
 

@@ -21,7 +21,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from db.audit import AuditLog
-from db.engine import Database, create_database, create_tables, ping
+from db.engine import Database, create_database, ping
+from db.migrations import MigrationError, revision, upgrade
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
@@ -53,6 +54,11 @@ try:
 except PackageNotFoundError:  # running from a checkout without `pip install -e .`
     VERSION = "unknown"
 log = logging.getLogger("gradepulse")
+MIGRATE_COMMAND = "make migrate (python -m cli.migrate)"
+
+
+class StartRefused(Exception):
+    """The server must not start against this database; the message is one line."""
 
 
 def configure_logging(settings: Settings) -> None:
@@ -113,7 +119,13 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     app = Starlette(
         debug=False,
         lifespan=partial(
-            running, database, services, monitor, audit_log, observe=observe
+            running,
+            database,
+            services,
+            monitor,
+            audit_log,
+            environment=settings.environment,
+            observe=observe,
         ),
         middleware=middleware(settings, monitor.registry if observe else None),
         routes=build_routes(settings, database, services, schema, monitor, sinks),
@@ -133,10 +145,18 @@ async def running(
     audit_log: AuditLog | None,
     app: Starlette,
     *,
+    environment: str,
     observe: bool,
 ) -> AsyncIterator[None]:
-    """The lifespan: tables, the audit writer and the monitor run while the app does."""
-    await create_tables(database)
+    """The lifespan: the schema checked (or migrated), then the audit writer and the
+    monitor run while the app does."""
+    try:
+        await prepare_schema(database, environment)
+    except BaseException:  # refused: close what create_app opened, then stop
+        if audit_log is not None:
+            await audit_log.stop()
+        await database.dispose()
+        raise
     if audit_log is not None:
         audit_log.start()
     if observe:
@@ -151,6 +171,38 @@ async def running(
         await audit_log.stop()
     await monitor.stop()
     await database.dispose()
+
+
+async def prepare_schema(database: Database, environment: str) -> None:
+    """Development migrates to head, once for the whole cluster (under a database
+    lock); staging and production only check, and refuse a database not at head."""
+    try:
+        if environment == "development":
+            done = await upgrade(database)
+            if done.stamped:
+                log.info("database made before migrations: stamped at %s", done.after)
+            elif done.changed:
+                log.info("database migrated from %s to %s", done.before, done.after)
+            return
+        state = await revision(database)
+    except MigrationError as exc:
+        raise StartRefused(f"refusing to start: {exc}") from None
+    if not state.at_head:
+        raise StartRefused(
+            f"refusing to start: the database is at migration {state.current or 'none'}"
+            f", not at the latest ({state.head}): run {MIGRATE_COMMAND} first"
+        )
+
+
+async def check_schema(settings: Settings) -> None:
+    """prepare_schema before the server starts, so that a refusal is one line."""
+    database = create_database(
+        settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+    )
+    try:
+        await prepare_schema(database, settings.environment)
+    finally:
+        await database.dispose()
 
 
 def build_routes(
@@ -391,15 +443,20 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
 
 
 def main() -> None:
+    import asyncio
     import sys
 
     import uvicorn
 
     try:
         settings = load_settings()
-    except SettingsError as exc:
+        configure_logging(settings)
+        asyncio.run(check_schema(settings))
+    except (SettingsError, StartRefused) as exc:
         sys.exit(str(exc))
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
+    # prepare_schema logs what a migration did; Alembic's own lines are noise here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

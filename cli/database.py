@@ -1,8 +1,12 @@
-"""The database URL every command works on: its option, else the settings."""
+"""The database every command works on: its URL (the option, else the settings), and
+its schema brought to the latest migration."""
 
 from __future__ import annotations
 
 import sys
+
+from db.engine import Database
+from db.migrations import MigrationError, upgrade
 
 
 def database_url(option: str | None) -> str | None:
@@ -18,3 +22,14 @@ def database_url(option: str | None) -> str | None:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+
+
+async def migrated(database: Database) -> bool:
+    """Upgrade the database to the latest migration (creating the schema in an empty
+    one); False, after printing the one-line reason, when it cannot be."""
+    try:
+        await upgrade(database)
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return False
+    return True

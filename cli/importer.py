@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cli.database import database_url
+from cli.database import database_url, migrated
 from db.csvrows import (
     ParsedCsv,
     RowProblem,
@@ -20,7 +20,7 @@ from db.csvrows import (
     parse_students_csv,
     sort_problems,
 )
-from db.engine import Database, create_database, create_tables
+from db.engine import Database, create_database
 from db.importer import ImportRejected, ImportSummary, find_conflicts, import_rows
 from db.validation import NewGrade, NewStudent
 
@@ -85,7 +85,8 @@ async def _run(
     grades_name = grades_path.name if grades_path else "grades.csv"
     database = create_database(url)
     try:
-        await create_tables(database)
+        if not await migrated(database):
+            return 1
         if not (students.ok and grades.ok):
             # Report what the database would add too, so one run lists every bad row.
             async with database.sessions() as session:

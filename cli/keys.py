@@ -11,8 +11,8 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli.database import database_url
-from db.engine import Database, create_database, create_tables
+from cli.database import database_url, migrated
+from db.engine import Database, create_database
 from db.keys import KEY_PREFIX, ApiKeyRecord
 from db.models import NAME_MAX
 from db.validation import utcnow
@@ -150,7 +150,8 @@ def _check(args: argparse.Namespace) -> None:
 async def _run(url: str, args: argparse.Namespace) -> int:
     database = create_database(url)
     try:
-        await create_tables(database)
+        if not await migrated(database):
+            return 1
         if args.command == "create":
             return await _create(database, args)
         if args.command == "list":

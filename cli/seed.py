@@ -7,8 +7,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from cli.database import database_url
-from db.engine import create_database, create_tables
+from cli.database import database_url, migrated
+from db.engine import create_database
 from db.seed import is_empty, seed
 from db.students import StudentFilter, count_students
 
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Fill an empty database with deterministic demo students and "
-        "grades (creating the tables when absent).",
+        "grades (migrating it to the latest schema first).",
     )
     parser.add_argument("--students", type=_positive, default=1000)
     parser.add_argument("--grades-per-student", type=_positive, default=20)
@@ -46,7 +46,8 @@ async def _run(
 ) -> int:
     database = create_database(url)
     try:
-        await create_tables(database)
+        if not await migrated(database):
+            return 1
         if not await is_empty(database):
             async with database.sessions() as session:
                 existing = await count_students(session, StudentFilter())

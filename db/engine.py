@@ -56,6 +56,11 @@ class Database:
         async with self.write_sessions() as session, session.begin():
             yield session
 
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine whose transactions BEGIN IMMEDIATE on SQLite (migrations)."""
+        return self.engine.execution_options(**{_IMMEDIATE: True})
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
@@ -98,10 +103,12 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         # Take transaction control from the driver so that writes can BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # The busy timeout first: switching a new file to WAL takes a lock that a
+        # second process opening it at the same moment must wait for.
         for pragma in (
+            f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
             "PRAGMA journal_mode=WAL",
             "PRAGMA foreign_keys=ON",
-            f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
             "PRAGMA synchronous=FULL",
         ):
             cursor.execute(pragma)
@@ -116,7 +123,8 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
 
 async def create_tables(database: Database) -> None:
-    """Create the tables and indexes that are absent."""
+    """Create the tables and indexes that are absent, as every database was made before
+    migrations existed; the server and the commands migrate instead (db.migrations)."""
     async with database.engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
 

@@ -19,7 +19,8 @@ from sqlalchemy import event, select, text
 from starlette.applications import Starlette
 
 from db import models
-from db.engine import Database, async_url, create_database, create_tables
+from db.engine import Database, async_url, create_database
+from db.migrations import upgrade
 from db.seed import seed
 from settings import Settings
 from tests.factories import (
@@ -103,7 +104,7 @@ async def seeded_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         if backend == "postgresql":
             await _drop_all(database)
-        await create_tables(database)
+        await upgrade(database)
         await seed(
             database,
             students=SEEDED_STUDENTS,
@@ -116,10 +117,13 @@ async def seeded_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 async def _drop_all(database: Any) -> None:
+    """Every table, Alembic's version table included (or the next upgrade would find
+    the database at head with no tables)."""
     from sqlmodel import SQLModel
 
     async with database.engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.drop_all)
+        await conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
 
 @pytest.fixture
@@ -213,6 +217,13 @@ async def make_api() -> AsyncIterator[Any]:
     async def factory(database_url: str, **overrides: Any) -> Api:
         from app import create_app
 
+        if overrides.get("environment", "development") != "development":
+            # Staging and production start only at head: as `make migrate` would.
+            database = create_database(database_url)
+            try:
+                await upgrade(database)
+            finally:
+                await database.dispose()
         app = create_app(make_settings(database_url, **overrides))
         manager = LifespanManager(app)
         await manager.__aenter__()

@@ -112,7 +112,7 @@ async def seed(
     chunk_size: int = CHUNK_SIZE,
 ) -> tuple[int, int]:
     """Insert `generate(...)`'s rows in one write transaction; the tables must
-    exist (`create_tables`). Returns (students, grades) inserted."""
+    exist (`db.migrations.upgrade`). Returns (students, grades) inserted."""
     student_rows, grade_rows = generate(students, grades_per_student, seed)
     async with database.writing() as session:
         for table, rows in ((models.Student, student_rows), (models.Grade, grade_rows)):

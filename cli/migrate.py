@@ -1,0 +1,53 @@
+"""`python -m cli.migrate` (`make migrate`): upgrade the database to the latest migration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from cli.database import database_url
+from db.engine import create_database
+from db.migrations import MigrationError, upgrade
+
+PROG = "python -m cli.migrate"
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Upgrade the database to the latest migration (creating the "
+        "schema in an empty one; a database made before migrations existed is "
+        "stamped, its data kept). Safe to run again, and from several machines.",
+    )
+    parser.add_argument(
+        "--database-url", help="overrides DATABASE_URL from the environment"
+    )
+    args = parser.parse_args(argv)
+    url = database_url(args.database_url)
+    if url is None:
+        return 2
+    return asyncio.run(_run(url))
+
+
+async def _run(url: str) -> int:
+    database = create_database(url)
+    try:
+        done = await upgrade(database)
+    except MigrationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await database.dispose()
+    if done.stamped:
+        print(f"a database made before migrations: stamped at {done.after}")
+    elif done.changed:
+        print(f"migrated from {done.before or 'an empty database'} to {done.after}")
+    else:
+        print(f"already at the latest migration ({done.after}): nothing to do")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from sqlmodel import SQLModel
 from db import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 _IMMEDIATE = "gradepulse_begin_immediate"
+
+# How long a connection opening a new file waits before it looks at the journal
+# mode again (see _use_wal).
+WAL_RETRY_S = 0.02
 
 
 def async_url(url: str) -> str:
@@ -103,15 +108,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         # Take transaction control from the driver so that writes can BEGIN IMMEDIATE.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # The busy timeout first: switching a new file to WAL takes a lock that a
-        # second process opening it at the same moment must wait for.
-        for pragma in (
-            f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA synchronous=FULL",
-        ):
-            cursor.execute(pragma)
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        _use_wal(cursor, busy_timeout_ms / 1000)
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -120,6 +120,28 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
         # the busy timeout: writers take the lock up front.
         immediate = conn.get_execution_options().get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _use_wal(cursor: Any, timeout_s: float) -> None:
+    """Switch the file to WAL. The switch needs a moment of exclusive access, for
+    which SQLite does not call the busy handler: when another connection is opening
+    the same new file (two workers starting), read the mode it left, retrying for up
+    to the busy timeout. Only a brand-new file ever waits here."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception:
+            try:
+                cursor.execute("PRAGMA journal_mode")
+                if str(cursor.fetchone()[0]).lower() == "wal":
+                    return
+            except Exception:
+                pass  # still locked: try again
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_RETRY_S)
 
 
 async def create_tables(database: Database) -> None:

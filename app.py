@@ -12,6 +12,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,7 +42,8 @@ from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
 from resolvers.loaders import CACHE_NAMES
-from resolvers.ratelimit import MemoryRateStore, RateLimiter
+from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
+from resolvers.ratelimit_redis import RedisRateStore
 from server.build import GradePulseSchema, build_schema
 from server.endpoint import GraphQLEndpoint
 from server.http import UPLOAD_HEADER, HTTPLimits
@@ -55,6 +59,13 @@ except PackageNotFoundError:  # running from a checkout without `pip install -e 
     VERSION = "unknown"
 log = logging.getLogger("gradepulse")
 MIGRATE_COMMAND = "make migrate (python -m cli.migrate)"
+# A dead or unreachable Redis answers an operation within this long instead of
+# hanging it (connect and every read); the rate store then charges locally.
+REDIS_TIMEOUT_S = 0.5
+# Connections per worker. Past them an operation waits (up to REDIS_TIMEOUT_S) for
+# one to be free: commands take well under a millisecond, and a pool that refused
+# instead would look like a Redis that is down.
+REDIS_CONNECTIONS = 50
 
 
 class StartRefused(Exception):
@@ -99,6 +110,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         FileSink("costsCsv", settings.costs_csv_path, header=COSTS_HEADER),
     )
     monitor = build_monitor(settings, cache, *sinks)
+    redis = connect_redis(settings)
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
     # The audit log writes through an engine of its own (db/audit.py).
     audit_log = (
@@ -112,7 +124,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    services = build_services(settings, database, cache, monitor, audit_log)
+    services = build_services(settings, database, cache, monitor, audit_log, redis)
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
 
@@ -124,11 +136,14 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
             services,
             monitor,
             audit_log,
+            redis,
             environment=settings.environment,
             observe=observe,
         ),
         middleware=middleware(settings, monitor.registry if observe else None),
-        routes=build_routes(settings, database, services, schema, monitor, sinks),
+        routes=build_routes(
+            settings, database, services, schema, monitor, sinks, redis
+        ),
     )
     app.state.services = services
     app.state.schema = schema
@@ -143,6 +158,7 @@ async def running(
     services: Services,
     monitor: Monitor,
     audit_log: AuditLog | None,
+    redis: Redis | None,
     app: Starlette,
     *,
     environment: str,
@@ -156,6 +172,8 @@ async def running(
         if audit_log is not None:
             await audit_log.stop()
         await database.dispose()
+        if redis is not None:
+            await redis.aclose()
         raise
     if audit_log is not None:
         audit_log.start()
@@ -171,6 +189,34 @@ async def running(
         await audit_log.stop()
     await monitor.stop()
     await database.dispose()
+    if redis is not None:
+        await redis.aclose()
+
+
+def connect_redis(settings: Settings) -> Redis | None:
+    """The worker's one Redis client when REDIS_URL is set. It connects on first use,
+    not here; a failed command is not retried by the client (the callers fall back
+    and try again by themselves), so a dead Redis costs about REDIS_TIMEOUT_S."""
+    if settings.redis_url is None:
+        return None
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_TIMEOUT_S,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return Redis.from_pool(pool)
+
+
+def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
+    """Buckets in this process, or shared by the cluster through Redis."""
+    if redis is None:
+        return MemoryRateStore()
+    return RedisRateStore(
+        redis, prefix=settings.redis_prefix, fallback=MemoryRateStore()
+    )
 
 
 async def prepare_schema(database: Database, environment: str) -> None:
@@ -212,6 +258,7 @@ def build_routes(
     schema: GradePulseSchema,
     monitor: Monitor,
     sinks: Sequence[FileSink],
+    redis: Redis | None,
 ) -> list[BaseRoute]:
     """/graphql, the health endpoints, /metrics, /dashboard and the static files."""
     graphql = GraphQLEndpoint(
@@ -225,6 +272,7 @@ def build_routes(
         ping=partial(ping, database),
         dialect=database.dialect,
         sinks=sinks,
+        redis_ping=redis.ping if redis is not None else None,
         version=VERSION,
         environment=settings.environment,
         uptime_seconds=monitor.registry.uptime_seconds,
@@ -256,6 +304,7 @@ def build_services(
     cache: LocalCache,
     monitor: Monitor,
     audit_log: AuditLog | None,
+    redis: Redis | None,
 ) -> Services:
     """The application layer's services, from the settings."""
     return Services(
@@ -281,7 +330,7 @@ def build_services(
             key_cache_ttl_s=settings.api_key_cache_ttl_s,
         ),
         rate_limiter=RateLimiter(
-            MemoryRateStore(),
+            rate_store(settings, redis),
             student=settings.rate_limit_student,
             teacher=settings.rate_limit_teacher,
             admin=settings.rate_limit_admin,

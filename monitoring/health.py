@@ -17,11 +17,14 @@ from monitoring.sinks import FileSink
 
 log = logging.getLogger("gradepulse")
 DB_CHECK_TIMEOUT_S = 1.0
+REDIS_CHECK_TIMEOUT_S = 0.5
 
 
 class Health:
     """The health endpoints. `ping` makes one round trip to the database; slower
-    than DB_CHECK_TIMEOUT_S, or failing, is "unavailable"."""
+    than DB_CHECK_TIMEOUT_S, or failing, is "unavailable". `redis_ping` (None without
+    REDIS_URL) does the same for Redis within REDIS_CHECK_TIMEOUT_S: a Redis that is
+    down degrades /health, but only the database decides readiness."""
 
     def __init__(
         self,
@@ -29,6 +32,7 @@ class Health:
         ping: Callable[[], Awaitable[None]],
         dialect: str,
         sinks: Sequence[FileSink],
+        redis_ping: Callable[[], Awaitable[object]] | None = None,
         version: str,
         environment: str,
         uptime_seconds: Callable[[], float],
@@ -36,6 +40,7 @@ class Health:
         self.ping = ping
         self.dialect = dialect
         self.sinks = sinks
+        self.redis_ping = redis_ping
         self.version = version
         self.environment = environment
         self.uptime_seconds = uptime_seconds
@@ -58,8 +63,20 @@ class Health:
         latency = (time.perf_counter() - started) * 1000
         return {"status": "ok", "dialect": self.dialect, "latencyMs": round(latency, 3)}
 
+    async def check_redis(self) -> str:
+        if self.redis_ping is None:
+            return "unconfigured"
+        try:
+            await asyncio.wait_for(self.redis_ping(), REDIS_CHECK_TIMEOUT_S)
+        except Exception:
+            return "down"
+        return "ok"
+
     async def health(self, request: Request) -> JSONResponse:
-        checks: dict[str, Any] = {"database": await self.check_database()}
+        database, redis = await asyncio.gather(
+            self.check_database(), self.check_redis()
+        )
+        checks: dict[str, Any] = {"database": database}
         for sink in self.sinks:
             status = sink.status()
             checks[status.name] = {
@@ -68,7 +85,9 @@ class Health:
                 "failures": status.failures,
                 "lastError": status.last_error,
             }
-        ok = all(check["status"] == "ok" for check in checks.values())
+        ok = redis != "down" and all(
+            check["status"] == "ok" for check in checks.values()
+        )
         return JSONResponse(
             {
                 "status": "ok" if ok else "degraded",
@@ -76,6 +95,7 @@ class Health:
                 "environment": self.environment,
                 "uptimeSeconds": round(self.uptime_seconds(), 3),
                 "checks": checks,
+                "cluster": {"redis": redis},
             }
         )
 

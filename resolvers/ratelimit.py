@@ -17,7 +17,7 @@ WINDOW_S = 60.0
 # one is forgotten (it starts again with a full bucket).
 MAX_IDENTITIES = 100_000
 # Float refills can land a hair below a whole point (9.999999999 for 10).
-_EPSILON = 1e-9
+EPSILON = 1e-9
 
 
 class RateState(NamedTuple):
@@ -37,7 +37,8 @@ class RateState(NamedTuple):
 
 
 class RateStore(Protocol):
-    """Where buckets live: in process here, shared through Redis later (DESIGN.md).
+    """Where buckets live: in process (MemoryRateStore) or shared by the cluster
+    through Redis (resolvers/ratelimit_redis.py).
     `take` never raises for an over-budget call: it answers with allowed=False and
     charges nothing. A cost of 0 is always allowed and charges nothing."""
 
@@ -83,32 +84,48 @@ class MemoryRateStore:
 
     async def take(self, identity: str, capacity: int, cost: int) -> RateState:
         now = self._clock()
-        rate = capacity / WINDOW_S  # points per second
         bucket = self._buckets.get(identity)
         tokens = float(capacity)
         if bucket is not None:
-            refill = max(0.0, now - bucket.at) * rate
-            tokens = min(float(capacity), bucket.tokens + refill)
-        allowed = cost <= tokens + _EPSILON
-        retry_after_s = 0
-        if allowed:
-            if cost > 0:
-                tokens = max(0.0, tokens - cost)
-                self._buckets[identity] = _Bucket(tokens, now)
-                self._buckets.move_to_end(identity)
-                self._prune(now)
-        else:
-            retry_after_s = max(1, math.ceil((cost - tokens) / rate - _EPSILON))
-        to_full = max(0.0, (capacity - tokens) / rate - _EPSILON)
-        return RateState(
-            cost=cost,
-            limit=capacity,
-            remaining=math.floor(tokens + _EPSILON),
-            reset_at=datetime.fromtimestamp(math.ceil(now + to_full), UTC),
-            allowed=allowed,
-            retry_after_s=retry_after_s,
-            full_in_s=math.ceil(to_full),
-        )
+            tokens = refilled(bucket.tokens, bucket.at, now, capacity)
+        allowed = cost <= tokens + EPSILON
+        if allowed and cost > 0:
+            tokens = max(0.0, tokens - cost)
+            self._buckets[identity] = _Bucket(tokens, now)
+            self._buckets.move_to_end(identity)
+            self._prune(now)
+        return rate_state(capacity, cost, tokens, now, allowed=allowed)
+
+
+# The bucket's arithmetic, shared by every store (resolvers/ratelimit_redis.py runs
+# the same steps in Lua, then answers through rate_state).
+
+
+def refilled(tokens: float, at: float, now: float, capacity: int) -> float:
+    """A bucket's points at `now`, charged down to `tokens` at `at` (epoch seconds)."""
+    rate = capacity / WINDOW_S  # points per second
+    return min(float(capacity), tokens + max(0.0, now - at) * rate)
+
+
+def rate_state(
+    capacity: int, cost: int, tokens: float, now: float, *, allowed: bool
+) -> RateState:
+    """The answer for one charge: `tokens` are the points left after it (all of them
+    when it was refused, since a refused call is charged nothing)."""
+    rate = capacity / WINDOW_S
+    retry_after_s = (
+        0 if allowed else max(1, math.ceil((cost - tokens) / rate - EPSILON))
+    )
+    to_full = max(0.0, (capacity - tokens) / rate - EPSILON)
+    return RateState(
+        cost=cost,
+        limit=capacity,
+        remaining=math.floor(tokens + EPSILON),
+        reset_at=datetime.fromtimestamp(math.ceil(now + to_full), UTC),
+        allowed=allowed,
+        retry_after_s=retry_after_s,
+        full_in_s=math.ceil(to_full),
+    )
 
 
 class RateLimiter:

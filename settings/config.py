@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0)
     db_busy_timeout_ms: int = Field(5000, ge=0)
     redis_url: str | None = None
+    # Every Redis key and channel starts with it: clusters (and test runs) sharing one
+    # Redis never see each other's data (pub/sub channels ignore database numbers).
+    redis_prefix: str = Field("gradepulse:", min_length=1)
 
     cache_size: int = Field(500, ge=0)
     cache_ttl_seconds: float = Field(300.0, gt=0)

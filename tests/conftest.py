@@ -1,10 +1,12 @@
 """Fixtures: the real app per backend (SQLite always, PostgreSQL with TEST_DATABASE_URL),
-a seeded read-only database and a scratch one per test, the gql client, SQL counters."""
+a seeded read-only database and a scratch one per test, the gql client, SQL counters,
+and Redis (TEST_REDIS_URL) under a key prefix of the test's own."""
 
 from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +85,38 @@ def skip_without_postgres() -> None:
         if _require_services():
             pytest.fail(reason + " (REQUIRE_SERVICES=1)")
         pytest.skip(reason)
+
+
+def skip_without_redis() -> str:
+    """TEST_REDIS_URL, or skip (fail under REQUIRE_SERVICES=1) without it."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        reason = "Redis run skipped: TEST_REDIS_URL is not set"
+        if _require_services():
+            pytest.fail(reason + " (REQUIRE_SERVICES=1)")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return skip_without_redis()
+
+
+@pytest.fixture
+async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A REDIS_PREFIX no other test (or run) uses; its keys are deleted afterwards."""
+    from redis.asyncio import Redis
+
+    prefix = f"gradepulse-test:{uuid.uuid4().hex}:"
+    yield prefix
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

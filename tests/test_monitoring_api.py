@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.factories import free_port
+
 STUDENTS = "query Roster { students(first: 5) { edges { node { studentId grades { score } } } } }"
 
 
@@ -226,6 +228,33 @@ async def test_health_reports_version_checks_and_uptime(api):
     assert health["version"] == "0.1.0"
     assert set(health["checks"]) == {"database", "alertLog", "costsCsv"}
     assert health["uptimeSeconds"] >= 0
+    assert health["cluster"] == {"redis": "unconfigured"}
+
+
+async def test_health_reports_a_redis_that_answers(make_api, scratch_url, redis_url):
+    api = await make_api(scratch_url, redis_url=redis_url)
+
+    health = (await api.http.get("/health")).json()
+
+    assert health["status"] == "ok"
+    assert health["cluster"] == {"redis": "ok"}
+
+
+async def test_a_redis_that_is_down_degrades_health_but_not_readiness(
+    make_api, scratch_url
+):
+    # Nothing listens on that port (no TEST_REDIS_URL needed).
+    api = await make_api(scratch_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+
+    health = await api.http.get("/health")
+    ready = await api.http.get("/health/ready")
+
+    assert health.status_code == 200
+    assert health.json()["status"] == "degraded"
+    assert health.json()["cluster"] == {"redis": "down"}
+    assert health.json()["checks"]["database"]["status"] == "ok"
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ok"
 
 
 async def test_bad_alert_rules_stop_start_up(scratch_url):

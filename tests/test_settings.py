@@ -74,6 +74,8 @@ def test_dot_env_file_is_read(tmp_path, monkeypatch):
         ("CACHE_SIZE", "-1", "CACHE_SIZE: Input should be greater than or equal to 0"),
         ("DATABASE_URL", "mysql://x", "DATABASE_URL: must start with sqlite:///"),
         ("PORT", "99999", "PORT: Input should be less than or equal to 65535"),
+        ("REDIS_URL", "http://x", "REDIS_URL: must start with redis://"),
+        ("REDIS_PREFIX", "", "REDIS_PREFIX: String should have at least 1 character"),
     ],
 )
 def test_bad_values_stop_with_one_line_naming_the_variable(
@@ -113,6 +115,21 @@ def test_accepted_database_urls(monkeypatch, url):
     monkeypatch.setenv("DATABASE_URL", url)
 
     assert load_settings().database_url == url
+
+
+def test_redis_is_unset_and_its_prefix_is_gradepulse(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("REDIS_PREFIX", raising=False)
+    plain = load_settings()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.setenv("REDIS_PREFIX", "district-7:")
+    shared = load_settings()
+
+    assert (plain.redis_url, plain.redis_prefix) == (None, "gradepulse:")
+    assert (shared.redis_url, shared.redis_prefix) == (
+        "redis://127.0.0.1:6379/3",
+        "district-7:",
+    )
 
 
 def test_app_start_up_refuses_a_bad_value_in_one_line(tmp_path):

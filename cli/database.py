@@ -3,10 +3,18 @@ its schema brought to the latest migration."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from db.engine import Database
 from db.migrations import MigrationError, upgrade
+
+
+def add_database_url(parser: argparse.ArgumentParser) -> None:
+    """The `--database-url` option every command takes."""
+    parser.add_argument(
+        "--database-url", help="overrides DATABASE_URL from the environment"
+    )
 
 
 def database_url(option: str | None) -> str | None:

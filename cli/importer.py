@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cli.database import database_url, migrated
+from cli.database import add_database_url, database_url, migrated
 from db.csvrows import (
     ParsedCsv,
     RowProblem,
@@ -41,9 +41,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         type=Path,
         help="CSV: student_id,subject,score[,max_score][,recorded_at]",
     )
-    parser.add_argument(
-        "--database-url", help="overrides DATABASE_URL from the environment"
-    )
+    add_database_url(parser)
     args = parser.parse_args(argv)
     if args.students is None and args.grades is None:
         parser.error("give --students, --grades or both")

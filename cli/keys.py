@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from cli.database import database_url, migrated
+from cli.database import add_database_url, database_url, migrated
 from db.engine import Database, create_database
 from db.keys import KEY_PREFIX, ApiKeyRecord
 from db.models import NAME_MAX
@@ -100,9 +100,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
 
     for command in (create, commands.choices["list"], revoke):
-        command.add_argument(
-            "--database-url", help="overrides DATABASE_URL from the environment"
-        )
+        add_database_url(command)
     return parser
 
 

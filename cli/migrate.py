@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from cli.database import database_url
+from cli.database import add_database_url, database_url
 from db.engine import create_database
 from db.migrations import MigrationError, upgrade
 
@@ -21,9 +21,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         "schema in an empty one; a database made before migrations existed is "
         "stamped, its data kept). Safe to run again, and from several machines.",
     )
-    parser.add_argument(
-        "--database-url", help="overrides DATABASE_URL from the environment"
-    )
+    add_database_url(parser)
     args = parser.parse_args(argv)
     url = database_url(args.database_url)
     if url is None:

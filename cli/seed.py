@@ -7,7 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from cli.database import database_url, migrated
+from cli.database import add_database_url, database_url, migrated
 from db.engine import create_database
 from db.seed import is_empty, seed
 from db.students import StudentFilter, count_students
@@ -29,9 +29,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         action="store_true",
         help="do nothing (and succeed) when the students table has rows",
     )
-    parser.add_argument(
-        "--database-url", help="overrides DATABASE_URL from the environment"
-    )
+    add_database_url(parser)
     args = parser.parse_args(argv)
     url = database_url(args.database_url)
     if url is None:

@@ -27,6 +27,7 @@ from db.audit import AuditLog
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
+from monitoring.cluster import Cluster, Worker
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
 from monitoring.health import Health
@@ -127,6 +128,8 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     services = build_services(settings, database, cache, monitor, audit_log, redis)
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
+    cluster = cluster_for(settings, redis)
+    monitor.heartbeat = cluster.beat  # once per sampler tick
 
     app = Starlette(
         debug=False,
@@ -139,16 +142,18 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
             redis,
             environment=settings.environment,
             observe=observe,
+            cluster=cluster,
         ),
         middleware=middleware(settings, monitor.registry if observe else None),
         routes=build_routes(
-            settings, database, services, schema, monitor, sinks, redis
+            settings, database, services, schema, monitor, sinks, redis, cluster
         ),
     )
     app.state.services = services
     app.state.schema = schema
     app.state.settings = settings
     app.state.monitor = monitor
+    app.state.cluster = cluster
     return app
 
 
@@ -163,6 +168,7 @@ async def running(
     *,
     environment: str,
     observe: bool,
+    cluster: Cluster,
 ) -> AsyncIterator[None]:
     """The lifespan: the schema checked (or migrated), then the audit writer and the
     monitor run while the app does."""
@@ -188,6 +194,7 @@ async def running(
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
+    await cluster.leave()  # the other workers stop listing this one at once
     await database.dispose()
     if redis is not None:
         await redis.aclose()
@@ -208,6 +215,16 @@ def connect_redis(settings: Settings) -> Redis | None:
         retry=Retry(NoBackoff(), 0),
     )
     return Redis.from_pool(pool)
+
+
+def cluster_for(settings: Settings, redis: Redis | None) -> Cluster:
+    """This worker (a new id at every start) and, with Redis, its heartbeat."""
+    return Cluster(
+        Worker.here(),
+        redis,
+        prefix=settings.redis_prefix,
+        interval_s=settings.sample_interval_ms / 1000,
+    )
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
@@ -259,6 +276,7 @@ def build_routes(
     monitor: Monitor,
     sinks: Sequence[FileSink],
     redis: Redis | None,
+    cluster: Cluster,
 ) -> list[BaseRoute]:
     """/graphql, the health endpoints, /metrics, /dashboard and the static files."""
     graphql = GraphQLEndpoint(
@@ -276,6 +294,7 @@ def build_routes(
         version=VERSION,
         environment=settings.environment,
         uptime_seconds=monitor.registry.uptime_seconds,
+        cluster=cluster,
     )
     metrics = MetricsEndpoint(
         monitor.registry.prometheus,

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from monitoring.cluster import Cluster
 from monitoring.sinks import FileSink
 
 log = logging.getLogger("gradepulse")
@@ -24,7 +25,8 @@ class Health:
     """The health endpoints. `ping` makes one round trip to the database; slower
     than DB_CHECK_TIMEOUT_S, or failing, is "unavailable". `redis_ping` (None without
     REDIS_URL) does the same for Redis within REDIS_CHECK_TIMEOUT_S: a Redis that is
-    down degrades /health, but only the database decides readiness."""
+    down degrades /health, but only the database decides readiness. `cluster` names
+    this worker and the live ones."""
 
     def __init__(
         self,
@@ -36,6 +38,7 @@ class Health:
         version: str,
         environment: str,
         uptime_seconds: Callable[[], float],
+        cluster: Cluster,
     ) -> None:
         self.ping = ping
         self.dialect = dialect
@@ -44,6 +47,7 @@ class Health:
         self.version = version
         self.environment = environment
         self.uptime_seconds = uptime_seconds
+        self.cluster = cluster
 
     def routes(self) -> list[Route]:
         return [
@@ -73,8 +77,8 @@ class Health:
         return "ok"
 
     async def health(self, request: Request) -> JSONResponse:
-        database, redis = await asyncio.gather(
-            self.check_database(), self.check_redis()
+        database, redis, workers = await asyncio.gather(
+            self.check_database(), self.check_redis(), self.cluster.workers()
         )
         checks: dict[str, Any] = {"database": database}
         for sink in self.sinks:
@@ -95,7 +99,8 @@ class Health:
                 "environment": self.environment,
                 "uptimeSeconds": round(self.uptime_seconds(), 3),
                 "checks": checks,
-                "cluster": {"redis": redis},
+                "worker": self.cluster.worker.as_json(),
+                "cluster": {"workers": workers, "redis": redis},
             }
         )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -61,6 +61,7 @@ class Monitor:
         bus: EventBus | None = None,
         interval_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -71,6 +72,10 @@ class Monitor:
         self.bus = bus or EventBus()
         self.interval_s = interval_s
         self.wall = wall
+        # Called once per tick of the running sampler (not by tick()): it runs beside
+        # the sampler, never delays it, and is skipped while the last one is unfinished.
+        self.heartbeat = heartbeat
+        self._beating: asyncio.Task[None] | None = None
         self.latest: MetricsSnapshot | None = None
         self._cache_hits = SlidingCounter(60, registry.clock)
         self._cache_misses = SlidingCounter(60, registry.clock)
@@ -187,6 +192,7 @@ class Monitor:
         while True:
             try:
                 self._sample()
+                self._beat()
                 # Closing a period appends to costs.csv and the state file is
                 # fsynced: off the event loop, so that requests never wait on disk.
                 self._publish_costs(await asyncio.to_thread(self.costs.tick))
@@ -196,6 +202,15 @@ class Monitor:
             # (a late tick is not made up for by a burst).
             deadline = max(deadline + self.interval_s, loop.time())
             await asyncio.sleep(deadline - loop.time())
+
+    def _beat(self) -> None:
+        if self.heartbeat is None:
+            return
+        if self._beating is not None and not self._beating.done():
+            return
+        self._beating = asyncio.get_running_loop().create_task(
+            self.heartbeat(), name="heartbeat"
+        )
 
     def start(self) -> None:
         if self._task is None:
@@ -209,4 +224,10 @@ class Monitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._beating is not None:
+            # Let a heartbeat in flight land (it is bounded), so that none arrives
+            # after the worker has said goodbye.
+            with contextlib.suppress(Exception):
+                await self._beating
+            self._beating = None
         await asyncio.to_thread(self.costs.save)

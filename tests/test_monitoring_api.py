@@ -228,7 +228,10 @@ async def test_health_reports_version_checks_and_uptime(api):
     assert health["version"] == "0.1.0"
     assert set(health["checks"]) == {"database", "alertLog", "costsCsv"}
     assert health["uptimeSeconds"] >= 0
-    assert health["cluster"] == {"redis": "unconfigured"}
+    assert health["cluster"] == {
+        "workers": [health["worker"]["id"]],
+        "redis": "unconfigured",
+    }
 
 
 async def test_health_reports_a_redis_that_answers(make_api, scratch_url, redis_url):
@@ -237,7 +240,8 @@ async def test_health_reports_a_redis_that_answers(make_api, scratch_url, redis_
     health = (await api.http.get("/health")).json()
 
     assert health["status"] == "ok"
-    assert health["cluster"] == {"redis": "ok"}
+    assert health["cluster"]["redis"] == "ok"
+    assert health["worker"]["id"] in health["cluster"]["workers"]
 
 
 async def test_a_redis_that_is_down_degrades_health_but_not_readiness(
@@ -251,7 +255,10 @@ async def test_a_redis_that_is_down_degrades_health_but_not_readiness(
 
     assert health.status_code == 200
     assert health.json()["status"] == "degraded"
-    assert health.json()["cluster"] == {"redis": "down"}
+    assert health.json()["cluster"] == {
+        "workers": [health.json()["worker"]["id"]],
+        "redis": "down",
+    }
     assert health.json()["checks"]["database"]["status"] == "ok"
     assert ready.status_code == 200
     assert ready.json()["status"] == "ok"

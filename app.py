@@ -39,11 +39,10 @@ from monitoring.sinks import FileSink
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
 from resolvers.auth import Authenticator
-from resolvers.cache import LOCAL_ONLY, InvalidationBus, LocalCache
-from resolvers.cache_redis import RedisInvalidations
+from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
-from resolvers.loaders import CACHE_NAMES, apply_invalidation
+from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
 from server.build import GradePulseSchema, build_schema
@@ -186,16 +185,12 @@ async def running(
         audit_log.start()
     if observe:
         monitor.start()
-    if isinstance(services.invalidations, RedisInvalidations):
-        services.invalidations.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
     gc.collect()
     gc.freeze()
     yield
     await services.imports.shutdown()
-    if isinstance(services.invalidations, RedisInvalidations):
-        await services.invalidations.stop()
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
@@ -229,20 +224,6 @@ def cluster_for(settings: Settings, redis: Redis | None) -> Cluster:
         redis,
         prefix=settings.redis_prefix,
         interval_s=settings.sample_interval_ms / 1000,
-    )
-
-
-def invalidation_bus(
-    settings: Settings, redis: Redis | None, cache: LocalCache
-) -> InvalidationBus:
-    """Cache invalidations reach this worker only, or every worker through Redis."""
-    if redis is None:
-        return LOCAL_ONLY
-    return RedisInvalidations(
-        redis,
-        prefix=settings.redis_prefix,
-        apply=partial(apply_invalidation, cache),
-        clear=cache.clear,
     )
 
 
@@ -373,7 +354,6 @@ def build_services(
             teacher=settings.rate_limit_teacher,
             admin=settings.rate_limit_admin,
         ),
-        invalidations=invalidation_bus(settings, redis, cache),
     )
 
 

@@ -227,6 +227,6 @@ async def _stage_and_move(
     if outside:
         job.errors = sort_problems(_forbidden_rows(outside))
         return ImportStatus.FAILED
-    await invalidate_grades(ctx.services.cache, ctx.services.invalidations, levels)
+    invalidate_grades(ctx.services.cache, levels)
     live.publish_grades(ctx, records, levels)
     return ImportStatus.SUCCEEDED

@@ -137,12 +137,7 @@ async def create_student(
     new = new_student(student_id, name, email, grade_level)
     async with ctx.services.database.writing() as session:
         record = await db_students.insert_student(session, new)
-    await invalidate_student(
-        ctx.services.cache,
-        ctx.services.invalidations,
-        [record.student_id],
-        [record.grade_level],
-    )
+    invalidate_student(ctx.services.cache, [record.student_id], [record.grade_level])
     return record
 
 
@@ -169,9 +164,8 @@ async def update_student(
                 [before.student_id, after.student_id],
                 "mutation:studentUpdate",
             )
-    await invalidate_student(
+    invalidate_student(
         ctx.services.cache,
-        ctx.services.invalidations,
         sorted({before.student_id, after.student_id}),
         sorted({before.grade_level, after.grade_level}),
     )
@@ -192,10 +186,5 @@ async def delete_student(
             await audit.record_write(
                 session, ctx, [record.student_id], "mutation:studentDelete"
             )
-    await invalidate_student(
-        ctx.services.cache,
-        ctx.services.invalidations,
-        [record.student_id],
-        [record.grade_level],
-    )
+    invalidate_student(ctx.services.cache, [record.student_id], [record.grade_level])
     return record

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from db.engine import Database
-from db.migrations import MigrationError, upgrade
+from db.migrations import MigrationError, Upgrade, upgrade
 
 
 def add_database_url(parser: argparse.ArgumentParser) -> None:
@@ -32,12 +32,12 @@ def database_url(option: str | None) -> str | None:
         return None
 
 
-async def migrated(database: Database) -> bool:
+async def migrated(database: Database) -> Upgrade | None:
     """Upgrade the database to the latest migration (creating the schema in an empty
-    one); False, after printing the one-line reason, when it cannot be."""
+    one) and say what was done; None, after printing the one-line reason, when it
+    cannot be."""
     try:
-        await upgrade(database)
+        return await upgrade(database)
     except MigrationError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return False
-    return True
+        return None

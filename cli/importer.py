@@ -83,7 +83,7 @@ async def _run(
     grades_name = grades_path.name if grades_path else "grades.csv"
     database = create_database(url)
     try:
-        if not await migrated(database):
+        if await migrated(database) is None:
             return 1
         if not (students.ok and grades.ok):
             # Report what the database would add too, so one run lists every bad row.

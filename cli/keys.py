@@ -148,7 +148,7 @@ def _check(args: argparse.Namespace) -> None:
 async def _run(url: str, args: argparse.Namespace) -> int:
     database = create_database(url)
     try:
-        if not await migrated(database):
+        if await migrated(database) is None:
             return 1
         if args.command == "create":
             return await _create(database, args)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Sequence
 
-from cli.database import add_database_url, database_url
+from cli.database import add_database_url, database_url, migrated
 from db.engine import create_database
-from db.migrations import MigrationError, upgrade
 
 PROG = "python -m cli.migrate"
 
@@ -32,12 +30,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 async def _run(url: str) -> int:
     database = create_database(url)
     try:
-        done = await upgrade(database)
-    except MigrationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        done = await migrated(database)
     finally:
         await database.dispose()
+    if done is None:
+        return 1
     if done.stamped:
         print(f"a database made before migrations: stamped at {done.after}")
     elif done.changed:

@@ -44,7 +44,7 @@ async def _run(
 ) -> int:
     database = create_database(url)
     try:
-        if not await migrated(database):
+        if await migrated(database) is None:
             return 1
         if not await is_empty(database):
             async with database.sessions() as session:

@@ -67,6 +67,8 @@ REDIS_TIMEOUT_S = 0.5
 # one to be free: commands take well under a millisecond, and a pool that refused
 # instead would look like a Redis that is down.
 REDIS_CONNECTIONS = 50
+# At SIGTERM a request in flight has OPERATION_TIMEOUT_S plus this long to answer.
+DRAIN_MARGIN_S = 1.0
 
 
 class StartRefused(Exception):
@@ -511,7 +513,10 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
 
 
 def main() -> None:
+    """`python app.py`: check the settings and the schema once, then serve WORKERS
+    worker processes on HOST:PORT (each builds its app with create_app())."""
     import asyncio
+    import signal
     import sys
 
     import uvicorn
@@ -525,8 +530,17 @@ def main() -> None:
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
     # prepare_schema logs what a migration did; Alembic's own lines are noise here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # uvicorn drains on SIGTERM, then raises it again with the handler it found: a
+    # stop that drained is a clean exit, not a death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    several = settings.workers > 1
+    drain_s = settings.operation_timeout_s + DRAIN_MARGIN_S
     uvicorn.run(
-        create_app(settings),
+        # Worker processes build their own app from the import string.
+        "app:create_app" if several else create_app(settings),
+        factory=several,
+        workers=settings.workers,
+        app_dir=str(ROOT),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -537,7 +551,15 @@ def main() -> None:
         # RequestMonitor writes the access log, without query strings (a GET query
         # may search by email).
         access_log=False,
+        # SIGTERM: stop accepting, close WebSockets with 1012 at once, let requests in
+        # flight finish (each ends by OPERATION_TIMEOUT_S; the margin lets its own
+        # timeout answer first), then the lifespan shutdown.
+        timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]  # any seconds
     )
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -230,11 +230,15 @@ def cluster_for(settings: Settings, redis: Redis | None) -> Cluster:
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
-    """Buckets in this process, or shared by the cluster through Redis."""
+    """Buckets in this process, or shared by the cluster through Redis (and while
+    Redis is down, buckets in this process of 1/WORKERS of the budget)."""
     if redis is None:
         return MemoryRateStore()
     return RedisRateStore(
-        redis, prefix=settings.redis_prefix, fallback=MemoryRateStore()
+        redis,
+        prefix=settings.redis_prefix,
+        fallback=MemoryRateStore(),
+        workers=settings.workers,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.factories import ROOT, free_port
 
@@ -82,12 +83,20 @@ class AppProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
+        _group_ended(self.process.pid, time.monotonic() + 10)
 
 
-def launch(workdir: Path, name: str = "app", **env: str | None) -> AppProcess:
-    """Start `python app.py` in `workdir` on a free port of 127.0.0.1, its output in
-    workdir/<name>.log; `env` overrides the environment (None removes a variable).
-    It runs in a process group of its own, so that kill() reaches its workers."""
+def launch(
+    workdir: Path,
+    name: str = "app",
+    *,
+    command: list[str] | None = None,
+    **env: str | None,
+) -> AppProcess:
+    """Start `python app.py` (or `command`) in `workdir` on a free port of 127.0.0.1,
+    its output in workdir/<name>.log; `env` overrides the environment (None removes
+    a variable). It runs in a process group of its own, so that kill() reaches its
+    workers."""
     port = free_port()
     environment = {
         **os.environ,
@@ -103,7 +112,7 @@ def launch(workdir: Path, name: str = "app", **env: str | None) -> AppProcess:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log:  # the child has its own copy of the descriptor
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py")],
+            command or [sys.executable, str(ROOT / "app.py")],
             cwd=workdir,
             env=environment,
             stdin=subprocess.DEVNULL,
@@ -134,8 +143,9 @@ def wait_ready(app: AppProcess, timeout: float = START_TIMEOUT_S) -> None:
 
 
 def stop_all(apps: list[AppProcess], timeout: float = STOP_TIMEOUT_S) -> list[int]:
-    """SIGTERM to every app at once, then wait for each (together at most `timeout`
-    s); any still running is killed. The exit codes (-9 for a killed one)."""
+    """SIGTERM to every app at once, then wait for each and what it started
+    (together at most `timeout` s); anything still running then is killed. The exit
+    codes (-9 for a killed one)."""
     for app in apps:
         app.terminate()
     deadline = time.monotonic() + timeout
@@ -144,9 +154,22 @@ def stop_all(apps: list[AppProcess], timeout: float = STOP_TIMEOUT_S) -> list[in
         try:
             codes.append(app.process.wait(max(0.1, deadline - time.monotonic())))
         except subprocess.TimeoutExpired:
-            app.kill()
             codes.append(-signal.SIGKILL)
+        if not _group_ended(app.process.pid, deadline):
+            app.kill()
     return codes
+
+
+def _group_ended(group: int, deadline: float) -> bool:
+    """Whether every process of the group has exited by `deadline`."""
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def assert_clean_logs(apps: list[AppProcess]) -> None:
@@ -245,3 +268,52 @@ def cluster(
     finally:
         stop_all(apps)
     assert_clean_logs(apps)
+
+
+# What `make run` would find in a checkout besides the code: data files of earlier runs.
+LEFT_OUT = {".git", ".env", ".pytest_cache", "alert.log", "costs.csv"}
+DATA_SUFFIXES = (".db", ".db-wal", ".db-shm", ".state.json")
+# Set when the suite itself runs under `make test`: not for the make run inside.
+OUTER_MAKE = ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+
+
+def checkout_in(workdir: Path) -> Path:
+    """workdir/checkout: every top-level entry of the repository (its .venv too) as
+    a symlink, without data files, so that `make run` there writes its demo
+    database, alert.log and costs.csv into workdir, not into the repository.
+    Skips the test unless `make` is there and `make install` is up to date (as
+    after `make test`): it would otherwise install into the repository's .venv."""
+    checkout = workdir / "checkout"
+    checkout.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name in LEFT_OUT or entry.name.endswith(DATA_SUFFIXES):
+            continue
+        (checkout / entry.name).symlink_to(entry)
+    try:
+        installed = subprocess.run(
+            ["make", "-q", "install"],
+            cwd=checkout,
+            env={k: v for k, v in os.environ.items() if k not in OUTER_MAKE},
+            capture_output=True,
+            timeout=30,
+        )
+    except FileNotFoundError:
+        pytest.skip("make is not installed")
+    if installed.returncode != 0:
+        pytest.skip("make install is not up to date here: run make install first")
+    return checkout
+
+
+@contextlib.contextmanager
+def make_run(workdir: Path, **env: str | None) -> Iterator[AppProcess]:
+    """`make run` (seed, then python app.py) in a checkout_in(workdir), ready, until
+    the block ends; SIGTERM to make reaches the server, which make waits for."""
+    checkout = checkout_in(workdir)
+    outer: dict[str, str | None] = dict.fromkeys(OUTER_MAKE)
+    app = launch(checkout, "make-run", command=["make", "run"], **outer, **env)
+    try:
+        wait_ready(app, timeout=START_TIMEOUT_S + 60)  # the seed comes first
+        yield app
+    finally:
+        stop_all([app])
+    assert_clean_logs([app])

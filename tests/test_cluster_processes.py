@@ -4,6 +4,8 @@ without Redis, `WORKERS=2` is refused at start."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +14,9 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
 
-from tests.factories import ROOT
+from tests.factories import ROOT, TRANSPORT_WS, frames_until_closed
 from tests.factories.cluster import app_process, cluster, make_run
 
 pytestmark = pytest.mark.cluster
@@ -95,13 +98,23 @@ async def test_workers_2_serves_two_workers_that_list_each_other(
                 break
             time.sleep(0.05)
         answer = app.post(PAGE)
-        app.terminate()
-        code = app.wait()
+        ws = await connect(app.ws_url, subprotocols=[TRANSPORT_WS])
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        acked = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        app.terminate()  # the parent passes it to both workers
+        started = time.monotonic()
+        await frames_until_closed(ws)
+        closed_in = time.monotonic() - started
+        code = await asyncio.to_thread(app.wait)
+        await ws.close()
 
     assert len(seen) == 2, seen
     assert all(workers == sorted(seen) for workers in seen.values()), seen
     assert answer.status_code == 200
     assert answer.json()["data"] == {"students": {"edges": []}}
+    assert acked == {"type": "connection_ack"}
+    assert ws.close_code == 1012
+    assert closed_in < 3
     assert code == 0
 
 

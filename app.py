@@ -42,6 +42,8 @@ from resolvers.auth import Authenticator
 from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
+from resolvers.imports import start_keeper
+from resolvers.jobs import ImportJobs
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
@@ -127,10 +129,12 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    services = build_services(settings, database, cache, monitor, audit_log, redis)
+    cluster = cluster_for(settings, redis)
+    services = build_services(
+        settings, database, cache, monitor, audit_log, redis, cluster.worker.id
+    )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
-    cluster = cluster_for(settings, redis)
     monitor.heartbeat = cluster.beat  # once per sampler tick
 
     app = Starlette(
@@ -179,6 +183,7 @@ async def running(
     except BaseException:  # refused: close what create_app opened, then stop
         if audit_log is not None:
             await audit_log.stop()
+        await services.imports.shutdown()
         await database.dispose()
         if redis is not None:
             await redis.aclose()
@@ -187,11 +192,13 @@ async def running(
         audit_log.start()
     if observe:
         monitor.start()
+    start_keeper(services)  # import job leases and takeovers
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
     gc.collect()
     gc.freeze()
     yield
+    # Running imports are handed over (their leases released), not cancelled.
     await services.imports.shutdown()
     if audit_log is not None:
         await audit_log.stop()
@@ -330,11 +337,21 @@ def build_services(
     monitor: Monitor,
     audit_log: AuditLog | None,
     redis: Redis | None,
+    worker_id: str | None = None,
 ) -> Services:
     """The application layer's services, from the settings."""
+    # The import keeper's statements (leases, sweeps) go through an engine of their
+    # own: maintenance, not requests (uncounted by the monitor and the cost meter).
+    keeper_database = create_database(
+        settings.database_url,
+        pool_size=1,
+        max_overflow=1,
+        busy_timeout_ms=settings.db_busy_timeout_ms,
+    )
     return Services(
         database=database,
         cache=cache,
+        imports=ImportJobs(worker_id, database=keeper_database),
         limits=Limits(
             max_batch_size=settings.max_batch_size,
             at_risk_average=settings.at_risk_average,

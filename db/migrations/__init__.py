@@ -16,22 +16,12 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from db.engine import Database
+from db.models import BASELINE_TABLES
 
 HERE = Path(__file__).resolve().parent
-# The first revision, and the tables create_all made before migrations existed: a
-# database holding exactly these tables and no history is that revision's schema.
+# The first revision: a database holding exactly BASELINE_TABLES (those create_all
+# made before migrations existed) and no history is that revision's schema.
 BASELINE = "0001"
-BASELINE_TABLES = frozenset(
-    {
-        "students",
-        "grades",
-        "idempotency_keys",
-        "grade_import_rows",
-        "api_keys",
-        "audit_log",
-        "audit_students",
-    }
-)
 VERSION_TABLE = "alembic_version"
 # One advisory lock key for every GradePulse cluster: PostgreSQL scopes it to the
 # database, so clusters on other databases never wait on each other.

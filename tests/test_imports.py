@@ -24,57 +24,20 @@ from tests.factories import (
     wait_until,
     ws_client,
 )
+from tests.factories.imports import (
+    GRADES_IMPORT,
+    HEADER,
+    IMPORT_CANCEL,
+    IMPORT_JOB,
+    csv_of,
+    start,
+    wait_for_job,
+)
 
-JOB_FIELDS = "id status processed total errors { index line field code message }"
-GRADES_IMPORT = f"""
-    mutation Import($file: Upload, $csv: String) {{
-      gradesImport(file: $file, csv: $csv) {{
-        __typename
-        ... on GradesImportSuccess {{ job {{ {JOB_FIELDS} }} }}
-        ... on InvalidInputError {{ message field code }}
-      }}
-    }}
-"""
-IMPORT_JOB = f"query Job($jobId: ID!) {{ importJob(jobId: $jobId) {{ {JOB_FIELDS} }} }}"
-IMPORT_CANCEL = f"""
-    mutation Cancel($jobId: ID!) {{
-      importCancel(jobId: $jobId) {{
-        __typename
-        ... on ImportCancelSuccess {{ job {{ {JOB_FIELDS} }} }}
-        ... on NotFoundError {{ message }}
-      }}
-    }}
-"""
 IMPORT_PROGRESS = gql(
     "subscription Progress($jobId: ID!) { importProgress(jobId: $jobId) "
     "{ id status processed total } }"
 )
-HEADER = "student_id,subject,score,max_score,recorded_at\n"
-FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED"}
-
-
-def csv_of(rows: list[tuple[str, str, float]]) -> str:
-    return HEADER + "".join(
-        f"{student},{subject},{score},100,2025-10-01T09:00:00Z\n"
-        for student, subject, score in rows
-    )
-
-
-async def start(api: Any, **variables: Any) -> dict[str, Any]:
-    body = await api.post(GRADES_IMPORT, variables)
-    result: dict[str, Any] = body["data"]["gradesImport"]
-    return result
-
-
-async def wait_for_job(api: Any, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await api.post(IMPORT_JOB, {"jobId": job_id})
-        job: dict[str, Any] = body["data"]["importJob"]
-        if job["status"] in FINISHED:
-            return job
-        assert time.monotonic() < deadline, job
-        await asyncio.sleep(0.02)
 
 
 async def stored_grades(api: Any) -> list[tuple[str, str, float]]:
@@ -111,7 +74,9 @@ async def test_csv_import_succeeds(api: Any, rows_in: Any, students: list[str]) 
         "processed": 3,
         "total": 3,
         "errors": [],
+        "failureCode": None,
     }
+    assert started["replayed"] is False
     assert await stored_grades(api) == sorted(ROWS)
     assert await rows_in("grade_import_rows") == 0
 
@@ -165,6 +130,7 @@ async def test_bad_rows_fail_the_job_with_every_error_and_write_nothing(
     job = await wait_for_job(api, started["job"]["id"])
 
     assert (job["status"], job["processed"], job["total"]) == ("FAILED", 4, 4)
+    assert job["failureCode"] == "INVALID_ROWS"
     assert [(e["index"], e["line"], e["field"], e["code"]) for e in job["errors"]] == [
         (1, 3, "score", "OUT_OF_RANGE"),
         (2, 5, "studentId", "NOT_FOUND"),
@@ -287,7 +253,12 @@ async def test_cancel_stops_a_running_job_and_writes_nothing(
     cancelled = body["data"]["importCancel"]
     assert cancelled["__typename"] == "ImportCancelSuccess"
     job = cancelled["job"]
-    assert (job["status"], job["total"], job["errors"]) == ("CANCELLED", 40, [])
+    assert (job["status"], job["total"], job["errors"], job["failureCode"]) == (
+        "CANCELLED",
+        40,
+        [],
+        None,
+    )
     assert 0 < job["processed"] < 40
     assert (await wait_for_job(api, job_id))["status"] == "CANCELLED"
     async with api.services.database.sessions() as session:

@@ -18,6 +18,7 @@ from typing import Any
 from db.engine import Database
 from db.errors import RowProblem
 from db.jobs import JobRow
+from resolvers.errors import ErrorCode
 
 log = logging.getLogger("gradepulse.imports")
 
@@ -51,8 +52,10 @@ class FailureCode:
 
     INVALID_ROWS = "INVALID_ROWS"  # rows were rejected: `errors` lists them
     WORKER_LOST = "WORKER_LOST"  # its worker stopped before it could finish
-    DB_UNAVAILABLE = "DB_UNAVAILABLE"  # the database (or the audit log) failed
-    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"  # a bug; the log says which
+    # The error codes of the same names: the database (or the audit log) failed;
+    # a bug (the log says which).
+    DB_UNAVAILABLE = ErrorCode.DB_UNAVAILABLE.value
+    INTERNAL_SERVER_ERROR = ErrorCode.INTERNAL_SERVER_ERROR.value
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ importJob, importCancel, uploads and their header, importProgress on a live serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from tests.factories.imports import (
     start,
     wait_for_job,
 )
+from tests.factories.roles import ADMIN, subscribe
 
 IMPORT_PROGRESS = gql(
     "subscription Progress($jobId: ID!) { importProgress(jobId: $jobId) "
@@ -265,6 +267,73 @@ async def test_cancel_stops_a_running_job_and_writes_nothing(
         for table in ("grades", "grade_import_rows"):
             count = await session.execute(text(f"SELECT count(*) FROM {table}"))
             assert count.scalar_one() == 0, table
+
+
+async def test_each_change_of_a_job_is_announced_on_the_imports_topic(
+    make_api: Any, scratch_url: str
+) -> None:
+    api = await make_api(scratch_url, import_chunk_size=1)
+    await create_student(api, studentId="IMP-1")
+    queue = api.app.state.monitor.bus.subscribe(imports.IMPORTS, 64)
+    try:
+        started = await start(
+            api, csv=csv_of([("IMP-1", f"S{n}", 50.0) for n in range(5)])
+        )
+        job_id = started["job"]["id"]
+        await wait_for_job(api, job_id)
+        messages = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(await asyncio.wait_for(queue.get(), 0.2))
+    finally:
+        queue.close()
+
+    # Queued, running, five chunks, every row checked, succeeded.
+    assert messages == [job_id] * 9
+
+
+async def test_progress_follows_the_announcements_not_only_the_poll(
+    make_api: Any, scratch_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_api(scratch_url, import_chunk_size=1)
+    await create_student(api, studentId="IMP-1")
+    monkeypatch.setattr(imports, "POLL_S", 60.0)
+    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 0.05)
+    started = await start(api, csv=csv_of([("IMP-1", f"S{n}", 50.0) for n in range(5)]))
+    stream = await subscribe(
+        api,
+        ADMIN,
+        "subscription($id: ID!) { importProgress(jobId: $id) { status processed } }",
+        id=started["job"]["id"],
+    )
+
+    seen = []
+    async with asyncio.timeout(10):  # the poll alone would take 60 s per change
+        async for event in stream:
+            seen.append(event.data["importProgress"])
+
+    assert seen[-1] == {"status": "SUCCEEDED", "processed": 5}
+    assert len(seen) >= 4
+    assert [e["processed"] for e in seen] == sorted(e["processed"] for e in seen)
+
+
+async def test_an_unexpected_failure_fails_the_job_and_writes_nothing(
+    api: Any, rows_in: Any, students: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(imports.staging, "staged_student_levels", broken)
+    started = await start(api, csv=csv_of(ROWS))
+    job = await wait_for_job(api, started["job"]["id"])
+
+    assert (job["status"], job["failureCode"], job["errors"]) == (
+        "FAILED",
+        "INTERNAL_SERVER_ERROR",
+        [],
+    )
+    assert await rows_in("grades") == 0
+    assert await rows_in("grade_import_rows") == 0
 
 
 async def test_unknown_job_is_null_and_not_found(api: Any) -> None:

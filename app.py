@@ -42,7 +42,7 @@ from resolvers.auth import Authenticator
 from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
-from resolvers.imports import start_keeper
+from resolvers.import_runner import start_keeper
 from resolvers.jobs import ImportJobs
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore

@@ -14,7 +14,7 @@ import pytest
 from gql import GraphQLRequest, gql
 from sqlalchemy import text
 
-from resolvers import imports, live
+from resolvers import import_runner, imports, live
 from tests.factories import (
     GRADE_EVENTS,
     TRANSPORT_WS,
@@ -237,7 +237,7 @@ async def test_cancel_stops_a_running_job_and_writes_nothing(
 ) -> None:
     # Two rows per staging transaction and a pause between: time to cancel.
     api = await make_api(scratch_url, import_chunk_size=2)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 0.05)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 0.05)
     await create_student(api, studentId="IMP-1")
     many = [("IMP-1", f"S{n}", 50.0) for n in range(40)]
     started = await start(api, csv=csv_of(many))
@@ -274,7 +274,7 @@ async def test_each_change_of_a_job_is_announced_on_the_imports_topic(
 ) -> None:
     api = await make_api(scratch_url, import_chunk_size=1)
     await create_student(api, studentId="IMP-1")
-    queue = api.app.state.monitor.bus.subscribe(imports.IMPORTS, 64)
+    queue = api.app.state.monitor.bus.subscribe(import_runner.IMPORTS, 64)
     try:
         started = await start(
             api, csv=csv_of([("IMP-1", f"S{n}", 50.0) for n in range(5)])
@@ -298,7 +298,7 @@ async def test_progress_follows_the_announcements_not_only_the_poll(
     api = await make_api(scratch_url, import_chunk_size=1)
     await create_student(api, studentId="IMP-1")
     monkeypatch.setattr(imports, "POLL_S", 60.0)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 0.05)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 0.05)
     started = await start(api, csv=csv_of([("IMP-1", f"S{n}", 50.0) for n in range(5)]))
     stream = await subscribe(
         api,
@@ -323,7 +323,7 @@ async def test_an_unexpected_failure_fails_the_job_and_writes_nothing(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(imports.staging, "staged_student_levels", broken)
+    monkeypatch.setattr(import_runner.staging, "staged_student_levels", broken)
     started = await start(api, csv=csv_of(ROWS))
     job = await wait_for_job(api, started["job"]["id"])
 

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from db import jobs as db_jobs
 from db import models
-from resolvers import imports, jobs
+from resolvers import import_runner, jobs
 from tests.conftest import make_settings
 from tests.factories import create_student
 from tests.factories.imports import (
@@ -123,7 +123,7 @@ async def until_processed(api: Any, job_id: str) -> dict[str, Any]:
 def stall_moves_of(monkeypatch: pytest.MonkeyPatch, worker: Any) -> asyncio.Event:
     """`worker` stops right before moving a checked job's rows (until cancelled);
     other workers move as usual. The event is set when it stalls."""
-    real = imports._move
+    real = import_runner._move
     stalled = asyncio.Event()
 
     async def move(services: Any, row: Any) -> None:
@@ -132,7 +132,7 @@ def stall_moves_of(monkeypatch: pytest.MonkeyPatch, worker: Any) -> asyncio.Even
             await asyncio.Event().wait()
         await real(services, row)
 
-    monkeypatch.setattr(imports, "_move", move)
+    monkeypatch.setattr(import_runner, "_move", move)
     return stalled
 
 
@@ -155,7 +155,7 @@ async def test_a_job_started_on_one_worker_is_read_and_followed_on_another(
     first = await make_api(scratch_url, import_chunk_size=1)
     second = await make_api(scratch_url)
     await students(second)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 0.05)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 0.05)
 
     started = await start(first, csv=csv_of(ROWS))
     job_id = started["job"]["id"]
@@ -190,7 +190,7 @@ async def test_a_lost_worker_s_unchecked_job_fails_with_worker_lost_and_no_rows(
 ) -> None:
     survivor = await make_api(scratch_url)
     await students(survivor)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 60.0)  # stuck after one chunk
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 60.0)  # stuck after one chunk
     async with node(scratch_url, import_chunk_size=2) as doomed:
         job_id = (await start(doomed, csv=csv_of(ROWS)))["job"]["id"]
         await until_processed(survivor, job_id)
@@ -273,7 +273,9 @@ async def test_a_clean_stop_hands_the_job_over(
     survivor = await make_api(scratch_url)
     await students(survivor)
     if not checked:
-        monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 60.0)  # stuck after one chunk
+        monkeypatch.setattr(
+            import_runner, "CHUNK_PAUSE_S", 60.0
+        )  # stuck after one chunk
     async with node(scratch_url, import_chunk_size=2) as stopping:
         stalled = stall_moves_of(monkeypatch, stopping)
         job_id = (await start(stopping, csv=csv_of(ROWS)))["job"]["id"]
@@ -304,7 +306,7 @@ async def test_a_job_cancelled_on_another_worker_ends_cancelled(
     runner = await make_api(scratch_url, import_chunk_size=2)
     other = await make_api(scratch_url)
     await students(other)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 0.05)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 0.05)
     job_id = (await start(runner, csv=csv_of(ROWS)))["job"]["id"]
     await until_processed(other, job_id)
 
@@ -327,7 +329,7 @@ async def test_cancelling_a_lost_worker_s_job_ends_it_at_once(
     other = await make_api(scratch_url)
     await lose(other)
     await students(other)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 60.0)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 60.0)
     job_id = (await start(doomed, csv=csv_of(ROWS)))["job"]["id"]
     await until_processed(other, job_id)
     await lose(doomed)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from resolvers import imports
+from resolvers import import_runner, imports
 from resolvers.jobs import ImportJob
 from resolvers.viewer import Viewer
 from tests.factories.roles import (
@@ -140,14 +140,16 @@ async def test_a_student_moved_out_of_the_levels_before_the_move_is_refused(
 ) -> None:
     """The check inside the moving transaction catches a level changed after the
     first check (which is made to see nothing here)."""
-    real = imports.staging.staged_outside_levels
+    real = import_runner.staging.staged_outside_levels
     calls: list[int] = []
 
     async def first_sees_nothing(session: Any, job_id: str, levels: Any) -> Any:
         calls.append(1)
         return [] if len(calls) == 1 else await real(session, job_id, levels)
 
-    monkeypatch.setattr(imports.staging, "staged_outside_levels", first_sees_nothing)
+    monkeypatch.setattr(
+        import_runner.staging, "staged_outside_levels", first_sees_nothing
+    )
     async with api.services.database.writing() as session:
         await session.execute(
             text("UPDATE students SET grade_level = 1 WHERE student_id = 'PEER'")

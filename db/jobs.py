@@ -278,6 +278,26 @@ async def renew(
     return len(result.all())
 
 
+def _expired(session: AsyncSession) -> ColumnElement[bool]:
+    """Unfinished, and its lease ran out (or was released)."""
+    return J.status.in_(UNFINISHED) & or_(
+        J.lease_until.is_(None), J.lease_until < db_time(session)
+    )
+
+
+async def any_expired(
+    session: AsyncSession, exclude: Collection[str] = (), job_id: str | None = None
+) -> bool:
+    """Whether claim_expired would find a job: a read, so that a sweep that finds
+    nothing takes no write lock."""
+    query = select(J.id).where(_expired(session))
+    if job_id is not None:
+        query = query.where(J.id == job_id)
+    if exclude:
+        query = query.where(J.id.not_in(sorted(exclude)))
+    return (await session.execute(query.limit(1))).first() is not None
+
+
 async def claim_expired(
     session: AsyncSession,
     worker_id: str,
@@ -291,10 +311,7 @@ async def claim_expired(
     this worker, in one UPDATE ... RETURNING: the lease conditions are part of the
     UPDATE itself, so of two workers sweeping at once only one gets each job
     (PostgreSQL re-checks them on the locked row; SQLite runs one writer at a time)."""
-    now = db_time(session)
-    expired = J.status.in_(UNFINISHED) & or_(
-        J.lease_until.is_(None), J.lease_until < now
-    )
+    expired = _expired(session)
     candidates = select(J.id).where(expired)
     if job_id is not None:
         candidates = candidates.where(J.id == job_id)

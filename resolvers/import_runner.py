@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import jobs as db_jobs
 from db import staging
 from db.csvrows import parse_grades_csv, sort_problems
+from db.engine import Database
 from db.errors import RowProblem
 from db.jobs import JobRow
 from db.records import GradeRecord
@@ -350,7 +351,7 @@ async def _keep(services: Services) -> None:
         await asyncio.sleep(jobs.tick_s)
 
 
-def _keeper_database(jobs: ImportJobs, services: Services) -> Any:
+def _keeper_database(jobs: ImportJobs, services: Services) -> Database:
     return jobs.database if jobs.database is not None else services.database
 
 
@@ -370,7 +371,11 @@ async def claim(services: Services, *, job_id: str | None = None) -> None:
     jobs = services.imports
     if jobs.stopping:
         return
-    async with _keeper_database(jobs, services).writing() as session:
+    database = _keeper_database(jobs, services)
+    async with database.sessions() as session:
+        if not await db_jobs.any_expired(session, set(jobs.runs), job_id):
+            return
+    async with database.writing() as session:
         claimed = await db_jobs.claim_expired(
             session,
             jobs.worker_id,

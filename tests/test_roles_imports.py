@@ -212,3 +212,22 @@ async def test_import_progress_is_refused_to_others(
         None,
     )
     await owned.aclose()
+
+
+async def test_a_long_identity_owns_its_job(api: Any, school: dict[str, str]) -> None:
+    long = Viewer(
+        identity="user:" + "x" * 300,
+        role="teacher",
+        grade_levels=TEACHER_LEVELS,
+        anonymous=False,
+    )
+    job_id = await start_import(api, long, csv_of("PEER"))
+    await finished(api, job_id)
+
+    data, errors = await run(api, long, IMPORT_JOB, id=job_id)
+
+    assert (data, errors) == ({"importJob": {"status": "SUCCEEDED", "errors": []}}, [])
+    assert await run(api, OTHER_TEACHER, IMPORT_JOB, id=job_id) == (
+        {"importJob": None},
+        forbidden("importJob"),
+    )

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -391,3 +391,43 @@ async def test_two_sweeps_at_once_claim_an_expired_job_once(
     assert sorted(row.id for row in claimed) == [f"job-{n}" for n in range(5)]
     assert await asyncio.wait_for(racing, 10) == []
     assert await claim(second) == []  # their new leases hold
+
+
+async def test_jobs_finished_more_than_a_week_ago_are_forgotten(
+    make_api: Any, scratch_url: str
+) -> None:
+    api = await make_api(scratch_url)
+    table = models.ImportJob.__table__
+    async with api.services.database.writing() as session:
+        for job_id in ("old", "recent", "running"):
+            await db_jobs.insert_job(
+                session,
+                job_id=job_id,
+                owner="user:admin",
+                owner_role="admin",
+                owner_levels=None,
+                operation="Import",
+                request_id=None,
+                worker_id="somewhere",
+                lease_s=60,
+            )
+        await session.execute(
+            update(table)
+            .where(table.c.id == "old")
+            .values(status="SUCCEEDED", finished_at=PAST)
+        )
+        await session.execute(
+            update(table)
+            .where(table.c.id == "recent")
+            .values(
+                status="SUCCEEDED", finished_at=datetime.now(UTC).replace(tzinfo=None)
+            )
+        )
+
+    async with api.services.database.writing() as session:
+        forgotten = await db_jobs.delete_finished(session, jobs.KEEP_FINISHED_S)
+
+    assert forgotten == 1
+    assert await read_job(api, "old") is None
+    assert (await read_job(api, "recent"))["status"] == "SUCCEEDED"
+    assert (await read_job(api, "running"))["status"] == "QUEUED"

@@ -27,12 +27,15 @@ from db.audit import AuditLog
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
+from monitoring.bus import EventBus
+from monitoring.bus_redis import RedisBus
 from monitoring.cluster import Cluster, Worker
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
 from monitoring.health import Health
 from monitoring.middleware import RequestId, RequestMonitor
-from monitoring.monitor import Monitor
+from monitoring.monitor import CODECS as MONITOR_CODECS
+from monitoring.monitor import SNAPSHOTS, Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors
 from monitoring.registry import Registry
 from monitoring.sinks import FileSink
@@ -44,6 +47,7 @@ from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
 from resolvers.import_runner import start_keeper
 from resolvers.jobs import ImportJobs
+from resolvers.live import CODECS as LIVE_CODECS
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
@@ -114,8 +118,11 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         FileSink("alertLog", settings.alert_log_path),
         FileSink("costsCsv", settings.costs_csv_path, header=COSTS_HEADER),
     )
-    monitor = build_monitor(settings, cache, *sinks)
     redis = connect_redis(settings)
+    worker = Worker.here()
+    monitor = build_monitor(
+        settings, cache, *sinks, bus=event_bus(settings, redis, worker), worker=worker
+    )
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
     # The audit log writes through an engine of its own (db/audit.py).
     audit_log = (
@@ -129,13 +136,13 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    cluster = cluster_for(settings, redis)
+    cluster = cluster_for(settings, redis, worker)
     services = build_services(
         settings, database, cache, monitor, audit_log, redis, cluster.worker.id
     )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
-    monitor.heartbeat = cluster.beat  # once per sampler tick
+    monitor.heartbeat = partial(heartbeat, cluster, monitor)  # once per sampler tick
 
     app = Starlette(
         debug=False,
@@ -190,6 +197,7 @@ async def running(
         raise
     if audit_log is not None:
         audit_log.start()
+    monitor.bus.start()
     if observe:
         monitor.start()
     start_keeper(services)  # import job leases and takeovers
@@ -204,6 +212,7 @@ async def running(
         await audit_log.stop()
     await monitor.stop()
     await cluster.leave()  # the other workers stop listing this one at once
+    await monitor.bus.stop()  # before the client it publishes through is closed
     await database.dispose()
     if redis is not None:
         await redis.aclose()
@@ -226,14 +235,39 @@ def connect_redis(settings: Settings) -> Redis | None:
     return Redis.from_pool(pool)
 
 
-def cluster_for(settings: Settings, redis: Redis | None) -> Cluster:
+def cluster_for(
+    settings: Settings, redis: Redis | None, worker: Worker | None = None
+) -> Cluster:
     """This worker (a new id at every start) and, with Redis, its heartbeat."""
     return Cluster(
-        Worker.here(),
+        worker or Worker.here(),
         redis,
         prefix=settings.redis_prefix,
         interval_s=settings.sample_interval_ms / 1000,
     )
+
+
+def event_bus(settings: Settings, redis: Redis | None, worker: Worker) -> EventBus:
+    """In process, or shared by the workers through Redis pub/sub: alerts, grade
+    events, import progress and each worker's sample cross workers."""
+    if redis is None:
+        return EventBus()
+    return RedisBus(
+        redis,
+        prefix=settings.redis_prefix,
+        origin=worker.id,
+        codecs={**MONITOR_CODECS, **LIVE_CODECS},
+        timeout_s=REDIS_TIMEOUT_S,
+    )
+
+
+async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:
+    """Say this worker is alive, then read which others are: the monitor merges
+    only listed workers (and those heard of in the last tick)."""
+    await cluster.beat()
+    if monitor.bus.crosses(SNAPSHOTS):
+        read_at = monitor.registry.clock()
+        monitor.peers.members(await cluster.workers(), read_at)
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
@@ -470,7 +504,13 @@ def middleware(settings: Settings, registry: Registry | None) -> list[Middleware
 
 
 def build_monitor(
-    settings: Settings, cache: LocalCache, alert_log: FileSink, costs_csv: FileSink
+    settings: Settings,
+    cache: LocalCache,
+    alert_log: FileSink,
+    costs_csv: FileSink,
+    *,
+    bus: EventBus | None = None,
+    worker: Worker | None = None,
 ) -> Monitor:
     """The monitor with its sinks, cost meter and alert rules, from the settings."""
     defaults = default_rules(
@@ -506,7 +546,9 @@ def build_monitor(
         alerts=alerts,
         system=PsutilReader(Path(settings.costs_csv_path).resolve().parent),
         cache_stats=cache_stats,
+        bus=bus,
         interval_s=settings.sample_interval_ms / 1000,
+        worker=worker.id if worker is not None else "local",
     )
 
 

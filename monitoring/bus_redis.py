@@ -248,7 +248,7 @@ class RedisBus(EventBus):
                 "Redis unreachable (%s: %s): events do not cross workers and the "
                 "feeds show this worker alone until it answers again",
                 type(exc).__name__,
-                exc,
+                exc or "no answer in time",
             )
         self._failing.add(side)
 

@@ -68,7 +68,7 @@ class RedisBus(EventBus):
         # Set while subscribed (Redis confirmed every channel) and answering.
         self.subscribed = asyncio.Event()
         self.received = 0  # other workers' events delivered here
-        self.dropped = 0  # items never sent (outbox full while Redis was away)
+        self.dropped = 0  # items never sent (Redis away, or the outbox full)
 
     # --- publishing ----------------------------------------------------------------
 
@@ -152,6 +152,7 @@ class RedisBus(EventBus):
                                 pipe.publish(channel, data)
                             await pipe.execute()
             except Errors as exc:
+                self.dropped += len(messages)
                 self._failed("publisher", exc)
             else:
                 self._recovered("publisher")

@@ -1,6 +1,6 @@
 """The event bus across workers: two apps in this process on one database (SQLite file
 and PostgreSQL) and one Redis (TEST_REDIS_URL) under the test's REDIS_PREFIX, the
-sampler at 100 ms. Grade events, alerts and import progress cross workers once each;
+sampler at 200 ms. Grade events, alerts and import progress cross workers once each;
 the metrics feed is the cluster's; Redis going away degrades and its return heals."""
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from tests.asgi_ws import AsgiWebSocket
 from tests.factories import create_student
 from tests.factories.proxy import TcpProxy
 
-TICK_MS = 100
+# Short, yet 3 of them (the time a silent worker is kept) outlast a loaded machine's
+# stalls, so that live workers never drop out in the middle of a test.
+TICK_MS = 200
 WAIT_S = 5.0  # a bound on every wait, never a duration a test expects
 QUIET_S = 0.5  # how long a test listens for an event that must not come
 
@@ -199,13 +201,15 @@ async def test_metrics_on_one_worker_count_requests_made_to_the_other(
     b_total = b_registry.operations_total
     assert b_total >= 7
 
+    seen: list[dict[str, Any]] = []
+
     async def counted() -> bool:
         own = a_registry.operations_total  # the query counts once it has answered
-        snapshot = await metrics(a)
-        return bool(snapshot["requestsTotal"] == own + b_total)
+        seen.append(await metrics(a))
+        return bool(seen[-1]["requestsTotal"] == own + b_total)
 
     await until(counted)
-    snapshot = await metrics(a)
+    snapshot = seen[-1]
     assert snapshot["workers"] == 2
     assert snapshot["degraded"] is False
     # Both workers are this process: the memory of two of them is summed.
@@ -245,13 +249,17 @@ async def test_percentiles_are_computed_over_both_workers_windows(
             )
     windows = [api.app.state.monitor.registry.response_times.samples for api in (a, b)]
 
+    seen: list[dict[str, float]] = []
+
     async def merged() -> bool:
         expected = reference([*windows[0], *windows[1]])  # before the query adds one
         times = (await metrics(a))["responseTimeMs"]
-        return all(math.isclose(times[key], expected[key]) for key in expected)
+        seen.append(times)
+        exact = all(times[key] == expected[key] for key in ("p50", "p95", "p99"))
+        return exact and math.isclose(times["avg"], expected["avg"])
 
     await until(merged)
-    times = (await metrics(a))["responseTimeMs"]
+    times = seen[-1]
     alone = reference(list(windows[0]))
     assert times["p95"] > 1500.0 > alone["p95"]  # worker B's slower half shows
 
@@ -262,17 +270,18 @@ async def test_a_worker_that_stops_publishing_drops_out_within_3_ticks(
     a, b = await pair(make_api, scratch_url, redis_url, redis_prefix)
 
     # Its sampler stops without a goodbye, as a killed process's would.
-    await b.app.state.monitor.stop()
     stopped = time.monotonic()
-    assert (await metrics(a))["workers"] == 2
+    await b.app.state.monitor.stop()
+    assert (await metrics(a))["workers"] == 2  # not at once
 
     async def alone() -> bool:
         return bool((await metrics(a))["workers"] == 1)
 
     await until(alone)
     gone_after = time.monotonic() - stopped
-    # Its last sample, at most a tick before the stop, holds for 3 ticks.
-    assert (3 - 1) * TICK_MS / 1000 <= gone_after <= 3 * TICK_MS / 1000 + 0.5
+    # Its last sample holds for 3 ticks (the exact rule, against a clock the test
+    # moves, is in test_cluster_merge.py); the slack is for a loaded machine.
+    assert gone_after <= 3 * TICK_MS / 1000 + 1.0
     assert (await metrics(a))["degraded"] is False
 
 

@@ -61,6 +61,20 @@ class Subscription:
             self.close()
 
 
+class Listener(Subscription):
+    """Hands each item to `receive` as it is published, instead of queueing it:
+    for a consumer inside the process that must see every item when it arrives."""
+
+    def __init__(
+        self, bus: EventBus, topic: str, receive: Callable[[Any], None]
+    ) -> None:
+        super().__init__(bus, topic, 1)
+        self._receive = receive
+
+    def put(self, item: Any) -> None:
+        self._receive(item)
+
+
 class EventBus:
     """In-process publish/subscribe: this worker is the whole cluster."""
 
@@ -71,6 +85,13 @@ class EventBus:
         subscription = Subscription(self, topic, maxsize)
         self._subscriptions.setdefault(topic, set()).add(subscription)
         return subscription
+
+    def listen(self, topic: str, receive: Callable[[Any], None]) -> Listener:
+        """`receive(item)` for each item published on `topic`, in the publisher's
+        call (it must be quick and must not raise)."""
+        listener = Listener(self, topic, receive)
+        self._subscriptions.setdefault(topic, set()).add(listener)
+        return listener
 
     def _remove(self, subscription: Subscription) -> None:
         self._subscriptions.get(subscription.topic, set()).discard(subscription)

@@ -35,7 +35,6 @@ METRICS = "metrics"
 ALERTS = "alerts"
 COSTS = "costs"
 SNAPSHOTS = "snapshots"  # each worker's own raw sample, for the others to merge
-PEER_BACKLOG = 4096  # other workers' samples waiting for the next merge
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
 
@@ -97,7 +96,8 @@ class Monitor:
         # The other workers' samples (when the bus crosses workers), and ours.
         self.worker = worker
         self.peers = Peers(worker, registry.clock)
-        self._peer_feed = self.bus.subscribe(SNAPSHOTS, PEER_BACKLOG)
+        # Timed as they arrive (a worker is dropped by the age of its last sample).
+        self._peer_feed = self.bus.listen(SNAPSHOTS, self.peers.receive)
         self._seq = 0
 
     # --- request path --------------------------------------------------------------
@@ -175,8 +175,6 @@ class Monitor:
     def _merged(
         self, own: WorkerSample, take_recent: bool = False
     ) -> tuple[MetricsSnapshot, AlertInputs]:
-        for sample in self._peer_feed.drain():
-            self.peers.receive(sample)
         degraded = self.bus.degraded
         peers = self.peers.live() if self.bus.crosses(SNAPSHOTS) else []
         recent = self.peers.take_recent(peers) if take_recent else ()

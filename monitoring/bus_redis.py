@@ -34,6 +34,9 @@ RESUBSCRIBE_S = 0.25
 # Items waiting for the sender; past it the oldest are dropped (Redis is down).
 OUTBOX = 4096
 BATCH = 256  # items sent in one round trip
+# A message this large (a big import's grade events) is decoded in a thread, so that
+# the event loop keeps serving meanwhile; batches are always encoded in one.
+INLINE_BYTES = 64 * 1024
 
 
 class RedisBus(EventBus):
@@ -141,7 +144,7 @@ class RedisBus(EventBus):
             batch = [
                 self._outbox.popleft() for _ in range(min(BATCH, len(self._outbox)))
             ]
-            messages = [m for m in map(self._encode, batch) if m is not None]
+            messages = await asyncio.to_thread(self._encode_all, batch)
             try:
                 async with asyncio.timeout(self._timeout_s):
                     if len(messages) == 1:
@@ -157,15 +160,17 @@ class RedisBus(EventBus):
             else:
                 self._recovered("publisher")
 
-    def _encode(self, entry: tuple[str, Any]) -> tuple[str, bytes] | None:
-        topic, item = entry
-        try:
-            data = self._codecs[topic].encode(item)
-            payload = orjson.dumps({"o": self.origin, "d": data})
-        except Exception:  # a bug in a codec: that item is lost, not the bus
-            log.exception("cannot encode an item of topic %r", topic)
-            return None
-        return self._channels[topic], payload
+    def _encode_all(self, batch: list[tuple[str, Any]]) -> list[tuple[str, bytes]]:
+        messages = []
+        for topic, item in batch:
+            try:
+                data = self._codecs[topic].encode(item)
+                payload = orjson.dumps({"o": self.origin, "d": data})
+            except Exception:  # a bug in a codec: that item is lost, not the bus
+                log.exception("cannot encode an item of topic %r", topic)
+                continue
+            messages.append((self._channels[topic], payload))
+        return messages
 
     # --- the subscriber --------------------------------------------------------------
 
@@ -200,7 +205,7 @@ class RedisBus(EventBus):
                 if message["type"] == "subscribe":
                     waiting.discard(_text(message["channel"]))
                 else:
-                    self._handle(message)
+                    await self._handle(message)
         self.subscribed.set()
 
     async def _listen(self, pubsub: PubSub) -> None:
@@ -212,24 +217,25 @@ class RedisBus(EventBus):
             now = loop.time()
             if message is not None:
                 heard = now
-                self._handle(message)
+                await self._handle(message)
             if now >= ping_at:
                 await pubsub.ping()  # its pong counts as heard
                 ping_at = now + HEALTH_CHECK_S
             if now - heard > SILENT_S:
                 raise TimeoutError(f"no answer from Redis in {SILENT_S:g} s")
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    async def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] != "message":
             return
         topic = self._topics.get(_text(message["channel"]))
         if topic is None:
             return
+        data = message["data"]
         try:
-            envelope = orjson.loads(message["data"])
-            if envelope["o"] == self.origin:
-                return  # delivered here when it was published
-            item = self._codecs[topic].decode(envelope["d"])
+            if len(data) > INLINE_BYTES:
+                decoded = await asyncio.to_thread(self._decode, topic, data)
+            else:
+                decoded = self._decode(topic, data)
         except Exception as exc:  # another version's message, or a bug
             log.warning(
                 "unreadable event on %s dropped (%s: %s)",
@@ -238,8 +244,17 @@ class RedisBus(EventBus):
                 exc,
             )
             return
+        if decoded is None:
+            return  # delivered here when it was published
         self.received += 1
-        EventBus.publish(self, topic, item)  # to this worker's subscribers only
+        EventBus.publish(self, topic, decoded[0])  # to this worker's subscribers only
+
+    def _decode(self, topic: str, data: bytes | str) -> tuple[Any] | None:
+        """(item,), or None for this worker's own message."""
+        envelope = orjson.loads(data)
+        if envelope["o"] == self.origin:
+            return None
+        return (self._codecs[topic].decode(envelope["d"]),)
 
     # --- one warning per outage --------------------------------------------------
 

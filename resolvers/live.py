@@ -172,6 +172,7 @@ def publish_grades(
 
 
 def _encode_write(write: tuple[GradeEvent, ...]) -> list[Any]:
+    # Datetimes as ISO 8601 with their offset (or none, as they were): exact.
     return [
         [
             event.student_id,
@@ -179,7 +180,6 @@ def _encode_write(write: tuple[GradeEvent, ...]) -> list[Any]:
             [
                 [
                     g.id,
-                    g.student_id,
                     g.subject,
                     float(g.score),
                     float(g.max_score),
@@ -193,6 +193,7 @@ def _encode_write(write: tuple[GradeEvent, ...]) -> list[Any]:
 
 
 def _decode_write(data: Any) -> tuple[GradeEvent, ...]:
+    stamp = datetime.fromisoformat
     return tuple(
         GradeEvent(
             student_id,
@@ -200,13 +201,13 @@ def _decode_write(data: Any) -> tuple[GradeEvent, ...]:
             tuple(
                 GradeRecord(
                     int(id_),
-                    student,
+                    student_id,
                     subject,
                     float(score),
                     float(max_score),
-                    datetime.fromisoformat(recorded_at),
+                    stamp(recorded_at),
                 )
-                for id_, student, subject, score, max_score, recorded_at in grades
+                for id_, subject, score, max_score, recorded_at in grades
             ),
         )
         for student_id, level, grades in data

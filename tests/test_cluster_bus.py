@@ -432,3 +432,40 @@ async def test_grade_writes_publish_with_no_local_subscriber(
         ("Art", 4.0),
     ]
     assert json.dumps(event).count(student) == 3
+
+
+async def test_a_large_write_crosses_workers_whole(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    a, b = await pair(make_api, scratch_url, redis_url, redis_prefix)
+    students = [(await create_student(b))["studentId"] for _ in range(10)]
+    rows = [
+        {
+            "studentId": student,
+            "subject": f"Subject {number}",
+            "score": number / 4,
+            "recordedAt": f"2025-10-01T09:{number // 60:02d}:{number % 60:02d}Z",
+        }
+        for student in students
+        for number in range(200)
+    ]
+
+    async with (
+        subscribed(a, GRADE_EVENTS, live.GRADES) as on_a,
+        subscribed(b, GRADE_EVENTS, live.GRADES) as on_b,
+    ):
+        body = await b.post(
+            """mutation Add($input: [GradeAddInput!]!) {
+                 gradesAdd(input: $input) { ... on GradesAddSuccess { inserted } } }""",
+            {"input": rows},
+        )
+        assert body["data"]["gradesAdd"] == {"inserted": 2000}
+        # Well past the size decoded off the event loop (about 100 KB).
+        here = await events(on_b, 10)
+        there = await events(on_a, 10)
+
+    assert there == here
+    assert [e["gradeEvents"]["studentId"] for e in there] == students
+    assert [(g["subject"], g["score"]) for g in there[3]["gradeEvents"]["grades"]] == [
+        (f"Subject {number}", number / 4) for number in range(200)
+    ]

@@ -42,13 +42,14 @@ from monitoring.sinks import FileSink
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
 from resolvers.auth import Authenticator
-from resolvers.cache import LocalCache
+from resolvers.cache import LOCAL_ONLY, InvalidationBus, LocalCache
+from resolvers.cache_redis import RedisInvalidations
 from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
 from resolvers.import_runner import start_keeper
 from resolvers.jobs import ImportJobs
 from resolvers.live import CODECS as LIVE_CODECS
-from resolvers.loaders import CACHE_NAMES
+from resolvers.loaders import CACHE_NAMES, apply_invalidation
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
 from server.build import GradePulseSchema, build_schema
@@ -201,6 +202,8 @@ async def running(
     if observe:
         monitor.start()
     start_keeper(services)  # import job leases and takeovers
+    if isinstance(services.invalidations, RedisInvalidations):
+        services.invalidations.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
     gc.collect()
@@ -208,6 +211,8 @@ async def running(
     yield
     # Running imports are handed over (their leases released), not cancelled.
     await services.imports.shutdown()
+    if isinstance(services.invalidations, RedisInvalidations):
+        await services.invalidations.stop()
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
@@ -268,6 +273,20 @@ async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:
     if monitor.bus.crosses(SNAPSHOTS):
         read_at = monitor.registry.clock()
         monitor.peers.members(await cluster.workers(), read_at)
+
+
+def invalidation_bus(
+    settings: Settings, redis: Redis | None, cache: LocalCache
+) -> InvalidationBus:
+    """Cache invalidations reach this worker only, or every worker through Redis."""
+    if redis is None:
+        return LOCAL_ONLY
+    return RedisInvalidations(
+        redis,
+        prefix=settings.redis_prefix,
+        apply=partial(apply_invalidation, cache),
+        clear=cache.clear,
+    )
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
@@ -411,6 +430,7 @@ def build_services(
             teacher=settings.rate_limit_teacher,
             admin=settings.rate_limit_admin,
         ),
+        invalidations=invalidation_bus(settings, redis, cache),
     )
 
 

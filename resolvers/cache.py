@@ -35,6 +35,23 @@ class SharedCache(Protocol):
     def stats(self) -> dict[str, CacheStats]: ...
 
 
+class InvalidationBus(Protocol):
+    """Carries an invalidation to the other workers: its kind and JSON-ready arguments,
+    which they apply to their own caches (resolvers.loaders.apply_invalidation)."""
+
+    async def publish(self, kind: str, args: dict[str, Any]) -> None: ...
+
+
+class LocalOnly:
+    """One worker: there is nobody to tell."""
+
+    async def publish(self, kind: str, args: dict[str, Any]) -> None:
+        return None
+
+
+LOCAL_ONLY = LocalOnly()
+
+
 class LocalCache:
     """In-process implementation over cachetools, one TTLCache per name."""
 
@@ -86,6 +103,13 @@ class LocalCache:
             cache = self._caches[name]
             for key in [key for key in list(cache.keys()) if predicate(key)]:
                 cache.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop every entry (invalidations may have been missed)."""
+        with self._lock:
+            self._generation += 1
+            for cache in self._caches.values():
+                cache.clear()
 
     def keys(self, name: str) -> list[Hashable]:
         return list(self._caches[name].keys())

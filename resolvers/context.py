@@ -10,7 +10,7 @@ from db.audit import AuditLog
 from db.engine import Database
 from db.models import OPERATION_MAX
 from monitoring.monitor import Monitor
-from resolvers.cache import SharedCache
+from resolvers.cache import LOCAL_ONLY, InvalidationBus, SharedCache
 from resolvers.jobs import ImportJobs
 from resolvers.loaders import Loaders, make_loaders
 from resolvers.viewer import Viewer
@@ -81,6 +81,8 @@ class Services:
     authenticator: Authenticator | None = None
     rate_limiter: RateLimiter | None = None
     audit: AuditLog | None = None
+    # Tells the other workers what a write invalidated (RedisInvalidations).
+    invalidations: InvalidationBus = LOCAL_ONLY
 
     def context(
         self,

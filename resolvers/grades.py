@@ -117,7 +117,11 @@ async def add_grade(
         record = await db_grades.insert_grade(session, grade)
         await audit.record_write(session, ctx, [record.student_id], "mutation:gradeAdd")
     audit.note(ctx, record.student_id)  # the response returns the grade
-    invalidate_grades(ctx.services.cache, {grade.student_id: levels[grade.student_id]})
+    await invalidate_grades(
+        ctx.services.cache,
+        ctx.services.invalidations,
+        {grade.student_id: levels[grade.student_id]},
+    )
     live.publish_grades(ctx, [record], levels)
     return record
 
@@ -168,8 +172,10 @@ async def update_grade(
         if values:  # an empty update writes nothing: its response is a read
             await audit.record_write(session, ctx, ids, "mutation:gradeUpdate")
     audit.note(ctx, after.student_id)
-    invalidate_grades(
-        ctx.services.cache, {student_id: levels[student_id] for student_id in ids}
+    await invalidate_grades(
+        ctx.services.cache,
+        ctx.services.invalidations,
+        {student_id: levels[student_id] for student_id in ids},
     )
     if values:  # an empty update writes nothing
         live.publish_grades(ctx, [after], levels)
@@ -190,8 +196,10 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
             session, ctx, [before.student_id], "mutation:gradeDelete"
         )
     audit.note(ctx, before.student_id)
-    invalidate_grades(
-        ctx.services.cache, {before.student_id: levels[before.student_id]}
+    await invalidate_grades(
+        ctx.services.cache,
+        ctx.services.invalidations,
+        {before.student_id: levels[before.student_id]},
     )
     return before
 
@@ -343,8 +351,10 @@ async def _insert_batch(
             await db_grades.store_idempotency_key(
                 session, GRADES_ADD, scoped, digest, json.dumps({"inserted": inserted})
             )
-    invalidate_grades(
-        ctx.services.cache, {g.student_id: levels[g.student_id] for g in grades}
+    await invalidate_grades(
+        ctx.services.cache,
+        ctx.services.invalidations,
+        {g.student_id: levels[g.student_id] for g in grades},
     )
     live.publish_grades(ctx, records, levels)
     return BatchResult(inserted, False)

@@ -314,7 +314,7 @@ async def _move(services: Services, row: JobRow) -> None:
             session, row.id, returning=live.wants_grade_events(ctx)
         )
         await audit.record_write(session, ctx, levels, row.operation)
-    invalidate_grades(services.cache, levels)
+    await invalidate_grades(services.cache, services.invalidations, levels)
     live.publish_grades(ctx, records, levels)
 
 

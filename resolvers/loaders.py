@@ -12,7 +12,7 @@ from db import analytics, grades, students
 from db.analytics import LevelRanking, StudentStats
 from db.engine import Database
 from db.records import GradeRecord, StudentRecord
-from resolvers.cache import MISSING, SharedCache
+from resolvers.cache import MISSING, InvalidationBus, SharedCache
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -22,6 +22,9 @@ ANALYTICS = "analytics"
 RANKINGS = "rankings"
 CLASS_ANALYTICS = "class_analytics"
 CACHE_NAMES = (STUDENTS, ANALYTICS, RANKINGS, CLASS_ANALYTICS)
+# What the other workers are told (InvalidationBus kinds).
+GRADES_CHANGED = "grades"
+STUDENT_CHANGED = "student"
 
 
 def cached_batch(
@@ -128,19 +131,57 @@ def make_loaders(database: Database, cache: SharedCache) -> Loaders:
     return Loaders(database, cache)
 
 
-def invalidate_grades(cache: SharedCache, levels: dict[str, int]) -> None:
+async def invalidate_grades(
+    cache: SharedCache, bus: InvalidationBus, levels: dict[str, int]
+) -> None:
     """Grades of these students (student_id -> grade level) changed: exactly what
-    depends on them goes; other grade levels stay cached."""
+    depends on them goes, here and (through `bus`, awaited) on the other workers."""
+    _drop_grades(cache, levels)
+    await bus.publish(GRADES_CHANGED, {"levels": levels})
+
+
+async def invalidate_student(
+    cache: SharedCache,
+    bus: InvalidationBus,
+    student_ids: Sequence[str],
+    grade_levels: Sequence[int],
+) -> None:
+    """A student row changed (or went): its record, analytics and its levels' views,
+    here and on the other workers."""
+    _drop_student(cache, student_ids, grade_levels)
+    await bus.publish(
+        STUDENT_CHANGED,
+        {"student_ids": list(student_ids), "grade_levels": list(grade_levels)},
+    )
+
+
+def apply_invalidation(cache: SharedCache, kind: str, args: dict[str, Any]) -> None:
+    """An invalidation another worker published. Raises ValueError (or KeyError) for
+    one this worker does not understand (a newer version mid-rollout): the caller
+    then clears everything."""
+    if kind == GRADES_CHANGED:
+        _drop_grades(cache, {str(k): int(v) for k, v in args["levels"].items()})
+    elif kind == STUDENT_CHANGED:
+        _drop_student(
+            cache,
+            [str(s) for s in args["student_ids"]],
+            [int(level) for level in args["grade_levels"]],
+        )
+    else:
+        raise ValueError(f"unknown invalidation {kind!r}")
+
+
+def _drop_grades(cache: SharedCache, levels: dict[str, int]) -> None:
+    # Other grade levels stay cached.
     cache.invalidate(ANALYTICS, list(levels))
     cache.invalidate(RANKINGS, sorted(set(levels.values())))
     touched = {*levels.values(), None}
     cache.invalidate_where(CLASS_ANALYTICS, lambda key: key[0] in touched)
 
 
-def invalidate_student(
+def _drop_student(
     cache: SharedCache, student_ids: Sequence[str], grade_levels: Sequence[int]
 ) -> None:
-    """A student row changed (or went): its record, analytics and its levels' views."""
     cache.invalidate(STUDENTS, student_ids)
     cache.invalidate(ANALYTICS, student_ids)
     cache.invalidate(RANKINGS, grade_levels)

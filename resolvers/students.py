@@ -137,7 +137,12 @@ async def create_student(
     new = new_student(student_id, name, email, grade_level)
     async with ctx.services.database.writing() as session:
         record = await db_students.insert_student(session, new)
-    invalidate_student(ctx.services.cache, [record.student_id], [record.grade_level])
+    await invalidate_student(
+        ctx.services.cache,
+        ctx.services.invalidations,
+        [record.student_id],
+        [record.grade_level],
+    )
     return record
 
 
@@ -164,8 +169,9 @@ async def update_student(
                 [before.student_id, after.student_id],
                 "mutation:studentUpdate",
             )
-    invalidate_student(
+    await invalidate_student(
         ctx.services.cache,
+        ctx.services.invalidations,
         sorted({before.student_id, after.student_id}),
         sorted({before.grade_level, after.grade_level}),
     )
@@ -186,5 +192,10 @@ async def delete_student(
             await audit.record_write(
                 session, ctx, [record.student_id], "mutation:studentDelete"
             )
-    invalidate_student(ctx.services.cache, [record.student_id], [record.grade_level])
+    await invalidate_student(
+        ctx.services.cache,
+        ctx.services.invalidations,
+        [record.student_id],
+        [record.grade_level],
+    )
     return record

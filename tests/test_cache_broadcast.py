@@ -1,0 +1,262 @@
+"""Cache invalidations broadcast through Redis (TEST_REDIS_URL): two apps on one
+database and one Redis prefix act as two workers. A write through one is never read
+stale through the other 200 ms after its response; another prefix hears nothing; a
+write while Redis is down still succeeds; a worker that (re)subscribes clears its
+caches, since it may have missed invalidations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from gql import gql
+
+from resolvers.cache_redis import RedisInvalidations
+from tests.factories import add_grade, create_student
+from tests.factories.proxy import TcpProxy
+
+ANALYTICS = gql(
+    """
+    query Reads($id: String!, $level: Int) {
+      studentAnalytics(studentId: $id) { gradeCount average }
+      classAnalytics(gradeLevel: $level) { gradeCount mean }
+    }
+    """
+)
+LANES = 10  # students (one per grade level) written concurrently
+PAIRS = 10  # write-then-read pairs per student: 100 in all
+READ_AFTER_S = 0.2
+WAIT_S = 10  # every wait for the bus is bounded by this
+
+
+@pytest.fixture
+def cache_log() -> Iterator[Callable[[str], list[str]]]:
+    """The bus's log lines that contain a text."""
+    handler = Records()
+    logger = logging.getLogger("gradepulse.cache")
+    logger.addHandler(handler)
+    yield lambda text: [m for m in handler.messages if text in m]
+    logger.removeHandler(handler)
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def bus(api: Any) -> RedisInvalidations:
+    invalidations = api.services.invalidations
+    assert isinstance(invalidations, RedisInvalidations)
+    return invalidations
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {WAIT_S} s")
+        await asyncio.sleep(0.02)
+
+
+async def worker(make_api: Any, url: str, redis_url: str, prefix: str) -> Any:
+    api = await make_api(url, redis_url=redis_url, redis_prefix=prefix)
+    await until(bus(api).subscribed.is_set, "subscribed")
+    return api
+
+
+async def reads(api: Any, student_id: str, level: int) -> tuple[Any, ...]:
+    result = await api.execute(ANALYTICS, id=student_id, level=level)
+    one, level_stats = result["studentAnalytics"], result["classAnalytics"]
+    return (one["gradeCount"], one["average"], level_stats["gradeCount"])
+
+
+def cached(api: Any, student_id: str, level: int) -> bool:
+    cache = api.services.cache
+    return student_id in cache.keys("analytics") and (level, None) in cache.keys(
+        "class_analytics"
+    )
+
+
+def redis_port(redis_url: str) -> tuple[str, int]:
+    parts = urlsplit(redis_url)
+    return parts.hostname or "127.0.0.1", parts.port or 6379
+
+
+async def test_100_writes_on_a_are_never_read_stale_on_b(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    stale: list[Any] = []
+    uncached: list[Any] = []
+
+    async def lane(level: int) -> None:
+        student = await create_student(a, gradeLevel=level)
+        sid = student["studentId"]
+        scores: list[float] = []
+        for step in range(PAIRS):
+            # B caches what it reads (unless a write of another lane landed while
+            # it read: LocalCache then drops the value, so read again).
+            for _ in range(20):
+                await reads(b, sid, level)
+                if cached(b, sid, level):
+                    break
+            else:
+                uncached.append((sid, step))
+            score = float(40 + (level * 7 + step * 13) % 60)
+            await add_grade(a, sid, score=score)
+            scores.append(score)
+            await asyncio.sleep(READ_AFTER_S)
+            got = await reads(b, sid, level)
+            want = (len(scores), sum(scores) / len(scores), len(scores))
+            if got[0] != want[0] or got[2] != want[2] or abs(got[1] - want[1]) > 1e-9:
+                stale.append((sid, step, got, want))
+
+    await asyncio.wait_for(
+        asyncio.gather(*(lane(level) for level in range(1, LANES + 1))), 120
+    )
+
+    assert uncached == []  # every read after a write could have been served stale
+    assert stale == []
+    assert bus(b).received >= LANES * (PAIRS + 1)  # each create and grade
+    assert bus(a).received == 0  # B wrote nothing; A ignored its own messages
+
+
+async def test_without_the_broadcast_the_same_check_reads_stale(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    # The check above has teeth: B on no Redis keeps what it cached.
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    b = await make_api(scratch_url)
+    sid = (await create_student(a, gradeLevel=4))["studentId"]
+    before = await reads(b, sid, 4)
+
+    await add_grade(a, sid, score=50.0)
+    await asyncio.sleep(READ_AFTER_S)
+
+    assert before == (0, None, 0)
+    assert await reads(b, sid, 4) == before
+    assert await reads(a, sid, 4) == (1, 50.0, 1)
+
+
+async def test_a_worker_on_another_prefix_receives_nothing(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    other = await worker(make_api, scratch_url, redis_url, f"{redis_prefix}other:")
+    sid = (await create_student(a, gradeLevel=6))["studentId"]
+    await until(lambda: bus(b).received == 1, "B heard the create")
+    before = await reads(other, sid, 6)
+
+    await add_grade(a, sid, score=70.0)
+    await until(lambda: bus(b).received == 2, "B heard the grade")
+    await asyncio.sleep(READ_AFTER_S)
+
+    assert bus(other).received == 0
+    assert cached(other, sid, 6)
+    assert await reads(other, sid, 6) == before == (0, None, 0)
+    assert await reads(b, sid, 6) == (1, 70.0, 1)
+
+
+async def test_writes_succeed_while_redis_is_down_and_say_so_once(
+    make_api, scratch_url, redis_url, redis_prefix, cache_log
+):
+    proxy = TcpProxy(*redis_port(redis_url))
+    await proxy.start()
+    try:
+        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+        b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+        sid = (await create_student(a, gradeLevel=8))["studentId"]
+
+        await proxy.stop()
+        durations = []
+        for score in (60.0, 80.0):
+            started = time.monotonic()
+            await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
+            durations.append(time.monotonic() - started)
+        down = await reads(a, sid, 8)
+
+        await proxy.start()
+        await until(bus(a).subscribed.is_set, "A subscribed again")
+        await add_grade(a, sid, score=100.0)
+        await until(lambda: bus(b).received == 2, "B heard the write after")
+    finally:
+        await proxy.stop()
+
+    assert down == (2, 70.0, 2)
+    assert max(durations) < 2
+    assert len(cache_log("cache invalidations do not reach")) == 1
+    assert len(cache_log("cache invalidations reach the workers")) == 1
+    assert await reads(b, sid, 8) == (3, 80.0, 3)
+
+
+async def test_a_worker_that_reconnects_clears_its_caches(
+    make_api, scratch_url, redis_url, redis_prefix, cache_log
+):
+    proxy = TcpProxy(*redis_port(redis_url))
+    await proxy.start()
+    try:
+        a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+        b = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+        sid = (await create_student(a, gradeLevel=3))["studentId"]
+        await until(lambda: bus(b).received == 1, "B heard the create")
+        await reads(b, sid, 3)
+        assert cached(b, sid, 3)
+        resets = bus(b).resets
+
+        await proxy.stop()  # B's subscription is cut...
+        await until(lambda: not bus(b).subscribed.is_set(), "B noticed")
+        await add_grade(a, sid, score=90.0)  # ...so it misses this invalidation
+        await asyncio.sleep(READ_AFTER_S)
+        missed = await reads(b, sid, 3)
+
+        await proxy.start()
+        await until(bus(b).subscribed.is_set, "B subscribed again")
+        after = [name for name in ("analytics", "class_analytics", "students")]
+        emptied = {name: b.services.cache.keys(name) for name in after}
+        fresh = await reads(b, sid, 3)
+    finally:
+        await proxy.stop()
+
+    assert missed == (0, None, 0)  # stale while it could not hear
+    assert bus(b).resets == resets + 1
+    assert emptied == {name: [] for name in after}
+    assert fresh == (1, 90.0, 1)
+    assert len(cache_log("cache invalidations not received")) == 1
+    assert len(cache_log("cache invalidations are received")) == 1
+
+
+async def test_a_worker_that_connects_late_clears_its_caches(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    proxy = TcpProxy(*redis_port(redis_url))  # not started: Redis unreachable
+    try:
+        a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+        b = await make_api(
+            scratch_url, redis_url=proxy.url(redis_url), redis_prefix=redis_prefix
+        )
+        sid = (await create_student(a, gradeLevel=2))["studentId"]
+        await reads(b, sid, 2)
+        await add_grade(a, sid, score=30.0)  # published; B is not listening yet
+        await asyncio.sleep(READ_AFTER_S)
+        missed = await reads(b, sid, 2)
+
+        await proxy.start()
+        await until(bus(b).subscribed.is_set, "B subscribed")
+        fresh = await reads(b, sid, 2)
+    finally:
+        await proxy.stop()
+
+    assert missed == (0, None, 0)
+    assert bus(b).resets == 1
+    assert fresh == (1, 30.0, 1)

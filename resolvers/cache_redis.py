@@ -24,8 +24,13 @@ PUBLISH_TIMEOUT_S = 0.5
 # and a PING of our own, whose answer we see); silent for SILENT_S, it is dead.
 HEALTH_CHECK_S = 1
 SILENT_S = 3 * HEALTH_CHECK_S
+# A turn of the listening loop that took this long means the event loop itself
+# stalled (a long collection, a blocking call): that silence says nothing of Redis.
+STALLED_S = 2 * HEALTH_CHECK_S
 # Between attempts to subscribe again while Redis is unreachable.
 RESUBSCRIBE_S = 0.5
+# stop() waits this long for the subscriber to end before it closes its connections.
+STOP_S = 2.0
 
 Errors = (RedisError, OSError, TimeoutError)
 
@@ -75,7 +80,7 @@ class RedisInvalidations:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 await self._client.publish(self.channel, payload)
-        except Errors as exc:
+        except Exception as exc:  # whatever went wrong, the write has succeeded
             if not self._publish_failing:
                 self._publish_failing = True
                 log.warning(
@@ -93,11 +98,13 @@ class RedisInvalidations:
         self._task = asyncio.create_task(self._run(), name="cache-invalidations")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """The subscriber ends (waited for at most STOP_S) and every connection it
+        opened is closed: they all come from its own pool, which closes them
+        whether they are in use or not."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_S)
         await self._listener.aclose()
 
     async def _run(self) -> None:
@@ -142,15 +149,16 @@ class RedisInvalidations:
 
     async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
-        heard = loop.time()
+        heard = turn = loop.time()
         ping_at = heard + HEALTH_CHECK_S
         while True:
             message = await pubsub.get_message(timeout=HEALTH_CHECK_S)
             now = loop.time()
-            if message is not None:
+            if message is not None or now - turn > STALLED_S:
                 heard = now
-                if message["type"] == "message":
-                    self._receive(message["data"])
+            turn = now
+            if message is not None and message["type"] == "message":
+                self._receive(message["data"])
             if now >= ping_at:
                 await pubsub.ping()  # its pong counts as heard
                 ping_at = now + HEALTH_CHECK_S

@@ -1,7 +1,8 @@
 """Cache invalidations broadcast through Redis. Each worker keeps its own caches; a
 write publishes what it invalidated on `<prefix>cache` (awaited before the write
 answers) and the other workers apply it to theirs. Pub/sub is at-most-once, so a
-worker that (re)subscribes clears its caches: it may have missed invalidations."""
+worker that (re)subscribes clears its caches: it may have missed invalidations; and a
+worker whose own publish failed has every worker clear theirs once Redis is back."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ RESUBSCRIBE_S = 0.5
 STOP_S = 2.0
 
 Errors = (RedisError, OSError, TimeoutError)
+# What a worker publishes in place of an invalidation once one of its own could not
+# be published: every worker drops everything, since what was lost is unknown.
+MISSED = "missed"
 
 
 class RedisInvalidations:
@@ -64,6 +68,10 @@ class RedisInvalidations:
         self._apply = apply
         self._clear = clear
         self._publish_failing = False
+        # Set while some invalidation of this worker never left (until a MISSED
+        # that started after the last failure got through); `_failures` counts them.
+        self._lost = False
+        self._failures = 0
         self._task: asyncio.Task[None] | None = None
         # Set while subscribed; `resets` counts the clears on (re)subscribing and
         # `received` the invalidations of other workers applied here.
@@ -73,7 +81,11 @@ class RedisInvalidations:
 
     async def publish(self, kind: str, args: dict[str, Any]) -> None:
         """Never raises: a write whose broadcast fails still succeeds (one warning
-        per outage); the other workers clear their caches when they reconnect."""
+        per outage). The next publish that gets through, a write's or the
+        subscriber's once it is back, is a MISSED instead."""
+        if self._lost:
+            kind, args = MISSED, {}
+        failures = self._failures
         payload = json.dumps(
             {"origin": self.origin, "kind": kind, "args": args}, separators=(",", ":")
         )
@@ -81,6 +93,8 @@ class RedisInvalidations:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 await self._client.publish(self.channel, payload)
         except Exception as exc:  # whatever went wrong, the write has succeeded
+            self._lost = True
+            self._failures += 1
             if not self._publish_failing:
                 self._publish_failing = True
                 log.warning(
@@ -90,6 +104,8 @@ class RedisInvalidations:
                     exc,
                 )
             return
+        if kind == MISSED and self._failures == failures:
+            self._lost = False
         if self._publish_failing:
             self._publish_failing = False
             log.warning("Redis answers again: cache invalidations reach the workers")
@@ -146,6 +162,8 @@ class RedisInvalidations:
         self._clear()
         self.resets += 1
         self.subscribed.set()
+        if self._lost:  # Redis is back: tell the others what they missed of ours
+            await self.publish(MISSED, {})
 
     async def _listen(self, pubsub: PubSub) -> None:
         loop = asyncio.get_running_loop()
@@ -170,7 +188,10 @@ class RedisInvalidations:
             message = json.loads(data)
             if message["origin"] == self.origin:
                 return
-            self._apply(message["kind"], message["args"])
+            if message["kind"] == MISSED:
+                self._clear()
+            else:
+                self._apply(message["kind"], message["args"])
             self.received += 1
         except (ValueError, KeyError, TypeError) as exc:
             log.warning(

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 from gql import gql
 
-from resolvers.cache_redis import RedisInvalidations
+from app import REDIS_TIMEOUT_S
+from resolvers.cache_redis import PUBLISH_TIMEOUT_S, RedisInvalidations
 from tests.factories import add_grade, create_student
 from tests.factories.proxy import TcpProxy
 
@@ -168,7 +169,7 @@ async def test_a_worker_on_another_prefix_receives_nothing(
     assert await reads(b, sid, 6) == (1, 70.0, 1)
 
 
-async def test_writes_succeed_while_redis_is_down_and_say_so_once(
+async def test_writes_succeed_while_redis_is_down_and_are_not_lost(
     make_api, scratch_url, redis_url, redis_prefix, cache_log
 ):
     proxy = TcpProxy(*redis_port(redis_url))
@@ -177,27 +178,66 @@ async def test_writes_succeed_while_redis_is_down_and_say_so_once(
         a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
         b = await worker(make_api, scratch_url, redis_url, redis_prefix)
         sid = (await create_student(a, gradeLevel=8))["studentId"]
+        await until(lambda: bus(b).received == 1, "B heard the create")
+        await reads(b, sid, 8)  # B caches it
 
-        await proxy.stop()
+        await proxy.stop()  # A alone loses Redis: B stays subscribed
         durations = []
         for score in (60.0, 80.0):
             started = time.monotonic()
             await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
             durations.append(time.monotonic() - started)
         down = await reads(a, sid, 8)
+        unheard = await reads(b, sid, 8)
 
-        await proxy.start()
-        await until(bus(a).subscribed.is_set, "A subscribed again")
+        await proxy.start()  # A tells B, with no write, that it missed something
+        returned = time.monotonic()
+        await until(lambda: bus(b).received == 2, "B heard what it missed")
+        recovered_in = time.monotonic() - returned
+        healed = await reads(b, sid, 8)
         await add_grade(a, sid, score=100.0)
-        await until(lambda: bus(b).received == 2, "B heard the write after")
+        await until(lambda: bus(b).received == 3, "B heard the write after")
     finally:
         await proxy.stop()
 
     assert down == (2, 70.0, 2)
+    assert unheard == (0, None, 0)  # stale: A's invalidations never left
     assert max(durations) < 2
+    assert recovered_in < 5
+    assert healed == (2, 70.0, 2)
+    assert await reads(b, sid, 8) == (3, 80.0, 3)
     assert len(cache_log("cache invalidations do not reach")) == 1
     assert len(cache_log("cache invalidations reach the workers")) == 1
-    assert await reads(b, sid, 8) == (3, 80.0, 3)
+
+
+async def test_a_hanging_redis_delays_a_write_by_at_most_the_bound(
+    make_api, scratch_url, redis_url, redis_prefix, cache_log
+):
+    proxy = TcpProxy(*redis_port(redis_url))
+    await proxy.start()
+    try:
+        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+        sid = (await create_student(a, gradeLevel=5))["studentId"]
+
+        proxy.blackhole()  # connections are accepted and never answered
+        durations = []
+        for score in (50.0, 60.0, 70.0):
+            started = time.monotonic()
+            await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
+            durations.append(time.monotonic() - started)
+        started = time.monotonic()
+        await bus(a).publish("grades", {"levels": {sid: 5}})
+        publish = time.monotonic() - started
+        written = await reads(a, sid, 5)
+    finally:
+        await proxy.stop()
+
+    # Each write: its publish (PUBLISH_TIMEOUT_S) and at most one rate-budget try
+    # (REDIS_TIMEOUT_S, once a second), plus its own work.
+    assert max(durations) < PUBLISH_TIMEOUT_S + REDIS_TIMEOUT_S + 0.5
+    assert publish < PUBLISH_TIMEOUT_S + 0.3
+    assert written == (3, 60.0, 3)
+    assert len(cache_log("cache invalidations do not reach")) == 1
 
 
 async def test_a_worker_that_reconnects_clears_its_caches(

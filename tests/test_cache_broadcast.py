@@ -7,8 +7,10 @@ caches, since it may have missed invalidations."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,7 +19,7 @@ import pytest
 from gql import gql
 
 from app import REDIS_TIMEOUT_S
-from resolvers.cache_redis import PUBLISH_TIMEOUT_S, RedisInvalidations
+from resolvers.cache_redis import PUBLISH_TIMEOUT_S, STOP_S, RedisInvalidations
 from tests.factories import add_grade, create_student
 from tests.factories.proxy import TcpProxy
 
@@ -300,3 +302,29 @@ async def test_a_worker_that_connects_late_clears_its_caches(
     assert missed == (0, None, 0)
     assert bus(b).resets == 1
     assert fresh == (1, 30.0, 1)
+
+
+async def test_a_stop_mid_reconnection_is_bounded_and_leaves_no_socket(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    proxy = TcpProxy(*redis_port(redis_url))
+    await proxy.start()
+    try:
+        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+        proxy.blackhole()  # the subscription goes silent; every new attempt hangs
+        await until(lambda: not bus(a).subscribed.is_set(), "A noticed")
+        await asyncio.sleep(0.75)  # into its next attempt (after RESUBSCRIBE_S)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            started = time.monotonic()
+            await bus(a).stop()
+            took = time.monotonic() - started
+            gc.collect()
+        pool = bus(a)._listener.connection_pool
+        left = [*pool._available_connections, *pool._in_use_connections]
+    finally:
+        await proxy.stop()
+
+    assert took < STOP_S
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert [c for c in left if c.is_connected] == []

@@ -21,6 +21,7 @@ from gql import gql
 from app import REDIS_TIMEOUT_S
 from resolvers.cache_redis import PUBLISH_TIMEOUT_S, STOP_S, RedisInvalidations
 from tests.factories import add_grade, create_student
+from tests.factories.imports import csv_of, start, wait_for_job
 from tests.factories.proxy import TcpProxy
 
 ANALYTICS = gql(
@@ -132,6 +133,24 @@ async def test_100_writes_on_a_are_never_read_stale_on_b(
     assert stale == []
     assert bus(b).received >= LANES * (PAIRS + 1)  # each create and grade
     assert bus(a).received == 0  # B wrote nothing; A ignored its own messages
+
+
+async def test_an_import_on_a_is_not_read_stale_on_b(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    sid = (await create_student(a, gradeLevel=7))["studentId"]
+    await until(lambda: bus(b).received == 1, "B heard the create")
+    before = await reads(b, sid, 7)  # B caches it
+
+    started = await start(a, csv=csv_of([(sid, "Math", 90.0), (sid, "Art", 70.0)]))
+    job = await wait_for_job(a, started["job"]["id"])
+    await asyncio.sleep(READ_AFTER_S)
+
+    assert before == (0, None, 0)
+    assert job["status"] == "SUCCEEDED"
+    assert await reads(b, sid, 7) == (2, 80.0, 2)
 
 
 async def test_without_the_broadcast_the_same_check_reads_stale(

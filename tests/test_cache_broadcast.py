@@ -19,7 +19,13 @@ import pytest
 from gql import gql
 
 from app import REDIS_TIMEOUT_S
-from resolvers.cache_redis import PUBLISH_TIMEOUT_S, STOP_S, RedisInvalidations
+from resolvers.cache_redis import (
+    HEALTH_CHECK_S,
+    PUBLISH_TIMEOUT_S,
+    SILENT_S,
+    STOP_S,
+    RedisInvalidations,
+)
 from tests.factories import add_grade, create_student
 from tests.factories.imports import csv_of, start, wait_for_job
 from tests.factories.proxy import TcpProxy
@@ -347,3 +353,16 @@ async def test_a_stop_mid_reconnection_is_bounded_and_leaves_no_socket(
     assert took < STOP_S
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
     assert [c for c in left if c.is_connected] == []
+
+
+async def test_a_stalled_event_loop_is_not_taken_for_a_silent_redis(
+    make_api, scratch_url, redis_url, redis_prefix, cache_log
+):
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+
+    time.sleep(SILENT_S + 0.5)  # blocks the loop: nothing is read meanwhile
+    await asyncio.sleep(3 * HEALTH_CHECK_S)  # a few turns of the listening loop
+
+    assert bus(a).subscribed.is_set()
+    assert bus(a).resets == 1  # never subscribed again, so its caches stayed
+    assert cache_log("cache invalidations not received") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -31,6 +32,7 @@ from monitoring.cluster import Cluster, Worker
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
 from monitoring.health import Health
+from monitoring.leader import Leadership
 from monitoring.middleware import RequestId, RequestMonitor
 from monitoring.monitor import Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors
@@ -129,7 +131,14 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
     cluster = cluster_for(settings, redis)
-    monitor.heartbeat = cluster.beat  # once per sampler tick
+    monitor.leader = Leadership(
+        cluster.worker.id,
+        redis,
+        prefix=settings.redis_prefix,
+        interval_s=settings.sample_interval_ms / 1000,
+        rules=monitor.alerts,
+    )
+    monitor.heartbeat = partial(beat, cluster, monitor.leader)  # once per tick
 
     app = Starlette(
         debug=False,
@@ -194,6 +203,7 @@ async def running(
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
+    await monitor.leader.release()  # another worker leads from its next tick
     await cluster.leave()  # the other workers stop listing this one at once
     await database.dispose()
     if redis is not None:
@@ -225,6 +235,11 @@ def cluster_for(settings: Settings, redis: Redis | None) -> Cluster:
         prefix=settings.redis_prefix,
         interval_s=settings.sample_interval_ms / 1000,
     )
+
+
+async def beat(cluster: Cluster, leader: Leadership) -> None:
+    """Beside each sampler tick: this worker's heartbeat and its leader lease."""
+    await asyncio.gather(cluster.beat(), leader.renew())
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
@@ -511,7 +526,6 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
 
 
 def main() -> None:
-    import asyncio
     import sys
 
     import uvicorn

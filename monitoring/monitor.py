@@ -11,8 +11,9 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from monitoring.alerts import AlertRule
+from monitoring.alerts import AlertHistory, AlertRule
 from monitoring.bus import EventBus
+from monitoring.leader import Leadership, Role
 from monitoring.registry import Registry
 from monitoring.snapshot import AlertEvent, AlertInputs, MetricsSnapshot, ResponseTimes
 from monitoring.system import SystemReader
@@ -43,9 +44,13 @@ class AlertEngineLike(Protocol):
 
     rules: tuple[AlertRule, ...]
 
-    def evaluate(self, inputs: AlertInputs) -> list[AlertEvent]: ...
+    def evaluate(
+        self, inputs: AlertInputs, *, write: bool = True
+    ) -> list[AlertEvent]: ...
     def recent(self, last: int = 20) -> list[AlertEvent]: ...
     def firing(self) -> dict[str, bool]: ...
+    def export_state(self) -> dict[str, Any]: ...
+    def import_state(self, state: dict[str, Any]) -> None: ...
 
 
 class Monitor:
@@ -62,6 +67,7 @@ class Monitor:
         interval_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        leader: Leadership | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -76,6 +82,9 @@ class Monitor:
         # the sampler, never delays it, and is skipped while the last one is unfinished.
         self.heartbeat = heartbeat
         self._beating: asyncio.Task[None] | None = None
+        # Without a cluster this worker alone leads.
+        self.leader = leader or Leadership("local")
+        self.history = AlertHistory(self.bus, ALERTS)
         self.latest: MetricsSnapshot | None = None
         self._cache_hits = SlidingCounter(60, registry.clock)
         self._cache_misses = SlidingCounter(60, registry.clock)
@@ -176,12 +185,30 @@ class Monitor:
             requests_in_window=requests_in_window,
             cost_per_hour=self.costs.cost_per_hour(),
         )
-        events = self.alerts.evaluate(inputs)
+        events = self._judge_alerts(inputs)
         self.latest = snapshot
         self.bus.publish(METRICS, snapshot)
         for event in events:
+            self.history.add(event)
             self.bus.publish(ALERTS, event)
         return snapshot
+
+    def _judge_alerts(self, inputs: AlertInputs) -> list[AlertEvent]:
+        """The leader alone judges the rules for the cluster and writes alert.log;
+        the others leave it to it. While Redis is unreachable and the lease has run
+        out nobody can know the leader: each worker judges for its own feed, and
+        alert.log waits for a leader."""
+        role = self.leader.role
+        if role is Role.FOLLOW:
+            return []
+        events = self.alerts.evaluate(inputs, write=role is Role.LEAD)
+        if events and role is Role.LEAD:
+            self.leader.rules_changed()  # the next leader takes over from here
+        return events
+
+    def recent_alerts(self, last: int = 20) -> list[AlertEvent]:
+        """The cluster's latest alert events as this worker received them."""
+        return self.history.recent(last)
 
     def _publish_costs(self, rows: list[Any]) -> None:
         self.bus.publish(COSTS, (self.costs.snapshot(), rows))
@@ -213,6 +240,8 @@ class Monitor:
         )
 
     def start(self) -> None:
+        self.history.bus = self.bus  # the bus it publishes on, whichever it is now
+        self.history.start()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self.run(), name="monitor"
@@ -230,4 +259,5 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self._beating
             self._beating = None
+        await self.history.stop()
         await asyncio.to_thread(self.costs.save)

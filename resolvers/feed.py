@@ -34,7 +34,7 @@ def recent_alerts(ctx: Context, last: int = 20) -> list[AlertEvent]:
     monitor = _monitor(ctx)  # the role first: arguments are checked for operators
     if not 1 <= last <= MAX_ALERTS:
         raise BadUserInput(f"last must be between 1 and {MAX_ALERTS}, got {last}")
-    events: list[AlertEvent] = monitor.alerts.recent(last)
+    events: list[AlertEvent] = monitor.recent_alerts(last)
     return events
 
 

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from db.audit import AuditLog
+from db.costs import CostLedger
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
@@ -186,6 +187,7 @@ async def running(
     except BaseException:  # refused: close what create_app opened, then stop
         if audit_log is not None:
             await audit_log.stop()
+        await monitor.costs.aclose()
         await database.dispose()
         if redis is not None:
             await redis.aclose()
@@ -193,6 +195,9 @@ async def running(
     if audit_log is not None:
         audit_log.start()
     if observe:
+        # The cluster's cost meter read once before serving: `costs` answers its
+        # totals from the first request.
+        await monitor.costs.sync()
         monitor.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
@@ -204,6 +209,7 @@ async def running(
         await audit_log.stop()
     await monitor.stop()
     await monitor.leader.release()  # another worker leads from its next tick
+    await monitor.costs.aclose()
     await cluster.leave()  # the other workers stop listing this one at once
     await database.dispose()
     if redis is not None:
@@ -485,7 +491,15 @@ def build_monitor(
         cost_per_100_requests=settings.cost_per_100_requests,
         interval_s=settings.cost_summary_interval_s,
         sink=costs_csv,
-        state_path=settings.costs_csv_path + ".state.json",
+        # The cluster's open period lives in the database, on an engine of the
+        # meter's own: its statements are not the operations' DB queries.
+        ledger=CostLedger.connect(
+            settings.database_url,
+            settings.environment,
+            busy_timeout_ms=settings.db_busy_timeout_ms,
+        ),
+        # Where versions before the database kept it: imported once.
+        legacy_state_path=settings.costs_csv_path + ".state.json",
     )
 
     def cache_stats() -> dict[str, tuple[int, int]]:

@@ -33,10 +33,11 @@ class CostMeterLike(Protocol):
     def record(
         self, operation: str | None, db_queries: int, api_requests: int
     ) -> None: ...
-    def tick(self) -> list[Any]: ...
     def snapshot(self) -> Any: ...
     def cost_per_hour(self, window_s: float = 600) -> float: ...
-    def save(self) -> bool: ...
+    async def sync(self, *, close: bool = False) -> list[Any]: ...
+    async def close_now(self) -> Any: ...
+    async def aclose(self) -> None: ...
 
 
 class AlertEngineLike(Protocol):
@@ -82,6 +83,7 @@ class Monitor:
         # the sampler, never delays it, and is skipped while the last one is unfinished.
         self.heartbeat = heartbeat
         self._beating: asyncio.Task[None] | None = None
+        self._costing: asyncio.Task[None] | None = None
         # Without a cluster this worker alone leads.
         self.leader = leader or Leadership("local")
         self.history = AlertHistory(self.bus, ALERTS)
@@ -165,9 +167,10 @@ class Monitor:
         )
 
     def tick(self) -> MetricsSnapshot:
-        """One whole sample, synchronously: snapshot, alerts, cost periods, publication."""
+        """One sample, synchronously: snapshot, alerts, publication (the cost meter's
+        exchange with the database is the running sampler's, or `sync_costs`)."""
         snapshot = self._sample()
-        self._publish_costs(self.costs.tick())
+        self._publish_costs([])
         return snapshot
 
     def _sample(self) -> MetricsSnapshot:
@@ -220,15 +223,29 @@ class Monitor:
             try:
                 self._sample()
                 self._beat()
-                # Closing a period appends to costs.csv and the state file is
-                # fsynced: off the event loop, so that requests never wait on disk.
-                self._publish_costs(await asyncio.to_thread(self.costs.tick))
+                self._sync_costs_beside()
             except Exception:  # a bad tick must not stop monitoring
                 log.exception("monitor tick failed")
             # A fixed cadence: the time a tick takes does not stretch the interval
             # (a late tick is not made up for by a burst).
             deadline = max(deadline + self.interval_s, loop.time())
             await asyncio.sleep(deadline - loop.time())
+
+    # --- the cluster's cost meter (beside the sampler) ------------------------------
+
+    def _sync_costs_beside(self) -> None:
+        """Each tick, beside the sampler (skipped while the last is unfinished): this
+        worker's counts go to the cluster's open period in the database, and the
+        leader closes the period at a boundary (costs.csv)."""
+        if self._costing is not None and not self._costing.done():
+            return
+        self._costing = asyncio.get_running_loop().create_task(
+            self.sync_costs(), name="costs"
+        )
+
+    async def sync_costs(self) -> None:
+        rows = await self.costs.sync(close=self.leader.is_leader)
+        self._publish_costs(rows)
 
     def _beat(self) -> None:
         if self.heartbeat is None:
@@ -260,4 +277,9 @@ class Monitor:
                 await self._beating
             self._beating = None
         await self.history.stop()
-        await asyncio.to_thread(self.costs.save)
+        if self._costing is not None:
+            with contextlib.suppress(Exception):
+                await self._costing
+            self._costing = None
+        # What this worker counted since its last tick stays in the open period.
+        await self.costs.sync()

@@ -244,7 +244,10 @@ class Monitor:
         )
 
     async def sync_costs(self) -> None:
-        rows = await self.costs.sync(close=self.leader.is_leader)
+        # The leader closes periods. The database's lock makes a close safe from
+        # any worker (a period closes once whoever gets there first), so while
+        # Redis is unreachable and nobody can know the leader, each worker closes.
+        rows = await self.costs.sync(close=self.leader.role is not Role.FOLLOW)
         self._publish_costs(rows)
 
     def _beat(self) -> None:

@@ -19,6 +19,7 @@ from monitoring.alerts import AlertEngine, AlertRule
 from monitoring.leader import Leadership, Role
 from monitoring.snapshot import AlertEvent, AlertState
 from settings import Settings
+from tests.factories import free_port
 from tests.factories.alerts import T0, Clock, tick
 from tests.factories.proxy import TcpProxy
 from tests.test_health_cluster import worker
@@ -314,3 +315,76 @@ async def test_a_new_leader_takes_the_rules_state_from_redis(redis_url, redis_pr
 
     assert again == []  # firing, inside the cooldown the old leader started
     assert [(e.state, e.values) for e in resolved] == [(AlertState.RESOLVED, (400.0,))]
+
+
+async def test_with_redis_down_a_worker_judges_for_its_own_feed_only(
+    make_api, scratch_url
+):
+    # Nothing listens there: no lease, nobody can know the leader.
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    api = await make_api(
+        scratch_url,
+        redis_url=dead,
+        sample_interval_ms=TICK_MS,
+        alert_rules=ONLY_MEMORY,
+        alert_memory_mb=1,
+    )
+    monitor = api.app.state.monitor
+
+    await until(lambda: monitor.recent_alerts() != [])
+
+    assert monitor.leader.role is Role.ALONE
+    assert [(e.rule, e.state) for e in monitor.recent_alerts()] == [
+        ("high_memory", AlertState.FIRING)
+    ]
+    assert alert_lines() == []  # alert.log waits for a leader
+
+
+def test_a_malformed_rules_state_changes_nothing():
+    engine = AlertEngine(
+        [AlertRule("high_memory", 500)], cooldown_seconds=300, sink=None, clock=Clock()
+    )
+    engine.evaluate(tick(memory_mb=600.0))
+    kept = engine.export_state()
+
+    for broken in (
+        {},
+        {"version": 2, "rules": {}},
+        {"version": 1, "rules": {"high_memory": {"firing": True}}},
+        {
+            "version": 1,
+            "rules": {
+                "high_memory": {
+                    **kept["rules"]["high_memory"],
+                    "last_fired": "2024-01-15T10:30:00",
+                }
+            },
+        },
+    ):
+        try:
+            engine.import_state(broken)
+        except (ValueError, KeyError):
+            pass
+        else:
+            raise AssertionError(f"accepted {broken}")
+        assert engine.export_state() == kept
+
+
+def test_rules_the_state_does_not_know_start_clear():
+    clock = Clock()
+    engine = AlertEngine(
+        [AlertRule("high_memory", 500), AlertRule("high_cost", 0.05)],
+        cooldown_seconds=300,
+        sink=None,
+        clock=clock,
+    )
+    engine.evaluate(tick(memory_mb=600.0, cost_per_hour=1.0))
+
+    engine.import_state({"version": 1, "rules": {}})
+
+    assert engine.firing() == {"high_memory": False, "high_cost": False}
+    events = engine.evaluate(tick(memory_mb=600.0, cost_per_hour=1.0))
+    assert [(e.rule, e.state) for e in events] == [
+        ("high_memory", AlertState.FIRING),
+        ("high_cost", AlertState.FIRING),
+    ]

@@ -33,6 +33,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# The rules' state is written only by the lease's holder: a worker whose lease ran out
+# while its write was on its way never overwrites the new leader's state.
+SAVE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[2], ARGV[2])
+end
+return 0
+"""
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -90,6 +98,7 @@ class Leadership:
         self._clock = clock
         self._renew = client.register_script(RENEW) if client is not None else None
         self._release = client.register_script(RELEASE) if client is not None else None
+        self._save = client.register_script(SAVE) if client is not None else None
         self._valid_until = float("-inf")
         self._held = False  # the last answer of Redis: the lease is ours
         self._loaded = False  # the rules' state was taken over with it
@@ -191,7 +200,7 @@ class Leadership:
         )
 
     async def _save_rules(self) -> None:
-        assert self._client is not None and self._rules is not None
+        assert self._save is not None and self._rules is not None
         while True:
             self._save_again = False
             if not self.is_leader:
@@ -199,7 +208,11 @@ class Leadership:
             state = json.dumps(self._rules.export_state(), separators=(",", ":"))
             try:
                 await asyncio.wait_for(
-                    self._client.set(self._state_key, state), TIMEOUT_S
+                    self._save(
+                        keys=[self._key, self._state_key],
+                        args=[self.worker_id, state],
+                    ),
+                    TIMEOUT_S,
                 )
             except (RedisError, OSError, TimeoutError) as exc:
                 self._unreachable(exc)

@@ -156,7 +156,13 @@ class CostLedger:
         """Add `period` to the open period and to the totals (or `totals` to these:
         an imported state), and `operations` to theirs; then close the open period at
         the ends `plan` gives; read the meter back. `start` opens the first period
-        of a new meter."""
+        of a new meter. With nothing to add and no plan it only reads, without the
+        lock (no write transaction: SQLite's writers do not wait on it)."""
+        quiet = _empty(period) and not operations and plan is None and totals is None
+        if quiet:
+            async with self.database.sessions() as session:
+                if (view := await self._view(session)) is not None:
+                    return view, []
         async with self.database.writing() as session:
             row = await self._lock(session, start)
             if not _empty(period) or (totals is not None and not _empty(totals)):
@@ -169,6 +175,7 @@ class CostLedger:
                 if ends:
                     closed = await self._close(session, ends)
             view = await self._view(session)
+            assert view is not None  # the lock made the row
         return view, closed
 
     async def view(self, *, start: datetime) -> MeterView:
@@ -357,7 +364,8 @@ class CostLedger:
             start = end
         return closed
 
-    async def _view(self, session: AsyncSession) -> MeterView:
+    async def _view(self, session: AsyncSession) -> MeterView | None:
+        """The meter as it stands; None before its first period."""
         row = (
             (
                 await session.execute(
@@ -367,8 +375,10 @@ class CostLedger:
                 )
             )
             .mappings()
-            .one()
+            .first()
         )
+        if row is None:
+            return None
         top = await session.execute(
             select(O.operation, O.count, O.db_cost, O.api_cost)
             .where(O.environment == self.environment)

@@ -386,8 +386,15 @@ class CostMeter:
             try:
                 await self._import_legacy_state()
                 now = self._now()
-                plan = self._boundary_plan(now) if close else None
-                closed = await self._push(plan)
+                view = self._view
+                # Judged again under the database's lock; here only whether a
+                # boundary may have passed since the meter was last read.
+                due = close and (
+                    view is None
+                    or view.unwritten
+                    or now >= self._next_boundary(view.period_start)
+                )
+                closed = await self._push(self._boundary_plan(now) if due else None)
                 if close and (closed or self._view.unwritten):
                     rows = await self._write(now) or []
             except Exception as exc:  # the database: counts stay pending

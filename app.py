@@ -45,6 +45,8 @@ from resolvers.auth import Authenticator
 from resolvers.cache import LocalCache
 from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
+from resolvers.import_runner import start_keeper
+from resolvers.jobs import ImportJobs
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
@@ -70,6 +72,8 @@ REDIS_TIMEOUT_S = 0.5
 # one to be free: commands take well under a millisecond, and a pool that refused
 # instead would look like a Redis that is down.
 REDIS_CONNECTIONS = 50
+# At SIGTERM a request in flight has OPERATION_TIMEOUT_S plus this long to answer.
+DRAIN_MARGIN_S = 1.0
 
 
 class StartRefused(Exception):
@@ -128,10 +132,12 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    services = build_services(settings, database, cache, monitor, audit_log, redis)
+    cluster = cluster_for(settings, redis)
+    services = build_services(
+        settings, database, cache, monitor, audit_log, redis, cluster.worker.id
+    )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
-    cluster = cluster_for(settings, redis)
     monitor.leader = Leadership(
         cluster.worker.id,
         redis,
@@ -187,6 +193,7 @@ async def running(
     except BaseException:  # refused: close what create_app opened, then stop
         if audit_log is not None:
             await audit_log.stop()
+        await services.imports.shutdown()
         await monitor.costs.aclose()
         await database.dispose()
         if redis is not None:
@@ -199,11 +206,13 @@ async def running(
         # totals from the first request.
         await monitor.costs.sync()
         monitor.start()
+    start_keeper(services)  # import job leases and takeovers
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
     gc.collect()
     gc.freeze()
     yield
+    # Running imports are handed over (their leases released), not cancelled.
     await services.imports.shutdown()
     if audit_log is not None:
         await audit_log.stop()
@@ -249,11 +258,15 @@ async def beat(cluster: Cluster, leader: Leadership) -> None:
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
-    """Buckets in this process, or shared by the cluster through Redis."""
+    """Buckets in this process, or shared by the cluster through Redis (and while
+    Redis is down, buckets in this process of 1/WORKERS of the budget)."""
     if redis is None:
         return MemoryRateStore()
     return RedisRateStore(
-        redis, prefix=settings.redis_prefix, fallback=MemoryRateStore()
+        redis,
+        prefix=settings.redis_prefix,
+        fallback=MemoryRateStore(),
+        workers=settings.workers,
     )
 
 
@@ -345,11 +358,21 @@ def build_services(
     monitor: Monitor,
     audit_log: AuditLog | None,
     redis: Redis | None,
+    worker_id: str | None = None,
 ) -> Services:
     """The application layer's services, from the settings."""
+    # The import keeper's statements (leases, sweeps) go through an engine of their
+    # own: maintenance, not requests (uncounted by the monitor and the cost meter).
+    keeper_database = create_database(
+        settings.database_url,
+        pool_size=1,
+        max_overflow=1,
+        busy_timeout_ms=settings.db_busy_timeout_ms,
+    )
     return Services(
         database=database,
         cache=cache,
+        imports=ImportJobs(worker_id, database=keeper_database),
         limits=Limits(
             max_batch_size=settings.max_batch_size,
             at_risk_average=settings.at_risk_average,
@@ -540,6 +563,9 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
 
 
 def main() -> None:
+    """`python app.py`: check the settings and the schema once, then serve WORKERS
+    worker processes on HOST:PORT (each builds its app with create_app())."""
+    import signal
     import sys
 
     import uvicorn
@@ -553,8 +579,17 @@ def main() -> None:
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
     # prepare_schema logs what a migration did; Alembic's own lines are noise here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # uvicorn drains on SIGTERM, then raises it again with the handler it found: a
+    # stop that drained is a clean exit, not a death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    several = settings.workers > 1
+    drain_s = settings.operation_timeout_s + DRAIN_MARGIN_S
     uvicorn.run(
-        create_app(settings),
+        # Worker processes build their own app from the import string.
+        "app:create_app" if several else create_app(settings),
+        factory=several,
+        workers=settings.workers,
+        app_dir=str(ROOT),
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -565,7 +600,15 @@ def main() -> None:
         # RequestMonitor writes the access log, without query strings (a GET query
         # may search by email).
         access_log=False,
+        # SIGTERM: stop accepting, close WebSockets with 1012 at once, let requests in
+        # flight finish (each ends by OPERATION_TIMEOUT_S; the margin lets its own
+        # timeout answer first), then the lifespan shutdown.
+        timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]  # any seconds
     )
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import csv
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from sqlalchemy import event
 
-from bench import audit
+from bench import audit, cluster
 from bench.fanout import FanoutResult, run_fanout
 from bench.load import LoadResult, alternate, run_load
+from bench.process import Server, graphql_body
 from bench.server import STUDENTS_QUERY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,12 +48,6 @@ PACKAGES = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def seed_database(path: Path) -> None:
     subprocess.run(
         [
@@ -73,76 +66,6 @@ def seed_database(path: Path) -> None:
         check=True,
         capture_output=True,
     )
-
-
-class Server:
-    """One uvicorn worker serving bench.server:create_bench_app."""
-
-    def __init__(
-        self,
-        database: Path,
-        *,
-        factory: str = "bench.server:create_bench_app",
-        **settings: str,
-    ) -> None:
-        self.port = free_port()
-        self._log = (database.parent / f"server-{self.port}.log").open("wb")
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite:///{database}",
-            "PYTHONPATH": str(ROOT),
-            "ENVIRONMENT": "development",
-            "ALERT_LOG_PATH": str(database.parent / "alert.log"),
-            "COSTS_CSV_PATH": str(database.parent / "costs.csv"),
-            # One anonymous client (admin) sends every request: a budget no load run
-            # can spend, so that the figures measure serving, not the rate limiter.
-            "RATE_LIMIT_ADMIN": str(10**12),
-            **settings,
-        }
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                factory,
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--ws",
-                "websockets-sansio",
-                "--ws-per-message-deflate",
-                "false",
-            ],
-            cwd=ROOT,
-            env=env,
-            stderr=self._log,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health/live", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        self.stop()
-        raise SystemExit("bench server did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=15)
-        self._log.close()
-
-
-def graphql_body(query: str) -> bytes:
-    return orjson.dumps({"query": query})
 
 
 def check_identical(server: Server) -> int:
@@ -273,7 +196,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["audit"],
+        choices=["audit", "cluster"],
         help="run one case and replace only its lines in RESULTS.md",
     )
     args = parser.parse_args()
@@ -310,6 +233,11 @@ def main() -> None:
         print(f"audit log overhead: {cost:.1%} fewer requests/s (target <= 10%)")
         return found, cost
 
+    if args.only == "cluster":
+        lines = cluster.cases(args, work, database)
+        shutil.rmtree(work, ignore_errors=True)
+        print("\n".join(lines))
+        return
     if args.only == "audit":
         audit_cases, audit_overhead = audit_figures()
         shutil.rmtree(work, ignore_errors=True)
@@ -410,6 +338,7 @@ def main() -> None:
         f"{fanout.server_cpu_percent:.0f}% (target p99 <= 250 ms, 0 errors)",
         flush=True,
     )
+    cluster_lines = cluster.cases(args, work, database)
     print("importing grades from CSV ...", flush=True)
     imports = import_figures(database, args.import_rows)
     shutil.rmtree(work, ignore_errors=True)
@@ -445,6 +374,7 @@ def main() -> None:
         overhead,
         fanout,
         audit_overhead,
+        cluster_lines,
     )
 
 
@@ -459,6 +389,7 @@ def write_results(
     overhead: float,
     fanout: FanoutResult,
     audit_overhead: float,
+    cluster_lines: list[str],
 ) -> None:
     tool = next(iter(cases.values())).tool
     lines = [

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlmodel import SQLModel
 
-from db import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from db import models  # registers the tables on SQLModel.metadata
 
 _IMMEDIATE = "gradepulse_begin_immediate"
 
@@ -144,28 +144,14 @@ def _use_wal(cursor: Any, timeout_s: float) -> None:
             time.sleep(WAL_RETRY_S)
 
 
-# The tables create_all made before migrations existed (migration 0001's schema).
-PRE_MIGRATION_TABLES = frozenset(
-    {
-        "students",
-        "grades",
-        "idempotency_keys",
-        "grade_import_rows",
-        "api_keys",
-        "audit_log",
-        "audit_students",
-    }
-)
-
-
 async def create_tables(database: Database) -> None:
-    """Create the tables and indexes that are absent, as every database was made before
-    migrations existed (those tables only: later ones come from their migrations); the
-    server and the commands migrate instead (db.migrations)."""
+    """Create the tables and indexes of before migrations existed (the baseline
+    revision's), as every database was made then; the server and the commands
+    migrate instead (db.migrations), which adds the later tables."""
     tables = [
         table
         for name, table in SQLModel.metadata.tables.items()
-        if name in PRE_MIGRATION_TABLES
+        if name in models.BASELINE_TABLES
     ]
     async with database.engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all, tables=tables)

@@ -227,9 +227,14 @@ async def store_idempotency_key(
 ) -> None:
     now = utcnow()
     # Keys live for IDEMPOTENCY_TTL (at least the promised 24 h); expired ones go here.
+    # A live row of this key and operation stays: a concurrent request that stored
+    # it first makes this insert fail, and the caller replays that request's result.
     await session.execute(
         delete(models.IdempotencyKey).where(
-            or_(K.created_at <= now - IDEMPOTENCY_TTL, K.key == key)
+            or_(
+                K.created_at <= now - IDEMPOTENCY_TTL,
+                and_(K.key == key, K.operation != operation),
+            )
         )
     )
     await session.execute(

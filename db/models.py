@@ -1,12 +1,22 @@
-"""SQLModel tables: students, grades, idempotency keys, staged import rows, API keys,
-the audit log and the cost meter (open period, closed periods, operations)."""
+"""SQLModel tables: students, grades, idempotency keys, import jobs and their staged
+rows, API keys, the audit log and the cost meter (open period, closed periods,
+operations)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, String
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+)
 from sqlmodel import Field, SQLModel
 
 NAME_MAX = 200
@@ -16,6 +26,20 @@ EMAIL_MAX = 254
 ACTOR_MAX = 200
 OPERATION_MAX = 200
 REQUEST_ID_MAX = 128
+WORKER_ID_MAX = 200
+# The tables create_all made before migrations existed (revision 0001): a database
+# holding exactly these and no history is stamped at that revision (db.migrations).
+BASELINE_TABLES = frozenset(
+    {
+        "students",
+        "grades",
+        "idempotency_keys",
+        "grade_import_rows",
+        "api_keys",
+        "audit_log",
+        "audit_students",
+    }
+)
 
 
 class Student(SQLModel, table=True):
@@ -81,6 +105,46 @@ class GradeImportRow(SQLModel, table=True):
     score: float = Field(nullable=False)
     max_score: float = Field(nullable=False)
     recorded_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class ImportJob(SQLModel, table=True):
+    """A background grade import: its state, its owner (whose rights it writes with),
+    and the lease of the worker running it. A lease that has run out (on the
+    database's clock) lets another worker claim the job."""
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (
+        Index("ix_import_jobs_status_lease_until", "status", "lease_until"),
+        Index("ix_import_jobs_finished_at", "finished_at"),
+    )
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    total: int = Field(default=0, nullable=False)
+    processed: int = Field(default=0, nullable=False)
+    # Every row problem of a FAILED job, as JSON; NULL when there are none.
+    errors: str | None = Field(sa_column=Column(Text(), nullable=True))
+    failure_code: str | None = Field(sa_column=Column(String(32), nullable=True))
+    cancel_requested: bool = Field(
+        sa_column=Column(Boolean(), nullable=False, default=False)
+    )
+    # Every row staged and checked: moving them into grades is all that remains.
+    validated: bool = Field(sa_column=Column(Boolean(), nullable=False, default=False))
+    # Who started it, as the audit log names them, and what they may write:
+    # `owner_levels` is the comma-separated grade levels, NULL for every level.
+    owner: str = Field(sa_column=Column(String(ACTOR_MAX), nullable=False))
+    owner_role: str = Field(sa_column=Column(String(16), nullable=False))
+    owner_levels: str | None = Field(sa_column=Column(String(64), nullable=True))
+    operation: str = Field(sa_column=Column(String(OPERATION_MAX), nullable=False))
+    request_id: str | None = Field(
+        sa_column=Column(String(REQUEST_ID_MAX), nullable=True)
+    )
+    worker_id: str | None = Field(
+        sa_column=Column(String(WORKER_ID_MAX), nullable=True)
+    )
+    lease_until: datetime | None = Field(sa_column=Column(DateTime(), nullable=True))
+    created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    finished_at: datetime | None = Field(sa_column=Column(DateTime(), nullable=True))
 
 
 class ApiKey(SQLModel, table=True):

@@ -1,36 +1,55 @@
-"""Background CSV imports of grades: validate, stage in chunks, move in one go."""
+"""Background CSV imports of grades: start (with an idempotency key), read, follow
+and cancel jobs. Jobs live in the database, so any worker answers for any job; the
+running itself is resolvers/import_runner.py."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import hashlib
+import json
+import uuid
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
-from db import staging
-from db.csvrows import parse_grades_csv, sort_problems
-from db.engine import Database
-from db.errors import InvalidInput, NotFound, RowProblem
-from db.records import GradeRecord
+from sqlalchemy.exc import IntegrityError
+
+from db import grades as db_grades
+from db import jobs as db_jobs
+from db.errors import IdempotencyKeyReused, InvalidInput, NotFound
+from db.models import ACTOR_MAX, REQUEST_ID_MAX
 from db.validation import FieldProblem, InputErrorCode
+from monitoring.bus import Subscription
 from resolvers import audit, live
-from resolvers.context import Context
+from resolvers.context import Context, Services
 from resolvers.errors import ClientError, ErrorCode, Forbidden
-from resolvers.jobs import ImportJob, ImportStatus
-from resolvers.loaders import invalidate_grades
+from resolvers.import_runner import IMPORTS, claim, publish, start_run, writable_levels
+from resolvers.jobs import ImportJob
 from resolvers.viewer import Viewer
 
-log = logging.getLogger("gradepulse.imports")
-# Each chunk of Limits.import_chunk_size rows is its own short write transaction;
-# other writers get the database between chunks. Tests raise the pause to cancel.
-CHUNK_PAUSE_S = 0.0
+GRADES_IMPORT = "gradesImport"
 CANCEL_WAIT_S = 5.0
+# importProgress re-reads its job at each message about it, and at least this often
+# (a lost message, or a job on another worker without Redis, still progresses).
+POLL_S = 1.0
+BUS_BACKLOG = 64
+
+
+@dataclass(frozen=True, slots=True)
+class StartedImport:
+    job: ImportJob
+    replayed: bool  # the job an earlier request with the same key started
 
 
 async def start_import(
-    ctx: Context, *, file: bytes | None = None, csv: str | None = None
-) -> ImportJob:
+    ctx: Context,
+    *,
+    file: bytes | None = None,
+    csv: str | None = None,
+    idempotency_key: str | None = None,
+) -> StartedImport:
     """Check the arguments and start the job; it runs after this returns. Admins
-    and teachers only; a teacher's rows are checked against their grade levels."""
+    and teachers only; a teacher's rows are checked against their grade levels.
+    The same idempotency key with the same content gives the first job back."""
     ctx.viewer.require("admin", "teacher")
     if (file is None) == (csv is None):
         code = (
@@ -43,45 +62,132 @@ async def start_import(
                 "give exactly one of file and csv",
             )
         )
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 200:
+        code = InputErrorCode.TOO_LONG if idempotency_key else InputErrorCode.REQUIRED
+        raise InvalidInput(
+            FieldProblem(
+                "idempotencyKey", code, "idempotencyKey must be 1 to 200 characters"
+            )
+        )
     source: bytes | str
     if file is not None:
         source = file
     else:
         assert csv is not None  # exactly one of them, checked above
         source = csv
-    job = ctx.services.imports.create()
-    job.owner = ctx.viewer.identity
-    job.task = asyncio.create_task(_run(ctx, job, source), name=f"import-{job.id}")
-    return job
+    content = source if isinstance(source, bytes) else source.encode()
+    digest = hashlib.sha256(content).hexdigest()
+    job_id = uuid.uuid4().hex
+    try:
+        replayed = await _create(ctx, job_id, idempotency_key, digest)
+    except IntegrityError:
+        # A concurrent request stored the same key first (PostgreSQL): replay it.
+        if idempotency_key is None:
+            raise
+        replayed = await _create(ctx, job_id, idempotency_key, digest)
+    if replayed is not None:
+        return StartedImport(replayed, True)
+    start_run(ctx, job_id, source)
+    publish(ctx.services, job_id)
+    return StartedImport(ImportJob(id=job_id, owner=_owner(ctx.viewer)), False)
+
+
+def _owner(viewer: Viewer) -> str:
+    """The viewer as a job's owner (as long as the audit log's actor column)."""
+    return viewer.identity[:ACTOR_MAX]
+
+
+def _scoped_key(ctx: Context, key: str) -> str:
+    """The stored key: the caller's own (per identity), apart from gradesAdd's."""
+    text = f"{ctx.viewer.identity}\n{GRADES_IMPORT}\n{key}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def _create(
+    ctx: Context, job_id: str, key: str | None, digest: str
+) -> ImportJob | None:
+    """Store the new job (and its key) in one transaction; or the job an earlier
+    request with the same key and content started."""
+    services = ctx.services
+    jobs = services.imports
+    scoped = _scoped_key(ctx, key) if key is not None else None
+    async with services.database.writing() as session:
+        if key is not None and scoped is not None:
+            stored = await db_grades.find_idempotency_key(
+                session, GRADES_IMPORT, scoped
+            )
+            if stored is not None:
+                if stored.payload_hash != digest:
+                    raise IdempotencyKeyReused(key)
+                first = await db_jobs.job_by_id(
+                    session, json.loads(stored.result)["jobId"]
+                )
+                if first is not None:
+                    return ImportJob.from_row(first)
+        await db_jobs.insert_job(
+            session,
+            job_id=job_id,
+            owner=_owner(ctx.viewer),
+            owner_role=ctx.viewer.role,
+            owner_levels=writable_levels(ctx.viewer),
+            operation=audit.operation_name(ctx, f"mutation:{GRADES_IMPORT}"),
+            request_id=ctx.request_id[:REQUEST_ID_MAX] if ctx.request_id else None,
+            worker_id=jobs.worker_id,
+            lease_s=jobs.lease_s,
+        )
+        if scoped is not None:
+            await db_grades.store_idempotency_key(
+                session, GRADES_IMPORT, scoped, digest, json.dumps({"jobId": job_id})
+            )
+    return None
+
+
+async def load_job(services: Services, job_id: str) -> ImportJob | None:
+    """The job as the database holds it now (any worker's), for anyone."""
+    async with services.database.sessions() as session:
+        row = await db_jobs.job_by_id(session, job_id)
+    return ImportJob.from_row(row) if row is not None else None
 
 
 def _require_owner(ctx: Context, job: ImportJob) -> ImportJob:
     viewer = ctx.viewer
-    if viewer.role != "admin" and job.owner != viewer.identity:
+    if viewer.role != "admin" and job.owner != _owner(viewer):
         raise Forbidden(f"import job {job.id!r} belongs to someone else")
     return job
 
 
-def get_job(ctx: Context, job_id: str) -> ImportJob | None:
-    job = ctx.services.imports.get(job_id)
+async def get_job(ctx: Context, job_id: str) -> ImportJob | None:
+    job = await load_job(ctx.services, job_id)
     return _require_owner(ctx, job) if job is not None else None
 
 
 async def cancel_import(ctx: Context, job_id: str) -> ImportJob:
     """Stop a job (staged rows are deleted) and wait for it to end; a finished job
-    is returned as it is."""
-    job = ctx.services.imports.get(job_id)
+    is returned as it is. The job may run on any worker."""
+    services = ctx.services
+    job = await load_job(services, job_id)
     if job is None:
         raise NotFound("import job", job_id)
     _require_owner(ctx, job)
-    if not job.finished and job.task is not None:
-        job.cancel_requested = True
-        await asyncio.wait({job.task}, timeout=CANCEL_WAIT_S)
+    if job.finished:
+        return job
+    async with services.database.writing() as session:
+        await db_jobs.request_cancel(session, job_id)
+    run = services.imports.runs.get(job_id)
+    if run is not None:
+        run.cancel_requested = True
+    else:
+        # Nobody holds it (its worker stopped): end it now rather than at a sweep.
+        await claim(services, job_id=job_id)
+    publish(services, job_id)
+    async for seen in _watch(services, job_id, poll_s=0.05, timeout_s=CANCEL_WAIT_S):
+        if seen is not None:
+            job = seen
     return job
 
 
-def check_progress(ctx: Context, job_id: str) -> ImportJob:
-    job = ctx.services.imports.get(job_id)
+async def check_progress(ctx: Context, job_id: str) -> ImportJob:
+    job = await load_job(ctx.services, job_id)
     if job is None:
         raise ClientError(
             f"import job {job_id!r} does not exist", code=ErrorCode.NOT_FOUND
@@ -94,139 +200,60 @@ async def import_progress(
 ) -> AsyncGenerator[ImportJob, None]:
     """The job now and at each change, until it has finished."""
     with live.counted(ctx):
-        while True:
-            changed = job.changed
-            yield job
-            if job.finished:
+        last: ImportJob | None = None
+        async for seen in _watch(ctx.services, job.id, poll_s=POLL_S):
+            if seen is None:  # deleted (long finished): nothing more to say
                 return
-            await changed.wait()
+            if seen != last:
+                last = seen
+                yield seen
 
 
-class _Cancelled(Exception):
-    pass
-
-
-async def _run(ctx: Context, job: ImportJob, source: bytes | str) -> None:
-    database = ctx.services.database
-    outcome = ImportStatus.FAILED
+async def _watch(
+    services: Services,
+    job_id: str,
+    *,
+    poll_s: float,
+    timeout_s: float | None = None,
+) -> AsyncGenerator[ImportJob | None, None]:
+    """The job now and each time it may have changed (a bus message naming it, or
+    every `poll_s`), until it has finished (or `timeout_s` has passed)."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    queue = (
+        services.monitor.bus.subscribe(IMPORTS, BUS_BACKLOG)
+        if services.monitor is not None
+        else None
+    )
     try:
-        try:
-            outcome = await _stage_and_move(ctx, job, source)
-        except (_Cancelled, asyncio.CancelledError):
-            outcome = ImportStatus.CANCELLED
-        except Exception as exc:
-            # The type only: a driver's message can quote the rows' values.
-            log.error("import %s failed: %s", job.id, type(exc).__name__)
-            outcome = ImportStatus.FAILED
-        finally:
-            if outcome is not ImportStatus.SUCCEEDED:
-                await _discard(database, job)
-            # Only now: a client that sees the job end sees no staged rows left.
-            job.status = outcome
+        while True:
+            job = await load_job(services, job_id)
+            yield job
+            if job is None or job.finished:
+                return
+            wait = poll_s
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    return
+            await _next_message(queue, job_id, wait)
     finally:
-        job.task = None
-        ctx.services.imports.finished(job)
-        job.touch()
+        if queue is not None:
+            queue.close()
 
 
-def _writable_levels(viewer: Viewer) -> frozenset[int] | None:
-    """The grade levels whose grades the viewer may import; None: every level."""
-    if viewer.role == "admin":
-        return None
-    if viewer.role == "teacher":
-        return viewer.grade_levels
-    return frozenset()
-
-
-def _forbidden_rows(rows: list[tuple[int, int, str]]) -> list[RowProblem]:
-    return [
-        RowProblem(
-            index,
-            line,
-            "studentId",
-            InputErrorCode.FORBIDDEN,
-            f"you may not write grades of student {student_id!r}",
-        )
-        for index, line, student_id in rows
-    ]
-
-
-async def _discard(database: Database, job: ImportJob) -> None:
-    """A failed or cancelled job leaves no rows behind."""
+async def _next_message(queue: Subscription | None, job_id: str, wait_s: float) -> None:
+    """Until a message about the job (or a dropped one, which might have been) or
+    `wait_s`; the messages about other jobs are skipped."""
+    if queue is None:
+        await asyncio.sleep(wait_s)
+        return
     try:
-        async with database.writing() as session:
-            await staging.delete_staged(session, job.id)
-    except Exception as exc:
-        log.error("import %s: staged rows not deleted: %s", job.id, type(exc).__name__)
-
-
-async def _stage_and_move(
-    ctx: Context, job: ImportJob, source: bytes | str
-) -> ImportStatus:
-    """Stage, check and move the rows; the job's outcome (set by the caller once
-    a failed job's staged rows are gone)."""
-    parsed = await asyncio.to_thread(parse_grades_csv, source)
-    bad_rows = {p.index for p in parsed.problems if p.index is not None}
-    job.total = len(parsed.rows) + len(bad_rows)
-    job.status = ImportStatus.RUNNING
-    job.touch()
-    chunk = ctx.services.limits.import_chunk_size
-    rows, lines = parsed.rows, parsed.lines
-    # The data row index of each valid row: rows with problems take the gaps.
-    indexes = [i for i in range(job.total) if i not in bad_rows]
-    for start in range(0, len(rows), chunk):
-        if job.cancel_requested:
-            raise _Cancelled
-        end = start + chunk
-        async with ctx.services.database.writing() as session:
-            await staging.stage_rows(
-                session, job.id, rows[start:end], indexes[start:end], lines[start:end]
-            )
-        job.processed += len(rows[start:end])
-        job.touch()
-        await asyncio.sleep(CHUNK_PAUSE_S)
-    if job.cancel_requested:
-        raise _Cancelled
-    writable = _writable_levels(ctx.viewer)
-    async with ctx.services.database.sessions() as session:
-        unknown = await staging.unknown_students(session, job.id)
-        outside = (
-            await staging.staged_outside_levels(session, job.id, writable)
-            if writable is not None
-            else []
-        )
-    problems = parsed.problems + [
-        RowProblem(
-            index,
-            line,
-            "studentId",
-            InputErrorCode.NOT_FOUND,
-            f"no student with studentId {student_id!r}",
-        )
-        for index, line, student_id in unknown
-    ]
-    # All or nothing, like any other invalid row: one row outside the importing
-    # teacher's grade levels fails the whole job.
-    problems += _forbidden_rows(outside)
-    job.processed = job.total
-    if problems:
-        job.errors = sort_problems(problems)
-        return ImportStatus.FAILED
-    records: list[GradeRecord] = []
-    async with ctx.services.database.writing() as session:
-        levels = await staging.staged_student_levels(session, job.id)
-        if writable is not None and not set(levels.values()) <= writable:
-            # A student changed level since the check above: refuse, in the same
-            # transaction as the move would have been.
-            outside = await staging.staged_outside_levels(session, job.id, writable)
-        else:
-            records = await staging.move_staged(
-                session, job.id, returning=live.wants_grade_events(ctx)
-            )
-            await audit.record_write(session, ctx, levels, "mutation:gradesImport")
-    if outside:
-        job.errors = sort_problems(_forbidden_rows(outside))
-        return ImportStatus.FAILED
-    invalidate_grades(ctx.services.cache, levels)
-    live.publish_grades(ctx, records, levels)
-    return ImportStatus.SUCCEEDED
+        async with asyncio.timeout(wait_s):
+            while True:
+                item = await queue.get()
+                if item == job_id or queue.dropped:
+                    queue.dropped = 0
+                    return
+    except TimeoutError:
+        return

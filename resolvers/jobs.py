@@ -1,16 +1,37 @@
-"""Background import jobs kept in memory: their state, change signal and registry."""
+"""Import jobs: their state as read from the database, and this worker's part in
+running them (its id, its runner tasks, and the keeper task that renews their leases
+and sweeps up the jobs of lost workers)."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
+from db.engine import Database
 from db.errors import RowProblem
+from db.jobs import JobRow
+from resolvers.errors import ErrorCode
 
-KEEP_FINISHED = 100
+log = logging.getLogger("gradepulse.imports")
+
+# A worker renews the leases of its jobs every TICK_S and sweeps for jobs whose lease
+# ran out at the same pace; a lease lasts LEASE_S. So the job of a worker that died
+# is claimed by a live one within LEASE_S + TICK_S (12 s; the promise is 30 s).
+LEASE_S = 10.0
+TICK_S = 2.0
+CLAIM_BATCH = 20  # jobs claimed per sweep, at most
+# A clean stop lets runners reach a chunk boundary for this long, then cancels them.
+HANDOVER_WAIT_S = 2.0
+KEEP_FINISHED_S = 7 * 24 * 3600.0  # as long as idempotency keys live
+CLEANUP_EVERY = 150  # ticks between deletions of long-finished jobs
 
 
 class ImportStatus(Enum):
@@ -26,63 +47,117 @@ FINISHED = frozenset(
 )
 
 
-@dataclass(slots=True)
+class FailureCode:
+    """Why a job FAILED (ImportJob.failureCode)."""
+
+    INVALID_ROWS = "INVALID_ROWS"  # rows were rejected: `errors` lists them
+    WORKER_LOST = "WORKER_LOST"  # its worker stopped before it could finish
+    # The error codes of the same names: the database (or the audit log) failed;
+    # a bug (the log says which).
+    DB_UNAVAILABLE = ErrorCode.DB_UNAVAILABLE.value
+    INTERNAL_SERVER_ERROR = ErrorCode.INTERNAL_SERVER_ERROR.value
+
+
+@dataclass(frozen=True, slots=True)
 class ImportJob:
-    """One import: mutated only by its runner (and a cancel request)."""
+    """One import as the database holds it now."""
 
     id: str
-    # The identity of the viewer who started it: only they (or an admin) may read,
-    # follow or cancel it.
-    owner: str | None = None
+    owner: str
+    status: ImportStatus = ImportStatus.QUEUED
     total: int = 0
     processed: int = 0
-    status: ImportStatus = ImportStatus.QUEUED
-    errors: list[RowProblem] = field(default_factory=list)
-    cancel_requested: bool = False
-    task: asyncio.Task[None] | None = None
-    # Replaced at each change; waiters hold the one they saw (no change is missed).
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    errors: tuple[RowProblem, ...] = ()
+    failure_code: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
 
-    def touch(self) -> None:
-        event, self.changed = self.changed, asyncio.Event()
-        event.set()
+    @classmethod
+    def from_row(cls, row: JobRow) -> ImportJob:
+        return cls(
+            id=row.id,
+            owner=row.owner,
+            status=ImportStatus(row.status),
+            total=row.total,
+            processed=row.processed,
+            errors=row.errors,
+            failure_code=row.failure_code,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class Run:
+    """A job this worker is running (or finishing after a takeover)."""
+
+    job_id: str
+    task: asyncio.Task[None] | None = None
+    # Set by a cancel received on this worker; other workers' cancels reach the
+    # runner through the database.
+    cancel_requested: bool = False
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 class ImportJobs:
-    """Every running job and the last `keep_finished` finished ones, by id."""
+    """This worker's part in the import jobs: the runs it holds leases for, and the
+    keeper task (started and stopped by the lifespan). `database` is the keeper's
+    own (its statements are maintenance, not requests); None: it has none yet."""
 
-    def __init__(self, keep_finished: int = KEEP_FINISHED) -> None:
-        self.keep_finished = keep_finished
-        self._jobs: OrderedDict[str, ImportJob] = OrderedDict()
+    def __init__(
+        self,
+        worker_id: str | None = None,
+        *,
+        database: Database | None = None,
+        lease_s: float | None = None,
+        tick_s: float | None = None,
+    ) -> None:
+        self.worker_id = worker_id or new_worker_id()
+        self.database = database
+        self.lease_s = LEASE_S if lease_s is None else lease_s
+        self.tick_s = TICK_S if tick_s is None else tick_s
+        self.runs: dict[str, Run] = {}
+        # Set at a clean stop: runners hand their jobs over instead of going on.
+        self.stopping = False
+        self.keeper: asyncio.Task[None] | None = None
 
-    def create(self) -> ImportJob:
-        job = ImportJob(id=uuid.uuid4().hex)
-        self._jobs[job.id] = job
-        self._trim()
-        return job
+    def run(self, job_id: str, work: Coroutine[Any, Any, None]) -> Run:
+        """Run `work` for the job in a task of this worker, until it ends."""
+        run = Run(job_id)
+        self.runs[job_id] = run
+        run.task = asyncio.get_running_loop().create_task(work, name=f"import-{job_id}")
+        run.task.add_done_callback(lambda _: self._ended(run))
+        return run
 
-    def get(self, job_id: str) -> ImportJob | None:
-        return self._jobs.get(job_id)
+    def _ended(self, run: Run) -> None:
+        if self.runs.get(run.job_id) is run:
+            del self.runs[run.job_id]
 
-    def finished(self, job: ImportJob) -> None:
-        """Called when a job ends: it now counts against the finished ones kept."""
-        self._jobs.move_to_end(job.id)
-        self._trim()
-
-    def _trim(self) -> None:
-        done = [job_id for job_id, job in self._jobs.items() if job.finished]
-        for job_id in done[: max(0, len(done) - self.keep_finished)]:
-            del self._jobs[job_id]
+    def start(self, keeper: Coroutine[Any, Any, None]) -> None:
+        if self.keeper is None:
+            self.keeper = asyncio.get_running_loop().create_task(
+                keeper, name="import-keeper"
+            )
+        else:
+            keeper.close()
 
     async def shutdown(self) -> None:
-        """Cancel running jobs (each cleans up its staged rows) and wait for them."""
-        tasks = [job.task for job in self._jobs.values() if job.task is not None]
-        for job in self._jobs.values():
-            job.cancel_requested = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """A clean stop: stop sweeping, then let each runner hand its job over (its
+        lease released, so that a live worker takes it at its next sweep)."""
+        self.stopping = True
+        if self.keeper is not None:
+            self.keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.keeper
+            self.keeper = None
+        tasks = [run.task for run in self.runs.values() if run.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=HANDOVER_WAIT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self.database is not None:
+            await self.database.dispose()

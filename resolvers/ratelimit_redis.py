@@ -1,5 +1,6 @@
 """Rate budgets shared by the cluster: one token bucket per identity in Redis, taken by
-one atomic script, with this worker's own buckets while Redis is unreachable."""
+one atomic script, with this worker's own buckets (its share of the budget) while
+Redis is unreachable."""
 
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ return {string.format('%.17g', tokens), time[1], time[2], allowed and 1 or 0}
 class RedisRateStore:
     """A RateStore with the semantics of MemoryRateStore, its buckets under
     `<prefix>rate:<identity>` in Redis. When Redis fails, the operation is charged to
-    `fallback` (one warning per outage), and Redis is tried again at most once per
-    RETRY_INTERVAL_S until it answers. `clock` is monotonic seconds (for tests)."""
+    `fallback` (one warning per outage) with 1/`workers` of the capacity, so that the
+    `workers` workers together allow about the budget; Redis is tried again at most
+    once per RETRY_INTERVAL_S until it answers. `clock` is monotonic seconds (tests)."""
 
     def __init__(
         self,
@@ -60,11 +62,13 @@ class RedisRateStore:
         *,
         prefix: str,
         fallback: RateStore,
+        workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._script = client.register_script(TAKE)
         self._prefix = f"{prefix}rate:"
         self._fallback = fallback
+        self._workers = max(1, workers)
         self._clock = clock
         # Set while Redis is down: when to try it again.
         self._retry_at: float | None = None
@@ -111,8 +115,10 @@ class RedisRateStore:
         state = rate_state(capacity, cost, float(tokens), now, allowed=bool(allowed))
         return state, now
 
+    def local_capacity(self, capacity: int) -> int:
+        """This worker's share of a budget while Redis is down (at least 1 point)."""
+        return max(1, capacity // self._workers)
+
     async def _take_locally(self, identity: str, capacity: int, cost: int) -> RateState:
-        # Issue 10 ("Redis down") asks for per-worker buckets of 1/WORKERS of the
-        # budget; WORKERS does not exist yet, so each worker keeps the whole budget
-        # (a cluster of N workers then allows up to N times it while Redis is down).
-        return await self._fallback.take(identity, capacity, cost)
+        # The answer reports the share as the limit: it is what this worker allows.
+        return await self._fallback.take(identity, self.local_capacity(capacity), cost)

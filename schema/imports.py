@@ -12,7 +12,14 @@ from resolvers import imports
 from resolvers.jobs import ImportJob as ImportJobModel
 from resolvers.jobs import ImportStatus
 from schema.common import ctx, mapped
-from schema.errors import InvalidInputError, NotFoundError, RowError, attempt, row_error
+from schema.errors import (
+    IdempotencyKeyReusedError,
+    InvalidInputError,
+    NotFoundError,
+    RowError,
+    attempt,
+    row_error,
+)
 
 # The resolvers' enum is the GraphQL enum itself: no copy to keep in step.
 strawberry.enum(
@@ -40,6 +47,12 @@ class ImportJob:
         description="Every invalid row of a FAILED job, in file order (line = CSV "
         "line, header on line 1)."
     )
+    failure_code: str | None = strawberry.field(
+        description="Why the job FAILED; null unless it did. INVALID_ROWS: rows were "
+        "rejected (errors lists them); WORKER_LOST: the worker running it stopped "
+        "before it could finish, and nothing was written; DB_UNAVAILABLE or "
+        "INTERNAL_SERVER_ERROR: the database, or the server, failed."
+    )
 
     @classmethod
     def from_model(cls, job: ImportJobModel) -> ImportJob:
@@ -49,13 +62,19 @@ class ImportJob:
             processed=job.processed,
             total=job.total,
             errors=[row_error(problem) for problem in job.errors],
+            failure_code=job.failure_code,
         )
 
 
 @strawberry.type(description="The import was accepted and runs in the background.")
 class GradesImportSuccess:
     job: ImportJob = strawberry.field(
-        description="The new job; follow it with importJob or importProgress."
+        description="The new job (or, replayed, the first one, as it is now); follow "
+        "it with importJob or importProgress."
+    )
+    replayed: bool = strawberry.field(
+        description="True when an earlier request with the same idempotencyKey and "
+        "the same content started this job (no new job was started)."
     )
 
 
@@ -65,7 +84,7 @@ class ImportCancelSuccess:
 
 
 GradesImportResult = Annotated[
-    GradesImportSuccess | InvalidInputError,
+    GradesImportSuccess | InvalidInputError | IdempotencyKeyReusedError,
     strawberry.union("GradesImportResult", description="Result of gradesImport."),
 ]
 ImportCancelResult = Annotated[
@@ -97,8 +116,10 @@ class ImportQuery:
     @strawberry.field(
         description="One import job; null when unknown (or long gone)." + OWNER
     )
-    def import_job(self, info: strawberry.Info, job_id: JobId) -> ImportJob | None:
-        job = imports.get_job(ctx(info), str(job_id))
+    async def import_job(
+        self, info: strawberry.Info, job_id: JobId
+    ) -> ImportJob | None:
+        job = await imports.get_job(ctx(info), str(job_id))
         return ImportJob.from_model(job) if job else None
 
 
@@ -110,7 +131,10 @@ class ImportMutation:
         "(a multipart upload, which needs the header X-GradePulse-Upload: 1) and csv. "
         "Admins and teachers only (FORBIDDEN for students); a teacher's job fails "
         "with a FORBIDDEN row error for each row of a student outside their grade "
-        "levels, and then writes nothing."
+        "levels, and then writes nothing. Jobs live in the database: any worker "
+        "answers for any job, and a live worker takes over the job of one that "
+        "stopped (it finishes it, or it ends FAILED with WORKER_LOST and nothing "
+        "written)."
     )
     async def grades_import(
         self,
@@ -121,11 +145,24 @@ class ImportMutation:
         csv: Annotated[
             str | None, strawberry.argument(description="The CSV text.")
         ] = None,
+        idempotency_key: Annotated[
+            str | None,
+            strawberry.argument(
+                description="1 to 200 characters, your own (per caller): the same "
+                "key with the same content (keys are kept at least 24 h) gives the "
+                "first job back (replayed); with other content it is an "
+                "IdempotencyKeyReusedError."
+            ),
+        ] = None,
     ) -> GradesImportResult:
         data = await _read(file) if file is not None else None
         return await attempt(
-            imports.start_import(ctx(info), file=data, csv=csv),
-            lambda job: GradesImportSuccess(job=ImportJob.from_model(job)),
+            imports.start_import(
+                ctx(info), file=data, csv=csv, idempotency_key=idempotency_key
+            ),
+            lambda started: GradesImportSuccess(
+                job=ImportJob.from_model(started.job), replayed=started.replayed
+            ),
         )
 
     @strawberry.mutation(
@@ -147,8 +184,8 @@ class ImportSubscription:
         description="The import job now and at each change, until it has finished; "
         "an unknown id is a NOT_FOUND error." + OWNER
     )
-    def import_progress(
+    async def import_progress(
         self, info: strawberry.Info, job_id: JobId
     ) -> AsyncIterator[ImportJob]:
-        job = imports.check_progress(ctx(info), str(job_id))
+        job = await imports.check_progress(ctx(info), str(job_id))
         return mapped(imports.import_progress(ctx(info), job), ImportJob.from_model)

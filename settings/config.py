@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     debug: bool = False
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Worker processes that `python app.py` starts on HOST:PORT; above 1 needs Redis.
+    workers: int = Field(1, ge=1)
 
     database_url: str = "sqlite+aiosqlite:///./gradepulse.db"
     db_pool_size: int = Field(10, ge=1)
@@ -177,6 +179,11 @@ class Settings(BaseSettings):
         secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
         if secret and len(secret) < 32 and self.environment != "development":
             raise ValueError("JWT_SECRET must be at least 32 characters")
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError(
+                f"WORKERS above 1 ({self.workers}) needs REDIS_URL: workers share "
+                "budgets, feeds and caches through Redis (set REDIS_URL, or WORKERS=1)"
+            )
         for role in ("student", "teacher", "admin"):
             if getattr(self, f"rate_limit_{role}") < self.max_cost:
                 raise ValueError(

@@ -431,3 +431,14 @@ async def school(api: Any) -> dict[str, str]:
         )
         grade_ids[student_id] = str(grade_id)
     return grade_ids
+
+
+@pytest.fixture
+async def cluster_database_url() -> AsyncIterator[str]:
+    """An empty PostgreSQL database of this test's own, for app processes that share
+    it (tests/factories/cluster.py); dropped afterwards."""
+    skip_without_postgres()
+    name = f"gradepulse_cluster_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    await _ensure_pg_database(name)
+    yield postgres_url(name)
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -4,6 +4,7 @@ importJob, importCancel, uploads and their header, importProgress on a live serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import pytest
 from gql import GraphQLRequest, gql
 from sqlalchemy import text
 
-from resolvers import imports, live
+from resolvers import import_runner, imports, live
 from tests.factories import (
     GRADE_EVENTS,
     TRANSPORT_WS,
@@ -24,57 +25,21 @@ from tests.factories import (
     wait_until,
     ws_client,
 )
+from tests.factories.imports import (
+    GRADES_IMPORT,
+    HEADER,
+    IMPORT_CANCEL,
+    IMPORT_JOB,
+    csv_of,
+    start,
+    wait_for_job,
+)
+from tests.factories.roles import ADMIN, subscribe
 
-JOB_FIELDS = "id status processed total errors { index line field code message }"
-GRADES_IMPORT = f"""
-    mutation Import($file: Upload, $csv: String) {{
-      gradesImport(file: $file, csv: $csv) {{
-        __typename
-        ... on GradesImportSuccess {{ job {{ {JOB_FIELDS} }} }}
-        ... on InvalidInputError {{ message field code }}
-      }}
-    }}
-"""
-IMPORT_JOB = f"query Job($jobId: ID!) {{ importJob(jobId: $jobId) {{ {JOB_FIELDS} }} }}"
-IMPORT_CANCEL = f"""
-    mutation Cancel($jobId: ID!) {{
-      importCancel(jobId: $jobId) {{
-        __typename
-        ... on ImportCancelSuccess {{ job {{ {JOB_FIELDS} }} }}
-        ... on NotFoundError {{ message }}
-      }}
-    }}
-"""
 IMPORT_PROGRESS = gql(
     "subscription Progress($jobId: ID!) { importProgress(jobId: $jobId) "
     "{ id status processed total } }"
 )
-HEADER = "student_id,subject,score,max_score,recorded_at\n"
-FINISHED = {"SUCCEEDED", "FAILED", "CANCELLED"}
-
-
-def csv_of(rows: list[tuple[str, str, float]]) -> str:
-    return HEADER + "".join(
-        f"{student},{subject},{score},100,2025-10-01T09:00:00Z\n"
-        for student, subject, score in rows
-    )
-
-
-async def start(api: Any, **variables: Any) -> dict[str, Any]:
-    body = await api.post(GRADES_IMPORT, variables)
-    result: dict[str, Any] = body["data"]["gradesImport"]
-    return result
-
-
-async def wait_for_job(api: Any, job_id: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = await api.post(IMPORT_JOB, {"jobId": job_id})
-        job: dict[str, Any] = body["data"]["importJob"]
-        if job["status"] in FINISHED:
-            return job
-        assert time.monotonic() < deadline, job
-        await asyncio.sleep(0.02)
 
 
 async def stored_grades(api: Any) -> list[tuple[str, str, float]]:
@@ -111,7 +76,9 @@ async def test_csv_import_succeeds(api: Any, rows_in: Any, students: list[str]) 
         "processed": 3,
         "total": 3,
         "errors": [],
+        "failureCode": None,
     }
+    assert started["replayed"] is False
     assert await stored_grades(api) == sorted(ROWS)
     assert await rows_in("grade_import_rows") == 0
 
@@ -165,6 +132,7 @@ async def test_bad_rows_fail_the_job_with_every_error_and_write_nothing(
     job = await wait_for_job(api, started["job"]["id"])
 
     assert (job["status"], job["processed"], job["total"]) == ("FAILED", 4, 4)
+    assert job["failureCode"] == "INVALID_ROWS"
     assert [(e["index"], e["line"], e["field"], e["code"]) for e in job["errors"]] == [
         (1, 3, "score", "OUT_OF_RANGE"),
         (2, 5, "studentId", "NOT_FOUND"),
@@ -269,7 +237,7 @@ async def test_cancel_stops_a_running_job_and_writes_nothing(
 ) -> None:
     # Two rows per staging transaction and a pause between: time to cancel.
     api = await make_api(scratch_url, import_chunk_size=2)
-    monkeypatch.setattr(imports, "CHUNK_PAUSE_S", 0.05)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 0.05)
     await create_student(api, studentId="IMP-1")
     many = [("IMP-1", f"S{n}", 50.0) for n in range(40)]
     started = await start(api, csv=csv_of(many))
@@ -287,13 +255,85 @@ async def test_cancel_stops_a_running_job_and_writes_nothing(
     cancelled = body["data"]["importCancel"]
     assert cancelled["__typename"] == "ImportCancelSuccess"
     job = cancelled["job"]
-    assert (job["status"], job["total"], job["errors"]) == ("CANCELLED", 40, [])
+    assert (job["status"], job["total"], job["errors"], job["failureCode"]) == (
+        "CANCELLED",
+        40,
+        [],
+        None,
+    )
     assert 0 < job["processed"] < 40
     assert (await wait_for_job(api, job_id))["status"] == "CANCELLED"
     async with api.services.database.sessions() as session:
         for table in ("grades", "grade_import_rows"):
             count = await session.execute(text(f"SELECT count(*) FROM {table}"))
             assert count.scalar_one() == 0, table
+
+
+async def test_each_change_of_a_job_is_announced_on_the_imports_topic(
+    make_api: Any, scratch_url: str
+) -> None:
+    api = await make_api(scratch_url, import_chunk_size=1)
+    await create_student(api, studentId="IMP-1")
+    queue = api.app.state.monitor.bus.subscribe(import_runner.IMPORTS, 64)
+    try:
+        started = await start(
+            api, csv=csv_of([("IMP-1", f"S{n}", 50.0) for n in range(5)])
+        )
+        job_id = started["job"]["id"]
+        await wait_for_job(api, job_id)
+        messages = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(await asyncio.wait_for(queue.get(), 0.2))
+    finally:
+        queue.close()
+
+    # Queued, running, five chunks, every row checked, succeeded.
+    assert messages == [job_id] * 9
+
+
+async def test_progress_follows_the_announcements_not_only_the_poll(
+    make_api: Any, scratch_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_api(scratch_url, import_chunk_size=1)
+    await create_student(api, studentId="IMP-1")
+    monkeypatch.setattr(imports, "POLL_S", 60.0)
+    monkeypatch.setattr(import_runner, "CHUNK_PAUSE_S", 0.05)
+    started = await start(api, csv=csv_of([("IMP-1", f"S{n}", 50.0) for n in range(5)]))
+    stream = await subscribe(
+        api,
+        ADMIN,
+        "subscription($id: ID!) { importProgress(jobId: $id) { status processed } }",
+        id=started["job"]["id"],
+    )
+
+    seen = []
+    async with asyncio.timeout(10):  # the poll alone would take 60 s per change
+        async for event in stream:
+            seen.append(event.data["importProgress"])
+
+    assert seen[-1] == {"status": "SUCCEEDED", "processed": 5}
+    assert len(seen) >= 4
+    assert [e["processed"] for e in seen] == sorted(e["processed"] for e in seen)
+
+
+async def test_an_unexpected_failure_fails_the_job_and_writes_nothing(
+    api: Any, rows_in: Any, students: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(import_runner.staging, "staged_student_levels", broken)
+    started = await start(api, csv=csv_of(ROWS))
+    job = await wait_for_job(api, started["job"]["id"])
+
+    assert (job["status"], job["failureCode"], job["errors"]) == (
+        "FAILED",
+        "INTERNAL_SERVER_ERROR",
+        [],
+    )
+    assert await rows_in("grades") == 0
+    assert await rows_in("grade_import_rows") == 0
 
 
 async def test_unknown_job_is_null_and_not_found(api: Any) -> None:

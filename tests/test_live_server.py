@@ -1,4 +1,5 @@
-"""Live server: the two ways of serving (python app.py, uvicorn --factory) over TCP."""
+"""Live server: the ways of serving (python app.py, uvicorn --factory, make run) over
+TCP."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from gql import Client, gql
 from gql.transport.httpx import HTTPXAsyncTransport
 
 from tests.factories import ROOT, serve
+from tests.factories.cluster import make_run
 
 README_QUERY = gql(
     """
@@ -105,3 +107,20 @@ def test_seed_if_empty_leaves_a_seeded_database_alone(seeded_file: Path) -> None
         assert conn.execute("SELECT count(*) FROM grades").fetchone() == (1000,)
     assert result.stdout == "the database already has 200 students: nothing seeded\n"
     assert result.stderr == ""
+
+
+def test_make_run_with_no_settings_serves_the_seeded_sqlite_demo(tmp_path: Path):
+    unset: dict[str, str | None] = dict.fromkeys(
+        ("DATABASE_URL", "REDIS_URL", "WORKERS", "ENVIRONMENT", "HOST")
+    )
+    with make_run(tmp_path, **unset) as app:
+        body = app.post("{ students(first: 1) { totalCount } }").json()
+        health = app.health()
+
+    assert body["data"] == {"students": {"totalCount": 1000}}
+    assert health["checks"]["database"]["dialect"] == "sqlite"
+    assert health["cluster"] == {
+        "workers": [health["worker"]["id"]],
+        "redis": "unconfigured",
+    }
+    assert (tmp_path / "checkout" / "gradepulse.db").is_file()

@@ -1,7 +1,7 @@
 """Rate budgets shared through Redis (TEST_REDIS_URL): the Redis bucket answers as the
 in-process one does, two apps on one Redis and prefix share one budget, another prefix
-sees none of it, and a Redis that goes away degrades to per-worker buckets and is used
-again by itself when it returns."""
+sees none of it, and a Redis that goes away degrades to per-worker buckets of
+1/WORKERS of the budget and is used again by itself when it returns."""
 
 from __future__ import annotations
 
@@ -151,18 +151,47 @@ async def test_charges_from_many_tasks_are_atomic(redis, redis_prefix):
     assert min(state.remaining for state in states) < 1000
 
 
+async def test_while_redis_is_down_a_worker_holds_its_share(redis_prefix):
+    closed = connect_redis(
+        Settings(_env_file=None, redis_url=f"redis://127.0.0.1:{free_port()}/0")  # type: ignore[call-arg]
+    )
+    assert closed is not None
+    shares = {
+        workers: RedisRateStore(
+            closed, prefix=redis_prefix, fallback=MemoryRateStore(), workers=workers
+        )
+        for workers in (1, 3, 7, 200)
+    }
+    try:
+        states = {n: await store.take("a", 100, 10) for n, store in shares.items()}
+    finally:
+        await closed.aclose()
+
+    # 1/WORKERS of 100, rounded down (never over the budget), at least one point.
+    assert {n: (s.limit, s.remaining, s.allowed) for n, s in states.items()} == {
+        1: (100, 90, True),
+        3: (33, 23, True),
+        7: (14, 4, True),
+        200: (1, 1, False),
+    }
+    assert not any(store.shared for store in shares.values())
+
+
 # --- through two apps ---------------------------------------------------------------
 
 
-async def shared_api(make_api: Any, url: str, redis_url: str, prefix: str) -> Any:
+async def shared_api(
+    make_api: Any, url: str, redis_url: str, prefix: str, *, workers: int = 1
+) -> Any:
     """The app on Redis with a budget of 100 points a minute (anonymous development
-    callers are admins)."""
+    callers are admins), as one of `workers` workers."""
     return await make_api(
         url,
         redis_url=redis_url,
         redis_prefix=prefix,
         rate_limit_admin=100,
         max_cost=100,
+        workers=workers,
     )
 
 
@@ -194,20 +223,26 @@ async def test_two_apps_share_one_budget(make_api, seeded_url, redis_url, redis_
 # --- Redis down ---------------------------------------------------------------------
 
 
-async def test_a_dead_redis_degrades_to_local_buckets(
+async def test_a_dead_redis_degrades_to_local_buckets_of_a_share(
     make_api, seeded_url, redis_prefix, ratelimit_log
 ):
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    api = await shared_api(make_api, seeded_url, closed, redis_prefix)
+    api = await shared_api(make_api, seeded_url, closed, redis_prefix, workers=2)
 
     started = time.monotonic()
-    bodies = [(await post(api, PAGE)).json() for _ in range(3)]
+    bodies = [(await post(api, PAGE)).json() for _ in range(2)]
+    refused = await post(api, PAGE)
     elapsed = time.monotonic() - started
     health = await api.http.get("/health")
     ready = await api.http.get("/health/ready")
 
+    # WORKERS=2: this worker's own bucket holds half of the budget of 100.
     assert all(len(body["data"]["students"]["edges"]) == 10 for body in bodies)
-    assert [rate_limit(body)["remaining"] for body in bodies] == [79, 58, 37]
+    assert [rate_limit(body)["remaining"] for body in bodies] == [29, 8]
+    assert [rate_limit(body)["limit"] for body in bodies] == [50, 50]
+    assert refused.status_code == 429
+    assert refusal(refused.json())["code"] == "RATE_LIMITED"
+    assert refused.headers["RateLimit-Policy"] == '"default";q=50;w=60'
     assert elapsed < 3
     assert health.json()["status"] == "degraded"
     assert health.json()["cluster"]["redis"] == "down"
@@ -229,22 +264,20 @@ async def test_redis_returning_is_used_again_within_5_s(
     proxy = TcpProxy(*redis_port(redis_url))
     await proxy.start()
     try:
-        # A reaches Redis through the proxy; B directly. Budgets of 60 points a minute
-        # refill one point a second.
-        a = await make_api(
-            seeded_url,
-            redis_url=proxy.url(redis_url),
-            redis_prefix=redis_prefix,
-            rate_limit_admin=60,
-            max_cost=60,
-        )
-        b = await make_api(
-            seeded_url,
-            redis_url=redis_url,
-            redis_prefix=redis_prefix,
-            rate_limit_admin=60,
-            max_cost=60,
-        )
+        # Two workers, A reaching Redis through the proxy and B directly. Budgets of 60
+        # points a minute refill one point a second; while Redis is down, A's own
+        # bucket holds half of it.
+        a, b = [
+            await make_api(
+                seeded_url,
+                redis_url=url,
+                redis_prefix=redis_prefix,
+                rate_limit_admin=60,
+                max_cost=60,
+                workers=2,
+            )
+            for url in (proxy.url(redis_url), redis_url)
+        ]
         before = (await post(a, PAGE)).json()
 
         await proxy.stop()
@@ -258,7 +291,7 @@ async def test_redis_returning_is_used_again_within_5_s(
         again = None
         while time.monotonic() - returned < 5:
             body = (await post(a, FREE)).json()
-            if rate_limit(body)["remaining"] < 30:  # the shared bucket, not A's own
+            if rate_limit(body)["limit"] == 60:  # the shared bucket, not A's own
                 again = body
                 break
             await asyncio.sleep(0.1)
@@ -269,7 +302,8 @@ async def test_redis_returning_is_used_again_within_5_s(
 
     assert rate_limit(before)["remaining"] == 39
     assert len(during["data"]["students"]["edges"]) == 10
-    assert rate_limit(during)["remaining"] == 39  # A's own full bucket, less 21
+    # A's own full bucket of 60 / WORKERS, less 21.
+    assert (rate_limit(during)["limit"], rate_limit(during)["remaining"]) == (30, 9)
     assert down["status"] == "degraded" and down["cluster"]["redis"] == "down"
     assert ready.status_code == 200
     assert rate_limit(spent)["remaining"] in (18, 19)

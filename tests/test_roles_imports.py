@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from resolvers import imports
+from resolvers import import_runner, imports
 from resolvers.jobs import ImportJob
 from resolvers.viewer import Viewer
 from tests.factories.roles import (
@@ -48,9 +48,8 @@ def csv_of(*student_ids: str) -> str:
 
 
 async def finished(api: Any, job_id: str) -> ImportJob:
-    job = api.services.imports.get(job_id)
     deadline = time.monotonic() + 20
-    while not job.finished:
+    while not (job := await imports.load_job(api.services, job_id)).finished:
         assert time.monotonic() < deadline, job
         await asyncio.sleep(0.02)
     return job
@@ -132,7 +131,7 @@ async def test_a_teachers_import_within_their_levels_succeeds(
     job_id = await start_import(api, TEACHER, csv_of("PEER", "MINE"))
     job = await finished(api, job_id)
 
-    assert (job.status.value, job.errors) == ("SUCCEEDED", [])
+    assert (job.status.value, job.errors, job.failure_code) == ("SUCCEEDED", (), None)
     assert await rows_in("grades") == len(SCHOOL) + 2
 
 
@@ -141,14 +140,16 @@ async def test_a_student_moved_out_of_the_levels_before_the_move_is_refused(
 ) -> None:
     """The check inside the moving transaction catches a level changed after the
     first check (which is made to see nothing here)."""
-    real = imports.staging.staged_outside_levels
+    real = import_runner.staging.staged_outside_levels
     calls: list[int] = []
 
     async def first_sees_nothing(session: Any, job_id: str, levels: Any) -> Any:
         calls.append(1)
         return [] if len(calls) == 1 else await real(session, job_id, levels)
 
-    monkeypatch.setattr(imports.staging, "staged_outside_levels", first_sees_nothing)
+    monkeypatch.setattr(
+        import_runner.staging, "staged_outside_levels", first_sees_nothing
+    )
     async with api.services.database.writing() as session:
         await session.execute(
             text("UPDATE students SET grade_level = 1 WHERE student_id = 'PEER'")
@@ -156,7 +157,7 @@ async def test_a_student_moved_out_of_the_levels_before_the_move_is_refused(
 
     job = await finished(api, await start_import(api, TEACHER, csv_of("MINE", "PEER")))
 
-    assert job.status.value == "FAILED"
+    assert (job.status.value, job.failure_code) == ("FAILED", "INVALID_ROWS")
     assert [(e.index, e.line, e.code.value) for e in job.errors] == [
         (1, 3, "FORBIDDEN")
     ]
@@ -186,7 +187,7 @@ async def test_import_jobs_belong_to_their_creator_and_admins(
             None,
             forbidden("importCancel"),
         )
-    assert api.services.imports.get(job_id).status.value == "SUCCEEDED"
+    assert (await imports.load_job(api.services, job_id)).status.value == "SUCCEEDED"
     cancelled, errors = await run(api, TEACHER, IMPORT_CANCEL, id=job_id)
     assert (cancelled, errors) == (
         {"importCancel": {"__typename": "ImportCancelSuccess"}},
@@ -211,3 +212,22 @@ async def test_import_progress_is_refused_to_others(
         None,
     )
     await owned.aclose()
+
+
+async def test_a_long_identity_owns_its_job(api: Any, school: dict[str, str]) -> None:
+    long = Viewer(
+        identity="user:" + "x" * 300,
+        role="teacher",
+        grade_levels=TEACHER_LEVELS,
+        anonymous=False,
+    )
+    job_id = await start_import(api, long, csv_of("PEER"))
+    await finished(api, job_id)
+
+    data, errors = await run(api, long, IMPORT_JOB, id=job_id)
+
+    assert (data, errors) == ({"importJob": {"status": "SUCCEEDED", "errors": []}}, [])
+    assert await run(api, OTHER_TEACHER, IMPORT_JOB, id=job_id) == (
+        {"importJob": None},
+        forbidden("importJob"),
+    )

@@ -132,6 +132,30 @@ def test_redis_is_unset_and_its_prefix_is_gradepulse(monkeypatch):
     )
 
 
+def test_workers_default_to_one_and_several_need_redis(monkeypatch):
+    monkeypatch.delenv("WORKERS", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    one = load_settings()
+    monkeypatch.setenv("WORKERS", "3")
+    with pytest.raises(SettingsError) as alone:
+        load_settings()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    shared = load_settings()
+    monkeypatch.setenv("WORKERS", "0")
+    with pytest.raises(SettingsError) as none:
+        load_settings()
+
+    assert one.workers == 1
+    assert shared.workers == 3
+    assert str(alone.value) == (
+        "invalid settings: WORKERS: WORKERS above 1 (3) needs REDIS_URL: workers "
+        "share budgets, feeds and caches through Redis (set REDIS_URL, or WORKERS=1)"
+    )
+    assert str(none.value) == (
+        "invalid settings: WORKERS: Input should be greater than or equal to 1"
+    )
+
+
 def test_app_start_up_refuses_a_bad_value_in_one_line(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "app.py")],

@@ -15,13 +15,13 @@ from alembic.util import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from db.engine import PRE_MIGRATION_TABLES, Database
+from db.engine import Database
+from db.models import BASELINE_TABLES
 
 HERE = Path(__file__).resolve().parent
-# The first revision, and the tables create_all made before migrations existed: a
-# database holding exactly these tables and no history is that revision's schema.
+# The first revision: a database holding exactly BASELINE_TABLES (those create_all
+# made before migrations existed) and no history is that revision's schema.
 BASELINE = "0001"
-BASELINE_TABLES = PRE_MIGRATION_TABLES
 VERSION_TABLE = "alembic_version"
 # One advisory lock key for every GradePulse cluster: PostgreSQL scopes it to the
 # database, so clusters on other databases never wait on each other.

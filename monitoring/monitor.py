@@ -25,6 +25,7 @@ log = logging.getLogger("gradepulse.monitor")
 METRICS = "metrics"
 ALERTS = "alerts"
 COSTS = "costs"
+STOP_SYNC_TIMEOUT_S = 5.0
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
 
@@ -284,5 +285,9 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self._costing
             self._costing = None
-        # What this worker counted since its last tick stays in the open period.
-        await self.costs.sync()
+        # What this worker counted since its last tick stays in the open period
+        # (a database that does not answer does not hold the shutdown up).
+        try:
+            await asyncio.wait_for(self.costs.sync(), STOP_SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the last cost counts were not saved: the database is slow")

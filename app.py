@@ -445,7 +445,7 @@ def scrape_collector(monitor: Monitor) -> ScrapeTimeCollector:
     return ScrapeTimeCollector(
         cache_stats=monitor.cache_stats,
         cost_totals=lambda: cost_totals(monitor),
-        alerts_firing=monitor.alerts.firing,
+        alerts_firing=monitor.alerts_firing,
         active_subscriptions=lambda: monitor.registry.active_subscriptions,
     )
 

@@ -489,3 +489,11 @@ class AlertHistory:
         if last <= 0:
             return []
         return list(self._events)[-last:]
+
+    def firing(self, rule_ids: Iterable[str]) -> dict[str, bool]:
+        """Each rule's state as its latest event here says (not firing without one)."""
+        firing = dict.fromkeys(rule_ids, False)
+        for event in self._events:
+            if event.rule in firing:
+                firing[event.rule] = event.state is AlertState.FIRING
+        return firing

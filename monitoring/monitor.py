@@ -214,6 +214,13 @@ class Monitor:
         """The cluster's latest alert events as this worker received them."""
         return self.history.recent(last)
 
+    def alerts_firing(self) -> dict[str, bool]:
+        """Which rules fire: the engine's own state where this worker judges, else
+        what the leader's latest events received here say."""
+        if self.leader.role is Role.FOLLOW:
+            return self.history.firing(rule.id for rule in self.alerts.rules)
+        return self.alerts.firing()
+
     def _publish_costs(self, rows: list[Any]) -> None:
         self.bus.publish(COSTS, (self.costs.snapshot(), rows))
 

@@ -230,6 +230,7 @@ async def test_alerts_published_by_the_leader_reach_a_followers_alerts_query(
         follower.app.state.monitor.bus.publish("alerts", event)
         await asyncio.sleep(0)
         body = await follower.post("{ alerts(last: 5) { rule state message at } }")
+        metrics = (await follower.http.get("/metrics")).text
     finally:
         await client.aclose()
 
@@ -241,6 +242,7 @@ async def test_alerts_published_by_the_leader_reach_a_followers_alerts_query(
             "at": "2024-01-15T10:30:00Z",
         }
     ]
+    assert 'alerts_firing{rule="high_memory"} 1.0' in metrics.splitlines()
     assert alert_lines() == []
 
 

@@ -29,13 +29,16 @@ from db.costs import CostLedger
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
+from monitoring.bus import EventBus
+from monitoring.bus_redis import RedisBus
 from monitoring.cluster import Cluster, Worker
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
 from monitoring.health import Health
 from monitoring.leader import Leadership
 from monitoring.middleware import RequestId, RequestMonitor
-from monitoring.monitor import Monitor
+from monitoring.monitor import CODECS as MONITOR_CODECS
+from monitoring.monitor import SNAPSHOTS, Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors
 from monitoring.registry import Registry
 from monitoring.sinks import FileSink
@@ -47,6 +50,7 @@ from resolvers.context import Limits, Services
 from resolvers.errors import SERVER_ERROR_CODES
 from resolvers.import_runner import start_keeper
 from resolvers.jobs import ImportJobs
+from resolvers.live import CODECS as LIVE_CODECS
 from resolvers.loaders import CACHE_NAMES
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
@@ -117,8 +121,11 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         FileSink("alertLog", settings.alert_log_path),
         FileSink("costsCsv", settings.costs_csv_path, header=COSTS_HEADER),
     )
-    monitor = build_monitor(settings, cache, *sinks)
     redis = connect_redis(settings)
+    worker = Worker.here()
+    monitor = build_monitor(
+        settings, cache, *sinks, bus=event_bus(settings, redis, worker), worker=worker
+    )
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
     # The audit log writes through an engine of its own (db/audit.py).
     audit_log = (
@@ -132,7 +139,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    cluster = cluster_for(settings, redis)
+    cluster = cluster_for(settings, redis, worker)
     services = build_services(
         settings, database, cache, monitor, audit_log, redis, cluster.worker.id
     )
@@ -145,7 +152,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         interval_s=settings.sample_interval_ms / 1000,
         rules=monitor.alerts,
     )
-    monitor.heartbeat = partial(beat, cluster, monitor.leader)  # once per tick
+    monitor.heartbeat = partial(heartbeat, cluster, monitor)  # once per sampler tick
 
     app = Starlette(
         debug=False,
@@ -201,6 +208,7 @@ async def running(
         raise
     if audit_log is not None:
         audit_log.start()
+    monitor.bus.start()
     if observe:
         # The cluster's cost meter read once before serving: `costs` answers its
         # totals from the first request.
@@ -220,6 +228,7 @@ async def running(
     await monitor.leader.release()  # another worker leads from its next tick
     await monitor.costs.aclose()
     await cluster.leave()  # the other workers stop listing this one at once
+    await monitor.bus.stop()  # before the client it publishes through is closed
     await database.dispose()
     if redis is not None:
         await redis.aclose()
@@ -242,19 +251,40 @@ def connect_redis(settings: Settings) -> Redis | None:
     return Redis.from_pool(pool)
 
 
-def cluster_for(settings: Settings, redis: Redis | None) -> Cluster:
+def cluster_for(
+    settings: Settings, redis: Redis | None, worker: Worker | None = None
+) -> Cluster:
     """This worker (a new id at every start) and, with Redis, its heartbeat."""
     return Cluster(
-        Worker.here(),
+        worker or Worker.here(),
         redis,
         prefix=settings.redis_prefix,
         interval_s=settings.sample_interval_ms / 1000,
     )
 
 
-async def beat(cluster: Cluster, leader: Leadership) -> None:
-    """Beside each sampler tick: this worker's heartbeat and its leader lease."""
-    await asyncio.gather(cluster.beat(), leader.renew())
+def event_bus(settings: Settings, redis: Redis | None, worker: Worker) -> EventBus:
+    """In process, or shared by the workers through Redis pub/sub: alerts, grade
+    events, import progress and each worker's sample cross workers."""
+    if redis is None:
+        return EventBus()
+    return RedisBus(
+        redis,
+        prefix=settings.redis_prefix,
+        origin=worker.id,
+        codecs={**MONITOR_CODECS, **LIVE_CODECS},
+        timeout_s=REDIS_TIMEOUT_S,
+    )
+
+
+async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:
+    """Say this worker is alive (and renew its leader lease beside it), then read
+    which others are: the monitor merges only listed workers (and those heard of
+    in the last tick)."""
+    await asyncio.gather(cluster.beat(), monitor.leader.renew())
+    if monitor.bus.crosses(SNAPSHOTS):
+        read_at = monitor.registry.clock()
+        monitor.peers.members(await cluster.workers(), read_at)
 
 
 def rate_store(settings: Settings, redis: Redis | None) -> RateStore:
@@ -491,7 +521,13 @@ def middleware(settings: Settings, registry: Registry | None) -> list[Middleware
 
 
 def build_monitor(
-    settings: Settings, cache: LocalCache, alert_log: FileSink, costs_csv: FileSink
+    settings: Settings,
+    cache: LocalCache,
+    alert_log: FileSink,
+    costs_csv: FileSink,
+    *,
+    bus: EventBus | None = None,
+    worker: Worker | None = None,
 ) -> Monitor:
     """The monitor with its sinks, cost meter and alert rules, from the settings."""
     defaults = default_rules(
@@ -535,7 +571,9 @@ def build_monitor(
         alerts=alerts,
         system=PsutilReader(Path(settings.costs_csv_path).resolve().parent),
         cache_stats=cache_stats,
+        bus=bus,
         interval_s=settings.sample_interval_ms / 1000,
+        worker=worker.id if worker is not None else "local",
     )
 
 

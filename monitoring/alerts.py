@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
 from collections import deque
@@ -13,7 +11,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from monitoring.bus import EventBus, Subscription
 from monitoring.sinks import FileSink
 from monitoring.snapshot import AlertEvent, AlertInputs, AlertState
 
@@ -444,45 +441,18 @@ class AlertEngine:
 
 
 class AlertHistory:
-    """The latest alert events as they reach this worker on the bus topic: on every
-    worker of a cluster the leader's events, so that `alerts(last:)` answers the same
-    everywhere. `start` subscribes (in the lifespan, once the bus is the one the
-    worker publishes on)."""
+    """The latest alert events as they reach this worker on the bus topic `alerts`
+    (the monitor listens for it): on every worker of a cluster the leader's events,
+    so that `alerts(last:)` answers the same everywhere."""
 
-    def __init__(self, bus: EventBus, topic: str, *, size: int = HISTORY_SIZE) -> None:
-        self.bus = bus
-        self.topic = topic
+    def __init__(self, *, size: int = HISTORY_SIZE) -> None:
         self._events: deque[AlertEvent] = deque(maxlen=size)
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            # Subscribed now, not when the task first runs: nothing published in
-            # between is missed.
-            subscription = self.bus.subscribe(self.topic, maxsize=self._events.maxlen)
-            self._task = asyncio.get_running_loop().create_task(
-                self._follow(subscription), name="alert-history"
-            )
 
     def add(self, event: AlertEvent) -> None:
         """Keep `event` unless it is kept already: this worker's own events are added
         as it publishes them (at once) and come back from the bus too."""
         if event not in self._events:
             self._events.append(event)
-
-    async def _follow(self, subscription: Subscription) -> None:
-        try:
-            while True:
-                self.add(await subscription.get())
-        finally:
-            subscription.close()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     def recent(self, last: int = 20) -> list[AlertEvent]:
         """The newest `last` events (at most 100), oldest first, newest last."""

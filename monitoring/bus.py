@@ -1,14 +1,24 @@
 """The event bus: the monitor publishes, each subscriber reads its own bounded queue.
 
 A slow subscriber loses its oldest events (for streams where only the latest matters)
-and never slows the publisher or the other subscribers."""
+and never slows the publisher or the other subscribers. This one stays in the
+process; monitoring/bus_redis.py carries some topics between workers."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """How a topic's items cross workers: to a JSON-ready value and back."""
+
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
 
 
 class Subscription:
@@ -25,6 +35,12 @@ class Subscription:
             self.dropped += 1
         self._items.append(item)
         self._ready.set()
+
+    def drain(self) -> list[Any]:
+        """Everything waiting, oldest first, without waiting for more."""
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     async def get(self) -> Any:
         while not self._items:
@@ -45,8 +61,22 @@ class Subscription:
             self.close()
 
 
+class Listener(Subscription):
+    """Hands each item to `receive` as it is published, instead of queueing it:
+    for a consumer inside the process that must see every item when it arrives."""
+
+    def __init__(
+        self, bus: EventBus, topic: str, receive: Callable[[Any], None]
+    ) -> None:
+        super().__init__(bus, topic, 1)
+        self._receive = receive
+
+    def put(self, item: Any) -> None:
+        self._receive(item)
+
+
 class EventBus:
-    """In-process publish/subscribe; a Redis implementation can replace it later."""
+    """In-process publish/subscribe: this worker is the whole cluster."""
 
     def __init__(self) -> None:
         self._subscriptions: dict[str, set[Subscription]] = {}
@@ -55,6 +85,13 @@ class EventBus:
         subscription = Subscription(self, topic, maxsize)
         self._subscriptions.setdefault(topic, set()).add(subscription)
         return subscription
+
+    def listen(self, topic: str, receive: Callable[[Any], None]) -> Listener:
+        """`receive(item)` for each item published on `topic`, in the publisher's
+        call (it must be quick and must not raise)."""
+        listener = Listener(self, topic, receive)
+        self._subscriptions.setdefault(topic, set()).add(listener)
+        return listener
 
     def _remove(self, subscription: Subscription) -> None:
         self._subscriptions.get(subscription.topic, set()).discard(subscription)
@@ -65,3 +102,18 @@ class EventBus:
 
     def subscribers(self, topic: str) -> int:
         return len(self._subscriptions.get(topic, ()))
+
+    def crosses(self, topic: str) -> bool:
+        """Whether `topic` reaches the other workers' subscribers too."""
+        return False
+
+    @property
+    def degraded(self) -> bool:
+        """True while a bus shared by workers cannot reach the others."""
+        return False
+
+    def start(self) -> None:
+        """Nothing to run in process (the lifespan starts and stops every bus)."""
+
+    async def stop(self) -> None:
+        return None

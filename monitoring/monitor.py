@@ -1,6 +1,9 @@
 """The monitor: one sampler task reads the registry and the system once per tick,
 builds an immutable snapshot, feeds the alert engine and the cost meter, and
-publishes on the bus. Nothing on the request path waits for it."""
+publishes on the bus. Nothing on the request path waits for it.
+
+With a bus shared by workers, each tick also publishes this worker's raw sample
+(SNAPSHOTS) and the snapshot is the merge of it with the other workers' latest."""
 
 from __future__ import annotations
 
@@ -12,10 +15,17 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from monitoring.alerts import AlertHistory, AlertRule
-from monitoring.bus import EventBus
+from monitoring.bus import Codec, EventBus
 from monitoring.leader import Leadership, Role
 from monitoring.registry import Registry
-from monitoring.snapshot import AlertEvent, AlertInputs, MetricsSnapshot, ResponseTimes
+from monitoring.samples import SAMPLE_CODEC, Peers, WorkerSample, merge
+from monitoring.snapshot import (
+    AlertEvent,
+    AlertInputs,
+    AlertState,
+    MetricsSnapshot,
+    ResponseTimes,
+)
 from monitoring.system import SystemReader
 from monitoring.tally import count_statement
 from monitoring.windows import SlidingCounter
@@ -25,6 +35,7 @@ log = logging.getLogger("gradepulse.monitor")
 METRICS = "metrics"
 ALERTS = "alerts"
 COSTS = "costs"
+SNAPSHOTS = "snapshots"  # each worker's own raw sample, for the others to merge
 STOP_SYNC_TIMEOUT_S = 5.0
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
@@ -69,6 +80,7 @@ class Monitor:
         interval_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
+        worker: str = "local",
         leader: Leadership | None = None,
     ) -> None:
         self.environment = environment
@@ -87,12 +99,20 @@ class Monitor:
         self._costing: asyncio.Task[None] | None = None
         # Without a cluster this worker alone leads.
         self.leader = leader or Leadership("local")
-        self.history = AlertHistory(self.bus, ALERTS)
+        # The cluster's alert events as they reach this worker (its own included).
+        self.history = AlertHistory()
         self.latest: MetricsSnapshot | None = None
         self._cache_hits = SlidingCounter(60, registry.clock)
         self._cache_misses = SlidingCounter(60, registry.clock)
         self._last_cache = (0, 0)
         self._task: asyncio.Task[None] | None = None
+        # The other workers' samples (when the bus crosses workers), and ours.
+        self.worker = worker
+        self.peers = Peers(worker, registry.clock)
+        # Timed as they arrive (a worker is dropped by the age of its last sample).
+        self._peer_feed = self.bus.listen(SNAPSHOTS, self.peers.receive)
+        self._alert_feed = self.bus.listen(ALERTS, self.history.add)
+        self._seq = 0
 
     # --- request path --------------------------------------------------------------
 
@@ -134,38 +154,80 @@ class Monitor:
             misses += cache_misses
         return hits, misses
 
-    def snapshot(self) -> MetricsSnapshot:
+    def sample(self, recent: tuple[float, ...] = (), seq: int = 0) -> WorkerSample:
+        """This worker's own numbers now."""
         registry = self.registry
         hits, misses = self.cache_totals()
-        window_hits, window_misses = (
-            self._cache_hits.total(),
-            self._cache_misses.total(),
-        )
-        lookups = window_hits + window_misses
-        error_rate, _ = registry.error_rate()
-        avg, p50, p95, p99 = registry.response_times.summary()
         reading = self.system.read()
-        costs = self.costs.snapshot()
-        return MetricsSnapshot(
-            at=self.wall(),
-            environment=self.environment,
+        return WorkerSample(
+            worker=self.worker,
+            seq=seq,
+            interval_s=self.interval_s,
             uptime_seconds=round(registry.uptime_seconds(), 3),
             requests_total=registry.operations_total,
-            requests_per_minute=int(registry.operations_per_minute.total()),
-            error_rate=error_rate,
-            response_time_ms=ResponseTimes(avg, p50, p95, p99),
+            requests_in_window=int(registry.operations_per_minute.total()),
+            errors_in_window=int(registry.errors_per_minute.total()),
+            response_ms=tuple(registry.response_times.samples),
+            recent_response_ms=recent,
             cache_hits=hits,
             cache_misses=misses,
-            cache_hit_rate=100.0 * window_hits / lookups if lookups else None,
+            cache_window_hits=int(self._cache_hits.total()),
+            cache_window_misses=int(self._cache_misses.total()),
             db_queries_total=registry.db_queries_total,
-            db_queries_per_minute=int(registry.db_queries_per_minute.total()),
+            db_queries_in_window=int(registry.db_queries_per_minute.total()),
             memory_mb=reading.memory_mb,
             cpu_percent=reading.cpu_percent,
             disk_free_mb=reading.disk_free_mb,
             active_subscriptions=registry.active_subscriptions,
+        )
+
+    def snapshot(self) -> MetricsSnapshot:
+        """The cluster's figures now (this worker's alone without a shared bus)."""
+        snapshot, _ = self._merged(self.sample())
+        return snapshot
+
+    def _merged(
+        self, own: WorkerSample, take_recent: bool = False
+    ) -> tuple[MetricsSnapshot, AlertInputs]:
+        degraded = self.bus.degraded
+        peers = self.peers.live() if self.bus.crosses(SNAPSHOTS) else []
+        recent = self.peers.take_recent(peers) if take_recent else ()
+        if degraded:
+            peers, recent = [], ()  # this worker alone: it cannot hear the others
+        merged = merge([own, *(peer.sample for peer in peers)])
+        costs = self.costs.snapshot()
+        snapshot = MetricsSnapshot(
+            at=self.wall(),
+            environment=self.environment,
+            uptime_seconds=merged.uptime_seconds,
+            requests_total=merged.requests_total,
+            requests_per_minute=merged.requests_per_minute,
+            error_rate=merged.error_rate,
+            response_time_ms=ResponseTimes(*merged.response_ms),
+            cache_hits=merged.cache_hits,
+            cache_misses=merged.cache_misses,
+            cache_hit_rate=merged.cache_hit_rate,
+            db_queries_total=merged.db_queries_total,
+            db_queries_per_minute=merged.db_queries_per_minute,
+            memory_mb=merged.memory_mb,
+            cpu_percent=merged.cpu_percent,
+            disk_free_mb=merged.disk_free_mb,
+            active_subscriptions=merged.active_subscriptions,
+            # The cost meter's figures are the cluster's already (its open period
+            # lives in the database): taken as they are, never summed.
             total_cost=costs.total_cost,
             current_period_cost=costs.current_period.total_cost,
+            workers=merged.workers,
+            degraded=degraded,
         )
+        inputs = AlertInputs(
+            snapshot=snapshot,
+            recent_response_ms=(*own.recent_response_ms, *recent),
+            cache_lookups_in_window=merged.cache_lookups_in_window,
+            requests_in_window=merged.requests_per_minute,
+            cost_per_hour=self.costs.cost_per_hour(),
+        )
+        return snapshot, inputs
 
     def tick(self) -> MetricsSnapshot:
         """One sample, synchronously: snapshot, alerts, publication (the cost meter's
@@ -179,16 +241,14 @@ class Monitor:
         self._cache_hits.add(max(0, hits - self._last_cache[0]))
         self._cache_misses.add(max(0, misses - self._last_cache[1]))
         self._last_cache = (hits, misses)
-        snapshot = self.snapshot()
-        _, requests_in_window = self.registry.error_rate()
-        lookups = self._cache_hits.total() + self._cache_misses.total()
-        inputs = AlertInputs(
-            snapshot=snapshot,
-            recent_response_ms=self.registry.drain_recent_response_ms(),
-            cache_lookups_in_window=int(lookups),
-            requests_in_window=requests_in_window,
-            cost_per_hour=self.costs.cost_per_hour(),
-        )
+        recent = self.registry.drain_recent_response_ms()
+        if self.bus.crosses(SNAPSHOTS):
+            self._seq += 1
+            own = self.sample(recent, self._seq)
+            self.bus.publish(SNAPSHOTS, own)
+        else:
+            own = self.sample(recent)
+        snapshot, inputs = self._merged(own, take_recent=True)
         events = self._judge_alerts(inputs)
         self.latest = snapshot
         self.bus.publish(METRICS, snapshot)
@@ -268,8 +328,6 @@ class Monitor:
         )
 
     def start(self) -> None:
-        self.history.bus = self.bus  # the bus it publishes on, whichever it is now
-        self.history.start()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self.run(), name="monitor"
@@ -287,7 +345,6 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self._beating
             self._beating = None
-        await self.history.stop()
         if self._costing is not None:
             with contextlib.suppress(Exception):
                 await self._costing
@@ -298,3 +355,34 @@ class Monitor:
             await asyncio.wait_for(self.costs.sync(), STOP_SYNC_TIMEOUT_S)
         except TimeoutError:
             log.warning("the last cost counts were not saved: the database is slow")
+
+
+def _encode_alert(event: AlertEvent) -> list[Any]:
+    return [
+        event.rule,
+        event.state.value,
+        event.message,
+        list(event.values),
+        event.threshold,
+        event.at.isoformat(),
+    ]
+
+
+def _decode_alert(data: Any) -> AlertEvent:
+    rule, state, message, values, threshold, at = data
+    return AlertEvent(
+        rule=rule,
+        state=AlertState(state),
+        message=message,
+        values=tuple(float(value) for value in values),
+        threshold=float(threshold),
+        at=datetime.fromisoformat(at),
+    )
+
+
+# What the monitor's topics carry between workers (the others stay per worker:
+# metrics is each worker's merge, costs its meter's).
+CODECS: dict[str, Codec] = {
+    ALERTS: Codec(_encode_alert, _decode_alert),
+    SNAPSHOTS: SAMPLE_CODEC,
+}

@@ -39,6 +39,10 @@ class MetricsSnapshot:
     active_subscriptions: int
     total_cost: float
     current_period_cost: float
+    # Live workers merged into it; degraded while a worker of a cluster (REDIS_URL)
+    # cannot hear the others and shows itself alone.
+    workers: int = 1
+    degraded: bool = False
 
 
 class AlertState(Enum):

@@ -36,7 +36,7 @@ from resolvers.viewer import Viewer
 log = logging.getLogger("gradepulse.imports")
 # The bus topic of job changes: the payload is the job id (the job itself is read
 # from the database, so a message may come from any worker).
-IMPORTS = "imports"
+IMPORTS = live.IMPORTS
 # Each chunk of Limits.import_chunk_size rows is its own short write transaction;
 # other writers get the database between chunks. Tests raise the pause to cancel.
 CHUNK_PAUSE_S = 0.0

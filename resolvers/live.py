@@ -12,10 +12,11 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
 from db.records import GradeRecord
-from monitoring.bus import EventBus, Subscription
+from monitoring.bus import Codec, EventBus, Subscription
 from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
 from monitoring.snapshot import AlertEvent, MetricsSnapshot
 from resolvers import audit
@@ -32,6 +33,7 @@ from resolvers.viewer import Viewer
 T = TypeVar("T")
 
 GRADES = "grades"
+IMPORTS = "imports"  # an import job changed: the payload is its id
 MIN_INTERVAL_MS = 1_000
 MAX_INTERVAL_MS = 60_000
 LATEST_ONLY = 1  # metrics and costs: a slow client gets the newest snapshot
@@ -143,10 +145,11 @@ async def grade_events(
 
 
 def wants_grade_events(ctx: Context) -> bool:
-    """Whether anyone listens (the write then returns its rows, which costs a bit)."""
-    return (
-        ctx.services.monitor is not None
-        and ctx.services.monitor.bus.subscribers(GRADES) > 0
+    """Whether anyone may listen (the write then returns its rows, which costs a
+    bit): a subscriber here, or, with a bus shared by workers, on another worker."""
+    monitor = ctx.services.monitor
+    return monitor is not None and (
+        monitor.bus.subscribers(GRADES) > 0 or monitor.bus.crosses(GRADES)
     )
 
 
@@ -166,6 +169,63 @@ def publish_grades(
             for student, grades in by_student.items()
         ),
     )
+
+
+def _encode_write(write: tuple[GradeEvent, ...]) -> list[Any]:
+    # Datetimes as ISO 8601 with their offset (or none, as they were): exact.
+    return [
+        [
+            event.student_id,
+            event.grade_level,
+            [
+                [
+                    g.id,
+                    g.subject,
+                    float(g.score),
+                    float(g.max_score),
+                    g.recorded_at.isoformat(),
+                ]
+                for g in event.grades
+            ],
+        ]
+        for event in write
+    ]
+
+
+def _decode_write(data: Any) -> tuple[GradeEvent, ...]:
+    stamp = datetime.fromisoformat
+    return tuple(
+        GradeEvent(
+            student_id,
+            int(level),
+            tuple(
+                GradeRecord(
+                    int(id_),
+                    student_id,
+                    subject,
+                    float(score),
+                    float(max_score),
+                    stamp(recorded_at),
+                )
+                for id_, subject, score, max_score, recorded_at in grades
+            ),
+        )
+        for student_id, level, grades in data
+    )
+
+
+def _job_id(data: Any) -> str:
+    if not isinstance(data, str):
+        raise ValueError("an import job id is a string")
+    return data
+
+
+# The topics of this layer that cross workers with a shared bus (app.py adds them
+# to the monitor's): grade writes, and import jobs that changed (their id).
+CODECS: dict[str, Codec] = {
+    GRADES: Codec(_encode_write, _decode_write),
+    IMPORTS: Codec(_job_id, _job_id),
+}
 
 
 @contextmanager

@@ -38,7 +38,8 @@ def money(value: float) -> float:
 
 
 @strawberry.type(
-    description="Response times in milliseconds over the last 1,000 operations."
+    description="Response times in milliseconds over the last 1,000 operations "
+    "of each live worker."
 )
 class ResponseTimes:
     avg: float | None = strawberry.field(description="Mean.")
@@ -48,7 +49,10 @@ class ResponseTimes:
 
 
 @strawberry.type(
-    description="What the monitor saw at one moment. Rates are percentages 0-100."
+    description="What the monitor saw at one moment, for the whole cluster: "
+    "counters, rates, memory and CPU summed over the live workers, response times "
+    "over their merged windows; costs as the meter keeps them. Rates are "
+    "percentages 0-100."
 )
 class MetricsSnapshot:
     at: datetime = strawberry.field(description="When (UTC).")
@@ -81,6 +85,13 @@ class MetricsSnapshot:
     current_period_cost: float = strawberry.field(
         description="Dollars in the open period."
     )
+    workers: int = strawberry.field(
+        description="Live workers merged into these figures (1 without a cluster)."
+    )
+    degraded: bool = strawberry.field(
+        description="True while this worker of a cluster cannot hear the others "
+        "(Redis down or its subscription not connected) and shows itself alone."
+    )
 
     @classmethod
     def from_model(cls, s: feed.MetricsSnapshot) -> MetricsSnapshot:
@@ -106,6 +117,8 @@ class MetricsSnapshot:
             active_subscriptions=s.active_subscriptions,
             total_cost=money(s.total_cost),
             current_period_cost=money(s.current_period_cost),
+            workers=s.workers,
+            degraded=s.degraded,
         )
 
 

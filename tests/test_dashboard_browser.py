@@ -243,6 +243,13 @@ def test_dashboard_loads_with_nothing_leaving_loopback(
     ]
     assert shown["environment"] == "development"
     assert number(shown["memoryMb"]) > 0
+    # No REDIS_URL: this worker is the whole cluster.
+    assert page.evaluate("document.querySelector('#workers').textContent") == (
+        "1 worker"
+    )
+    assert page.evaluate("document.querySelector('#workers').dataset.degraded") == (
+        "false"
+    )
 
 
 def test_figures_change_within_3_s_under_load(

@@ -168,9 +168,11 @@ async def test_one_alert_log_line_per_alert_with_two_workers(
     (leader,) = leaders(first, second)
     events = (first, second)[leader].app.state.monitor.recent_alerts()
     assert [(e.rule, e.state) for e in events] == [("high_memory", AlertState.FIRING)]
-    # The follower judged nothing of its own.
+    # The follower judged nothing of its own, and shows the leader's events.
     follower = (first, second)[1 - leader].app.state.monitor
     assert follower.alerts.recent() == []
+    await until(lambda: follower.recent_alerts() == events)
+    assert follower.alerts_firing() == {"high_memory": True}
 
 
 async def test_a_new_leader_does_not_fire_again_what_is_firing(

@@ -40,6 +40,7 @@
       responseTimeMs { avg p95 p99 }
       cacheHitRate cacheHits cacheMisses dbQueriesTotal dbQueriesPerMinute
       memoryMb cpuPercent activeSubscriptions totalCost currentPeriodCost
+      workers degraded
     }`;
   const COSTS_FIELDS = `
     fragment DashboardCosts on CostSnapshot {
@@ -335,6 +336,7 @@
     alertList: $("#alert-list"),
     alertsEmpty: $("#alerts-empty"),
     env: $('[data-metric="environment"]'),
+    workers: $("#workers"),
   };
 
   function setFigure(name, text, lvl, sub) {
@@ -346,6 +348,19 @@
     if (sub !== undefined) {
       document.querySelector(`[data-sub="${name}"]`).textContent = sub;
     }
+  }
+
+  // Cluster figures are merged from every live worker; a degraded worker (Redis
+  // unreachable) shows its own alone.
+  function setWorkers(workers, degraded) {
+    if (workers == null) return;
+    dom.workers.dataset.degraded = String(Boolean(degraded));
+    dom.workers.textContent = degraded
+      ? "this worker only (cluster unreachable)"
+      : `${workers} worker${workers === 1 ? "" : "s"}`;
+    dom.workers.title = degraded
+      ? "Degraded: this worker cannot hear the others; the figures are its own"
+      : "Workers whose figures are merged into these";
   }
 
   function setEnvironment(name) {
@@ -383,6 +398,7 @@
     state.lastUpdateAt = now;
     document.body.dataset.updates = String(state.updates);
     setEnvironment(m.environment);
+    setWorkers(m.workers, m.degraded);
     const times = m.responseTimeMs || {};
     setFigure(
       "requestsPerMinute",

@@ -282,6 +282,8 @@ class CostMeter:
         self._pending = _Tally()  # recorded here, not in the ledger yet
         self._pending_operations: dict[str, _Tally] = {}
         self._view: Any = None  # the ledger's last answer (ViewLike)
+        # (second, the cluster's total in picodollars) at each sync, RING_S long.
+        self._totals_seen: deque[tuple[int, int]] = deque()
 
     # -- pricing and recording (the request path) ---------------------------------
 
@@ -328,16 +330,42 @@ class CostMeter:
     # -- reading -------------------------------------------------------------------
 
     def cost_per_hour(self, window_s: float = 600) -> float:
-        """This worker's dollars per hour over the last `window_s` seconds (whole-
-        second buckets, at most RING_S), or over the meter's age when it is younger
-        (at least 1 s)."""
+        """The cluster's dollars per hour over the last `window_s` seconds (at most
+        RING_S), or over the meter's age when it is younger (at least 1 s): how much
+        the cluster's running total grew, as read at each sync, plus this worker's
+        counts not sent yet. Before the first sync, this worker's own spending
+        (whole-second buckets)."""
         now = self._now()
-        horizon = int(now.timestamp()) - window_s
+        second = int(now.timestamp())
+        horizon = second - window_s
         with self._lock:
-            spent = sum(b.cost for b in self._ring if b.second > horizon)
-        age = (now - self._started_at).total_seconds()
+            if self._totals_seen:
+                pending = self._pending.db_cost + self._pending.api_cost
+                first_second, base = self._totals_seen[0]
+                for seen_second, total in self._totals_seen:
+                    if seen_second > horizon:
+                        break
+                    first_second, base = seen_second, total
+                spent = self._totals_seen[-1][1] + pending - base
+                age = float(second - first_second)
+            else:
+                spent = sum(b.cost for b in self._ring if b.second > horizon)
+                age = (now - self._started_at).total_seconds()
         span = max(1.0, min(float(window_s), age))
         return round_money(Decimal(spent).scaleb(-12) * 3600 / Decimal(repr(span)))
+
+    def _saw(self, view: Any) -> None:
+        """Keep the cluster's running total as this sync read it (for cost_per_hour)."""
+        second = int(self._now().timestamp())
+        total = view.totals.db_cost + view.totals.api_cost
+        with self._lock:
+            seen = self._totals_seen
+            if seen and seen[-1][0] >= second:  # same second: the latest stands
+                seen[-1] = (seen[-1][0], total)
+            else:
+                seen.append((second, total))
+            while seen[0][0] <= second - RING_S - 1 and len(seen) > 1:
+                seen.popleft()
 
     def snapshot(self) -> CostSnapshot:
         with self._lock:
@@ -442,6 +470,7 @@ class CostMeter:
                 self._pending_operations = operations
             raise
         self._view = view
+        self._saw(view)
         return closed
 
     async def _write(self, now: datetime) -> list[CostRow] | None:

@@ -184,6 +184,33 @@ async def test_cost_per_hour_over_the_last_10_minutes(
     assert meter.cost_per_hour() == 0.0
 
 
+async def test_cost_per_hour_is_the_clusters_once_the_meter_has_synced(
+    make: MakeMeter, tmp_path: Path
+) -> None:
+    clock = Clock(at(10))
+    first, second = make(clock), make(clock)
+    await first.sync()
+    await second.sync()
+    clock.now = at(10, 1)
+    first.record("Students", 100, 0)  # $0.01
+    second.record("Students", 50, 0)  # $0.005
+    await first.sync()
+    await second.sync()
+
+    # $0.015 over the minute both have watched, whoever spent it.
+    assert second.cost_per_hour() == 0.9
+    second.record("Students", 100, 0)  # not sent yet: counted here at once
+    assert second.cost_per_hour() == 1.5
+    await second.sync()
+    await first.sync()
+    assert first.cost_per_hour() == 1.5
+    clock.now = at(10, 10, 59)
+    await first.sync()
+    assert first.cost_per_hour() == 0.15  # over the last 10 minutes
+    clock.now = at(10, 11)
+    assert first.cost_per_hour() == 0.0  # the window has moved past 10:01
+
+
 async def test_cost_per_hour_of_a_new_meter_spans_at_least_a_second(
     make: MakeMeter, tmp_path: Path
 ) -> None:

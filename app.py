@@ -544,22 +544,26 @@ def build_monitor(
         cooldown_seconds=settings.alert_cooldown_seconds,
         sink=alert_log,
     )
-    costs = CostMeter(
-        environment=settings.environment,
-        cost_per_db_query=settings.cost_per_db_query,
-        cost_per_100_requests=settings.cost_per_100_requests,
-        interval_s=settings.cost_summary_interval_s,
-        sink=costs_csv,
-        # The cluster's open period lives in the database, on an engine of the
-        # meter's own: its statements are not the operations' DB queries.
-        ledger=CostLedger.connect(
-            settings.database_url,
-            settings.environment,
-            busy_timeout_ms=settings.db_busy_timeout_ms,
-        ),
-        # Where versions before the database kept it: imported once.
-        legacy_state_path=settings.costs_csv_path + ".state.json",
-    )
+    try:
+        costs = CostMeter(
+            environment=settings.environment,
+            cost_per_db_query=settings.cost_per_db_query,
+            cost_per_100_requests=settings.cost_per_100_requests,
+            interval_s=settings.cost_summary_interval_s,
+            sink=costs_csv,
+            # The cluster's open period lives in the database, on an engine of the
+            # meter's own: its statements are not the operations' DB queries.
+            ledger=CostLedger.connect(
+                settings.database_url,
+                settings.environment,
+                busy_timeout_ms=settings.db_busy_timeout_ms,
+            ),
+            # Where versions before the database kept it: imported once.
+            legacy_state_path=settings.costs_csv_path + ".state.json",
+        )
+    except ValueError as exc:  # a rate the meter cannot keep exactly
+        name, _, reason = str(exc).partition(" ")
+        raise SettingsError(f"invalid settings: {name.upper()}: {reason}") from None
 
     def cache_stats() -> dict[str, tuple[int, int]]:
         return {name: (s.hits, s.misses) for name, s in cache.stats().items()}

@@ -226,3 +226,30 @@ async def test_close_now_exactly_on_a_boundary_writes_one_row(
         "2024-01-15T10:00:00,development,3,1,0.000300,0.000010,0.000310"
     ]
     assert meter.snapshot().current_period == empty_row(at(11))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"cost_per_db_query": 1e-13},
+            "invalid settings: COST_PER_DB_QUERY: has more than 12 decimals: 1e-13",
+        ),
+        (
+            {"cost_per_100_requests": 1.5e-11},
+            "invalid settings: COST_PER_100_REQUESTS: has more than 10 decimals: "
+            "1.5e-11",
+        ),
+    ],
+)
+def test_a_rate_the_meter_cannot_keep_exactly_stops_start_up(
+    overrides: dict[str, float], message: str
+) -> None:
+    from app import create_app
+    from settings import SettingsError
+    from tests.conftest import make_settings
+
+    with pytest.raises(SettingsError) as raised:
+        create_app(make_settings("sqlite+aiosqlite:///unused.db", **overrides))
+
+    assert str(raised.value) == message

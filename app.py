@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -24,6 +25,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from db.audit import AuditLog
+from db.costs import CostLedger
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
 from monitoring.alerts import AlertEngine, default_rules, parse_rules
@@ -33,6 +35,7 @@ from monitoring.cluster import Cluster, Worker
 from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
 from monitoring.health import Health
+from monitoring.leader import Leadership
 from monitoring.middleware import RequestId, RequestMonitor
 from monitoring.monitor import CODECS as MONITOR_CODECS
 from monitoring.monitor import SNAPSHOTS, Monitor
@@ -143,6 +146,13 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
+    monitor.leader = Leadership(
+        cluster.worker.id,
+        redis,
+        prefix=settings.redis_prefix,
+        interval_s=settings.sample_interval_ms / 1000,
+        rules=monitor.alerts,
+    )
     monitor.heartbeat = partial(heartbeat, cluster, monitor)  # once per sampler tick
 
     app = Starlette(
@@ -192,6 +202,7 @@ async def running(
         if audit_log is not None:
             await audit_log.stop()
         await services.imports.shutdown()
+        await monitor.costs.aclose()
         await database.dispose()
         if redis is not None:
             await redis.aclose()
@@ -200,6 +211,9 @@ async def running(
         audit_log.start()
     monitor.bus.start()
     if observe:
+        # The cluster's cost meter read once before serving: `costs` answers its
+        # totals from the first request.
+        await monitor.costs.sync()
         monitor.start()
     start_keeper(services)  # import job leases and takeovers
     if isinstance(services.invalidations, RedisInvalidations):
@@ -216,6 +230,8 @@ async def running(
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
+    await monitor.leader.release()  # another worker leads from its next tick
+    await monitor.costs.aclose()
     await cluster.leave()  # the other workers stop listing this one at once
     await monitor.bus.stop()  # before the client it publishes through is closed
     await database.dispose()
@@ -267,9 +283,10 @@ def event_bus(settings: Settings, redis: Redis | None, worker: Worker) -> EventB
 
 
 async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:
-    """Say this worker is alive, then read which others are: the monitor merges
-    only listed workers (and those heard of in the last tick)."""
-    await cluster.beat()
+    """Say this worker is alive (and renew its leader lease beside it), then read
+    which others are: the monitor merges only listed workers (and those heard of
+    in the last tick)."""
+    await asyncio.gather(cluster.beat(), monitor.leader.renew())
     if monitor.bus.crosses(SNAPSHOTS):
         read_at = monitor.registry.clock()
         monitor.peers.members(await cluster.workers(), read_at)
@@ -478,7 +495,7 @@ def scrape_collector(monitor: Monitor) -> ScrapeTimeCollector:
     return ScrapeTimeCollector(
         cache_stats=monitor.cache_stats,
         cost_totals=lambda: cost_totals(monitor),
-        alerts_firing=monitor.alerts.firing,
+        alerts_firing=monitor.alerts_firing,
         active_subscriptions=lambda: monitor.registry.active_subscriptions,
     )
 
@@ -547,14 +564,26 @@ def build_monitor(
         cooldown_seconds=settings.alert_cooldown_seconds,
         sink=alert_log,
     )
-    costs = CostMeter(
-        environment=settings.environment,
-        cost_per_db_query=settings.cost_per_db_query,
-        cost_per_100_requests=settings.cost_per_100_requests,
-        interval_s=settings.cost_summary_interval_s,
-        sink=costs_csv,
-        state_path=settings.costs_csv_path + ".state.json",
-    )
+    try:
+        costs = CostMeter(
+            environment=settings.environment,
+            cost_per_db_query=settings.cost_per_db_query,
+            cost_per_100_requests=settings.cost_per_100_requests,
+            interval_s=settings.cost_summary_interval_s,
+            sink=costs_csv,
+            # The cluster's open period lives in the database, on an engine of the
+            # meter's own: its statements are not the operations' DB queries.
+            ledger=CostLedger.connect(
+                settings.database_url,
+                settings.environment,
+                busy_timeout_ms=settings.db_busy_timeout_ms,
+            ),
+            # Where versions before the database kept it: imported once.
+            legacy_state_path=settings.costs_csv_path + ".state.json",
+        )
+    except ValueError as exc:  # a rate the meter cannot keep exactly
+        name, _, reason = str(exc).partition(" ")
+        raise SettingsError(f"invalid settings: {name.upper()}: {reason}") from None
 
     def cache_stats() -> dict[str, tuple[int, int]]:
         return {name: (s.hits, s.misses) for name, s in cache.stats().items()}
@@ -598,7 +627,6 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
 def main() -> None:
     """`python app.py`: check the settings and the schema once, then serve WORKERS
     worker processes on HOST:PORT (each builds its app with create_app())."""
-    import asyncio
     import signal
     import sys
 

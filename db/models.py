@@ -1,11 +1,22 @@
 """SQLModel tables: students, grades, idempotency keys, import jobs and their staged
-rows, API keys and the audit log."""
+rows, API keys, the audit log and the cost meter (open period, closed periods,
+operations)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+)
 from sqlmodel import Field, SQLModel
 
 NAME_MAX = 200
@@ -200,3 +211,65 @@ class AuditStudent(SQLModel, table=True):
         )
     )
     student_id: str = Field(sa_column=Column(String(STUDENT_ID_MAX), primary_key=True))
+
+
+# The cost meter of a cluster. Money is kept exactly, as whole picodollars (10^-12
+# dollars: the configured rates have at most 12 decimals), so that atomic SQL
+# increments add up on every database.
+ENVIRONMENT_MAX = 32
+
+
+def _count() -> Any:
+    return Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+class CostMeter(SQLModel, table=True):
+    """One row per environment: the open cost period and the running totals, which
+    every worker adds its counts to; locking it serialises closing periods."""
+
+    __tablename__ = "cost_meters"
+
+    environment: str = Field(
+        sa_column=Column(String(ENVIRONMENT_MAX), primary_key=True)
+    )
+    period_start: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    db_queries: int = _count()
+    api_requests: int = _count()
+    db_cost: int = _count()
+    api_cost: int = _count()
+    total_db_queries: int = _count()
+    total_api_requests: int = _count()
+    total_db_cost: int = _count()
+    total_api_cost: int = _count()
+
+
+class CostPeriod(SQLModel, table=True):
+    """A closed period: one costs.csv row. `written_at` is set once the row is in
+    costs.csv, so that a row is written once whichever worker writes it."""
+
+    __tablename__ = "cost_periods"
+    __table_args__ = (Index("ix_cost_periods_environment", "environment", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    environment: str = Field(sa_column=Column(String(ENVIRONMENT_MAX), nullable=False))
+    period_start: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    period_end: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    db_queries: int = _count()
+    api_requests: int = _count()
+    db_cost: int = _count()
+    api_cost: int = _count()
+    written_at: datetime | None = Field(sa_column=Column(DateTime(), nullable=True))
+
+
+class CostOperation(SQLModel, table=True):
+    """What one operation name has cost the cluster so far (topOperations)."""
+
+    __tablename__ = "cost_operations"
+
+    environment: str = Field(
+        sa_column=Column(String(ENVIRONMENT_MAX), primary_key=True)
+    )
+    operation: str = Field(sa_column=Column(String(OPERATION_MAX), primary_key=True))
+    count: int = _count()
+    db_cost: int = _count()
+    api_cost: int = _count()

@@ -28,6 +28,7 @@ RULE_IDS = (
 )
 
 HISTORY_SIZE = 100
+STATE_VERSION = 1
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 # Which per-rule parameters each rule reads; the others keep their defaults.
@@ -289,8 +290,9 @@ class AlertEngine:
         self._sequence: tuple[float, ...] = ()
         self._new_from = 0
 
-    def evaluate(self, inputs: AlertInputs) -> list[AlertEvent]:
-        """Judge every enabled rule against one tick; append and return its events."""
+    def evaluate(self, inputs: AlertInputs, *, write: bool = True) -> list[AlertEvent]:
+        """Judge every enabled rule against one tick; append and return its events.
+        `write=False` leaves alert.log alone (a worker judging for itself only)."""
         # The durations seen before this tick and during it, in order: a run of slow
         # requests anywhere in them counts, even if faster ones followed.
         self._sequence = (*self._durations, *inputs.recent_response_ms)
@@ -322,7 +324,7 @@ class AlertEngine:
                 state.last_fired = None
         if events:
             self._events.extend(events)
-            if self.sink is not None:
+            if self.sink is not None and write:
                 # One write per tick; a failure is the sink's to count and report.
                 self.sink.append([format_line(event) for event in events])
         return events
@@ -388,3 +390,80 @@ class AlertEngine:
 
     def firing(self) -> dict[str, bool]:
         return {rule.id: self._states[rule.id].firing for rule in self.rules}
+
+    # The rules' state moves with the leader lock (monitoring/leader.py), so that a
+    # new leader neither fires again what is firing nor forgets to resolve it.
+
+    def export_state(self) -> dict[str, Any]:
+        """Each rule's firing flag, last firing (cooldown) and last values, as JSON."""
+        return {
+            "version": STATE_VERSION,
+            "rules": {
+                rule_id: {
+                    "firing": state.firing,
+                    "last_fired": state.last_fired.isoformat()
+                    if state.last_fired is not None
+                    else None,
+                    "last_values": list(state.last_values)
+                    if state.last_values is not None
+                    else None,
+                }
+                for rule_id, state in self._states.items()
+            },
+        }
+
+    def import_state(self, data: dict[str, Any]) -> None:
+        """Take over `export_state` of another engine: the rules it does not know
+        start clear. Raises ValueError (nothing changed) when it is malformed."""
+        if data.get("version") != STATE_VERSION or not isinstance(
+            data.get("rules"), dict
+        ):
+            raise ValueError(f"not a version {STATE_VERSION} alert state")
+        states: dict[str, _RuleState] = {}
+        for rule_id in self._states:
+            entry = data["rules"].get(rule_id)
+            if entry is None:
+                states[rule_id] = _RuleState()
+                continue
+            fired = entry["last_fired"]
+            values = entry["last_values"]
+            last_fired = datetime.fromisoformat(fired) if fired is not None else None
+            if last_fired is not None and last_fired.tzinfo is None:
+                raise ValueError("last_fired has no time zone")
+            states[rule_id] = _RuleState(
+                firing=bool(entry["firing"]),
+                last_fired=last_fired,
+                last_values=tuple(float(v) for v in values)
+                if values is not None
+                else None,
+            )
+        self._states = states
+
+
+class AlertHistory:
+    """The latest alert events as they reach this worker on the bus topic `alerts`
+    (the monitor listens for it): on every worker of a cluster the leader's events,
+    so that `alerts(last:)` answers the same everywhere."""
+
+    def __init__(self, *, size: int = HISTORY_SIZE) -> None:
+        self._events: deque[AlertEvent] = deque(maxlen=size)
+
+    def add(self, event: AlertEvent) -> None:
+        """Keep `event` unless it is kept already: this worker's own events are added
+        as it publishes them (at once) and come back from the bus too."""
+        if event not in self._events:
+            self._events.append(event)
+
+    def recent(self, last: int = 20) -> list[AlertEvent]:
+        """The newest `last` events (at most 100), oldest first, newest last."""
+        if last <= 0:
+            return []
+        return list(self._events)[-last:]
+
+    def firing(self, rule_ids: Iterable[str]) -> dict[str, bool]:
+        """Each rule's state as its latest event here says (not firing without one)."""
+        firing = dict.fromkeys(rule_ids, False)
+        for event in self._events:
+            if event.rule in firing:
+                firing[event.rule] = event.state is AlertState.FIRING
+        return firing

@@ -14,8 +14,9 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from monitoring.alerts import AlertRule
+from monitoring.alerts import AlertHistory, AlertRule
 from monitoring.bus import Codec, EventBus
+from monitoring.leader import Leadership, Role
 from monitoring.registry import Registry
 from monitoring.samples import SAMPLE_CODEC, Peers, WorkerSample, merge
 from monitoring.snapshot import (
@@ -35,6 +36,7 @@ METRICS = "metrics"
 ALERTS = "alerts"
 COSTS = "costs"
 SNAPSHOTS = "snapshots"  # each worker's own raw sample, for the others to merge
+STOP_SYNC_TIMEOUT_S = 5.0
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
 
@@ -43,10 +45,11 @@ class CostMeterLike(Protocol):
     def record(
         self, operation: str | None, db_queries: int, api_requests: int
     ) -> None: ...
-    def tick(self) -> list[Any]: ...
     def snapshot(self) -> Any: ...
     def cost_per_hour(self, window_s: float = 600) -> float: ...
-    def save(self) -> bool: ...
+    async def sync(self, *, close: bool = False) -> list[Any]: ...
+    async def close_now(self) -> Any: ...
+    async def aclose(self) -> None: ...
 
 
 class AlertEngineLike(Protocol):
@@ -54,9 +57,13 @@ class AlertEngineLike(Protocol):
 
     rules: tuple[AlertRule, ...]
 
-    def evaluate(self, inputs: AlertInputs) -> list[AlertEvent]: ...
+    def evaluate(
+        self, inputs: AlertInputs, *, write: bool = True
+    ) -> list[AlertEvent]: ...
     def recent(self, last: int = 20) -> list[AlertEvent]: ...
     def firing(self) -> dict[str, bool]: ...
+    def export_state(self) -> dict[str, Any]: ...
+    def import_state(self, state: dict[str, Any]) -> None: ...
 
 
 class Monitor:
@@ -74,6 +81,7 @@ class Monitor:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
         worker: str = "local",
+        leader: Leadership | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -88,6 +96,11 @@ class Monitor:
         # the sampler, never delays it, and is skipped while the last one is unfinished.
         self.heartbeat = heartbeat
         self._beating: asyncio.Task[None] | None = None
+        self._costing: asyncio.Task[None] | None = None
+        # Without a cluster this worker alone leads.
+        self.leader = leader or Leadership("local")
+        # The cluster's alert events as they reach this worker (its own included).
+        self.history = AlertHistory()
         self.latest: MetricsSnapshot | None = None
         self._cache_hits = SlidingCounter(60, registry.clock)
         self._cache_misses = SlidingCounter(60, registry.clock)
@@ -98,6 +111,7 @@ class Monitor:
         self.peers = Peers(worker, registry.clock)
         # Timed as they arrive (a worker is dropped by the age of its last sample).
         self._peer_feed = self.bus.listen(SNAPSHOTS, self.peers.receive)
+        self._alert_feed = self.bus.listen(ALERTS, self.history.add)
         self._seq = 0
 
     # --- request path --------------------------------------------------------------
@@ -216,9 +230,10 @@ class Monitor:
         return snapshot, inputs
 
     def tick(self) -> MetricsSnapshot:
-        """One whole sample, synchronously: snapshot, alerts, cost periods, publication."""
+        """One sample, synchronously: snapshot, alerts, publication (the cost meter's
+        exchange with the database is the running sampler's, or `sync_costs`)."""
         snapshot = self._sample()
-        self._publish_costs(self.costs.tick())
+        self._publish_costs([])
         return snapshot
 
     def _sample(self) -> MetricsSnapshot:
@@ -234,12 +249,37 @@ class Monitor:
         else:
             own = self.sample(recent)
         snapshot, inputs = self._merged(own, take_recent=True)
-        events = self.alerts.evaluate(inputs)
+        events = self._judge_alerts(inputs)
         self.latest = snapshot
         self.bus.publish(METRICS, snapshot)
         for event in events:
+            self.history.add(event)
             self.bus.publish(ALERTS, event)
         return snapshot
+
+    def _judge_alerts(self, inputs: AlertInputs) -> list[AlertEvent]:
+        """The leader alone judges the rules for the cluster and writes alert.log;
+        the others leave it to it. While Redis is unreachable and the lease has run
+        out nobody can know the leader: each worker judges for its own feed, and
+        alert.log waits for a leader."""
+        role = self.leader.role
+        if role is Role.FOLLOW:
+            return []
+        events = self.alerts.evaluate(inputs, write=role is Role.LEAD)
+        if events and role is Role.LEAD:
+            self.leader.rules_changed()  # the next leader takes over from here
+        return events
+
+    def recent_alerts(self, last: int = 20) -> list[AlertEvent]:
+        """The cluster's latest alert events as this worker received them."""
+        return self.history.recent(last)
+
+    def alerts_firing(self) -> dict[str, bool]:
+        """Which rules fire: the engine's own state where this worker judges, else
+        what the leader's latest events received here say."""
+        if self.leader.role is Role.FOLLOW:
+            return self.history.firing(rule.id for rule in self.alerts.rules)
+        return self.alerts.firing()
 
     def _publish_costs(self, rows: list[Any]) -> None:
         self.bus.publish(COSTS, (self.costs.snapshot(), rows))
@@ -251,15 +291,32 @@ class Monitor:
             try:
                 self._sample()
                 self._beat()
-                # Closing a period appends to costs.csv and the state file is
-                # fsynced: off the event loop, so that requests never wait on disk.
-                self._publish_costs(await asyncio.to_thread(self.costs.tick))
+                self._sync_costs_beside()
             except Exception:  # a bad tick must not stop monitoring
                 log.exception("monitor tick failed")
             # A fixed cadence: the time a tick takes does not stretch the interval
             # (a late tick is not made up for by a burst).
             deadline = max(deadline + self.interval_s, loop.time())
             await asyncio.sleep(deadline - loop.time())
+
+    # --- the cluster's cost meter (beside the sampler) ------------------------------
+
+    def _sync_costs_beside(self) -> None:
+        """Each tick, beside the sampler (skipped while the last is unfinished): this
+        worker's counts go to the cluster's open period in the database, and the
+        leader closes the period at a boundary (costs.csv)."""
+        if self._costing is not None and not self._costing.done():
+            return
+        self._costing = asyncio.get_running_loop().create_task(
+            self.sync_costs(), name="costs"
+        )
+
+    async def sync_costs(self) -> None:
+        # The leader closes periods. The database's lock makes a close safe from
+        # any worker (a period closes once whoever gets there first), so while
+        # Redis is unreachable and nobody can know the leader, each worker closes.
+        rows = await self.costs.sync(close=self.leader.role is not Role.FOLLOW)
+        self._publish_costs(rows)
 
     def _beat(self) -> None:
         if self.heartbeat is None:
@@ -288,7 +345,16 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self._beating
             self._beating = None
-        await asyncio.to_thread(self.costs.save)
+        if self._costing is not None:
+            with contextlib.suppress(Exception):
+                await self._costing
+            self._costing = None
+        # What this worker counted since its last tick stays in the open period
+        # (a database that does not answer does not hold the shutdown up).
+        try:
+            await asyncio.wait_for(self.costs.sync(), STOP_SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the last cost counts were not saved: the database is slow")
 
 
 def _encode_alert(event: AlertEvent) -> list[Any]:

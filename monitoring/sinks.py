@@ -1,12 +1,14 @@
 """Append-only operator files (alert.log, costs.csv) that never fail a request.
 
-Each line goes out as one `os.write` on a descriptor opened with O_APPEND, so that
-lines from several processes never interleave (logging's file handlers do not promise
-that). A failure (unwritable path, full disk) is counted, logged once, and reported
+Each append is one `os.write` of whole lines on a descriptor opened with O_APPEND,
+under an exclusive `fcntl.flock` of the file, so that lines from several processes
+(workers on one host) never interleave and the header is written once (logging's file
+handlers promise neither). A failure (unwritable path, full disk) is counted, logged once, and reported
 as degraded until a later write succeeds again."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -39,18 +41,31 @@ class FileSink:
         self._failing = False
         self._lock = threading.Lock()
 
-    def append(self, lines: list[str]) -> bool:
-        """Append `lines` (without newlines); False when the file cannot be written."""
-        data = "".join(line + "\n" for line in lines).encode()
+    def append(self, lines: list[str], *, resume: bool = False) -> bool:
+        """Append `lines` (without newlines); False when the file cannot be written.
+
+        With `resume`, a leading part of `lines` that the file already ends with is
+        not written again (an earlier append whose success was not recorded: the
+        cost rows of a worker that died between the append and the mark)."""
         with self._lock:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
-                    if self.header is not None and os.fstat(fd).st_size == 0:
+                    # Released when the descriptor closes; other workers wait for it.
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    size = os.fstat(fd).st_size
+                    todo = (
+                        lines[_written_already(fd, size, lines) :] if resume else lines
+                    )
+                    data = "".join(line + "\n" for line in todo).encode()
+                    if self.header is not None and size == 0:
                         data = (self.header + "\n").encode() + data
-                    written = os.write(fd, data)
-                    if written != len(data):
-                        raise OSError(f"short write: {written} of {len(data)} bytes")
+                    if data:
+                        written = os.write(fd, data)
+                        if written != len(data):
+                            raise OSError(
+                                f"short write: {written} of {len(data)} bytes"
+                            )
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -78,3 +93,21 @@ class FileSink:
             failures=self.failures,
             last_error=self.last_error,
         )
+
+
+def _written_already(fd: int, size: int, lines: list[str]) -> int:
+    """How many of `lines`, from the first, the file already ends with."""
+    if not lines or size == 0:
+        return 0
+    want = sum(len(line.encode()) + 1 for line in lines) + 1
+    start = max(0, size - want)
+    tail = os.pread(fd, size - start, start).decode(errors="replace")
+    last = tail.split("\n")
+    if last and last[-1] == "":
+        last.pop()
+    if start > 0 and last:
+        last.pop(0)  # possibly cut
+    for count in range(min(len(lines), len(last)), 0, -1):
+        if last[-count:] == lines[:count]:
+            return count
+    return 0

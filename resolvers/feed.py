@@ -16,7 +16,7 @@ MAX_ALERTS = 100
 
 
 class SinkUnavailable(Exception):
-    """costs.csv could not be written; the open period keeps its counts."""
+    """costs.csv could not be written; the closed row waits in the database."""
 
 
 def _monitor(ctx: Context) -> Monitor:
@@ -34,7 +34,7 @@ def recent_alerts(ctx: Context, last: int = 20) -> list[AlertEvent]:
     monitor = _monitor(ctx)  # the role first: arguments are checked for operators
     if not 1 <= last <= MAX_ALERTS:
         raise BadUserInput(f"last must be between 1 and {MAX_ALERTS}, got {last}")
-    events: list[AlertEvent] = monitor.alerts.recent(last)
+    events: list[AlertEvent] = monitor.recent_alerts(last)
     return events
 
 
@@ -49,10 +49,13 @@ def slowest_resolvers(ctx: Context, first: int = 10) -> list[ResolverStats]:
     return monitor.registry.slowest_resolvers(first)
 
 
-def write_cost_summary(ctx: Context) -> CostRow:
-    """Close the open cost period now and append its row to costs.csv."""
+async def write_cost_summary(ctx: Context) -> CostRow:
+    """Close the cluster's open cost period now and append its row to costs.csv."""
     ctx.viewer.require("admin")
-    row: CostRow | None = ctx.services.monitor.costs.close_now()
+    row: CostRow | None = await ctx.services.monitor.costs.close_now()
     if row is None:
-        raise SinkUnavailable("costs.csv cannot be written; the period stays open")
+        raise SinkUnavailable(
+            "costs.csv cannot be written; the period's row is kept and appended "
+            "once it can be"
+        )
     return row

@@ -241,7 +241,10 @@ class CostSummaryWriteSuccess:
     row: CostRow = strawberry.field(description="The row appended.")
 
 
-@strawberry.type(description="costs.csv cannot be written now; the period stays open.")
+@strawberry.type(
+    description="costs.csv cannot be written now; the period is closed and its row "
+    "is appended once the file can be written."
+)
 class SinkUnavailableError(Error):
     pass
 
@@ -299,9 +302,9 @@ class MonitoringMutation:
         description="Close the open cost period now and append its row to costs.csv. "
         "Admins only: FORBIDDEN for other roles, and nothing is written."
     )
-    def cost_summary_write(self, info: strawberry.Info) -> CostSummaryWriteResult:
+    async def cost_summary_write(self, info: strawberry.Info) -> CostSummaryWriteResult:
         try:
-            row = feed.write_cost_summary(ctx(info))
+            row = await feed.write_cost_summary(ctx(info))
         except feed.SinkUnavailable as exc:
             return SinkUnavailableError(message=str(exc))
         return CostSummaryWriteSuccess(row=CostRow.from_model(row))

@@ -1,7 +1,9 @@
-"""The cost meter: row format, prices and periods in costs.csv."""
+"""The cost meter: row format, prices and periods in costs.csv (the meter's ledger in
+a scratch database, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,15 +15,23 @@ from monitoring.costs import (
 )
 from tests.factories.costs import (
     DEV,
+    PER_100,
     PROD,
     STAGING,
     Clock,
+    MakeMeter,
     at,
     csv_lines,
     empty_row,
-    make_meter,
+    meters,
     row,
 )
+
+
+@pytest.fixture
+async def make(scratch_url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
+    async with meters(scratch_url, tmp_path) as factory:
+        yield factory
 
 
 def test_format_row_matches_the_contract() -> None:
@@ -37,9 +47,14 @@ def test_format_row_matches_the_contract() -> None:
     [(DEV, 0.0007, 0.00073), (STAGING, 0.00105, 0.00108), (PROD, 0.0014, 0.00143)],
 )
 def test_price_for_each_profile_rate(
-    tmp_path: Path, rate: float, db_cost: float, total_cost: float
+    rate: float, db_cost: float, total_cost: float
 ) -> None:
-    meter = make_meter(tmp_path, Clock(at(10)), rate=rate)
+    meter = CostMeter(
+        environment="development",
+        cost_per_db_query=rate,
+        cost_per_100_requests=PER_100,
+        clock=Clock(at(10)),
+    )
 
     assert meter.price(7, 3) == {
         "dbQueries": 7,
@@ -68,8 +83,13 @@ def test_price_rounds_half_up_to_6_decimals_from_the_exact_sum() -> None:
     }
 
 
-def test_price_of_the_contract_row(tmp_path: Path) -> None:
-    meter = make_meter(tmp_path, Clock(at(10)))
+def test_price_of_the_contract_row() -> None:
+    meter = CostMeter(
+        environment="development",
+        cost_per_db_query=DEV,
+        cost_per_100_requests=PER_100,
+        clock=Clock(at(10)),
+    )
 
     assert meter.price(150, 1200) == {
         "dbQueries": 150,
@@ -80,9 +100,11 @@ def test_price_of_the_contract_row(tmp_path: Path) -> None:
     }
 
 
-def test_costs_csv_has_the_header_once_and_exact_rows(tmp_path: Path) -> None:
+async def test_costs_csv_has_the_header_once_and_exact_rows(
+    make: MakeMeter, tmp_path: Path
+) -> None:
     clock = Clock(at(10))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     for _ in range(50):
         meter.record("Students", 2, 1)
     for _ in range(50):
@@ -91,11 +113,11 @@ def test_costs_csv_has_the_header_once_and_exact_rows(tmp_path: Path) -> None:
         meter.record("Ping", 0, 1)
 
     clock.now = at(10, 59, 59, 999999)
-    assert meter.tick() == []
+    assert await meter.sync(close=True) == []
     clock.now = at(11)
-    assert meter.tick() == [row(at(10), 150, 1200, 0.015, 0.012, 0.027)]
+    assert await meter.sync(close=True) == [row(at(10), 150, 1200, 0.015, 0.012, 0.027)]
     clock.now = at(12)
-    assert meter.tick() == [empty_row(at(11))]
+    assert await meter.sync(close=True) == [empty_row(at(11))]
 
     assert (tmp_path / "costs.csv").read_text() == (
         "timestamp,environment,db_queries,api_requests,db_cost,api_cost,total_cost\n"
@@ -104,20 +126,24 @@ def test_costs_csv_has_the_header_once_and_exact_rows(tmp_path: Path) -> None:
     )
 
 
-def test_hour_boundary_ends_the_row_and_starts_the_next_period(tmp_path: Path) -> None:
+async def test_hour_boundary_ends_the_row_and_starts_the_next_period(
+    make: MakeMeter, tmp_path: Path
+) -> None:
     clock = Clock(at(10, 15))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     for _ in range(3):
         meter.record("Students", 4, 1)
 
     clock.now = at(11)
-    assert meter.tick() == [row(at(10), 12, 3, 0.0012, 0.00003, 0.00123)]
+    assert await meter.sync(close=True) == [
+        row(at(10), 12, 3, 0.0012, 0.00003, 0.00123)
+    ]
     assert meter.snapshot().current_period == empty_row(at(11))
 
     clock.now = at(11, 30)
     meter.record("Students", 10, 1)
     clock.now = at(12, 0, 30)
-    assert meter.tick() == [row(at(11), 10, 1, 0.001, 0.00001, 0.00101)]
+    assert await meter.sync(close=True) == [row(at(11), 10, 1, 0.001, 0.00001, 0.00101)]
     assert meter.snapshot().current_period == empty_row(at(12))
     assert csv_lines(tmp_path)[1:] == [
         "2024-01-15T10:00:00,development,12,3,0.001200,0.000030,0.001230",
@@ -125,20 +151,20 @@ def test_hour_boundary_ends_the_row_and_starts_the_next_period(tmp_path: Path) -
     ]
 
 
-def test_several_boundaries_passed_close_in_one_row_at_the_last(
-    tmp_path: Path,
+async def test_several_boundaries_passed_close_in_one_row_at_the_last(
+    make: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 10))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     meter.record("Students", 5, 2)
 
     clock.now = at(13, 25)
-    assert meter.tick() == [row(at(10), 5, 2, 0.0005, 0.00002, 0.00052)]
+    assert await meter.sync(close=True) == [row(at(10), 5, 2, 0.0005, 0.00002, 0.00052)]
     assert meter.snapshot().current_period == empty_row(at(13))
     clock.now = at(13, 59, 59)
-    assert meter.tick() == []
+    assert await meter.sync(close=True) == []
     clock.now = at(14)
-    assert meter.tick() == [empty_row(at(13))]
+    assert await meter.sync(close=True) == [empty_row(at(13))]
 
     assert csv_lines(tmp_path) == [
         COSTS_HEADER,
@@ -147,19 +173,23 @@ def test_several_boundaries_passed_close_in_one_row_at_the_last(
     ]
 
 
-def test_close_now_then_the_period_continues_from_there(tmp_path: Path) -> None:
+async def test_close_now_then_the_period_continues_from_there(
+    make: MakeMeter, tmp_path: Path
+) -> None:
     clock = Clock(at(10))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     meter.record("Students", 20, 4)
 
     clock.now = at(10, 20, 30, 700000)
-    assert meter.close_now() == row(at(10), 20, 4, 0.002, 0.00004, 0.00204)
+    assert await meter.close_now() == row(at(10), 20, 4, 0.002, 0.00004, 0.00204)
     assert meter.snapshot().current_period == empty_row(at(10, 20, 30))
 
     clock.now = at(10, 40)
     meter.record("Students", 1, 1)
     clock.now = at(11)
-    assert meter.tick() == [row(at(10, 20, 30), 1, 1, 0.0001, 0.00001, 0.00011)]
+    assert await meter.sync(close=True) == [
+        row(at(10, 20, 30), 1, 1, 0.0001, 0.00001, 0.00011)
+    ]
     assert csv_lines(tmp_path) == [
         COSTS_HEADER,
         "2024-01-15T10:00:00,development,20,4,0.002000,0.000040,0.002040",
@@ -167,15 +197,15 @@ def test_close_now_then_the_period_continues_from_there(tmp_path: Path) -> None:
     ]
 
 
-def test_close_now_after_a_missed_boundary_ends_a_row_on_the_boundary_first(
-    tmp_path: Path,
+async def test_close_now_after_a_missed_boundary_ends_a_row_on_the_boundary_first(
+    make: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     meter.record("Students", 3, 1)
 
     clock.now = at(11, 15)
-    assert meter.close_now() == empty_row(at(11))
+    assert await meter.close_now() == empty_row(at(11))
     assert meter.snapshot().current_period == empty_row(at(11, 15))
     assert csv_lines(tmp_path)[1:] == [
         "2024-01-15T10:00:00,development,3,1,0.000300,0.000010,0.000310",
@@ -183,14 +213,43 @@ def test_close_now_after_a_missed_boundary_ends_a_row_on_the_boundary_first(
     ]
 
 
-def test_close_now_exactly_on_a_boundary_writes_one_row(tmp_path: Path) -> None:
+async def test_close_now_exactly_on_a_boundary_writes_one_row(
+    make: MakeMeter, tmp_path: Path
+) -> None:
     clock = Clock(at(10))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     meter.record("Students", 3, 1)
 
     clock.now = at(11)
-    assert meter.close_now() == row(at(10), 3, 1, 0.0003, 0.00001, 0.00031)
+    assert await meter.close_now() == row(at(10), 3, 1, 0.0003, 0.00001, 0.00031)
     assert csv_lines(tmp_path)[1:] == [
         "2024-01-15T10:00:00,development,3,1,0.000300,0.000010,0.000310"
     ]
     assert meter.snapshot().current_period == empty_row(at(11))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"cost_per_db_query": 1e-13},
+            "invalid settings: COST_PER_DB_QUERY: has more than 12 decimals: 1e-13",
+        ),
+        (
+            {"cost_per_100_requests": 1.5e-11},
+            "invalid settings: COST_PER_100_REQUESTS: has more than 10 decimals: "
+            "1.5e-11",
+        ),
+    ],
+)
+def test_a_rate_the_meter_cannot_keep_exactly_stops_start_up(
+    overrides: dict[str, float], message: str
+) -> None:
+    from app import create_app
+    from settings import SettingsError
+    from tests.conftest import make_settings
+
+    with pytest.raises(SettingsError) as raised:
+        create_app(make_settings("sqlite+aiosqlite:///unused.db", **overrides))
+
+    assert str(raised.value) == message

@@ -1,7 +1,9 @@
-"""The cost meter: running totals, top operations, rates, unwritable files."""
+"""The cost meter: running totals, top operations, rates, unwritable files (the
+meter's ledger in a scratch database, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -18,28 +20,35 @@ from tests.factories.costs import (
     PER_100,
     STAGING,
     Clock,
+    MakeMeter,
     at,
     csv_lines,
     empty_row,
-    make_meter,
+    meters,
     row,
 )
 
 
-def test_rows_and_the_open_period_add_up_to_the_running_totals(
-    tmp_path: Path,
+@pytest.fixture
+async def make(scratch_url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
+    async with meters(scratch_url, tmp_path) as factory:
+        yield factory
+
+
+async def test_rows_and_the_open_period_add_up_to_the_running_totals(
+    make: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 3))
-    meter = make_meter(tmp_path, clock, rate=STAGING)
+    meter = make(clock, rate=STAGING)
     for i in range(1, 40):
         clock.now += timedelta(minutes=7, seconds=13)
         meter.record(f"op{i % 5}", i % 7, 1)
         if i % 5 == 0:
-            assert meter.close_now() is not None
+            assert await meter.close_now() is not None
         if i % 11 == 0:  # a restart
-            meter.save()
-            meter = make_meter(tmp_path, clock, rate=STAGING)
-        meter.tick()
+            await meter.sync()
+            meter = make(clock, rate=STAGING)
+        await meter.sync(close=True)
 
     fields = [line.split(",") for line in csv_lines(tmp_path)[1:]]
     snapshot = meter.snapshot()
@@ -61,19 +70,19 @@ def test_rows_and_the_open_period_add_up_to_the_running_totals(
     assert starts == sorted(set(starts))
 
 
-def test_a_short_summary_interval(tmp_path: Path) -> None:
+async def test_a_short_summary_interval(make: MakeMeter, tmp_path: Path) -> None:
     clock = Clock(at(10, 0, 10))
-    meter = make_meter(tmp_path, clock, interval_s=60)
+    meter = make(clock, interval_s=60)
     meter.record("Students", 1, 1)
 
     clock.now = at(10, 0, 59)
-    assert meter.tick() == []
+    assert await meter.sync(close=True) == []
     clock.now = at(10, 1)
-    assert meter.tick() == [row(at(10), 1, 1, 0.0001, 0.00001, 0.00011)]
+    assert await meter.sync(close=True) == [row(at(10), 1, 1, 0.0001, 0.00001, 0.00011)]
     clock.now = at(10, 1, 30)
     meter.record("Students", 2, 0)
     clock.now = at(10, 3, 5)
-    assert meter.tick() == [row(at(10, 1), 2, 0, 0.0002, 0.0, 0.0002)]
+    assert await meter.sync(close=True) == [row(at(10, 1), 2, 0, 0.0002, 0.0, 0.0002)]
     assert meter.snapshot().current_period == empty_row(at(10, 3))
     assert csv_lines(tmp_path)[1:] == [
         "2024-01-15T10:00:00,development,1,1,0.000100,0.000010,0.000110",
@@ -81,8 +90,10 @@ def test_a_short_summary_interval(tmp_path: Path) -> None:
     ]
 
 
-def test_top_operations_are_the_10_costliest_in_order(tmp_path: Path) -> None:
-    meter = make_meter(tmp_path, Clock(at(10)))
+async def test_top_operations_are_the_10_costliest_in_order(
+    make: MakeMeter, tmp_path: Path
+) -> None:
+    meter = make(Clock(at(10)))
     meter.record("heavy", 50, 1)
     for _ in range(5):
         meter.record("busy", 10, 1)
@@ -94,7 +105,10 @@ def test_top_operations_are_the_10_costliest_in_order(tmp_path: Path) -> None:
     meter.record(None, 30, 1)
     for i in range(1, 9):
         meter.record(f"s{i}", i, 0)
+    pending = meter.snapshot().top_operations
+    await meter.sync()  # now read back from the database
 
+    assert pending == meter.snapshot().top_operations
     assert meter.snapshot().top_operations == [
         OperationCost("busy", 5, 0.00505),
         OperationCost("heavy", 1, 0.00501),
@@ -109,13 +123,16 @@ def test_top_operations_are_the_10_costliest_in_order(tmp_path: Path) -> None:
     ]
 
 
-def test_operation_names_beyond_1000_count_as_other(tmp_path: Path) -> None:
-    meter = make_meter(tmp_path, Clock(at(10)))
+async def test_operation_names_beyond_1000_count_as_other(
+    make: MakeMeter, tmp_path: Path
+) -> None:
+    meter = make(Clock(at(10)))
     for i in range(1000):
         meter.record(f"n{i}", 0, 0)
     meter.record("late1", 1, 0)
     meter.record("late2", 2, 0)
     meter.record("n0", 1, 0)
+    await meter.sync()
 
     top = meter.snapshot().top_operations
     assert top[:2] == [
@@ -125,9 +142,33 @@ def test_operation_names_beyond_1000_count_as_other(tmp_path: Path) -> None:
     assert meter.snapshot().db_queries == 4
 
 
-def test_cost_per_hour_over_the_last_10_minutes(tmp_path: Path) -> None:
+async def test_the_1000_names_are_counted_over_the_cluster(
+    make: MakeMeter, tmp_path: Path
+) -> None:
     clock = Clock(at(10))
-    meter = make_meter(tmp_path, clock)
+    first, second = make(clock), make(clock)
+    for i in range(600):
+        first.record(f"a{i}", 0, 0)
+    await first.sync()
+    for i in range(600):
+        second.record(f"b{i}", 1, 0)
+    second.record("a0", 1, 0)
+    await second.sync()
+    await first.sync()
+
+    top = first.snapshot().top_operations
+    assert top[:2] == [
+        OperationCost("other", 200, 0.02),
+        OperationCost("a0", 2, 0.0001),
+    ]
+    assert first.snapshot().db_queries == 601
+
+
+async def test_cost_per_hour_over_the_last_10_minutes(
+    make: MakeMeter, tmp_path: Path
+) -> None:
+    clock = Clock(at(10))
+    meter = make(clock)
     clock.now = at(10, 0, 30)
     meter.record("Students", 100, 0)  # $0.01
 
@@ -143,76 +184,121 @@ def test_cost_per_hour_over_the_last_10_minutes(tmp_path: Path) -> None:
     assert meter.cost_per_hour() == 0.0
 
 
-def test_cost_per_hour_of_a_new_meter_spans_at_least_a_second(tmp_path: Path) -> None:
-    meter = make_meter(tmp_path, Clock(at(10)))
+async def test_cost_per_hour_is_the_clusters_once_the_meter_has_synced(
+    make: MakeMeter, tmp_path: Path
+) -> None:
+    clock = Clock(at(10))
+    first, second = make(clock), make(clock)
+    await first.sync()
+    await second.sync()
+    clock.now = at(10, 1)
+    first.record("Students", 100, 0)  # $0.01
+    second.record("Students", 50, 0)  # $0.005
+    await first.sync()
+    await second.sync()
+
+    # $0.015 over the minute both have watched, whoever spent it.
+    assert second.cost_per_hour() == 0.9
+    second.record("Students", 100, 0)  # not sent yet: counted here at once
+    assert second.cost_per_hour() == 1.5
+    await second.sync()
+    await first.sync()
+    assert first.cost_per_hour() == 1.5
+    clock.now = at(10, 10, 59)
+    await first.sync()
+    assert first.cost_per_hour() == 0.15  # over the last 10 minutes
+    clock.now = at(10, 11)
+    assert first.cost_per_hour() == 0.0  # the window has moved past 10:01
+
+
+async def test_cost_per_hour_of_a_new_meter_spans_at_least_a_second(
+    make: MakeMeter, tmp_path: Path
+) -> None:
+    meter = make(Clock(at(10)))
     meter.record("Students", 1, 0)
 
     assert meter.cost_per_hour() == 0.36
 
 
-def test_an_unwritable_costs_csv_keeps_the_counts_until_it_is_writable(
-    tmp_path: Path,
+async def test_rows_closed_while_costs_csv_is_unwritable_are_appended_later(
+    make: MakeMeter, tmp_path: Path
 ) -> None:
     (tmp_path / "costs.csv").mkdir()
     clock = Clock(at(10))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     meter.record("Students", 4, 2)
 
     clock.now = at(10, 30)
-    assert meter.close_now() is None
-    assert meter.snapshot().current_period == row(
-        at(10), 4, 2, 0.0004, 0.00002, 0.00042
-    )
+    assert await meter.close_now() is None  # closed; its row waits in the database
+    assert meter.snapshot().current_period == empty_row(at(10, 30))
     clock.now = at(10, 40)
     meter.record("Students", 1, 1)
     clock.now = at(10, 50)
-    assert meter.tick() == []
+    assert await meter.sync(close=True) == []  # still unwritable
 
     (tmp_path / "costs.csv").rmdir()
     clock.now = at(10, 55)
-    assert meter.close_now() == row(at(10), 5, 3, 0.0005, 0.00003, 0.00053)
+    assert await meter.close_now() == row(at(10, 30), 1, 1, 0.0001, 0.00001, 0.00011)
     assert csv_lines(tmp_path) == [
         COSTS_HEADER,
-        "2024-01-15T10:00:00,development,5,3,0.000500,0.000030,0.000530",
+        "2024-01-15T10:00:00,development,4,2,0.000400,0.000020,0.000420",
+        "2024-01-15T10:30:00,development,1,1,0.000100,0.000010,0.000110",
     ]
     assert meter.snapshot().current_period == empty_row(at(10, 55))
 
 
-def test_a_boundary_missed_while_unwritable_is_closed_in_one_row_later(
-    tmp_path: Path,
+async def test_a_boundary_passed_while_unwritable_is_written_once_writable(
+    make: MakeMeter, tmp_path: Path
 ) -> None:
     (tmp_path / "costs.csv").mkdir()
     clock = Clock(at(10, 5))
-    meter = make_meter(tmp_path, clock)
+    meter = make(clock)
     meter.record("Students", 4, 2)
 
     clock.now = at(11)
-    assert meter.tick() == []
+    assert await meter.sync(close=True) == []
     clock.now = at(11, 30)
     meter.record("Students", 1, 1)
     (tmp_path / "costs.csv").rmdir()
+    clock.now = at(11, 30, 1)
+    # Written at the leader's next tick, before any boundary.
+    assert await meter.sync(close=True) == [row(at(10), 4, 2, 0.0004, 0.00002, 0.00042)]
     clock.now = at(12, 0, 5)
+    assert await meter.sync(close=True) == [row(at(11), 1, 1, 0.0001, 0.00001, 0.00011)]
 
-    assert meter.tick() == [row(at(10), 5, 3, 0.0005, 0.00003, 0.00053)]
     assert meter.snapshot().current_period == empty_row(at(12))
     assert csv_lines(tmp_path) == [
         COSTS_HEADER,
-        "2024-01-15T10:00:00,development,5,3,0.000500,0.000030,0.000530",
+        "2024-01-15T10:00:00,development,4,2,0.000400,0.000020,0.000420",
+        "2024-01-15T11:00:00,development,1,1,0.000100,0.000010,0.000110",
     ]
 
 
-def test_a_meter_without_files_still_closes_periods() -> None:
+async def test_a_meter_without_a_file_still_closes_periods(
+    scratch_url: str,
+    tmp_path: Path,
+    make: MakeMeter,  # migrates the database
+) -> None:
+    from db.costs import CostLedger
+
     clock = Clock(at(10))
+    ledger = CostLedger.connect(scratch_url, "development")
     meter = CostMeter(
         environment="development",
         cost_per_db_query=DEV,
         cost_per_100_requests=PER_100,
+        ledger=ledger,
         clock=clock,
     )
-    meter.record("Students", 1, 1)
-    clock.now = at(11)
+    try:
+        meter.record("Students", 1, 1)
+        clock.now = at(11)
+        closed = await meter.sync(close=True)
+    finally:
+        await meter.aclose()
 
-    assert meter.tick() == [row(at(10), 1, 1, 0.0001, 0.00001, 0.00011)]
+    assert closed == [row(at(10), 1, 1, 0.0001, 0.00001, 0.00011)]
+    assert not (tmp_path / "costs.csv").exists()
 
 
 @pytest.mark.parametrize("interval_s", [0, -60])

@@ -1,10 +1,16 @@
-"""Helpers of the test_costs_* modules: a clock, a meter, expected rows."""
+"""Helpers of the test_costs_* modules: a clock, meters on the cluster's ledger in a
+scratch database, expected rows."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from db.costs import CostLedger
+from db.engine import create_database
+from db.migrations import upgrade
 from monitoring.costs import (
     COSTS_HEADER,
     CostMeter,
@@ -28,23 +34,46 @@ class Clock:
         return self.now
 
 
-def make_meter(
-    tmp_path: Path,
-    clock: Clock,
-    *,
-    rate: float = DEV,
-    interval_s: float = 3600,
-    environment: str = "development",
-) -> CostMeter:
-    return CostMeter(
-        environment=environment,
-        cost_per_db_query=rate,
-        cost_per_100_requests=PER_100,
-        interval_s=interval_s,
-        sink=FileSink("costs.csv", tmp_path / "costs.csv", header=COSTS_HEADER),
-        state_path=tmp_path / "costs-state.json",
-        clock=clock,
-    )
+MakeMeter = Callable[..., CostMeter]
+
+
+@asynccontextmanager
+async def meters(url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
+    """A factory of meters (workers, or one worker's restarts) on one migrated
+    database, all writing tmp_path/costs.csv; their ledgers closed at the end."""
+    database = create_database(url)
+    try:
+        await upgrade(database)
+    finally:
+        await database.dispose()
+    made: list[CostMeter] = []
+
+    def make(
+        clock: Clock,
+        *,
+        rate: float = DEV,
+        interval_s: float = 3600,
+        environment: str = "development",
+        legacy_state_path: Path | None = None,
+    ) -> CostMeter:
+        meter = CostMeter(
+            environment=environment,
+            cost_per_db_query=rate,
+            cost_per_100_requests=PER_100,
+            interval_s=interval_s,
+            sink=FileSink("costs.csv", tmp_path / "costs.csv", header=COSTS_HEADER),
+            ledger=CostLedger.connect(url, environment),
+            legacy_state_path=legacy_state_path,
+            clock=clock,
+        )
+        made.append(meter)
+        return meter
+
+    try:
+        yield make
+    finally:
+        for meter in made:
+            await meter.aclose()
 
 
 def csv_lines(tmp_path: Path) -> list[str]:

@@ -429,6 +429,7 @@ def write_results(
         f"- Importing {args.import_rows:,} grades from CSV: {imports['in_process_s']:.2f} s in "
         f"process (parse, validate, insert), {imports['cli_s']:.2f} s through "
         "`python -m db.importer` including interpreter start-up (target <= 2 s).",
+        *cluster_lines,
         "",
     ]
     args.results.write_text("\n".join(lines))

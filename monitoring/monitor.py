@@ -18,7 +18,7 @@ from monitoring.alerts import AlertHistory, AlertRule
 from monitoring.bus import Codec, EventBus
 from monitoring.leader import Leadership, Role
 from monitoring.registry import Registry
-from monitoring.samples import SAMPLE_CODEC, Peers, WorkerSample, merge
+from monitoring.samples import SAMPLE_CODEC, Peers, WorkerSample, merge, published
 from monitoring.snapshot import (
     AlertEvent,
     AlertInputs,
@@ -179,6 +179,7 @@ class Monitor:
             cpu_percent=reading.cpu_percent,
             disk_free_mb=reading.disk_free_mb,
             active_subscriptions=registry.active_subscriptions,
+            window_wanted=self.peers.wanted() if seq else (),
         )
 
     def snapshot(self) -> MetricsSnapshot:
@@ -194,7 +195,9 @@ class Monitor:
         recent = self.peers.take_recent(peers) if take_recent else ()
         if degraded:
             peers, recent = [], ()  # this worker alone: it cannot hear the others
-        merged = merge([own, *(peer.sample for peer in peers)])
+        merged = merge(
+            [own, *(peer.sample for peer in peers)], self.peers.ordered(peers)
+        )
         costs = self.costs.snapshot()
         snapshot = MetricsSnapshot(
             at=self.wall(),
@@ -245,7 +248,10 @@ class Monitor:
         if self.bus.crosses(SNAPSHOTS):
             self._seq += 1
             own = self.sample(recent, self._seq)
-            self.bus.publish(SNAPSHOTS, own)
+            # The whole window goes out first and when a peer asks for it; other
+            # samples carry what it gained (`recent`), from which peers follow it.
+            full = self._seq == 1 or self.peers.want_window_of(self.worker)
+            self.bus.publish(SNAPSHOTS, published(own, full=full))
         else:
             own = self.sample(recent)
         snapshot, inputs = self._merged(own, take_recent=True)

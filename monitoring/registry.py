@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from monitoring.windows import DurationWindow, SlidingCounter
+from monitoring.windows import RESPONSE_WINDOW, DurationWindow, SlidingCounter
 
 MAX_OPERATION_LABELS = 50
 MAX_TRACKED_OPERATIONS = 10_000
@@ -42,8 +42,9 @@ class Registry:
         self.operation_errors_total = 0
         self.operations_per_minute = SlidingCounter(60, clock)
         self.errors_per_minute = SlidingCounter(60, clock)
-        self.response_times = DurationWindow(1000)
-        self._recent: deque[float] = deque(maxlen=1000)  # drained by the sampler
+        self.response_times = DurationWindow(RESPONSE_WINDOW)
+        # Drained by the sampler: what the window gained since (its last RESPONSE_WINDOW).
+        self._recent: deque[float] = deque(maxlen=RESPONSE_WINDOW)
         self.db_queries_total = 0
         self.db_time_ms = 0.0
         self.db_queries_per_minute = SlidingCounter(60, clock)

@@ -7,6 +7,8 @@ import math
 from collections import deque
 from collections.abc import Callable
 
+RESPONSE_WINDOW = 1000  # the durations a worker's percentiles are taken over
+
 
 class SlidingCounter:
     """Counts events per whole second; `total()` sums the last `window_s` seconds."""
@@ -61,12 +63,18 @@ class DurationWindow:
 
     def summary(self) -> tuple[float | None, float | None, float | None, float | None]:
         """(avg, p50, p95, p99) over the window."""
-        if not self.samples:
-            return None, None, None, None
-        ordered = sorted(self.samples)
-        return (
-            sum(ordered) / len(ordered),
-            percentile(ordered, 0.50),
-            percentile(ordered, 0.95),
-            percentile(ordered, 0.99),
-        )
+        return summarise(sorted(self.samples))
+
+
+def summarise(
+    ordered: list[float],
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(avg, p50, p95, p99) of an ascending list, nearest rank."""
+    if not ordered:
+        return None, None, None, None
+    return (
+        sum(ordered) / len(ordered),
+        percentile(ordered, 0.50),
+        percentile(ordered, 0.95),
+        percentile(ordered, 0.99),
+    )

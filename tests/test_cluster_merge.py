@@ -1,19 +1,23 @@
 """The pieces of the cluster feed without Redis: what crosses workers survives the
-trip exactly (codecs), samples merge into cluster figures, other workers' samples
-drop out after 3 missed ticks, and a worker without REDIS_URL is the whole cluster."""
+trip exactly (codecs), samples merge into cluster figures, a peer follows another
+worker's window exactly from the durations each sample adds (and asks for the whole
+window after a gap), other workers' samples drop out after 3 missed ticks, and a worker
+without REDIS_URL is the whole cluster."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
 from db.records import GradeRecord
 from monitoring.monitor import ALERTS, CODECS, SNAPSHOTS
-from monitoring.samples import Peers, WorkerSample, merge
+from monitoring.samples import Peers, WorkerSample, merge, published
 from monitoring.snapshot import AlertEvent, AlertState
+from monitoring.windows import RESPONSE_WINDOW
 from resolvers import live
 from tests.factories import Clock
 
@@ -104,9 +108,16 @@ def test_alerts_and_job_ids_cross_workers_exactly() -> None:
 
 
 def test_a_sample_crosses_workers_exactly() -> None:
-    original = sample(response_ms=(0.1 + 0.2, 1e-9, 123456.789), recent_response_ms=())
+    original = sample(
+        response_ms=(0.1 + 0.2, 1e-9, 123456.789),
+        recent_response_ms=(),
+        window_wanted=("w7", "w9"),
+    )
+    without_window = published(original, full=False)
 
     assert trip(SNAPSHOTS, original, CODECS) == original
+    assert trip(SNAPSHOTS, without_window, CODECS) == without_window
+    assert without_window.response_ms is None
 
 
 # --- merging ------------------------------------------------------------------------
@@ -167,6 +178,98 @@ def test_percentiles_are_over_the_merged_windows() -> None:
     # Not the mean of the workers' own percentiles.
     own = (reference_percentile(first, 0.95) + reference_percentile(second, 0.95)) / 2
     assert p95 != own
+
+
+class Sender:
+    """A worker's window as its registry keeps it, and its samples as its monitor
+    publishes them: the whole window first and when a peer asks, else only what the
+    window gained (at most the last RESPONSE_WINDOW durations, as drained)."""
+
+    def __init__(self, worker: str, rng: random.Random) -> None:
+        self.worker = worker
+        self.rng = rng
+        self.window: deque[float] = deque(maxlen=RESPONSE_WINDOW)
+        self.seq = 0
+
+    def tick(self, durations: int, asked: bool = False) -> WorkerSample:
+        added = [round(self.rng.uniform(1, 900), 3) for _ in range(durations)]
+        self.window.extend(added)
+        self.seq += 1
+        own = sample(
+            self.worker,
+            self.seq,
+            response_ms=tuple(self.window),
+            recent_response_ms=tuple(added[-RESPONSE_WINDOW:]),
+        )
+        sent = published(own, full=self.seq == 1 or asked)
+        return trip(SNAPSHOTS, sent, CODECS)  # type: ignore[return-value]
+
+
+def test_a_peer_follows_a_window_exactly_from_what_each_sample_adds() -> None:
+    clock = Clock(100.0)
+    peers = Peers("me", clock)
+    rng = random.Random(3)
+    senders = [Sender("w1", rng), Sender("w2", rng)]
+    own = tuple(rng.uniform(1, 900) for _ in range(300))
+    # Few durations (moved into the ordered window one by one), many (sorted again),
+    # none, more than a window holds; repeated values.
+    for count in (40, 1, 0, 125, 126, 700, 3, 1500, 90, 2, 0, 999, 30):
+        for sender in senders:
+            received = sender.tick(count)
+            assert received.response_ms is None or received.seq == 1
+            peers.receive(received)
+        clock.now += 0.1
+        live = peers.live()
+
+        merged = merge(
+            [sample("me", response_ms=own), *peers.samples()], peers.ordered(live)
+        )
+
+        both = [*own, *senders[0].window, *senders[1].window]
+        _, p50, p95, p99 = merged.response_ms
+        assert (p50, p95, p99) == tuple(
+            reference_percentile(both, f) for f in (0.50, 0.95, 0.99)
+        )
+        assert [list(peer.window) for peer in live] == [
+            list(sender.window) for sender in senders
+        ]
+        assert peers.wanted() == ()
+
+
+def test_a_peer_that_missed_a_sample_asks_for_the_whole_window() -> None:
+    clock = Clock(100.0)
+    peers = Peers("me", clock)
+    sender = Sender("w1", random.Random(5))
+    peers.receive(sender.tick(50))
+    peers.receive(sender.tick(20))
+    sender.tick(30)  # lost on the way
+
+    peers.receive(sender.tick(10))
+
+    assert peers.wanted() == ("w1",)
+    # Its next sample asks: the sender, hearing it, sends the whole window.
+    theirs = Peers("w1", clock)
+    theirs.receive(sample("me", seq=1, window_wanted=peers.wanted()))
+    assert theirs.want_window_of("w1") is True
+    peers.receive(sender.tick(5, asked=True))
+    assert peers.wanted() == ()
+    (peer,) = peers.live()
+    assert list(peer.window) == list(sender.window)
+    assert peers.ordered([peer]) == sorted(sender.window)
+
+
+def test_a_worker_first_heard_without_its_window_asks_for_it() -> None:
+    clock = Clock(100.0)
+    peers = Peers("me", clock)
+    sender = Sender("w1", random.Random(6))
+    sender.tick(80)  # before this worker listened
+
+    peers.receive(sender.tick(10))
+
+    assert peers.wanted() == ("w1",)
+    peers.receive(sender.tick(0, asked=True))
+    assert peers.wanted() == ()
+    assert peers.ordered(peers.live()) == sorted(sender.window)
 
 
 # --- peers --------------------------------------------------------------------------

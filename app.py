@@ -52,6 +52,7 @@ from resolvers.errors import SERVER_ERROR_CODES
 from resolvers.import_runner import start_keeper
 from resolvers.jobs import ImportJobs
 from resolvers.live import CODECS as LIVE_CODECS
+from resolvers.live import GRADES
 from resolvers.loaders import CACHE_NAMES, apply_invalidation
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
@@ -598,6 +599,9 @@ def build_monitor(
         bus=bus,
         interval_s=settings.sample_interval_ms / 1000,
         worker=worker.id if worker is not None else "local",
+        # Each worker's sample counts its gradeEvents subscribers: a write publishes
+        # its grade events only while some worker has one.
+        listened=GRADES,
     )
 
 

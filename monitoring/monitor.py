@@ -3,7 +3,9 @@ builds an immutable snapshot, feeds the alert engine and the cost meter, and
 publishes on the bus. Nothing on the request path waits for it.
 
 With a bus shared by workers, each tick also publishes this worker's raw sample
-(SNAPSHOTS) and the snapshot is the merge of it with the other workers' latest."""
+(SNAPSHOTS) and the snapshot is the merge of it with the other workers' latest.
+Samples also say how many subscribers each worker has on the `listened` topic, so
+that a write publishes on it only while someone, somewhere, listens."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ METRICS = "metrics"
 ALERTS = "alerts"
 COSTS = "costs"
 SNAPSHOTS = "snapshots"  # each worker's own raw sample, for the others to merge
+LISTENING = "listening"  # a worker got its first listener: (worker, its tick in s)
 STOP_SYNC_TIMEOUT_S = 5.0
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
@@ -82,6 +85,7 @@ class Monitor:
         heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
         worker: str = "local",
         leader: Leadership | None = None,
+        listened: str | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -113,6 +117,11 @@ class Monitor:
         self._peer_feed = self.bus.listen(SNAPSHOTS, self.peers.receive)
         self._alert_feed = self.bus.listen(ALERTS, self.history.add)
         self._seq = 0
+        # The topic whose subscribers the samples count (gradeEvents': app.py).
+        self.listened = listened
+        self._announcements = self.bus.listen(
+            LISTENING, lambda item: self.peers.announced(*item)
+        )
 
     # --- request path --------------------------------------------------------------
 
@@ -144,6 +153,28 @@ class Monitor:
             return
         self.registry.record_db_query(duration_s)
         count_statement()
+
+    def listening(self) -> bool:
+        """Whether the listened topic has a subscriber here or, as far as this
+        worker has heard, on another live worker (then a write publishes on it)."""
+        topic = self.listened
+        if topic is None:
+            return True
+        if self.bus.subscribers(topic) > 0:
+            return True
+        return self.bus.crosses(topic) and self.peers.listening()
+
+    def listener_started(self) -> None:
+        """Call after a subscription to the listened topic has started: the first
+        one here is announced at once, so that a write on another worker right
+        after it does not wait for this worker's next sample to publish."""
+        topic = self.listened
+        if (
+            topic is not None
+            and self.bus.subscribers(topic) == 1
+            and self.bus.crosses(LISTENING)
+        ):
+            self.bus.publish(LISTENING, (self.worker, self.interval_s))
 
     # --- sampler -------------------------------------------------------------------
 
@@ -179,6 +210,7 @@ class Monitor:
             cpu_percent=reading.cpu_percent,
             disk_free_mb=reading.disk_free_mb,
             active_subscriptions=registry.active_subscriptions,
+            listeners=self.bus.subscribers(self.listened) if self.listened else 0,
             window_wanted=self.peers.wanted() if seq else (),
         )
 
@@ -386,9 +418,15 @@ def _decode_alert(data: Any) -> AlertEvent:
     )
 
 
+def _decode_announcement(data: Any) -> tuple[str, float]:
+    worker, interval_s = data
+    return str(worker), float(interval_s)
+
+
 # What the monitor's topics carry between workers (the others stay per worker:
 # metrics is each worker's merge, costs its meter's).
 CODECS: dict[str, Codec] = {
     ALERTS: Codec(_encode_alert, _decode_alert),
     SNAPSHOTS: SAMPLE_CODEC,
+    LISTENING: Codec(list, _decode_announcement),
 }

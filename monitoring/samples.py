@@ -54,6 +54,7 @@ class WorkerSample:
     cpu_percent: float
     disk_free_mb: float
     active_subscriptions: int
+    listeners: int = 0  # its subscribers of the listened topic (gradeEvents)
     # The workers whose whole window it asks for (it lacks or missed part of it).
     window_wanted: tuple[str, ...] = ()
 
@@ -208,6 +209,9 @@ class Peers:
         self._members_at = 0.0
         # The live peers' windows merged, ascending, for the versions it was made of.
         self._ordered: tuple[tuple[tuple[str, int], ...], list[float]] = ((), [])
+        # Workers that said they have listeners, until when that holds without
+        # their samples saying so.
+        self._announced: dict[str, float] = {}
 
     def receive(self, sample: WorkerSample) -> None:
         if sample.worker == self.own:
@@ -274,6 +278,23 @@ class Peers:
             taken.extend(peer.recent)
             peer.recent.clear()
         return tuple(taken)
+
+    def announced(self, worker: str, interval_s: float) -> None:
+        """`worker` has just got its first listener: count it as listening for
+        TICKS_ALIVE of its ticks, time for its samples to say so."""
+        if worker != self.own:
+            self._announced[worker] = self._clock() + TICKS_ALIVE * interval_s
+
+    def listening(self) -> bool:
+        """Whether another live worker has listeners (or has just announced one)."""
+        if any(peer.sample.listeners > 0 for peer in self.live()):
+            return True
+        now = self._clock()
+        for worker, until in list(self._announced.items()):
+            if until >= now:
+                return True
+            del self._announced[worker]
+        return False
 
     def clear(self) -> None:
         self._peers.clear()

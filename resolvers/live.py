@@ -123,6 +123,7 @@ async def grade_events(
     viewer = ctx.viewer
     operation = audit.operation_name(ctx, "subscription:gradeEvents")
     with _slot(ctx, monitor), _queue(monitor.bus, GRADES, BACKLOG) as queue:
+        monitor.listener_started()  # the other workers publish their writes now
         while True:
             write: tuple[GradeEvent, ...] = await queue.get()
             if queue.dropped:
@@ -145,24 +146,26 @@ async def grade_events(
 
 
 def wants_grade_events(ctx: Context) -> bool:
-    """Whether anyone may listen (the write then returns its rows, which costs a
-    bit): a subscriber here, or, with a bus shared by workers, on another worker."""
+    """Whether anyone listens: a gradeEvents subscriber here or, with a bus shared by
+    workers, on another live worker (each worker's sample counts its subscribers, and
+    a first subscriber is announced at once). Only then does a write return its rows
+    and publish them."""
     monitor = ctx.services.monitor
-    return monitor is not None and (
-        monitor.bus.subscribers(GRADES) > 0 or monitor.bus.crosses(GRADES)
-    )
+    return monitor is not None and monitor.listening()
 
 
 def publish_grades(
     ctx: Context, records: Sequence[GradeRecord], levels: dict[str, int]
 ) -> None:
-    """After a write has committed: one bus item per write, one event per student."""
-    if ctx.services.monitor is None or not records:
+    """After a write has committed: one bus item per write, one event per student;
+    nothing while nobody listens."""
+    monitor = ctx.services.monitor
+    if monitor is None or not records or not monitor.listening():
         return
     by_student: dict[str, list[GradeRecord]] = {}
     for record in records:
         by_student.setdefault(record.student_id, []).append(record)
-    ctx.services.monitor.bus.publish(
+    monitor.bus.publish(
         GRADES,
         tuple(
             GradeEvent(student, levels[student], tuple(grades))

@@ -1,8 +1,9 @@
 """The pieces of the cluster feed without Redis: what crosses workers survives the
 trip exactly (codecs), samples merge into cluster figures, a peer follows another
 worker's window exactly from the durations each sample adds (and asks for the whole
-window after a gap), other workers' samples drop out after 3 missed ticks, and a worker
-without REDIS_URL is the whole cluster."""
+window after a gap), other workers' samples drop out after 3 missed ticks, a worker's
+listeners are known to the others, and a worker without REDIS_URL is the whole
+cluster."""
 
 from __future__ import annotations
 
@@ -111,6 +112,7 @@ def test_a_sample_crosses_workers_exactly() -> None:
     original = sample(
         response_ms=(0.1 + 0.2, 1e-9, 123456.789),
         recent_response_ms=(),
+        listeners=2,
         window_wanted=("w7", "w9"),
     )
     without_window = published(original, full=False)
@@ -270,6 +272,25 @@ def test_a_worker_first_heard_without_its_window_asks_for_it() -> None:
     peers.receive(sender.tick(0, asked=True))
     assert peers.wanted() == ()
     assert peers.ordered(peers.live()) == sorted(sender.window)
+
+
+def test_listeners_elsewhere_are_known_from_samples_and_announcements() -> None:
+    clock = Clock(100.0)
+    peers = Peers("me", clock)
+    peers.receive(sample("w1", seq=1, listeners=0))
+    assert peers.listening() is False
+
+    peers.announced("w1", 0.1)  # its first listener, before its next sample
+    assert peers.listening() is True
+    clock.now += 0.31  # past 3 of its ticks, its samples alone count
+    peers.receive(sample("w1", seq=2, listeners=0))
+    assert peers.listening() is False
+    peers.receive(sample("w1", seq=3, listeners=2))
+    assert peers.listening() is True
+    clock.now += 0.31  # it stopped publishing: dropped, and its listeners with it
+    assert peers.listening() is False
+    peers.announced("me", 0.1)  # this worker's own announcement
+    assert peers.listening() is False
 
 
 # --- peers --------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """What crosses Redis between two workers of one cluster (two apps in this process, one
-Redis under the test's REDIS_PREFIX), read straight off the channels: samples carry
+Redis under the test's REDIS_PREFIX), read straight off the channels: a grade write
+publishes nothing while no worker has a gradeEvents subscriber, and is published once
+one has (a subscription that has just started is announced at once); samples carry
 the durations they add, not their whole window."""
 
 from __future__ import annotations
@@ -15,11 +17,22 @@ from redis.asyncio.client import PubSub
 
 from monitoring.monitor import SNAPSHOTS
 from monitoring.samples import WorkerSample, decode_sample
+from resolvers import live
+from tests.factories import create_student
 from tests.test_cluster_bus import (
+    GRADE_ADD,
+    GRADE_EVENTS,
     WAIT_S,
+    clustered,
+    events,
+    merging,
     pair,
+    subscribed,
     until,
 )
+
+GRADES_ADD = """mutation Add($input: [GradeAddInput!]!) {
+  gradesAdd(input: $input) { __typename } }"""
 
 
 @asynccontextmanager
@@ -46,6 +59,52 @@ async def next_message(pubsub: PubSub) -> dict[str, Any]:
             envelope: dict[str, Any] = orjson.loads(message["data"])
             return envelope
     raise AssertionError(f"nothing crossed within {WAIT_S} s")
+
+
+async def test_grade_writes_cross_the_bus_only_while_a_worker_listens(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    # Ticks of 2 s: a write right after a subscription starts elsewhere comes long
+    # before that worker's next sample says so; its announcement tells.
+    a = await make_api(
+        scratch_url, **clustered(redis_url, redis_prefix, sample_interval_ms=2000)
+    )
+    b = await make_api(
+        scratch_url, **clustered(redis_url, redis_prefix, sample_interval_ms=2000)
+    )
+    for api in (a, b):
+        await until(merging(api, 2))
+    student = (await create_student(a, gradeLevel=7))["studentId"]
+
+    async with wire(redis_url, redis_prefix, live.GRADES) as grades:
+        # Nobody listens anywhere: neither write is published (nor are its rows
+        # returned by the batch's insert).
+        assert a.app.state.monitor.listening() is False
+        single = {"studentId": student, "subject": "Math", "score": 1.0}
+        body = await a.post(GRADE_ADD, {"input": single})
+        assert body["data"]["gradeAdd"]["__typename"] == "GradeAddSuccess"
+        rows = [
+            {"studentId": student, "subject": "Art", "score": float(n)}
+            for n in range(50)
+        ]
+        body = await a.post(GRADES_ADD, {"input": rows})
+        assert body["data"]["gradesAdd"]["__typename"] == "GradesAddSuccess"
+
+        async with subscribed(b, GRADE_EVENTS, live.GRADES, studentId=student) as on_b:
+            body = await a.post(
+                GRADE_ADD,
+                {"input": {"studentId": student, "subject": "Bio", "score": 9.5}},
+            )
+            assert body["data"]["gradeAdd"]["__typename"] == "GradeAddSuccess"
+            (event,) = await events(on_b, 1)
+
+        # A's messages reach Redis in the order it publishes them: the first on
+        # the channel is the write made once B listened.
+        envelope = await next_message(grades)
+        assert envelope["o"] == a.app.state.monitor.worker
+        (written,) = live.CODECS[live.GRADES].decode(envelope["d"])
+        assert [(g.subject, g.score) for g in written.grades] == [("Bio", 9.5)]
+        assert event["gradeEvents"]["grades"][0]["subject"] == "Bio"
 
 
 async def test_samples_carry_the_durations_they_add_not_the_whole_window(

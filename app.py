@@ -123,9 +123,14 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         FileSink("costsCsv", settings.costs_csv_path, header=COSTS_HEADER),
     )
     redis = connect_redis(settings)
-    worker = Worker.here()
+    cluster = cluster_for(settings, redis)
     monitor = build_monitor(
-        settings, cache, *sinks, bus=event_bus(settings, redis, worker), worker=worker
+        settings,
+        cache,
+        *sinks,
+        bus=event_bus(settings, redis, cluster.worker),
+        cluster=cluster,
+        redis=redis,
     )
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
     # The audit log writes through an engine of its own (db/audit.py).
@@ -140,20 +145,11 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    cluster = cluster_for(settings, redis, worker)
     services = build_services(
         settings, database, cache, monitor, audit_log, redis, cluster.worker.id
     )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
-    monitor.leader = Leadership(
-        cluster.worker.id,
-        redis,
-        prefix=settings.redis_prefix,
-        interval_s=settings.sample_interval_ms / 1000,
-        rules=monitor.alerts,
-    )
-    monitor.heartbeat = partial(heartbeat, cluster, monitor)  # once per sampler tick
 
     app = Starlette(
         debug=False,
@@ -546,10 +542,12 @@ def build_monitor(
     alert_log: FileSink,
     costs_csv: FileSink,
     *,
+    cluster: Cluster,
+    redis: Redis | None = None,
     bus: EventBus | None = None,
-    worker: Worker | None = None,
 ) -> Monitor:
-    """The monitor with its sinks, cost meter and alert rules, from the settings."""
+    """The monitor with its sinks, cost meter and alert rules, from the settings;
+    its sampler beats `cluster`'s heartbeat and renews the leader lease in `redis`."""
     defaults = default_rules(
         response_time_ms=settings.alert_response_time_ms,
         memory_mb=settings.alert_memory_mb,
@@ -595,9 +593,18 @@ def build_monitor(
         alerts=alerts,
         system=PsutilReader(Path(settings.costs_csv_path).resolve().parent),
         cache_stats=cache_stats,
+        worker=cluster.worker.id,
+        # Without Redis this worker alone leads.
+        leader=Leadership(
+            cluster.worker.id,
+            redis,
+            prefix=settings.redis_prefix,
+            interval_s=settings.sample_interval_ms / 1000,
+            rules=alerts,
+        ),
         bus=bus,
         interval_s=settings.sample_interval_ms / 1000,
-        worker=worker.id if worker is not None else "local",
+        heartbeat=partial(heartbeat, cluster),  # once per sampler tick
     )
 
 

@@ -60,7 +60,6 @@ class AlertEngineLike(Protocol):
     def evaluate(
         self, inputs: AlertInputs, *, write: bool = True
     ) -> list[AlertEvent]: ...
-    def recent(self, last: int = 20) -> list[AlertEvent]: ...
     def firing(self) -> dict[str, bool]: ...
     def export_state(self) -> dict[str, Any]: ...
     def import_state(self, state: dict[str, Any]) -> None: ...
@@ -76,12 +75,12 @@ class Monitor:
         alerts: AlertEngineLike,
         system: SystemReader,
         cache_stats: Callable[[], dict[str, tuple[int, int]]],
+        worker: str,
+        leader: Leadership,
         bus: EventBus | None = None,
         interval_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-        heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
-        worker: str = "local",
-        leader: Leadership | None = None,
+        heartbeat: Callable[[Monitor], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -92,13 +91,14 @@ class Monitor:
         self.bus = bus or EventBus()
         self.interval_s = interval_s
         self.wall = wall
-        # Called once per tick of the running sampler (not by tick()): it runs beside
-        # the sampler, never delays it, and is skipped while the last one is unfinished.
+        # heartbeat(self), once per tick of the running sampler (not by tick()): it
+        # runs beside the sampler, never delays it, and is skipped while the last one
+        # is unfinished.
         self.heartbeat = heartbeat
         self._beating: asyncio.Task[None] | None = None
         self._costing: asyncio.Task[None] | None = None
-        # Without a cluster this worker alone leads.
-        self.leader = leader or Leadership("local")
+        # Without Redis (a leadership without a client) this worker alone leads.
+        self.leader = leader
         # The cluster's alert events as they reach this worker (its own included).
         self.history = AlertHistory()
         self.latest: MetricsSnapshot | None = None
@@ -253,8 +253,7 @@ class Monitor:
         self.latest = snapshot
         self.bus.publish(METRICS, snapshot)
         for event in events:
-            self.history.add(event)
-            self.bus.publish(ALERTS, event)
+            self.bus.publish(ALERTS, event)  # to the history too (its listener)
         return snapshot
 
     def _judge_alerts(self, inputs: AlertInputs) -> list[AlertEvent]:
@@ -324,7 +323,7 @@ class Monitor:
         if self._beating is not None and not self._beating.done():
             return
         self._beating = asyncio.get_running_loop().create_task(
-            self.heartbeat(), name="heartbeat"
+            self.heartbeat(self), name="heartbeat"
         )
 
     def start(self) -> None:

@@ -207,9 +207,8 @@ async def running(
         audit_log.start()
     monitor.bus.start()
     if observe:
-        # The cluster's cost meter read once before serving: `costs` answers its
-        # totals from the first request.
-        await monitor.costs.sync()
+        # The cluster's cost meter read once before serving (bounded in time).
+        await monitor.read_costs()
         monitor.start()
     start_keeper(services)  # import job leases and takeovers
     if isinstance(services.invalidations, RedisInvalidations):
@@ -578,6 +577,9 @@ def build_monitor(
             ),
             # Where versions before the database kept it: imported once.
             legacy_state_path=settings.costs_csv_path + ".state.json",
+            # A sampler tick (at most a second): the other workers' syncs at the
+            # boundary land before the leader closes the period.
+            close_delay_s=min(settings.sample_interval_ms / 1000, 1.0),
         )
     except ValueError as exc:  # a rate the meter cannot keep exactly
         name, _, reason = str(exc).partition(" ")

@@ -42,6 +42,7 @@ from monitoring.monitor import SNAPSHOTS, Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors
 from monitoring.registry import Registry
 from monitoring.sinks import FileSink
+from monitoring.subscriber import RedisSubscriber
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
 from resolvers.auth import Authenticator
@@ -124,11 +125,12 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     )
     redis = connect_redis(settings)
     cluster = cluster_for(settings, redis)
+    subscriber = redis_subscriber(settings, redis, cluster.worker)
     monitor = build_monitor(
         settings,
         cache,
         *sinks,
-        bus=event_bus(settings, redis, cluster.worker),
+        bus=event_bus(settings, redis, cluster.worker, subscriber),
         cluster=cluster,
         redis=redis,
     )
@@ -146,7 +148,14 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
     services = build_services(
-        settings, database, cache, monitor, audit_log, redis, cluster.worker.id
+        settings,
+        database,
+        cache,
+        monitor,
+        audit_log,
+        redis,
+        cluster.worker.id,
+        subscriber,
     )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
@@ -163,6 +172,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
             environment=settings.environment,
             observe=observe,
             cluster=cluster,
+            subscriber=subscriber,
         ),
         middleware=middleware(settings, monitor.registry if observe else None),
         routes=build_routes(
@@ -174,6 +184,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     app.state.settings = settings
     app.state.monitor = monitor
     app.state.cluster = cluster
+    app.state.subscriber = subscriber
     return app
 
 
@@ -189,6 +200,7 @@ async def running(
     environment: str,
     observe: bool,
     cluster: Cluster,
+    subscriber: RedisSubscriber | None = None,
 ) -> AsyncIterator[None]:
     """The lifespan: the schema checked (or migrated), then the audit writer and the
     monitor run while the app does."""
@@ -200,19 +212,23 @@ async def running(
         await services.imports.shutdown()
         await monitor.costs.aclose()
         await database.dispose()
+        if subscriber is not None:
+            await subscriber.stop()
         if redis is not None:
             await redis.aclose()
         raise
     if audit_log is not None:
         audit_log.start()
     monitor.bus.start()
+    if subscriber is not None:
+        # One connection for the bus's topics and the cache invalidations; its
+        # first subscription clears the caches.
+        subscriber.start()
     if observe:
         # The cluster's cost meter read once before serving (bounded in time).
         await monitor.read_costs()
         monitor.start()
     start_keeper(services)  # import job leases and takeovers
-    if isinstance(services.invalidations, RedisInvalidations):
-        services.invalidations.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
     gc.collect()
@@ -220,8 +236,6 @@ async def running(
     yield
     # Running imports are handed over (their leases released), not cancelled.
     await services.imports.shutdown()
-    if isinstance(services.invalidations, RedisInvalidations):
-        await services.invalidations.stop()
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
@@ -229,6 +243,8 @@ async def running(
     await monitor.costs.aclose()
     await cluster.leave()  # the other workers stop listing this one at once
     await monitor.bus.stop()  # before the client it publishes through is closed
+    if subscriber is not None:
+        await subscriber.stop()  # bounded, and closes its own connection
     await database.dispose()
     if redis is not None:
         await redis.aclose()
@@ -263,13 +279,29 @@ def cluster_for(
     )
 
 
-def event_bus(settings: Settings, redis: Redis | None, worker: Worker) -> EventBus:
+def redis_subscriber(
+    settings: Settings, redis: Redis | None, worker: Worker
+) -> RedisSubscriber | None:
+    """The worker's one pub/sub connection (the bus and the cache invalidations
+    listen on it), named after the worker in Redis's CLIENT LIST."""
+    if redis is None:
+        return None
+    return RedisSubscriber(redis, name=f"{settings.redis_prefix}worker:{worker.id}")
+
+
+def event_bus(
+    settings: Settings,
+    redis: Redis | None,
+    worker: Worker,
+    subscriber: RedisSubscriber | None = None,
+) -> EventBus:
     """In process, or shared by the workers through Redis pub/sub: alerts, grade
     events, import progress and each worker's sample cross workers."""
-    if redis is None:
+    if redis is None or subscriber is None:
         return EventBus()
     return RedisBus(
         redis,
+        subscriber,
         prefix=settings.redis_prefix,
         origin=worker.id,
         codecs={**MONITOR_CODECS, **LIVE_CODECS},
@@ -288,14 +320,20 @@ async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:
 
 
 def invalidation_bus(
-    settings: Settings, redis: Redis | None, cache: LocalCache
+    settings: Settings,
+    redis: Redis | None,
+    cache: LocalCache,
+    worker_id: str,
+    subscriber: RedisSubscriber | None = None,
 ) -> InvalidationBus:
     """Cache invalidations reach this worker only, or every worker through Redis."""
-    if redis is None:
+    if redis is None or subscriber is None:
         return LOCAL_ONLY
     return RedisInvalidations(
         redis,
+        subscriber,
         prefix=settings.redis_prefix,
+        origin=worker_id,
         apply=partial(apply_invalidation, cache),
         clear=cache.clear,
     )
@@ -402,7 +440,8 @@ def build_services(
     monitor: Monitor,
     audit_log: AuditLog | None,
     redis: Redis | None,
-    worker_id: str | None = None,
+    worker_id: str,
+    subscriber: RedisSubscriber | None = None,
 ) -> Services:
     """The application layer's services, from the settings."""
     # The import keeper's statements (leases, sweeps) go through an engine of their
@@ -442,7 +481,7 @@ def build_services(
             teacher=settings.rate_limit_teacher,
             admin=settings.rate_limit_admin,
         ),
-        invalidations=invalidation_bus(settings, redis, cache),
+        invalidations=invalidation_bus(settings, redis, cache, worker_id, subscriber),
     )
 
 

@@ -42,6 +42,7 @@ from monitoring.monitor import SNAPSHOTS, Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors
 from monitoring.registry import Registry
 from monitoring.sinks import FileSink
+from monitoring.subscriber import RedisSubscriber
 from monitoring.system import PsutilReader
 from monitoring.timing import OperationMonitor
 from resolvers.auth import Authenticator
@@ -124,9 +125,15 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         FileSink("costsCsv", settings.costs_csv_path, header=COSTS_HEADER),
     )
     redis = connect_redis(settings)
-    worker = Worker.here()
+    cluster = cluster_for(settings, redis)
+    subscriber = redis_subscriber(settings, redis, cluster.worker)
     monitor = build_monitor(
-        settings, cache, *sinks, bus=event_bus(settings, redis, worker), worker=worker
+        settings,
+        cache,
+        *sinks,
+        bus=event_bus(settings, redis, cluster.worker, subscriber),
+        cluster=cluster,
+        redis=redis,
     )
     observe = settings.monitoring_enabled  # off only to measure what monitoring costs
     # The audit log writes through an engine of its own (db/audit.py).
@@ -141,20 +148,18 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         attach_statement_listener(database, monitor)
         if audit_log is not None:
             attach_statement_listener(audit_log.database, monitor)
-    cluster = cluster_for(settings, redis, worker)
     services = build_services(
-        settings, database, cache, monitor, audit_log, redis, cluster.worker.id
+        settings,
+        database,
+        cache,
+        monitor,
+        audit_log,
+        redis,
+        cluster.worker.id,
+        subscriber,
     )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
-    monitor.leader = Leadership(
-        cluster.worker.id,
-        redis,
-        prefix=settings.redis_prefix,
-        interval_s=settings.sample_interval_ms / 1000,
-        rules=monitor.alerts,
-    )
-    monitor.heartbeat = partial(heartbeat, cluster, monitor)  # once per sampler tick
 
     app = Starlette(
         debug=False,
@@ -168,6 +173,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
             environment=settings.environment,
             observe=observe,
             cluster=cluster,
+            subscriber=subscriber,
         ),
         middleware=middleware(settings, monitor.registry if observe else None),
         routes=build_routes(
@@ -179,6 +185,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     app.state.settings = settings
     app.state.monitor = monitor
     app.state.cluster = cluster
+    app.state.subscriber = subscriber
     return app
 
 
@@ -194,6 +201,7 @@ async def running(
     environment: str,
     observe: bool,
     cluster: Cluster,
+    subscriber: RedisSubscriber | None = None,
 ) -> AsyncIterator[None]:
     """The lifespan: the schema checked (or migrated), then the audit writer and the
     monitor run while the app does."""
@@ -205,20 +213,23 @@ async def running(
         await services.imports.shutdown()
         await monitor.costs.aclose()
         await database.dispose()
+        if subscriber is not None:
+            await subscriber.stop()
         if redis is not None:
             await redis.aclose()
         raise
     if audit_log is not None:
         audit_log.start()
     monitor.bus.start()
+    if subscriber is not None:
+        # One connection for the bus's topics and the cache invalidations; its
+        # first subscription clears the caches.
+        subscriber.start()
     if observe:
-        # The cluster's cost meter read once before serving: `costs` answers its
-        # totals from the first request.
-        await monitor.costs.sync()
+        # The cluster's cost meter read once before serving (bounded in time).
+        await monitor.read_costs()
         monitor.start()
     start_keeper(services)  # import job leases and takeovers
-    if isinstance(services.invalidations, RedisInvalidations):
-        services.invalidations.start()
     # Everything built so far lives as long as the process: keep it out of the
     # collector's generations, so that full collections stay short.
     gc.collect()
@@ -226,8 +237,6 @@ async def running(
     yield
     # Running imports are handed over (their leases released), not cancelled.
     await services.imports.shutdown()
-    if isinstance(services.invalidations, RedisInvalidations):
-        await services.invalidations.stop()
     if audit_log is not None:
         await audit_log.stop()
     await monitor.stop()
@@ -235,6 +244,8 @@ async def running(
     await monitor.costs.aclose()
     await cluster.leave()  # the other workers stop listing this one at once
     await monitor.bus.stop()  # before the client it publishes through is closed
+    if subscriber is not None:
+        await subscriber.stop()  # bounded, and closes its own connection
     await database.dispose()
     if redis is not None:
         await redis.aclose()
@@ -269,13 +280,29 @@ def cluster_for(
     )
 
 
-def event_bus(settings: Settings, redis: Redis | None, worker: Worker) -> EventBus:
+def redis_subscriber(
+    settings: Settings, redis: Redis | None, worker: Worker
+) -> RedisSubscriber | None:
+    """The worker's one pub/sub connection (the bus and the cache invalidations
+    listen on it), named after the worker in Redis's CLIENT LIST."""
+    if redis is None:
+        return None
+    return RedisSubscriber(redis, name=f"{settings.redis_prefix}worker:{worker.id}")
+
+
+def event_bus(
+    settings: Settings,
+    redis: Redis | None,
+    worker: Worker,
+    subscriber: RedisSubscriber | None = None,
+) -> EventBus:
     """In process, or shared by the workers through Redis pub/sub: alerts, grade
     events, import progress and each worker's sample cross workers."""
-    if redis is None:
+    if redis is None or subscriber is None:
         return EventBus()
     return RedisBus(
         redis,
+        subscriber,
         prefix=settings.redis_prefix,
         origin=worker.id,
         codecs={**MONITOR_CODECS, **LIVE_CODECS},
@@ -294,14 +321,20 @@ async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:
 
 
 def invalidation_bus(
-    settings: Settings, redis: Redis | None, cache: LocalCache
+    settings: Settings,
+    redis: Redis | None,
+    cache: LocalCache,
+    worker_id: str,
+    subscriber: RedisSubscriber | None = None,
 ) -> InvalidationBus:
     """Cache invalidations reach this worker only, or every worker through Redis."""
-    if redis is None:
+    if redis is None or subscriber is None:
         return LOCAL_ONLY
     return RedisInvalidations(
         redis,
+        subscriber,
         prefix=settings.redis_prefix,
+        origin=worker_id,
         apply=partial(apply_invalidation, cache),
         clear=cache.clear,
     )
@@ -408,7 +441,8 @@ def build_services(
     monitor: Monitor,
     audit_log: AuditLog | None,
     redis: Redis | None,
-    worker_id: str | None = None,
+    worker_id: str,
+    subscriber: RedisSubscriber | None = None,
 ) -> Services:
     """The application layer's services, from the settings."""
     # The import keeper's statements (leases, sweeps) go through an engine of their
@@ -448,7 +482,7 @@ def build_services(
             teacher=settings.rate_limit_teacher,
             admin=settings.rate_limit_admin,
         ),
-        invalidations=invalidation_bus(settings, redis, cache),
+        invalidations=invalidation_bus(settings, redis, cache, worker_id, subscriber),
     )
 
 
@@ -547,10 +581,12 @@ def build_monitor(
     alert_log: FileSink,
     costs_csv: FileSink,
     *,
+    cluster: Cluster,
+    redis: Redis | None = None,
     bus: EventBus | None = None,
-    worker: Worker | None = None,
 ) -> Monitor:
-    """The monitor with its sinks, cost meter and alert rules, from the settings."""
+    """The monitor with its sinks, cost meter and alert rules, from the settings;
+    its sampler beats `cluster`'s heartbeat and renews the leader lease in `redis`."""
     defaults = default_rules(
         response_time_ms=settings.alert_response_time_ms,
         memory_mb=settings.alert_memory_mb,
@@ -581,6 +617,9 @@ def build_monitor(
             ),
             # Where versions before the database kept it: imported once.
             legacy_state_path=settings.costs_csv_path + ".state.json",
+            # A sampler tick (at most a second): the other workers' syncs at the
+            # boundary land before the leader closes the period.
+            close_delay_s=min(settings.sample_interval_ms / 1000, 1.0),
         )
     except ValueError as exc:  # a rate the meter cannot keep exactly
         name, _, reason = str(exc).partition(" ")
@@ -596,9 +635,18 @@ def build_monitor(
         alerts=alerts,
         system=PsutilReader(Path(settings.costs_csv_path).resolve().parent),
         cache_stats=cache_stats,
+        worker=cluster.worker.id,
+        # Without Redis this worker alone leads.
+        leader=Leadership(
+            cluster.worker.id,
+            redis,
+            prefix=settings.redis_prefix,
+            interval_s=settings.sample_interval_ms / 1000,
+            rules=alerts,
+        ),
         bus=bus,
         interval_s=settings.sample_interval_ms / 1000,
-        worker=worker.id if worker is not None else "local",
+        heartbeat=partial(heartbeat, cluster),  # once per sampler tick
         # Each worker's sample counts its gradeEvents subscribers: a write publishes
         # its grade events only while some worker has one.
         listened=GRADES,

@@ -260,7 +260,8 @@ class _RuleState:
 
 
 class AlertEngine:
-    """Evaluates the enabled rules once per sampler tick; keeps the last 100 events."""
+    """Evaluates the enabled rules once per sampler tick (the events go on the bus;
+    the monitor's AlertHistory keeps the last 100)."""
 
     def __init__(
         self,
@@ -269,7 +270,6 @@ class AlertEngine:
         cooldown_seconds: float,
         sink: FileSink | None,
         clock: Callable[[], datetime] = _utc_now,
-        history: int = HISTORY_SIZE,
     ) -> None:
         if not (math.isfinite(cooldown_seconds) and cooldown_seconds >= 0):
             raise ValueError("cooldown_seconds must be a finite number >= 0")
@@ -280,7 +280,6 @@ class AlertEngine:
         self.cooldown_seconds = float(cooldown_seconds)
         self.sink = sink
         self._clock = clock
-        self._events: deque[AlertEvent] = deque(maxlen=history)
         self._states = {rule.id: _RuleState() for rule in self.rules}
         tail = max(
             (rule.consecutive for rule in self.rules if rule.id == HIGH_RESPONSE_TIME),
@@ -291,7 +290,7 @@ class AlertEngine:
         self._new_from = 0
 
     def evaluate(self, inputs: AlertInputs, *, write: bool = True) -> list[AlertEvent]:
-        """Judge every enabled rule against one tick; append and return its events.
+        """Judge every enabled rule against one tick; return its events.
         `write=False` leaves alert.log alone (a worker judging for itself only)."""
         # The durations seen before this tick and during it, in order: a run of slow
         # requests anywhere in them counts, even if faster ones followed.
@@ -322,11 +321,9 @@ class AlertEngine:
                 events.append(self._event(rule, AlertState.RESOLVED, shown, now))
                 state.firing = False
                 state.last_fired = None
-        if events:
-            self._events.extend(events)
-            if self.sink is not None and write:
-                # One write per tick; a failure is the sink's to count and report.
-                self.sink.append([format_line(event) for event in events])
+        if events and self.sink is not None and write:
+            # One write per tick; a failure is the sink's to count and report.
+            self.sink.append([format_line(event) for event in events])
         return events
 
     def _judge(
@@ -381,12 +378,6 @@ class AlertEngine:
             threshold=rule.threshold,
             at=at,
         )
-
-    def recent(self, last: int = 20) -> list[AlertEvent]:
-        """The newest `last` events (at most 100), oldest first, newest last."""
-        if last <= 0:
-            return []
-        return list(self._events)[-last:]
 
     def firing(self) -> dict[str, bool]:
         return {rule.id: self._states[rule.id].firing for rule in self.rules}
@@ -449,10 +440,9 @@ class AlertHistory:
         self._events: deque[AlertEvent] = deque(maxlen=size)
 
     def add(self, event: AlertEvent) -> None:
-        """Keep `event` unless it is kept already: this worker's own events are added
-        as it publishes them (at once) and come back from the bus too."""
-        if event not in self._events:
-            self._events.append(event)
+        """Keep `event`: the bus hands this worker's own events over as it publishes
+        them, the other workers' as they arrive (each once)."""
+        self._events.append(event)
 
     def recent(self, last: int = 20) -> list[AlertEvent]:
         """The newest `last` events (at most 100), oldest first, newest last."""

@@ -4,33 +4,27 @@ Some topics (those with a codec) cross workers on `<prefix>events:<topic>`: a pu
 reaches this worker's subscribers at once and goes to Redis for the others; each
 worker ignores what it published itself (its origin id), so every subscriber gets
 each event once. Publishing never waits for Redis: a sender task sends in order,
-each batch bounded by `timeout_s`. Redis pub/sub is at-most-once: what is published
-while a worker is cut off does not reach it."""
+each batch bounded by `timeout_s`. Messages arrive through the worker's one
+RedisSubscriber. Redis pub/sub is at-most-once: what is published while a worker is
+cut off does not reach it."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from monitoring.bus import Codec, EventBus
+from monitoring.subscriber import STOP_S, RedisSubscriber
 
 log = logging.getLogger("gradepulse.bus")
 Errors = (RedisError, OSError, TimeoutError)
-# The subscriber's connection is checked this often (redis-py's health check and a
-# PING of our own, whose answer we see); silent for SILENT_S, it counts as dead.
-HEALTH_CHECK_S = 1.0
-SILENT_S = 3 * HEALTH_CHECK_S
-# Between two attempts to subscribe while Redis does not answer.
-RESUBSCRIBE_S = 0.25
 # Items waiting for the sender; past it the oldest are dropped (Redis is down).
 OUTBOX = 4096
 BATCH = 256  # items sent in one round trip
@@ -40,13 +34,14 @@ INLINE_BYTES = 64 * 1024
 
 
 class RedisBus(EventBus):
-    """An EventBus whose coded topics cross workers. `start()` and `stop()` run in
-    the lifespan: the subscriber task (one PubSub on a connection of its own) and
-    the sender task (through the worker's shared client)."""
+    """An EventBus whose coded topics cross workers: it listens on `subscriber`
+    (which the lifespan starts and stops) and sends through the worker's shared
+    client from a sender task (`start()` and `stop()` in the lifespan)."""
 
     def __init__(
         self,
         client: Redis,
+        subscriber: RedisSubscriber,
         *,
         prefix: str,
         origin: str,
@@ -62,9 +57,7 @@ class RedisBus(EventBus):
         self._timeout_s = timeout_s
         self._outbox: deque[tuple[str, Any]] = deque(maxlen=OUTBOX)
         self._wake = asyncio.Event()
-        self._listener: Redis | None = None
-        self._pubsub: PubSub | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._sending: asyncio.Task[None] | None = None
         self._stopping = False
         # What fails now ("subscriber", "publisher"): one warning per outage.
         self._failing: set[str] = set()
@@ -72,6 +65,12 @@ class RedisBus(EventBus):
         self.subscribed = asyncio.Event()
         self.received = 0  # other workers' events delivered here
         self.dropped = 0  # items never sent (Redis away, or the outbox full)
+        subscriber.listen(
+            self._topics,
+            self._handle,
+            on_subscribed=self._on_subscribed,
+            on_lost=self._on_lost,
+        )
 
     # --- publishing ----------------------------------------------------------------
 
@@ -84,7 +83,7 @@ class RedisBus(EventBus):
 
     def publish(self, topic: str, item: Any) -> None:
         super().publish(topic, item)
-        if topic in self._codecs and self._tasks and not self._stopping:
+        if topic in self._codecs and self._sending is not None and not self._stopping:
             if len(self._outbox) == self._outbox.maxlen:
                 self.dropped += 1
             self._outbox.append((topic, item))
@@ -93,46 +92,21 @@ class RedisBus(EventBus):
     # --- lifespan ------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._tasks:
-            return
-        self._stopping = False
-        # The subscriber's connection: the shared client's settings (timeouts, no
-        # retries) plus a health check, since it mostly waits. Made here, not in
-        # __init__, so that an app that never starts opens nothing.
-        pool = self._client.connection_pool
-        self._listener = Redis.from_pool(
-            ConnectionPool(
-                connection_class=pool.connection_class,
-                max_connections=2,
-                **{**pool.connection_kwargs, "health_check_interval": HEALTH_CHECK_S},
+        if self._sending is None:
+            self._stopping = False
+            self._sending = asyncio.get_running_loop().create_task(
+                self._sender(), name="bus-sender"
             )
-        )
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._subscriber(), name="bus-subscriber"),
-            loop.create_task(self._sender(), name="bus-sender"),
-        ]
 
     async def stop(self) -> None:
-        """Cancel both tasks, wait for them, then close what they opened: no
-        reconnection can start after this returns."""
+        """The sender ends (waited for at most STOP_S; a batch in flight is bounded
+        by `timeout_s` anyway) and what it had not sent is dropped."""
         self._stopping = True
-        for task in self._tasks:
+        task, self._sending = self._sending, None
+        if task is not None:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
-        self.subscribed.clear()
+            await asyncio.wait({task}, timeout=STOP_S)
         self._outbox.clear()
-        if self._pubsub is not None:
-            # The task closed it on its way out; again in case that was cut short.
-            with contextlib.suppress(*Errors):
-                await self._pubsub.aclose()
-            self._pubsub = None
-        if self._listener is not None:
-            await self._listener.aclose()  # and its pool, in-use connections too
-            self._listener = None
 
     # --- the sender ------------------------------------------------------------------
 
@@ -174,63 +148,17 @@ class RedisBus(EventBus):
 
     # --- the subscriber --------------------------------------------------------------
 
-    async def _subscriber(self) -> None:
-        assert self._listener is not None
-        while not self._stopping:
-            pubsub = self._pubsub = self._listener.pubsub()
-            try:
-                await self._subscribe(pubsub)
-                self._recovered("subscriber")
-                await self._listen(pubsub)
-            except Errors as exc:
-                self._failed("subscriber", exc)
-            except Exception:  # a bug: keep receiving rather than go deaf
-                log.exception("event bus subscriber failed; subscribing again")
-            finally:
-                self.subscribed.clear()
-                with contextlib.suppress(*Errors):
-                    await pubsub.aclose()
-                self._pubsub = None
-            await asyncio.sleep(RESUBSCRIBE_S)
-
-    async def _subscribe(self, pubsub: PubSub) -> None:
-        """Returns once Redis has confirmed every channel."""
-        waiting = set(self._topics)
-        async with asyncio.timeout(SILENT_S):
-            await pubsub.subscribe(*waiting)
-            while waiting:
-                message = await pubsub.get_message(timeout=HEALTH_CHECK_S)
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    waiting.discard(_text(message["channel"]))
-                else:
-                    await self._handle(message)
+    async def _on_subscribed(self) -> None:
+        self._recovered("subscriber")
         self.subscribed.set()
 
-    async def _listen(self, pubsub: PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        heard = loop.time()
-        ping_at = heard + HEALTH_CHECK_S
-        while True:
-            message = await pubsub.get_message(timeout=HEALTH_CHECK_S)
-            now = loop.time()
-            if message is not None:
-                heard = now
-                await self._handle(message)
-            if now >= ping_at:
-                await pubsub.ping()  # its pong counts as heard
-                ping_at = now + HEALTH_CHECK_S
-            if now - heard > SILENT_S:
-                raise TimeoutError(f"no answer from Redis in {SILENT_S:g} s")
+    def _on_lost(self, exc: BaseException | None) -> None:
+        self.subscribed.clear()
+        if exc is not None:
+            self._failed("subscriber", exc)
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        if message["type"] != "message":
-            return
-        topic = self._topics.get(_text(message["channel"]))
-        if topic is None:
-            return
-        data = message["data"]
+    async def _handle(self, channel: str, data: bytes) -> None:
+        topic = self._topics[channel]
         try:
             if len(data) > INLINE_BYTES:
                 decoded = await asyncio.to_thread(self._decode, topic, data)
@@ -273,7 +201,3 @@ class RedisBus(EventBus):
             self._failing.discard(side)
             if not self._failing:
                 log.warning("Redis answers again: events cross workers")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

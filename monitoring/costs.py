@@ -234,10 +234,10 @@ class CostMeter:
     """Per-operation prices and counts of this worker, and the cluster's meter.
 
     `record` is called on the request path (a few additions under a lock). `sync`
-    (beside the sampler, every tick) adds what was recorded since to the cluster's
-    open period in the database and reads the cluster's totals back; with
-    `close=True` (the leader) it also closes the period at a boundary and writes the
-    rows to costs.csv. `close_now` (costSummaryWrite, on any worker) closes it early.
+    (beside the sampler, every few seconds and at a boundary) adds what was recorded
+    since to the cluster's open period in the database and reads the cluster's
+    totals back; with `close=True` (the leader) it also closes the period
+    `close_delay_s` after a boundary and writes the rows to costs.csv. `close_now` (costSummaryWrite, on any worker) closes it early.
     `snapshot` is the cluster's meter as last read plus what this worker has not
     sent yet. Periods end on multiples of `interval_s` since the Unix epoch."""
 
@@ -251,6 +251,7 @@ class CostMeter:
         sink: FileSink | None = None,
         ledger: Ledger | None = None,
         legacy_state_path: str | Path | None = None,
+        close_delay_s: float = 0.0,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if not interval_s > 0:
@@ -271,6 +272,9 @@ class CostMeter:
         self._ledger = ledger
         self._legacy = Path(legacy_state_path) if legacy_state_path else None
         self._clock = clock
+        # The leader closes a period this long after its boundary, so that the other
+        # workers' counts of it (added at their first sync past it) are in its row.
+        self._close_delay = timedelta(seconds=close_delay_s)
 
         self._lock = threading.Lock()  # guards the pending tallies and the ring
         self._serial = asyncio.Lock()  # one ledger exchange of this worker at a time
@@ -402,6 +406,14 @@ class CostMeter:
 
     # -- the cluster's meter -------------------------------------------------------
 
+    def boundary_passed(self) -> bool:
+        """Whether the open period as last read has ended (or the meter was never
+        read): each worker adds its counts then, before the leader closes it."""
+        view = self._view
+        if view is None:
+            return True
+        return self._now() >= self._next_boundary(view.period_start)
+
     async def sync(self, *, close: bool = False) -> list[CostRow]:
         """Add what was recorded to the cluster's open period and read the meter
         back; with `close` (the leader) close the period when a boundary has passed
@@ -420,7 +432,7 @@ class CostMeter:
                 due = close and (
                     view is None
                     or view.unwritten
-                    or now >= self._next_boundary(view.period_start)
+                    or now >= self._next_boundary(view.period_start) + self._close_delay
                 )
                 closed = await self._push(self._boundary_plan(now) if due else None)
                 if close and (closed or self._view.unwritten):
@@ -491,7 +503,7 @@ class CostMeter:
 
     def _boundary_plan(self, now: datetime) -> Callable[[datetime], list[datetime]]:
         def plan(start: datetime) -> list[datetime]:
-            if now >= self._next_boundary(start):
+            if now >= self._next_boundary(start) + self._close_delay:
                 return [self._floor_boundary(now)]
             return []
 

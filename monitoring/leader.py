@@ -25,11 +25,18 @@ MIN_LEASE_S = 1.0
 # A Redis call that takes longer is abandoned: the sampler never waits on it.
 TIMEOUT_S = 0.5
 
-# Extend (or free) the lease only while it is still ours: a worker whose lease ran out
-# and was taken by another never extends or frees the new holder's.
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+# Take the lease when it is free, extend it while it is ours (1: this worker holds
+# it). One script for both: a worker whose take landed but whose answer was lost
+# (a timeout) finds its own id at its next tick and holds the lease again, and a
+# worker whose lease ran out and was taken by another never extends the new holder's.
+TAKE_OR_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif not holder then
+  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return 1
+  end
 end
 return 0
 """
@@ -69,10 +76,11 @@ class Leadership:
 
     Without Redis (`client` None) the worker is alone in its cluster and always leads.
     With it, `renew` (once per sampler tick, beside the sampler) takes the lease when it
-    is free (`SET NX PX`) and extends it while it is ours. The worker leads while its
-    last successful renewal is younger than the lease by its own monotonic clock,
-    measured from before the call was sent: Redis starts the lease later, so a worker
-    stops leading before Redis lets another take over, and two never lead at once.
+    is free and extends it while it is ours, in one script (TAKE_OR_RENEW). The worker
+    leads while its last successful renewal is younger than the lease by its own
+    monotonic clock, measured from before the call was sent: Redis starts the lease
+    later, so a worker stops leading before Redis lets another take over, and two
+    never lead at once.
     `release` (at a clean stop) frees the lease at once for another worker.
 
     On taking the lease, the alert rules' state (firing, since, cooldown) is read
@@ -96,7 +104,9 @@ class Leadership:
         self.lease_s = max(MIN_LEASE_S, LEASE_TICKS * interval_s)
         self._rules = rules
         self._clock = clock
-        self._renew = client.register_script(RENEW) if client is not None else None
+        self._renew = (
+            client.register_script(TAKE_OR_RENEW) if client is not None else None
+        )
         self._release = client.register_script(RELEASE) if client is not None else None
         self._save = client.register_script(SAVE) if client is not None else None
         self._valid_until = float("-inf")
@@ -130,22 +140,14 @@ class Leadership:
         started = self._clock()
         lease_ms = max(1, round(self.lease_s * 1000))
         try:
-            if self._held:
-                kept = bool(
-                    await asyncio.wait_for(
-                        self._renew(keys=[self._key], args=[self.worker_id, lease_ms]),
-                        TIMEOUT_S,
-                    )
+            kept = bool(
+                await asyncio.wait_for(
+                    self._renew(keys=[self._key], args=[self.worker_id, lease_ms]),
+                    TIMEOUT_S,
                 )
-            else:
-                kept = bool(
-                    await asyncio.wait_for(
-                        client.set(self._key, self.worker_id, nx=True, px=lease_ms),
-                        TIMEOUT_S,
-                    )
-                )
-                if kept:
-                    self._held, self._loaded = True, False
+            )
+            if kept and not self._held:
+                self._held, self._loaded = True, False
             if kept and not self._loaded:
                 # Lead only with the state the previous leader left.
                 await self._take_over_rules(client)

@@ -39,6 +39,13 @@ ALERTS = "alerts"
 COSTS = "costs"
 SNAPSHOTS = "snapshots"  # each worker's own raw sample, for the others to merge
 LISTENING = "listening"  # a worker got its first listener: (worker, its tick in s)
+# The cost meter's exchange with the database (a write transaction on the one meter
+# row when there is something to add, else a read) runs every this many seconds of
+# ticks, not at every tick; and besides at a period boundary, at an early close
+# (costSummaryWrite) and at stop. Between, the snapshot adds this worker's unsent
+# counts to the cluster's meter as last read.
+COST_SYNC_S = 5.0
+START_SYNC_TIMEOUT_S = 5.0
 STOP_SYNC_TIMEOUT_S = 5.0
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
@@ -49,6 +56,7 @@ class CostMeterLike(Protocol):
         self, operation: str | None, db_queries: int, api_requests: int
     ) -> None: ...
     def snapshot(self) -> Any: ...
+    def boundary_passed(self) -> bool: ...
     def cost_per_hour(self, window_s: float = 600) -> float: ...
     async def sync(self, *, close: bool = False) -> list[Any]: ...
     async def close_now(self) -> Any: ...
@@ -63,7 +71,6 @@ class AlertEngineLike(Protocol):
     def evaluate(
         self, inputs: AlertInputs, *, write: bool = True
     ) -> list[AlertEvent]: ...
-    def recent(self, last: int = 20) -> list[AlertEvent]: ...
     def firing(self) -> dict[str, bool]: ...
     def export_state(self) -> dict[str, Any]: ...
     def import_state(self, state: dict[str, Any]) -> None: ...
@@ -79,12 +86,12 @@ class Monitor:
         alerts: AlertEngineLike,
         system: SystemReader,
         cache_stats: Callable[[], dict[str, tuple[int, int]]],
+        worker: str,
+        leader: Leadership,
         bus: EventBus | None = None,
         interval_s: float = 1.0,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-        heartbeat: Callable[[], Coroutine[Any, Any, None]] | None = None,
-        worker: str = "local",
-        leader: Leadership | None = None,
+        heartbeat: Callable[[Monitor], Coroutine[Any, Any, None]] | None = None,
         listened: str | None = None,
     ) -> None:
         self.environment = environment
@@ -96,13 +103,16 @@ class Monitor:
         self.bus = bus or EventBus()
         self.interval_s = interval_s
         self.wall = wall
-        # Called once per tick of the running sampler (not by tick()): it runs beside
-        # the sampler, never delays it, and is skipped while the last one is unfinished.
+        # heartbeat(self), once per tick of the running sampler (not by tick()): it
+        # runs beside the sampler, never delays it, and is skipped while the last one
+        # is unfinished.
         self.heartbeat = heartbeat
         self._beating: asyncio.Task[None] | None = None
         self._costing: asyncio.Task[None] | None = None
-        # Without a cluster this worker alone leads.
-        self.leader = leader or Leadership("local")
+        self._cost_every = max(1, round(COST_SYNC_S / interval_s))
+        self._cost_ticks = 0  # since the last sync
+        # Without Redis (a leadership without a client) this worker alone leads.
+        self.leader = leader
         # The cluster's alert events as they reach this worker (its own included).
         self.history = AlertHistory()
         self.latest: MetricsSnapshot | None = None
@@ -291,8 +301,7 @@ class Monitor:
         self.latest = snapshot
         self.bus.publish(METRICS, snapshot)
         for event in events:
-            self.history.add(event)
-            self.bus.publish(ALERTS, event)
+            self.bus.publish(ALERTS, event)  # to the history too (its listener)
         return snapshot
 
     def _judge_alerts(self, inputs: AlertInputs) -> list[AlertEvent]:
@@ -329,7 +338,8 @@ class Monitor:
             try:
                 self._sample()
                 self._beat()
-                self._sync_costs_beside()
+                if not self._sync_costs_beside():
+                    self._publish_costs([])  # with this worker's unsent counts
             except Exception:  # a bad tick must not stop monitoring
                 log.exception("monitor tick failed")
             # A fixed cadence: the time a tick takes does not stretch the interval
@@ -339,15 +349,36 @@ class Monitor:
 
     # --- the cluster's cost meter (beside the sampler) ------------------------------
 
-    def _sync_costs_beside(self) -> None:
-        """Each tick, beside the sampler (skipped while the last is unfinished): this
-        worker's counts go to the cluster's open period in the database, and the
-        leader closes the period at a boundary (costs.csv)."""
+    async def read_costs(self) -> None:
+        """Before serving: the cluster's cost meter read once, so that `costs`
+        answers its totals from the first request. A database that does not answer
+        within START_SYNC_TIMEOUT_S does not hold start-up up: the sampler reads the
+        meter at its first sync."""
+        try:
+            await asyncio.wait_for(self.costs.sync(), START_SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning(
+                "the cost meter was not read before serving: the database did not "
+                "answer within %g s; it is read beside the sampler",
+                START_SYNC_TIMEOUT_S,
+            )
+
+    def _sync_costs_beside(self) -> bool:
+        """Every COST_SYNC_S of ticks, and at every tick once a period boundary has
+        passed (until the meter read shows the period closed), beside the sampler
+        (skipped while the last is unfinished): this worker's counts go to the
+        cluster's open period in the database, and the leader closes the period
+        (costs.csv). Whether a sync started (it publishes the costs when done)."""
         if self._costing is not None and not self._costing.done():
-            return
+            return False
+        self._cost_ticks += 1
+        if self._cost_ticks < self._cost_every and not self.costs.boundary_passed():
+            return False
+        self._cost_ticks = 0
         self._costing = asyncio.get_running_loop().create_task(
             self.sync_costs(), name="costs"
         )
+        return True
 
     async def sync_costs(self) -> None:
         # The leader closes periods. The database's lock makes a close safe from
@@ -362,7 +393,7 @@ class Monitor:
         if self._beating is not None and not self._beating.done():
             return
         self._beating = asyncio.get_running_loop().create_task(
-            self.heartbeat(), name="heartbeat"
+            self.heartbeat(self), name="heartbeat"
         )
 
     def start(self) -> None:
@@ -383,16 +414,20 @@ class Monitor:
             with contextlib.suppress(Exception):
                 await self._beating
             self._beating = None
+        # What this worker counted since its last sync stays in the open period
+        # (a database that does not answer does not hold the shutdown up, nor does
+        # a sync in flight that waits on it).
+        try:
+            await asyncio.wait_for(self._last_sync(), STOP_SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the last cost counts were not saved: the database is slow")
+        self._costing = None
+
+    async def _last_sync(self) -> None:
         if self._costing is not None:
             with contextlib.suppress(Exception):
                 await self._costing
-            self._costing = None
-        # What this worker counted since its last tick stays in the open period
-        # (a database that does not answer does not hold the shutdown up).
-        try:
-            await asyncio.wait_for(self.costs.sync(), STOP_SYNC_TIMEOUT_S)
-        except TimeoutError:
-            log.warning("the last cost counts were not saved: the database is slow")
+        await self.costs.sync()
 
 
 def _encode_alert(event: AlertEvent) -> list[Any]:

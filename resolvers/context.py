@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from db.audit import AuditLog
 from db.engine import Database
 from db.models import OPERATION_MAX
+from monitoring.cluster import Worker
 from monitoring.monitor import Monitor
 from resolvers.cache import LOCAL_ONLY, InvalidationBus, SharedCache
 from resolvers.jobs import ImportJobs
@@ -77,7 +78,7 @@ class Services:
     cache: SharedCache
     limits: Limits
     monitor: Monitor | None = None
-    imports: ImportJobs = field(default_factory=ImportJobs)
+    imports: ImportJobs = field(default_factory=lambda: ImportJobs(Worker.here().id))
     authenticator: Authenticator | None = None
     rate_limiter: RateLimiter | None = None
     audit: AuditLog | None = None

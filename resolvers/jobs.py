@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from enum import Enum
@@ -98,24 +95,21 @@ class Run:
     cancel_requested: bool = False
 
 
-def new_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
 class ImportJobs:
     """This worker's part in the import jobs: the runs it holds leases for, and the
-    keeper task (started and stopped by the lifespan). `database` is the keeper's
-    own (its statements are maintenance, not requests); None: it has none yet."""
+    keeper task (started and stopped by the lifespan). `worker_id` is the worker's
+    id (monitoring.cluster.Worker); `database` is the keeper's own (its statements
+    are maintenance, not requests); None: it has none yet."""
 
     def __init__(
         self,
-        worker_id: str | None = None,
+        worker_id: str,
         *,
         database: Database | None = None,
         lease_s: float | None = None,
         tick_s: float | None = None,
     ) -> None:
-        self.worker_id = worker_id or new_worker_id()
+        self.worker_id = worker_id
         self.database = database
         self.lease_s = LEASE_S if lease_s is None else lease_s
         self.tick_s = TICK_S if tick_s is None else tick_s

@@ -19,11 +19,10 @@ import pytest
 from gql import gql
 
 from app import REDIS_TIMEOUT_S
+from monitoring.subscriber import HEALTH_CHECK_S, SILENT_S, STOP_S
 from resolvers.cache_redis import (
-    HEALTH_CHECK_S,
     PUBLISH_TIMEOUT_S,
-    SILENT_S,
-    STOP_S,
+    RETRY_INTERVAL_S,
     RedisInvalidations,
 )
 from tests.factories import add_grade, create_student
@@ -267,6 +266,49 @@ async def test_a_hanging_redis_delays_a_write_by_at_most_the_bound(
     assert len(cache_log("cache invalidations do not reach")) == 1
 
 
+async def test_while_redis_hangs_one_write_a_second_waits_for_it(
+    make_api, scratch_url, redis_url, redis_prefix, cache_log
+):
+    proxy = TcpProxy(*redis_port(redis_url))
+    await proxy.start()
+    try:
+        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+        b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+        sid = (await create_student(a, gradeLevel=9))["studentId"]
+        await until(lambda: bus(b).received == 1, "B heard the create")
+        await reads(b, sid, 9)  # B caches it
+
+        proxy.blackhole()
+        started = time.monotonic()
+        await add_grade(a, sid, score=40.0)  # tries Redis, and finds it gone
+        first = time.monotonic() - started
+        gated = []
+        for _ in range(3):  # within RETRY_INTERVAL_S of that: no wait at all
+            started = time.monotonic()
+            await bus(a).publish("grades", {"levels": {sid: 9}})
+            gated.append(time.monotonic() - started)
+        await asyncio.sleep(RETRY_INTERVAL_S)
+        started = time.monotonic()
+        await bus(a).publish("grades", {"levels": {sid: 9}})  # tries again
+        probe = time.monotonic() - started
+        unheard = await reads(b, sid, 9)
+
+        await proxy.stop()
+        await proxy.start()  # back: A's MISSED tells B, with no write
+        await until(lambda: bus(b).received == 2, "B heard what it missed")
+        healed = await reads(b, sid, 9)
+    finally:
+        await proxy.stop()
+
+    assert PUBLISH_TIMEOUT_S - 0.05 < first < PUBLISH_TIMEOUT_S + REDIS_TIMEOUT_S + 0.5
+    assert max(gated) < 0.05
+    assert PUBLISH_TIMEOUT_S - 0.05 < probe < PUBLISH_TIMEOUT_S + 0.3
+    assert unheard == (0, None, 0)
+    assert healed == (1, 40.0, 1)
+    assert len(cache_log("cache invalidations do not reach")) == 1
+    assert len(cache_log("cache invalidations reach the workers")) == 1
+
+
 async def test_a_worker_that_reconnects_clears_its_caches(
     make_api, scratch_url, redis_url, redis_prefix, cache_log
 ):
@@ -342,10 +384,10 @@ async def test_a_stop_mid_reconnection_is_bounded_and_leaves_no_socket(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResourceWarning)
             started = time.monotonic()
-            await bus(a).stop()
+            await bus(a).subscriber.stop()
             took = time.monotonic() - started
             gc.collect()
-        pool = bus(a)._listener.connection_pool
+        pool = bus(a).subscriber.client.connection_pool
         left = [*pool._available_connections, *pool._in_use_connections]
     finally:
         await proxy.stop()

@@ -32,6 +32,7 @@ from tests.factories import (
     database_with_student,
 )
 from tests.factories.analytics import Data, Row
+from tests.factories.costs import MakeMeter, meters
 from tests.factories.roles import ADMIN, GRADE_ADD, SCHOOL, STUDENT_CREATE, run, sql
 
 SEEDED_STUDENTS = 120
@@ -442,3 +443,10 @@ async def cluster_database_url() -> AsyncIterator[str]:
     await _ensure_pg_database(name)
     yield postgres_url(name)
     await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def make_meter(scratch_url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
+    """Cost meters on the scratch database (tests/factories/costs.py)."""
+    async with meters(scratch_url, tmp_path) as factory:
+        yield factory

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,15 @@ from tests.factories.costs import (
     at,
     csv_lines,
     empty_row,
-    meters,
     row,
 )
 
 
-@pytest.fixture
-async def make(scratch_url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
-    async with meters(scratch_url, tmp_path) as factory:
-        yield factory
-
-
 async def test_restart_within_the_hour_continues_the_period(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 5))
-    before = make(clock)
+    before = make_meter(clock)
     before.record("Students", 7, 2)
     clock.now = at(10, 20)
     assert await before.sync(close=True) == []
@@ -45,7 +37,7 @@ async def test_restart_within_the_hour_continues_the_period(
     assert await before.sync() == []  # at shutdown
 
     clock.now = at(10, 40)
-    after = make(clock)
+    after = make_meter(clock)
     await after.sync(close=True)  # at start
     restored = after.snapshot()
     assert (restored.db_queries, restored.api_requests) == (10, 3)
@@ -74,24 +66,24 @@ async def test_restart_within_the_hour_continues_the_period(
 
 
 async def test_restart_after_downtime_closes_the_old_period_at_the_last_boundary(
-    make: MakeMeter,
+    make_meter: MakeMeter,
 ) -> None:
     clock = Clock(at(10, 5))
-    before = make(clock)
+    before = make_meter(clock)
     before.record("Students", 2, 1)
     await before.sync()
 
     clock.now = at(12, 30)
-    after = make(clock)
+    after = make_meter(clock)
     assert await after.sync(close=True) == [row(at(10), 2, 1, 0.0002, 0.00001, 0.00021)]
     assert after.snapshot().current_period == empty_row(at(12))
 
 
 async def test_two_workers_add_to_one_period_and_the_leader_writes_one_row(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 5))
-    leader, follower = make(clock), make(clock)
+    leader, follower = make_meter(clock), make_meter(clock)
     leader.record("Students", 2, 1)
     follower.record("Students", 3, 1)
     follower.record("Grades", 1, 1)
@@ -117,10 +109,10 @@ async def test_two_workers_add_to_one_period_and_the_leader_writes_one_row(
 
 
 async def test_workers_syncing_together_never_lose_each_others_counts(
-    make: MakeMeter,
+    make_meter: MakeMeter,
 ) -> None:
     clock = Clock(at(10, 5))
-    workers = [make(clock) for _ in range(4)]
+    workers = [make_meter(clock) for _ in range(4)]
 
     async def work(number: int) -> None:
         meter = workers[number]
@@ -147,10 +139,10 @@ class DiesAfterAppending(FileSink):
 
 
 async def test_a_row_appended_but_not_marked_is_not_written_twice(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 5))
-    dying, next_leader = make(clock), make(clock)
+    dying, next_leader = make_meter(clock), make_meter(clock)
     dying._sink = DiesAfterAppending(
         "costs.csv", tmp_path / "costs.csv", header=COSTS_HEADER
     )
@@ -197,14 +189,14 @@ def legacy_state(path: Path, environment: str = "development") -> Path:
 
 
 async def test_the_old_state_file_is_imported_once(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     state = legacy_state(tmp_path / "costs.csv.state.json")
     clock = Clock(at(10, 30))
-    first = make(clock, legacy_state_path=state)
+    first = make_meter(clock, legacy_state_path=state)
     first.record("Grades", 1, 1)
     await first.sync()
-    again = make(clock, legacy_state_path=state)  # the next start
+    again = make_meter(clock, legacy_state_path=state)  # the next start
     await again.sync()
 
     snapshot = again.snapshot()
@@ -220,14 +212,14 @@ async def test_the_old_state_file_is_imported_once(
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"version": 2}'])
 async def test_an_unreadable_old_state_file_is_set_aside_with_a_warning(
-    make: MakeMeter,
+    make_meter: MakeMeter,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     content: str,
 ) -> None:
     state = tmp_path / "costs.csv.state.json"
     state.write_text(content)
-    meter = make(Clock(at(10, 5)), legacy_state_path=state)
+    meter = make_meter(Clock(at(10, 5)), legacy_state_path=state)
 
     with caplog.at_level(logging.WARNING, logger="gradepulse.costs"):
         await meter.sync()
@@ -240,10 +232,10 @@ async def test_an_unreadable_old_state_file_is_set_aside_with_a_warning(
 
 
 async def test_an_old_state_file_of_another_environment_is_not_imported(
-    make: MakeMeter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_meter: MakeMeter, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     state = legacy_state(tmp_path / "costs.csv.state.json", environment="staging")
-    meter = make(Clock(at(10, 5)), legacy_state_path=state)
+    meter = make_meter(Clock(at(10, 5)), legacy_state_path=state)
 
     with caplog.at_level(logging.WARNING, logger="gradepulse.costs"):
         await meter.sync()
@@ -253,10 +245,10 @@ async def test_an_old_state_file_of_another_environment_is_not_imported(
 
 
 async def test_a_database_that_fails_keeps_the_counts_for_the_next_sync(
-    make: MakeMeter, caplog: pytest.LogCaptureFixture
+    make_meter: MakeMeter, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock(at(10, 5))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 2, 1)
     await meter.sync()
     ledger = meter._ledger

@@ -3,7 +3,6 @@ a scratch database, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,8 @@ from tests.factories.costs import (
     at,
     csv_lines,
     empty_row,
-    meters,
     row,
 )
-
-
-@pytest.fixture
-async def make(scratch_url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
-    async with meters(scratch_url, tmp_path) as factory:
-        yield factory
 
 
 def test_format_row_matches_the_contract() -> None:
@@ -101,10 +93,10 @@ def test_price_of_the_contract_row() -> None:
 
 
 async def test_costs_csv_has_the_header_once_and_exact_rows(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    meter = make(clock)
+    meter = make_meter(clock)
     for _ in range(50):
         meter.record("Students", 2, 1)
     for _ in range(50):
@@ -127,10 +119,10 @@ async def test_costs_csv_has_the_header_once_and_exact_rows(
 
 
 async def test_hour_boundary_ends_the_row_and_starts_the_next_period(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 15))
-    meter = make(clock)
+    meter = make_meter(clock)
     for _ in range(3):
         meter.record("Students", 4, 1)
 
@@ -152,10 +144,10 @@ async def test_hour_boundary_ends_the_row_and_starts_the_next_period(
 
 
 async def test_several_boundaries_passed_close_in_one_row_at_the_last(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 10))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 5, 2)
 
     clock.now = at(13, 25)
@@ -174,10 +166,10 @@ async def test_several_boundaries_passed_close_in_one_row_at_the_last(
 
 
 async def test_close_now_then_the_period_continues_from_there(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 20, 4)
 
     clock.now = at(10, 20, 30, 700000)
@@ -198,10 +190,10 @@ async def test_close_now_then_the_period_continues_from_there(
 
 
 async def test_close_now_after_a_missed_boundary_ends_a_row_on_the_boundary_first(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 3, 1)
 
     clock.now = at(11, 15)
@@ -214,10 +206,10 @@ async def test_close_now_after_a_missed_boundary_ends_a_row_on_the_boundary_firs
 
 
 async def test_close_now_exactly_on_a_boundary_writes_one_row(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 3, 1)
 
     clock.now = at(11)

@@ -3,7 +3,6 @@ meter's ledger in a scratch database, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -24,22 +23,15 @@ from tests.factories.costs import (
     at,
     csv_lines,
     empty_row,
-    meters,
     row,
 )
 
 
-@pytest.fixture
-async def make(scratch_url: str, tmp_path: Path) -> AsyncIterator[MakeMeter]:
-    async with meters(scratch_url, tmp_path) as factory:
-        yield factory
-
-
 async def test_rows_and_the_open_period_add_up_to_the_running_totals(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10, 3))
-    meter = make(clock, rate=STAGING)
+    meter = make_meter(clock, rate=STAGING)
     for i in range(1, 40):
         clock.now += timedelta(minutes=7, seconds=13)
         meter.record(f"op{i % 5}", i % 7, 1)
@@ -47,7 +39,7 @@ async def test_rows_and_the_open_period_add_up_to_the_running_totals(
             assert await meter.close_now() is not None
         if i % 11 == 0:  # a restart
             await meter.sync()
-            meter = make(clock, rate=STAGING)
+            meter = make_meter(clock, rate=STAGING)
         await meter.sync(close=True)
 
     fields = [line.split(",") for line in csv_lines(tmp_path)[1:]]
@@ -70,9 +62,9 @@ async def test_rows_and_the_open_period_add_up_to_the_running_totals(
     assert starts == sorted(set(starts))
 
 
-async def test_a_short_summary_interval(make: MakeMeter, tmp_path: Path) -> None:
+async def test_a_short_summary_interval(make_meter: MakeMeter, tmp_path: Path) -> None:
     clock = Clock(at(10, 0, 10))
-    meter = make(clock, interval_s=60)
+    meter = make_meter(clock, interval_s=60)
     meter.record("Students", 1, 1)
 
     clock.now = at(10, 0, 59)
@@ -91,9 +83,9 @@ async def test_a_short_summary_interval(make: MakeMeter, tmp_path: Path) -> None
 
 
 async def test_top_operations_are_the_10_costliest_in_order(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
-    meter = make(Clock(at(10)))
+    meter = make_meter(Clock(at(10)))
     meter.record("heavy", 50, 1)
     for _ in range(5):
         meter.record("busy", 10, 1)
@@ -124,9 +116,9 @@ async def test_top_operations_are_the_10_costliest_in_order(
 
 
 async def test_operation_names_beyond_1000_count_as_other(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
-    meter = make(Clock(at(10)))
+    meter = make_meter(Clock(at(10)))
     for i in range(1000):
         meter.record(f"n{i}", 0, 0)
     meter.record("late1", 1, 0)
@@ -143,10 +135,10 @@ async def test_operation_names_beyond_1000_count_as_other(
 
 
 async def test_the_1000_names_are_counted_over_the_cluster(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    first, second = make(clock), make(clock)
+    first, second = make_meter(clock), make_meter(clock)
     for i in range(600):
         first.record(f"a{i}", 0, 0)
     await first.sync()
@@ -165,10 +157,10 @@ async def test_the_1000_names_are_counted_over_the_cluster(
 
 
 async def test_cost_per_hour_over_the_last_10_minutes(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    meter = make(clock)
+    meter = make_meter(clock)
     clock.now = at(10, 0, 30)
     meter.record("Students", 100, 0)  # $0.01
 
@@ -185,10 +177,10 @@ async def test_cost_per_hour_over_the_last_10_minutes(
 
 
 async def test_cost_per_hour_is_the_clusters_once_the_meter_has_synced(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     clock = Clock(at(10))
-    first, second = make(clock), make(clock)
+    first, second = make_meter(clock), make_meter(clock)
     await first.sync()
     await second.sync()
     clock.now = at(10, 1)
@@ -212,20 +204,20 @@ async def test_cost_per_hour_is_the_clusters_once_the_meter_has_synced(
 
 
 async def test_cost_per_hour_of_a_new_meter_spans_at_least_a_second(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
-    meter = make(Clock(at(10)))
+    meter = make_meter(Clock(at(10)))
     meter.record("Students", 1, 0)
 
     assert meter.cost_per_hour() == 0.36
 
 
 async def test_rows_closed_while_costs_csv_is_unwritable_are_appended_later(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     (tmp_path / "costs.csv").mkdir()
     clock = Clock(at(10))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 4, 2)
 
     clock.now = at(10, 30)
@@ -248,11 +240,11 @@ async def test_rows_closed_while_costs_csv_is_unwritable_are_appended_later(
 
 
 async def test_a_boundary_passed_while_unwritable_is_written_once_writable(
-    make: MakeMeter, tmp_path: Path
+    make_meter: MakeMeter, tmp_path: Path
 ) -> None:
     (tmp_path / "costs.csv").mkdir()
     clock = Clock(at(10, 5))
-    meter = make(clock)
+    meter = make_meter(clock)
     meter.record("Students", 4, 2)
 
     clock.now = at(11)
@@ -277,7 +269,7 @@ async def test_a_boundary_passed_while_unwritable_is_written_once_writable(
 async def test_a_meter_without_a_file_still_closes_periods(
     scratch_url: str,
     tmp_path: Path,
-    make: MakeMeter,  # migrates the database
+    make_meter: MakeMeter,  # migrates the database
 ) -> None:
     from db.costs import CostLedger
 

@@ -31,6 +31,7 @@ import httpx
 import psutil
 import websockets
 
+from bench.fanout import subscribe
 from bench.load import LoadResult, run_load
 from bench.process import Server, graphql_body
 from bench.server import STUDENTS_QUERY
@@ -198,16 +199,8 @@ async def _subscriber(
         async with websockets.connect(
             url, subprotocols=["graphql-transport-ws"], max_size=2**20, open_timeout=30
         ) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-            ack = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if ack.get("type") != "connection_ack":
-                errors.append(f"no ack: {str(ack)[:200]}")
+            if not await subscribe(ws, GRADE_EVENTS, errors):
                 return False
-            await ws.send(
-                json.dumps(
-                    {"id": "1", "type": "subscribe", "payload": {"query": GRADE_EVENTS}}
-                )
-            )
             # The client stamps each message as it arrives and reads on without a
             # timer per message: a slow client would show as the server's lag.
             closer = asyncio.create_task(_close_on(stop, ws))

@@ -10,6 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psutil
 import websockets
@@ -33,6 +34,20 @@ def _lag_ms(at: str) -> float:
     return (time.time() - sent) * 1000.0
 
 
+async def subscribe(ws: Any, query: str, errors: list[str]) -> bool:
+    """graphql-transport-ws: init, wait for the ack (30 s at most), subscribe as "1".
+    False (and the reason in `errors`) without an ack."""
+    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+    ack = json.loads(await asyncio.wait_for(ws.recv(), 30))
+    if ack.get("type") != "connection_ack":
+        errors.append(f"no ack: {str(ack)[:200]}")
+        return False
+    await ws.send(
+        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
+    )
+    return True
+
+
 async def _subscriber(
     url: str,
     lags: list[float],
@@ -44,16 +59,8 @@ async def _subscriber(
         async with websockets.connect(
             url, subprotocols=["graphql-transport-ws"], max_size=2**20, open_timeout=30
         ) as ws:
-            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-            ack = json.loads(await asyncio.wait_for(ws.recv(), 30))
-            if ack.get("type") != "connection_ack":
-                errors.append(f"no ack: {ack}")
+            if not await subscribe(ws, SUBSCRIPTION, errors):
                 return False
-            await ws.send(
-                json.dumps(
-                    {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}
-                )
-            )
             while not stop.is_set():
                 try:
                     raw = await asyncio.wait_for(ws.recv(), 1.0)

@@ -11,7 +11,7 @@ import gc
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,6 +88,24 @@ async def reads(api: Any, student_id: str, level: int) -> tuple[Any, ...]:
     return (one["gradeCount"], one["average"], level_stats["gradeCount"])
 
 
+@pytest.fixture
+async def proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP proxy to Redis, not yet started; stopped after the test."""
+    proxy = TcpProxy(*redis_port(redis_url))
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+async def cached_on_b(a: Any, b: Any, level: int) -> tuple[str, tuple[Any, ...]]:
+    """A new student of `level` created on A, heard of by B and in B's caches: its id
+    and what B read."""
+    sid: str = (await create_student(a, gradeLevel=level))["studentId"]
+    await until(lambda: bus(b).received == 1, "B heard the create")
+    return sid, await reads(b, sid, level)
+
+
 def cached(api: Any, student_id: str, level: int) -> bool:
     cache = api.services.cache
     return student_id in cache.keys("analytics") and (level, None) in cache.keys(
@@ -145,9 +163,7 @@ async def test_an_import_on_a_is_not_read_stale_on_b(
 ):
     a = await worker(make_api, scratch_url, redis_url, redis_prefix)
     b = await worker(make_api, scratch_url, redis_url, redis_prefix)
-    sid = (await create_student(a, gradeLevel=7))["studentId"]
-    await until(lambda: bus(b).received == 1, "B heard the create")
-    before = await reads(b, sid, 7)  # B caches it
+    sid, before = await cached_on_b(a, b, 7)
 
     started = await start(a, csv=csv_of([(sid, "Math", 90.0), (sid, "Art", 70.0)]))
     job = await wait_for_job(a, started["job"]["id"])
@@ -196,35 +212,29 @@ async def test_a_worker_on_another_prefix_receives_nothing(
 
 
 async def test_writes_succeed_while_redis_is_down_and_are_not_lost(
-    make_api, scratch_url, redis_url, redis_prefix, cache_log
+    make_api, scratch_url, redis_url, redis_prefix, cache_log, proxy
 ):
-    proxy = TcpProxy(*redis_port(redis_url))
     await proxy.start()
-    try:
-        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
-        b = await worker(make_api, scratch_url, redis_url, redis_prefix)
-        sid = (await create_student(a, gradeLevel=8))["studentId"]
-        await until(lambda: bus(b).received == 1, "B heard the create")
-        await reads(b, sid, 8)  # B caches it
+    a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+    b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    sid, _ = await cached_on_b(a, b, 8)
 
-        await proxy.stop()  # A alone loses Redis: B stays subscribed
-        durations = []
-        for score in (60.0, 80.0):
-            started = time.monotonic()
-            await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
-            durations.append(time.monotonic() - started)
-        down = await reads(a, sid, 8)
-        unheard = await reads(b, sid, 8)
+    await proxy.stop()  # A alone loses Redis: B stays subscribed
+    durations = []
+    for score in (60.0, 80.0):
+        started = time.monotonic()
+        await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
+        durations.append(time.monotonic() - started)
+    down = await reads(a, sid, 8)
+    unheard = await reads(b, sid, 8)
 
-        await proxy.start()  # A tells B, with no write, that it missed something
-        returned = time.monotonic()
-        await until(lambda: bus(b).received == 2, "B heard what it missed")
-        recovered_in = time.monotonic() - returned
-        healed = await reads(b, sid, 8)
-        await add_grade(a, sid, score=100.0)
-        await until(lambda: bus(b).received == 3, "B heard the write after")
-    finally:
-        await proxy.stop()
+    await proxy.start()  # A tells B, with no write, that it missed something
+    returned = time.monotonic()
+    await until(lambda: bus(b).received == 2, "B heard what it missed")
+    recovered_in = time.monotonic() - returned
+    healed = await reads(b, sid, 8)
+    await add_grade(a, sid, score=100.0)
+    await until(lambda: bus(b).received == 3, "B heard the write after")
 
     assert down == (2, 70.0, 2)
     assert unheard == (0, None, 0)  # stale: A's invalidations never left
@@ -237,26 +247,22 @@ async def test_writes_succeed_while_redis_is_down_and_are_not_lost(
 
 
 async def test_a_hanging_redis_delays_a_write_by_at_most_the_bound(
-    make_api, scratch_url, redis_url, redis_prefix, cache_log
+    make_api, scratch_url, redis_url, redis_prefix, cache_log, proxy
 ):
-    proxy = TcpProxy(*redis_port(redis_url))
     await proxy.start()
-    try:
-        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
-        sid = (await create_student(a, gradeLevel=5))["studentId"]
+    a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+    sid = (await create_student(a, gradeLevel=5))["studentId"]
 
-        proxy.blackhole()  # connections are accepted and never answered
-        durations = []
-        for score in (50.0, 60.0, 70.0):
-            started = time.monotonic()
-            await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
-            durations.append(time.monotonic() - started)
+    proxy.blackhole()  # connections are accepted and never answered
+    durations = []
+    for score in (50.0, 60.0, 70.0):
         started = time.monotonic()
-        await bus(a).publish("grades", {"levels": {sid: 5}})
-        publish = time.monotonic() - started
-        written = await reads(a, sid, 5)
-    finally:
-        await proxy.stop()
+        await add_grade(a, sid, score=score)  # raises unless GradeAddSuccess
+        durations.append(time.monotonic() - started)
+    started = time.monotonic()
+    await bus(a).publish("grades", {"levels": {sid: 5}})
+    publish = time.monotonic() - started
+    written = await reads(a, sid, 5)
 
     # Each write: its publish (PUBLISH_TIMEOUT_S) and at most one rate-budget try
     # (REDIS_TIMEOUT_S, once a second), plus its own work.
@@ -267,38 +273,32 @@ async def test_a_hanging_redis_delays_a_write_by_at_most_the_bound(
 
 
 async def test_while_redis_hangs_one_write_a_second_waits_for_it(
-    make_api, scratch_url, redis_url, redis_prefix, cache_log
+    make_api, scratch_url, redis_url, redis_prefix, cache_log, proxy
 ):
-    proxy = TcpProxy(*redis_port(redis_url))
     await proxy.start()
-    try:
-        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
-        b = await worker(make_api, scratch_url, redis_url, redis_prefix)
-        sid = (await create_student(a, gradeLevel=9))["studentId"]
-        await until(lambda: bus(b).received == 1, "B heard the create")
-        await reads(b, sid, 9)  # B caches it
+    a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+    b = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    sid, _ = await cached_on_b(a, b, 9)
 
-        proxy.blackhole()
+    proxy.blackhole()
+    started = time.monotonic()
+    await add_grade(a, sid, score=40.0)  # tries Redis, and finds it gone
+    first = time.monotonic() - started
+    gated = []
+    for _ in range(3):  # within RETRY_INTERVAL_S of that: no wait at all
         started = time.monotonic()
-        await add_grade(a, sid, score=40.0)  # tries Redis, and finds it gone
-        first = time.monotonic() - started
-        gated = []
-        for _ in range(3):  # within RETRY_INTERVAL_S of that: no wait at all
-            started = time.monotonic()
-            await bus(a).publish("grades", {"levels": {sid: 9}})
-            gated.append(time.monotonic() - started)
-        await asyncio.sleep(RETRY_INTERVAL_S)
-        started = time.monotonic()
-        await bus(a).publish("grades", {"levels": {sid: 9}})  # tries again
-        probe = time.monotonic() - started
-        unheard = await reads(b, sid, 9)
+        await bus(a).publish("grades", {"levels": {sid: 9}})
+        gated.append(time.monotonic() - started)
+    await asyncio.sleep(RETRY_INTERVAL_S)
+    started = time.monotonic()
+    await bus(a).publish("grades", {"levels": {sid: 9}})  # tries again
+    probe = time.monotonic() - started
+    unheard = await reads(b, sid, 9)
 
-        await proxy.stop()
-        await proxy.start()  # back: A's MISSED tells B, with no write
-        await until(lambda: bus(b).received == 2, "B heard what it missed")
-        healed = await reads(b, sid, 9)
-    finally:
-        await proxy.stop()
+    await proxy.stop()
+    await proxy.start()  # back: A's MISSED tells B, with no write
+    await until(lambda: bus(b).received == 2, "B heard what it missed")
+    healed = await reads(b, sid, 9)
 
     assert PUBLISH_TIMEOUT_S - 0.05 < first < PUBLISH_TIMEOUT_S + REDIS_TIMEOUT_S + 0.5
     assert max(gated) < 0.05
@@ -310,32 +310,26 @@ async def test_while_redis_hangs_one_write_a_second_waits_for_it(
 
 
 async def test_a_worker_that_reconnects_clears_its_caches(
-    make_api, scratch_url, redis_url, redis_prefix, cache_log
+    make_api, scratch_url, redis_url, redis_prefix, cache_log, proxy
 ):
-    proxy = TcpProxy(*redis_port(redis_url))
     await proxy.start()
-    try:
-        a = await worker(make_api, scratch_url, redis_url, redis_prefix)
-        b = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
-        sid = (await create_student(a, gradeLevel=3))["studentId"]
-        await until(lambda: bus(b).received == 1, "B heard the create")
-        await reads(b, sid, 3)
-        assert cached(b, sid, 3)
-        resets = bus(b).resets
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    b = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+    sid, _ = await cached_on_b(a, b, 3)
+    assert cached(b, sid, 3)
+    resets = bus(b).resets
 
-        await proxy.stop()  # B's subscription is cut...
-        await until(lambda: not bus(b).subscribed.is_set(), "B noticed")
-        await add_grade(a, sid, score=90.0)  # ...so it misses this invalidation
-        await asyncio.sleep(READ_AFTER_S)
-        missed = await reads(b, sid, 3)
+    await proxy.stop()  # B's subscription is cut...
+    await until(lambda: not bus(b).subscribed.is_set(), "B noticed")
+    await add_grade(a, sid, score=90.0)  # ...so it misses this invalidation
+    await asyncio.sleep(READ_AFTER_S)
+    missed = await reads(b, sid, 3)
 
-        await proxy.start()
-        await until(bus(b).subscribed.is_set, "B subscribed again")
-        after = [name for name in ("analytics", "class_analytics", "students")]
-        emptied = {name: b.services.cache.keys(name) for name in after}
-        fresh = await reads(b, sid, 3)
-    finally:
-        await proxy.stop()
+    await proxy.start()
+    await until(bus(b).subscribed.is_set, "B subscribed again")
+    after = [name for name in ("analytics", "class_analytics", "students")]
+    emptied = {name: b.services.cache.keys(name) for name in after}
+    fresh = await reads(b, sid, 3)
 
     assert missed == (0, None, 0)  # stale while it could not hear
     assert bus(b).resets == resets + 1
@@ -346,25 +340,22 @@ async def test_a_worker_that_reconnects_clears_its_caches(
 
 
 async def test_a_worker_that_connects_late_clears_its_caches(
-    make_api, scratch_url, redis_url, redis_prefix
+    make_api, scratch_url, redis_url, redis_prefix, proxy
 ):
-    proxy = TcpProxy(*redis_port(redis_url))  # not started: Redis unreachable
-    try:
-        a = await worker(make_api, scratch_url, redis_url, redis_prefix)
-        b = await make_api(
-            scratch_url, redis_url=proxy.url(redis_url), redis_prefix=redis_prefix
-        )
-        sid = (await create_student(a, gradeLevel=2))["studentId"]
-        await reads(b, sid, 2)
-        await add_grade(a, sid, score=30.0)  # published; B is not listening yet
-        await asyncio.sleep(READ_AFTER_S)
-        missed = await reads(b, sid, 2)
+    # not started: Redis unreachable
+    a = await worker(make_api, scratch_url, redis_url, redis_prefix)
+    b = await make_api(
+        scratch_url, redis_url=proxy.url(redis_url), redis_prefix=redis_prefix
+    )
+    sid = (await create_student(a, gradeLevel=2))["studentId"]
+    await reads(b, sid, 2)
+    await add_grade(a, sid, score=30.0)  # published; B is not listening yet
+    await asyncio.sleep(READ_AFTER_S)
+    missed = await reads(b, sid, 2)
 
-        await proxy.start()
-        await until(bus(b).subscribed.is_set, "B subscribed")
-        fresh = await reads(b, sid, 2)
-    finally:
-        await proxy.stop()
+    await proxy.start()
+    await until(bus(b).subscribed.is_set, "B subscribed")
+    fresh = await reads(b, sid, 2)
 
     assert missed == (0, None, 0)
     assert bus(b).resets == 1
@@ -372,25 +363,21 @@ async def test_a_worker_that_connects_late_clears_its_caches(
 
 
 async def test_a_stop_mid_reconnection_is_bounded_and_leaves_no_socket(
-    make_api, scratch_url, redis_url, redis_prefix
+    make_api, scratch_url, redis_url, redis_prefix, proxy
 ):
-    proxy = TcpProxy(*redis_port(redis_url))
     await proxy.start()
-    try:
-        a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
-        proxy.blackhole()  # the subscription goes silent; every new attempt hangs
-        await until(lambda: not bus(a).subscribed.is_set(), "A noticed")
-        await asyncio.sleep(0.75)  # into its next attempt (after RESUBSCRIBE_S)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ResourceWarning)
-            started = time.monotonic()
-            await bus(a).subscriber.stop()
-            took = time.monotonic() - started
-            gc.collect()
-        pool = bus(a).subscriber.client.connection_pool
-        left = [*pool._available_connections, *pool._in_use_connections]
-    finally:
-        await proxy.stop()
+    a = await worker(make_api, scratch_url, proxy.url(redis_url), redis_prefix)
+    proxy.blackhole()  # the subscription goes silent; every new attempt hangs
+    await until(lambda: not bus(a).subscribed.is_set(), "A noticed")
+    await asyncio.sleep(0.75)  # into its next attempt (after RESUBSCRIBE_S)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        started = time.monotonic()
+        await bus(a).subscriber.stop()
+        took = time.monotonic() - started
+        gc.collect()
+    pool = bus(a).subscriber.client.connection_pool
+    left = [*pool._available_connections, *pool._in_use_connections]
 
     assert took < STOP_S
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

@@ -55,6 +55,7 @@ from resolvers.jobs import ImportJobs
 from resolvers.live import CODECS as LIVE_CODECS
 from resolvers.live import GRADES
 from resolvers.loaders import CACHE_NAMES, apply_invalidation
+from resolvers.ordering import GradeOrder
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
 from server.build import GradePulseSchema, build_schema
@@ -298,16 +299,22 @@ def event_bus(
 ) -> EventBus:
     """In process, or shared by the workers through Redis pub/sub: alerts, grade
     events, import progress and each worker's sample cross workers."""
-    if redis is None or subscriber is None:
-        return EventBus()
-    return RedisBus(
-        redis,
-        subscriber,
-        prefix=settings.redis_prefix,
-        origin=worker.id,
-        codecs={**MONITOR_CODECS, **LIVE_CODECS},
-        timeout_s=REDIS_TIMEOUT_S,
+    bus = (
+        EventBus()
+        if redis is None or subscriber is None
+        else RedisBus(
+            redis,
+            subscriber,
+            prefix=settings.redis_prefix,
+            origin=worker.id,
+            codecs={**MONITOR_CODECS, **LIVE_CODECS},
+            timeout_s=REDIS_TIMEOUT_S,
+        )
     )
+    # Each student's grade events in commit order, from whichever worker (even in
+    # one process, two writes' publishes may run in the other order).
+    bus.sequence(GRADES, GradeOrder())
+    return bus
 
 
 async def heartbeat(cluster: Cluster, monitor: Monitor) -> None:

@@ -16,9 +16,6 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlmodel import SQLModel
-
-from db import models  # registers the tables on SQLModel.metadata
 
 _IMMEDIATE = "gradepulse_begin_immediate"
 
@@ -142,19 +139,6 @@ def _use_wal(cursor: Any, timeout_s: float) -> None:
             if time.monotonic() >= deadline:
                 raise
             time.sleep(WAL_RETRY_S)
-
-
-async def create_tables(database: Database) -> None:
-    """Create the tables and indexes of before migrations existed (the baseline
-    revision's), as every database was made then; the server and the commands
-    migrate instead (db.migrations), which adds the later tables."""
-    tables = [
-        table
-        for name, table in SQLModel.metadata.tables.items()
-        if name in models.BASELINE_TABLES
-    ]
-    async with database.engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all, tables=tables)
 
 
 async def ping(database: Database) -> None:

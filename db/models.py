@@ -53,6 +53,15 @@ class Student(SQLModel, table=True):
     email: str = Field(sa_column=Column(String(EMAIL_MAX), unique=True, nullable=False))
     grade_level: int = Field(nullable=False, index=True)
     created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    # The student's grade events in commit order: a write that publishes them takes
+    # the next number under the row's lock (db.students.lock_for_write), and keeps
+    # when it wrote (seconds since the epoch) and when the write before it did, so
+    # that a receiver knows whether an earlier event may still be on its way.
+    event_seq: int = Field(
+        default=0, sa_column=Column(BigInteger(), nullable=False, server_default="0")
+    )
+    event_at: float | None = Field(default=None, nullable=True)
+    event_prev_at: float | None = Field(default=None, nullable=True)
 
 
 class Grade(SQLModel, table=True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,3 +214,60 @@ async def existing_student_levels(
         select(S.student_id, S.grade_level).where(S.student_id.in_(set(student_ids)))
     )
     return {row[0]: row[1] for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """A student that a write transaction holds until it commits."""
+
+    grade_level: int
+    # The number of this write's grade event for the student, and when the write
+    # before it took one (None: never, or not sequenced).
+    seq: int | None = None
+    prev_at: float | None = None
+
+
+async def lock_for_write(
+    session: AsyncSession,
+    student_ids: Iterable[str],
+    *,
+    sequenced: Iterable[str] = (),
+    now: float = 0.0,
+) -> dict[str, Locked]:
+    """Lock the existing students of `student_ids` for this transaction (in id order
+    on PostgreSQL, so that two batches never deadlock; SQLite's writes are already
+    one at a time) and give those of `sequenced` their next grade event number,
+    stamped `now` (seconds since the epoch).
+
+    Another transaction writing one of these students waits until this one commits:
+    commit order is sequence order, and what this transaction reads after the lock
+    includes every earlier write of the student. One statement when every student
+    or none is sequenced."""
+    wanted, numbered = set(student_ids), set(sequenced)
+    if not wanted:
+        return {}
+    locked: dict[str, Locked] = {}
+    if numbered != wanted:
+        rows = await session.execute(
+            select(S.student_id, S.grade_level)
+            .where(S.student_id.in_(wanted))
+            .order_by(S.id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE: inserts go on
+        )
+        locked = {row[0]: Locked(row[1]) for row in rows}
+        if not numbered:
+            return locked
+    ordered = (
+        select(S.id)
+        .where(S.student_id.in_(numbered))
+        .order_by(S.id)
+        .with_for_update(key_share=True)
+    )
+    rows = await session.execute(
+        update(models.Student)
+        .where(S.id.in_(ordered.scalar_subquery()))
+        .values(event_seq=S.event_seq + 1, event_prev_at=S.event_at, event_at=now)
+        .returning(S.student_id, S.grade_level, S.event_seq, S.event_prev_at)
+    )
+    locked.update({row[0]: Locked(row[1], row[2], row[3]) for row in rows})
+    return locked

@@ -10,7 +10,8 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,14 @@ class Codec:
 
     encode: Callable[[Any], Any]
     decode: Callable[[Any], Any]
+
+
+class Sequencer(Protocol):
+    """Puts a topic's items in order before this worker's subscribers get them, from
+    whichever worker they come: `deliver` each item (or a part of it) when its turn
+    has come. It must be quick and must not raise."""
+
+    def arrive(self, item: Any, deliver: Callable[[Any], None]) -> None: ...
 
 
 class Subscription:
@@ -80,6 +89,7 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscriptions: dict[str, set[Subscription]] = {}
+        self._sequencers: dict[str, Sequencer] = {}
 
     def subscribe(self, topic: str, maxsize: int = 16) -> Subscription:
         subscription = Subscription(self, topic, maxsize)
@@ -96,7 +106,25 @@ class EventBus:
     def _remove(self, subscription: Subscription) -> None:
         self._subscriptions.get(subscription.topic, set()).discard(subscription)
 
+    def sequence(self, topic: str, sequencer: Sequencer) -> None:
+        """Every item of `topic`, published here or arriving from another worker,
+        passes through `sequencer` on its way to this worker's subscribers."""
+        self._sequencers[topic] = sequencer
+
+    def sequencer(self, topic: str) -> Sequencer | None:
+        return self._sequencers.get(topic)
+
     def publish(self, topic: str, item: Any) -> None:
+        self._arrive(topic, item)
+
+    def _arrive(self, topic: str, item: Any) -> None:
+        sequencer = self._sequencers.get(topic)
+        if sequencer is None:
+            self._deliver(topic, item)
+        else:
+            sequencer.arrive(item, partial(self._deliver, topic))
+
+    def _deliver(self, topic: str, item: Any) -> None:
         for subscription in list(self._subscriptions.get(topic, ())):
             subscription.put(item)
 

@@ -175,7 +175,7 @@ class RedisBus(EventBus):
         if decoded is None:
             return  # delivered here when it was published
         self.received += 1
-        EventBus.publish(self, topic, decoded[0])  # to this worker's subscribers only
+        self._arrive(topic, decoded[0])  # to this worker's subscribers only
 
     def _decode(self, topic: str, data: bytes | str) -> tuple[Any] | None:
         """(item,), or None for this worker's own message."""

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from db import grades as db_grades
-from db import students as db_students
 from db.errors import (
     IdempotencyKeyReused,
     InvalidInput,
@@ -110,7 +109,8 @@ async def add_grade(
         raise InvalidInput(problems[0])
     grade = new_grade(student_id, subject, score, max_score, recorded_at)
     async with ctx.services.database.writing() as session:
-        levels = await db_students.existing_student_levels(session, [grade.student_id])
+        locked = await live.lock_students(ctx, session, [grade.student_id])
+        levels = live.levels_of(locked)
         if grade.student_id not in levels:
             raise NotFound("student", grade.student_id)
         _check_level(ctx, grade.student_id, levels[grade.student_id])
@@ -122,7 +122,7 @@ async def add_grade(
         ctx.services.invalidations,
         {grade.student_id: levels[grade.student_id]},
     )
-    live.publish_grades(ctx, [record], levels)
+    live.publish_grades(ctx, [record], locked)
     return record
 
 
@@ -155,7 +155,10 @@ async def update_grade(
         # must not depend on values the caller may not read (e.g. probing the score
         # through "score must be between 0 and maxScore").
         ids = sorted({before.student_id, values.get("student_id", before.student_id)})
-        levels = await db_students.existing_student_levels(session, ids)
+        # Only the student the grade ends with gets an event (none if unchanged).
+        owner = [values.get("student_id", before.student_id)] if values else []
+        locked = await live.lock_students(ctx, session, ids, with_events=owner)
+        levels = live.levels_of(locked)
         _check_level(ctx, before.student_id, levels[before.student_id])
         for student_id in ids:
             if student_id not in levels:
@@ -177,8 +180,7 @@ async def update_grade(
         ctx.services.invalidations,
         {student_id: levels[student_id] for student_id in ids},
     )
-    if values:  # an empty update writes nothing
-        live.publish_grades(ctx, [after], levels)
+    live.publish_grades(ctx, [after], locked)  # nothing for an empty update
     return after
 
 
@@ -189,7 +191,10 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
         before = (await db_grades.grades_by_ids(session, [number]))[0]
         if before is None:
             raise NotFound("grade", grade_id)
-        levels = await db_students.existing_student_levels(session, [before.student_id])
+        locked = await live.lock_students(
+            ctx, session, [before.student_id], with_events=()
+        )
+        levels = live.levels_of(locked)
         _check_level(ctx, before.student_id, levels[before.student_id])
         await db_grades.delete_grade(session, number)
         await audit.record_write(
@@ -314,7 +319,9 @@ async def _insert_batch(
                     raise IdempotencyKeyReused(key)
                 return BatchResult(json.loads(stored.result)["inserted"], True)
         wanted = [r.student_id.strip() for r in rows if isinstance(r.student_id, str)]
-        levels = await db_students.existing_student_levels(session, wanted)
+        # A batch with a bad row writes nothing: its numbers roll back with it.
+        locked = await live.lock_students(ctx, session, wanted)
+        levels = live.levels_of(locked)
         bad_rows = {p.index for p in problems}
         for index, row in enumerate(rows):
             if index in bad_rows:
@@ -339,7 +346,7 @@ async def _insert_batch(
             for r in rows
         ]
         records: list[GradeRecord] = []
-        if live.wants_grade_events(ctx):
+        if any(row.seq is not None for row in locked.values()):
             records = await db_grades.insert_grades_returning(session, grades)
             inserted = len(records)
         else:
@@ -356,5 +363,5 @@ async def _insert_batch(
         ctx.services.invalidations,
         {g.student_id: levels[g.student_id] for g in grades},
     )
-    live.publish_grades(ctx, records, levels)
+    live.publish_grades(ctx, records, locked)
     return BatchResult(inserted, False)

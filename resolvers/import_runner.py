@@ -304,18 +304,19 @@ async def _move(services: Services, row: JobRow) -> None:
             raise _Lost
         if state == "cancelled":
             raise _Cancelled
-        levels = await staging.staged_student_levels(session, row.id)
+        staged = await staging.staged_student_levels(session, row.id)
+        locked = await live.lock_students(ctx, session, staged)
+        levels = live.levels_of(locked)
         if writable is not None and not set(levels.values()) <= writable:
             # A student changed level since the check: refuse (this transaction,
             # SUCCEEDED included, rolls back).
             outside = await staging.staged_outside_levels(session, row.id, writable)
             raise _Refused(_forbidden_rows(outside))
-        records = await staging.move_staged(
-            session, row.id, returning=live.wants_grade_events(ctx)
-        )
+        numbered = any(student.seq is not None for student in locked.values())
+        records = await staging.move_staged(session, row.id, returning=numbered)
         await audit.record_write(session, ctx, levels, row.operation)
     await invalidate_grades(services.cache, services.invalidations, levels)
-    live.publish_grades(ctx, records, levels)
+    live.publish_grades(ctx, records, locked)
 
 
 # --- the keeper: leases and takeovers ---------------------------------------------

@@ -9,13 +9,25 @@ again later), and graphql-ws clients reconnect on that code."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+import time
+from collections.abc import (
+    AsyncGenerator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db import students as db_students
 from db.records import GradeRecord
+from db.students import Locked
 from monitoring.bus import Codec, EventBus, Subscription
 from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
 from monitoring.snapshot import AlertEvent, MetricsSnapshot
@@ -43,11 +55,15 @@ TRY_AGAIN_LATER = 1013
 
 @dataclass(frozen=True, slots=True)
 class GradeEvent:
-    """One student's new (or changed) grades from one write."""
+    """One student's new (or changed) grades from one write: the write's number in
+    the student's commit order, and when the write before it was numbered (seconds
+    since the epoch; None: no write before). resolvers.ordering puts them in order."""
 
     student_id: str
     grade_level: int
     grades: tuple[GradeRecord, ...]
+    seq: int | None = None
+    prev_at: float | None = None
 
 
 def check_interval(interval_ms: int) -> None:
@@ -148,27 +164,63 @@ async def grade_events(
 def wants_grade_events(ctx: Context) -> bool:
     """Whether anyone listens: a gradeEvents subscriber here or, with a bus shared by
     workers, on another live worker (each worker's sample counts its subscribers, and
-    a first subscriber is announced at once). Only then does a write return its rows
+    a first subscriber is announced at once). Only then does a write number its
+    students' events (`db.students.lock_for_write(sequenced=...)`), return its rows
     and publish them."""
     monitor = ctx.services.monitor
     return monitor is not None and monitor.listening()
 
 
+async def lock_students(
+    ctx: Context,
+    session: AsyncSession,
+    student_ids: Iterable[str],
+    *,
+    with_events: Iterable[str] | None = None,
+) -> dict[str, Locked]:
+    """The first statement of a grade write: lock the students it touches (those
+    that exist come back, with their levels) and, while anyone listens, number the
+    events of those in `with_events` (default: all of them)."""
+    wanted = set(student_ids)
+    numbered = wanted if with_events is None else set(with_events)
+    return await db_students.lock_for_write(
+        session,
+        wanted,
+        sequenced=numbered if wants_grade_events(ctx) else (),
+        now=time.time(),
+    )
+
+
+def levels_of(locked: Mapping[str, Locked]) -> dict[str, int]:
+    return {student: row.grade_level for student, row in locked.items()}
+
+
 def publish_grades(
-    ctx: Context, records: Sequence[GradeRecord], levels: dict[str, int]
+    ctx: Context, records: Sequence[GradeRecord], locked: Mapping[str, Locked]
 ) -> None:
-    """After a write has committed: one bus item per write, one event per student;
-    nothing while nobody listens."""
+    """After a write has committed: one bus item per write, one event per student
+    the write numbered (`locked`, from `lock_for_write`); nothing when it numbered
+    none (nobody listened)."""
     monitor = ctx.services.monitor
-    if monitor is None or not records or not monitor.listening():
+    if monitor is None or not records:
         return
     by_student: dict[str, list[GradeRecord]] = {}
     for record in records:
-        by_student.setdefault(record.student_id, []).append(record)
+        row = locked.get(record.student_id)
+        if row is not None and row.seq is not None:
+            by_student.setdefault(record.student_id, []).append(record)
+    if not by_student:
+        return
     monitor.bus.publish(
         GRADES,
         tuple(
-            GradeEvent(student, levels[student], tuple(grades))
+            GradeEvent(
+                student,
+                locked[student].grade_level,
+                tuple(grades),
+                locked[student].seq,
+                locked[student].prev_at,
+            )
             for student, grades in by_student.items()
         ),
     )
@@ -190,30 +242,41 @@ def _encode_write(write: tuple[GradeEvent, ...]) -> list[Any]:
                 ]
                 for g in event.grades
             ],
+            event.seq,
+            event.prev_at,
         ]
         for event in write
     ]
 
 
 def _decode_write(data: Any) -> tuple[GradeEvent, ...]:
+    return tuple(_decode_event(*event) for event in data)
+
+
+def _decode_event(
+    student_id: str,
+    level: int,
+    grades: list[Any],
+    seq: int | None = None,  # absent from a worker that does not number events
+    prev_at: float | None = None,
+) -> GradeEvent:
     stamp = datetime.fromisoformat
-    return tuple(
-        GradeEvent(
-            student_id,
-            int(level),
-            tuple(
-                GradeRecord(
-                    int(id_),
-                    student_id,
-                    subject,
-                    float(score),
-                    float(max_score),
-                    stamp(recorded_at),
-                )
-                for id_, subject, score, max_score, recorded_at in grades
-            ),
-        )
-        for student_id, level, grades in data
+    return GradeEvent(
+        student_id,
+        int(level),
+        tuple(
+            GradeRecord(
+                int(id_),
+                student_id,
+                subject,
+                float(score),
+                float(max_score),
+                stamp(recorded_at),
+            )
+            for id_, subject, score, max_score, recorded_at in grades
+        ),
+        None if seq is None else int(seq),
+        None if prev_at is None else float(prev_at),
     )
 
 

@@ -13,7 +13,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError
 
 from db.audit import AuditLog, AuditNotWritten, NewAuditEntry
-from db.engine import create_database, create_tables
+from db.engine import create_database
+from db.migrations import create_at_head
 from monitoring.tally import Tally, count_statement, current_tally
 from resolvers.audit import UNAVAILABLE_MESSAGE, WRITE_UNAVAILABLE_MESSAGE
 from tests.factories import (
@@ -35,7 +36,7 @@ from tests.factories.audit import (
 
 async def test_concurrent_records_share_one_commit(scratch_url):
     database = create_database(scratch_url)
-    await create_tables(database)
+    await create_at_head(database)
     log = AuditLog(database)
     inserts: list[str] = []
 
@@ -99,7 +100,7 @@ async def test_flusher_statements_are_not_charged_to_the_operation_that_started_
     scratch_url,
 ):
     database = create_database(scratch_url)
-    await create_tables(database)
+    await create_at_head(database)
     event.listen(
         database.engine.sync_engine,
         "before_cursor_execute",

@@ -18,8 +18,9 @@ from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 from websockets.asyncio.client import connect
 
-from db.engine import create_database, create_tables
+from db.engine import create_database
 from db.keys import new_key
+from db.migrations import create_at_head
 from tests.factories import (
     LEGACY_WS,
     METRICS_QUERY,
@@ -45,7 +46,7 @@ def _key_in_file(path: Path, role: str = "admin") -> str:
     async def create() -> str:
         database = create_database(f"sqlite:///{path}")
         try:
-            await create_tables(database)
+            await create_at_head(database)
             key, _ = await add_key(database, role, name=role, created_at=Clock().at())
             return key
         finally:

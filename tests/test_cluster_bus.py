@@ -190,6 +190,51 @@ async def test_grade_events_written_on_one_worker_reach_every_worker_once_in_ord
         assert await events(on_b, 8) == expected
 
 
+async def test_one_students_events_from_two_workers_arrive_in_commit_order(
+    make_api, scratch_url, redis_url, redis_prefix
+):
+    """B writes first, but its publish to Redis is held up; A writes the same student
+    right after. A's own event must not overtake B's earlier one, on either worker."""
+    a, b = await pair(make_api, scratch_url, redis_url, redis_prefix)
+    student = (await create_student(b, gradeLevel=9))["studentId"]
+    b_bus = b.app.state.monitor.bus
+    encode = b_bus._encode_all
+    delayed = []
+
+    def slow_encode(batch: list[Any]) -> Any:
+        if not delayed:  # only B's first batch: its grade event
+            delayed.append(len(batch))
+            time.sleep(0.4)  # in the sender's thread: A writes meanwhile
+        return encode(batch)
+
+    b_bus._encode_all = slow_encode
+
+    async with (
+        subscribed(a, GRADE_EVENTS, live.GRADES, studentId=student) as on_a,
+        subscribed(b, GRADE_EVENTS, live.GRADES, studentId=student) as on_b,
+    ):
+        written = []
+        for api, score in ((b, 41.0), (a, 42.0)):
+            body = await api.post(
+                GRADE_ADD,
+                {"input": {"studentId": student, "subject": "Math", "score": score}},
+            )
+            payload = body["data"]["gradeAdd"]
+            assert payload["__typename"] == "GradeAddSuccess", payload
+            written.append(payload["grade"])
+
+        expected = [
+            {"gradeEvents": {"studentId": student, "gradeLevel": 9, "grades": [g]}}
+            for g in written
+        ]
+        assert await events(on_a, 2) == expected
+        assert await events(on_b, 2) == expected
+    assert delayed == [1]
+    # A held its own event back until B's arrived.
+    a_order = a.app.state.monitor.bus.sequencer(live.GRADES)
+    assert (a_order.held, a_order.gave_up, a_order.late) == (1, 0, 0)
+
+
 async def test_metrics_on_one_worker_count_requests_made_to_the_other(
     make_api, scratch_url, redis_url, redis_prefix
 ):

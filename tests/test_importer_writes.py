@@ -17,8 +17,9 @@ from sqlmodel import SQLModel
 
 from db import models
 from db.csvrows import RowProblem, parse_grades_csv, parse_students_csv
-from db.engine import Database, create_database, create_tables
+from db.engine import Database, create_database
 from db.importer import ImportRejected, ImportSummary, import_rows
+from db.migrations import create_at_head
 from db.validation import (
     InputErrorCode,
     new_grade,
@@ -73,7 +74,7 @@ def db_url(tmp_path: Path) -> str:
 async def database(db_url: str) -> AsyncIterator[Database]:
     """A temp database holding student S00001 with one grade."""
     database = create_database(db_url)
-    await create_tables(database)
+    await create_at_head(database)
     async with database.writing() as session:
         await session.execute(
             insert(models.Student),

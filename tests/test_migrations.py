@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from asgi_lifespan import LifespanManager
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import column, func, insert, inspect, select, table, text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
 from app import StartRefused, check_schema, create_app
 from db import models
-from db.engine import Database, create_database, create_tables
-from db.migrations import MigrationError, Upgrade, head, revision, upgrade
-from db.seed import seed
+from db.engine import Database, create_database
+from db.migrations import BASELINE, MigrationError, Upgrade, head, revision, upgrade
+from db.migrations import HERE as MIGRATIONS
+from db.seed import generate
 from tests.conftest import make_settings
 from tests.factories import ROOT, TEST_JWT_SECRET, free_port
 
@@ -63,17 +66,37 @@ async def version_rows(database: Database) -> list[str]:
 
 
 async def all_rows(database: Database) -> tuple[list[tuple[Any, ...]], ...]:
+    """The rows of students and grades, in the columns the first revision had."""
     s, g = models.Student.__table__.c, models.Grade.__table__.c
+    first = (s.id, s.student_id, s.name, s.email, s.grade_level, s.created_at)
     async with database.sessions() as session:
-        students = (await session.execute(select(*s).order_by(s.id))).all()
+        students = (await session.execute(select(*first).order_by(s.id))).all()
         grades = (await session.execute(select(*g).order_by(g.id))).all()
     return [tuple(r) for r in students], [tuple(r) for r in grades]
 
 
+def _first_revision_without_history(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, BASELINE)
+    connection.execute(text("DROP TABLE alembic_version"))
+
+
 async def legacy_database(database: Database) -> tuple[list[tuple[Any, ...]], ...]:
-    """A database as every demo was made before migrations: create_all, then rows."""
-    await create_tables(database)
-    await seed(database, students=8, grades_per_student=3, seed=7)
+    """A database as every demo was made before migrations: create_all of that
+    day's models (the first revision's tables and columns, with no history), then
+    rows."""
+    async with database.write_engine.begin() as conn:
+        await conn.run_sync(_first_revision_without_history)
+    students, grades = generate(students=8, grades_per_student=3, seed=7)
+    first = ("student_id", "name", "email", "grade_level", "created_at")
+    legacy_students = table("students", *(column(name) for name in first))
+    async with database.writing() as session:
+        await session.execute(
+            insert(legacy_students), [{k: row[k] for k in first} for row in students]
+        )
+        await session.execute(insert(models.Grade.__table__), grades)
     return await all_rows(database)
 
 

@@ -576,10 +576,10 @@ async def test_grade_writes_publish_the_stored_rows_once_committed(api: Any) -> 
     assert body["data"]["gradesAdd"]["__typename"] == "GradesAddSuccess"
     assert refused["data"]["gradesAdd"]["__typename"] == "InvalidRowsError"
     write = await asyncio.wait_for(queue.get(), 5)
-    api.app.state.monitor.bus.publish(live.GRADES, "next")
-    assert (
-        await asyncio.wait_for(queue.get(), 5) == "next"
-    )  # the refused batch published nothing
+    marker = (live.GradeEvent("MARK", 0, ()),)
+    api.app.state.monitor.bus.publish(live.GRADES, marker)
+    # The refused batch published nothing.
+    assert await asyncio.wait_for(queue.get(), 5) == marker
     assert [(e.student_id, e.grade_level, len(e.grades)) for e in write] == [
         ("PUB-1", 4, 2),
         ("PUB-2", 5, 1),

@@ -30,8 +30,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from db import models
-from db.engine import Database, create_database, create_tables
+from db.engine import Database, create_database
 from db.keys import insert_key, new_key
+from db.migrations import create_at_head
 from resolvers.ratelimit import MemoryRateStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,7 +113,7 @@ DB_STUDENT = "S-DB-1"  # the one student of conftest's `database` fixture
 async def database_with_student(url: str, student_id: str, name: str) -> Database:
     """A database with its tables and one grade-9 student, for db-level tests."""
     database = create_database(url)
-    await create_tables(database)
+    await create_at_head(database)
     async with database.writing() as session:
         await session.execute(
             insert(models.Student).values(

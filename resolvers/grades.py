@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from db import grades as db_grades
+from db import summaries
 from db.errors import (
     IdempotencyKeyReused,
     InvalidInput,
@@ -19,7 +20,7 @@ from db.errors import (
     NotFound,
     RowProblem,
 )
-from db.records import GradeRecord
+from db.records import GradeRecord, percentage
 from db.validation import (
     FieldProblem,
     InputErrorCode,
@@ -115,6 +116,11 @@ async def add_grade(
             raise NotFound("student", grade.student_id)
         _check_level(ctx, grade.student_id, levels[grade.student_id])
         record = await db_grades.insert_grade(session, grade)
+        await summaries.added(
+            session,
+            [record.student_id],
+            [(levels[record.student_id], record.subject, record.percentage)],
+        )
         await audit.record_write(session, ctx, [record.student_id], "mutation:gradeAdd")
     audit.note(ctx, record.student_id)  # the response returns the grade
     await invalidate_grades(
@@ -171,7 +177,8 @@ async def update_grade(
             problems := grade_problems(score=score, max_score=max_score)
         ):
             raise InvalidInput(problems[0])
-        _, after = await db_grades.update_grade(session, number, values)
+        async with summaries.kept(session, ids if values else ()):
+            _, after = await db_grades.update_grade(session, number, values)
         if values:  # an empty update writes nothing: its response is a read
             await audit.record_write(session, ctx, ids, "mutation:gradeUpdate")
     audit.note(ctx, after.student_id)
@@ -196,7 +203,8 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
         )
         levels = live.levels_of(locked)
         _check_level(ctx, before.student_id, levels[before.student_id])
-        await db_grades.delete_grade(session, number)
+        async with summaries.kept(session, [before.student_id]):
+            await db_grades.delete_grade(session, number)
         await audit.record_write(
             session, ctx, [before.student_id], "mutation:gradeDelete"
         )
@@ -351,6 +359,14 @@ async def _insert_batch(
             inserted = len(records)
         else:
             inserted = await db_grades.insert_grades(session, grades)
+        await summaries.added(
+            session,
+            levels,
+            [
+                (levels[g.student_id], g.subject, percentage(g.score, g.max_score))
+                for g in grades
+            ],
+        )
         await audit.record_write(
             session, ctx, {g.student_id for g in grades}, "mutation:gradesAdd"
         )

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from db import jobs as db_jobs
-from db import staging
+from db import staging, summaries
 from db.csvrows import parse_grades_csv, sort_problems
 from db.engine import Database
 from db.errors import RowProblem
@@ -313,7 +313,8 @@ async def _move(services: Services, row: JobRow) -> None:
             outside = await staging.staged_outside_levels(session, row.id, writable)
             raise _Refused(_forbidden_rows(outside))
         numbered = any(student.seq is not None for student in locked.values())
-        records = await staging.move_staged(session, row.id, returning=numbered)
+        async with summaries.kept(session, levels):
+            records = await staging.move_staged(session, row.id, returning=numbered)
         await audit.record_write(session, ctx, levels, row.operation)
     await invalidate_grades(services.cache, services.invalidations, levels)
     live.publish_grades(ctx, records, locked)

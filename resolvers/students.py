@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from db import students as db_students
+from db import summaries
 from db.errors import InvalidInput
 from db.records import StudentRecord
 from db.validation import new_student, normalize_email, student_problems
@@ -158,8 +159,16 @@ async def update_student(
             values[key] = values[key].strip()
     if "email" in values:
         values["email"] = normalize_email(values["email"])
+    # A new level moves the student's grades in the class figures' value counts.
+    moves = "grade_level" in values
     async with ctx.services.database.writing() as session:
-        before, after = await db_students.update_student(session, student_id, values)
+        if moves:
+            await db_students.lock_for_write(session, [student_id])
+        ids = {student_id, values.get("student_id", student_id)} if moves else ()
+        async with summaries.kept(session, ids):
+            before, after = await db_students.update_student(
+                session, student_id, values
+            )
         if before.student_id != after.student_id:
             # A new studentId is written into every grade row of the student (ON
             # UPDATE CASCADE): a grade write, recorded under both ids.
@@ -183,9 +192,12 @@ async def delete_student(
 ) -> StudentRecord:
     ctx.viewer.require("admin")
     async with ctx.services.database.writing() as session:
-        record, deleted_grades = await db_students.delete_student(
-            session, student_id, cascade=cascade
-        )
+        # Grades deleted with their student leave the class figures' value counts.
+        await db_students.lock_for_write(session, [student_id])
+        async with summaries.kept(session, [student_id] if cascade else ()):
+            record, deleted_grades = await db_students.delete_student(
+                session, student_id, cascade=cascade
+            )
         if deleted_grades:
             # Grades deleted with their student are grade writes: recorded in the
             # same transaction, like gradeDelete's.

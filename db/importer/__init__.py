@@ -11,7 +11,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.schema import CreateIndex, DropIndex
 
-from db import models
+from db import models, summaries
 from db.bulk import copies, copy_records
 from db.csvrows import (
     RowProblem,
@@ -20,7 +20,8 @@ from db.csvrows import (
 )
 from db.engine import Database
 from db.grades import grade_values
-from db.records import chunks
+from db.records import chunks, percentage
+from db.students import lock_for_write
 from db.validation import InputErrorCode, NewGrade, NewStudent, utcnow
 
 CHUNK_SIZE = 10_000
@@ -138,10 +139,23 @@ async def import_rows(
         )
         if student_problems or grade_problems:
             raise ImportRejected(student_problems, grade_problems)
+        # The students graded here are written by nobody else until the commit.
+        graded = {g.student_id for g in grades}
+        locked = await lock_for_write(session, graded)
+        levels = {student: row.grade_level for student, row in locked.items()}
+        levels.update((s.student_id, s.grade_level) for s in students)
         conn = await session.connection()
         created_at = utcnow()
         write = _copy_rows if copies(conn) else _insert_rows
         await write(conn, students, grades, created_at, chunk_size, progress)
+        await summaries.added(
+            session,
+            graded,
+            (
+                (levels[g.student_id], g.subject, percentage(g.score, g.max_score))
+                for g in grades
+            ),
+        )
     return ImportSummary(students=len(students), grades=len(grades))
 
 

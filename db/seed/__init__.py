@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlmodel import col
 
-from db import models
+from db import models, summaries
 from db.engine import Database
 from db.records import chunks
 
@@ -118,6 +118,7 @@ async def seed(
         for table, rows in ((models.Student, student_rows), (models.Grade, grade_rows)):
             for chunk in chunks(rows, chunk_size):
                 await session.execute(insert(table), chunk)
+        await summaries.rebuild(session)
     return len(student_rows), len(grade_rows)
 
 

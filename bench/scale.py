@@ -8,7 +8,7 @@ PostgreSQL databases of its own; against uvicorn servers of the bench app.
 - Warm classAnalytics: the median of repeats once the answer is cached.
 - Pages of 20 students and of 20 grades: the first and the 500th (reached by walking
   the cursors; the 1,000-student set has 50 pages of students, so its last), each the
-  median of repeats.
+  median of repeats made in alternation.
 - Writes: gradeAdd (median of sequential requests) and a 5,000-row gradesAdd (median
   of 3, per row): the large set's cost against the small one's.
 - Memory: the server's RSS after those reads with its caches full (10 more pages of
@@ -44,7 +44,7 @@ SMALL = 1_000
 GRADES_PER_STUDENT = 20
 PAGE = 20
 DEEP_PAGE = 500
-REPEATS = 7
+REPEATS = 15
 WARM_REPEATS = 20
 ADD_REPEATS = 30
 BATCH_ROWS = 5_000
@@ -90,6 +90,13 @@ OTHER_COLD = {
         "{ atRiskStudents(first: 20) { totalCount edges { node { studentId } } } }"
     ),
 }
+OTHER_TARGETS = dict(
+    zip(
+        OTHER_COLD,
+        (STUDENT_COLD_TARGET_S, PAGE_COLD_TARGET_S, AT_RISK_COLD_TARGET_S),
+        strict=True,
+    )
+)
 OPEN_QUERY = "{ students(first: 1) { edges { node { studentId } } } }"
 ANALYTICS_PAGE = (
     "query Fill($after: String) { students(first: 100, after: $after) { edges { node "
@@ -192,130 +199,49 @@ class Row:
 def _rows(
     small: dict[str, Value], large: dict[str, Value], *, seed_target: bool
 ) -> list[Row]:
-    rows = [
-        _at_most(
-            "seed (`python -m db.seed`)",
-            small["seed"],
-            large["seed"],
-            SEED_TARGET_S if seed_target else None,
-        )
-    ]
+    def at_most(label: str, key: str, target: float | None, unit: str = "s") -> Row:
+        shown = _show(small[key], unit), _show(large[key], unit)
+        if target is None:
+            return Row(label, *shown, "", "")
+        met = isinstance(large[key], float) and large[key] <= target
+        return Row(label, *shown, f"<= {_limit(target, unit)}", _verdict(met))
+
+    def ratio(label: str, key: str, base: Value, target: float, of: str) -> Row:
+        measured = large[key]
+        shown = f"<= x{target:g} {of}"
+        met = False
+        if isinstance(base, float) and isinstance(measured, float) and base > 0:
+            shown += f": x{measured / base:.2f}"
+            met = measured / base <= target
+        return Row(label, _show(small[key]), _show(measured), shown, _verdict(met))
+
+    seed_limit = SEED_TARGET_S if seed_target else None
+    rows = [at_most("seed (`python -m db.seed`)", "seed", seed_limit)]
     for label in CLASS_QUERIES:
-        rows.append(
-            _at_most(
-                f"`{label}` cold",
-                small[f"{label} cold"],
-                large[f"{label} cold"],
-                CLASS_COLD_TARGET_S,
-            )
-        )
-        rows.append(
-            _at_most(
-                f"`{label}` warm",
-                small[f"{label} warm"],
-                large[f"{label} warm"],
-                CLASS_WARM_TARGET_S,
-            )
-        )
-    for label, target in zip(
-        OTHER_COLD,
-        (STUDENT_COLD_TARGET_S, PAGE_COLD_TARGET_S, AT_RISK_COLD_TARGET_S),
-        strict=True,
-    ):
-        rows.append(
-            _at_most(
-                f"`{label}` cold",
-                small[f"{label} cold"],
-                large[f"{label} cold"],
-                target,
-            )
-        )
-    for connection in ("students", "grades"):
-        first, deep = f"{connection} page 1", f"{connection} deep page"
-        numbers = small[f"{connection} deep number"], large[f"{connection} deep number"]
-        rows.append(
-            _at_most(
-                f"{connection}: page 1 of {PAGE}", small[first], large[first], None
-            )
-        )
-        rows.append(
-            _ratio(
-                f"{connection}: page {_show(numbers[1], '')} of {PAGE} (the "
-                f"{SMALL:,} set: page {_show(numbers[0], '')}, its last)"
-                if numbers[0] < DEEP_PAGE
-                else f"{connection}: page {_show(numbers[1], '')} of {PAGE}",
-                small[deep],
-                large[deep],
-                large[first],
-                large[deep],
-                DEPTH_TARGET,
-                "of page 1",
-            )
-        )
-    for label in ("gradeAdd", f"gradesAdd of {BATCH_ROWS:,}, per row"):
-        rows.append(
-            _ratio(
-                f"`{label}`",
-                small[label],
-                large[label],
-                small[label],
-                large[label],
-                WRITE_TARGET,
-                f"of the {SMALL:,} set's",
-            )
-        )
+        rows.append(at_most(f"`{label}` cold", f"{label} cold", CLASS_COLD_TARGET_S))
+        rows.append(at_most(f"`{label}` warm", f"{label} warm", CLASS_WARM_TARGET_S))
+    for label, target in OTHER_TARGETS.items():
+        rows.append(at_most(f"`{label}` cold", f"{label} cold", target))
+    for name in ("students", "grades"):
+        first, deep = f"{name} page 1", f"{name} deep page"
+        numbers = [_show(f[f"{name} deep number"], "") for f in (small, large)]
+        label = f"{name}: page {numbers[1]} of {PAGE}"
+        if numbers[0] != numbers[1]:
+            label += f" (the {SMALL:,} set: page {numbers[0]}, its last)"
+        rows.append(at_most(f"{name}: page 1 of {PAGE}", first, None))
+        rows.append(ratio(label, deep, large[first], DEPTH_TARGET, "of page 1"))
+    for key in ("gradeAdd", f"gradesAdd of {BATCH_ROWS:,}, per row"):
+        of = f"of the {SMALL:,} set's"
+        rows.append(ratio(f"`{key}`", key, small[key], WRITE_TARGET, of))
     rows.append(
-        _at_most(
-            "server RSS after the reads, caches full (MB)",
-            small["rss"],
-            large["rss"],
-            RSS_TARGET_MB,
-            unit="MB",
-        )
+        at_most("server RSS after the reads, caches full", "rss", RSS_TARGET_MB, "MB")
     )
-    rows.append(
-        _at_most(
-            "server peak RSS after the writes too (MB)",
-            small["peak"],
-            large["peak"],
-            None,
-            unit="MB",
-        )
-    )
+    rows.append(at_most("server peak RSS, after the writes too", "peak", None, "MB"))
     return rows
 
 
-def _at_most(
-    label: str, small: Value, large: Value, target: float | None, unit: str = "s"
-) -> Row:
-    if target is None:
-        return Row(label, _show(small, unit), _show(large, unit), "", "")
-    met = isinstance(large, float) and large <= target
-    return Row(
-        label,
-        _show(small, unit),
-        _show(large, unit),
-        f"<= {_limit(target, unit)}",
-        "MET" if met else "MISSED",
-    )
-
-
-def _ratio(
-    label: str,
-    small: Value,
-    large: Value,
-    base: Value,
-    measured: Value,
-    target: float,
-    of: str,
-) -> Row:
-    if isinstance(base, float) and isinstance(measured, float) and base > 0:
-        ratio = measured / base
-        shown = f"<= x{target:g} {of}: x{ratio:.2f}"
-        verdict = "MET" if ratio <= target else "MISSED"
-    else:
-        shown, verdict = f"<= x{target:g} {of}", "MISSED"
-    return Row(label, _show(small), _show(large), shown, verdict)
+def _verdict(met: bool) -> str:
+    return "MET" if met else "MISSED"
 
 
 def _show(value: Value, unit: str = "s") -> str:
@@ -407,6 +333,13 @@ def _median(measure: Callable[[], Value], times: int) -> Value:
     return statistics.median(values)
 
 
+def _median_of(values: list[Value]) -> Value:
+    """The median, or the first error among `values`."""
+    errors = [value for value in values if isinstance(value, str)]
+    seconds = [value for value in values if isinstance(value, float)]
+    return errors[0] if errors else statistics.median(seconds)
+
+
 def _cold(url: str, work: Path, query: str) -> Value:
     server = _start(url, work)
     try:
@@ -464,8 +397,15 @@ def _pages(client: httpx.Client, label: str, query: str) -> dict[str, Value]:
             break
         after = info["endCursor"]
         number += 1
-    first = _median(lambda: _timed(client, query, {"after": None}), REPEATS)
-    deep = _median(lambda: _timed(client, query, {"after": after}), REPEATS)
+    # In alternation, so that a change in the machine's speed falls on both.
+    pairs = [
+        (
+            _timed(client, query, {"after": None}),
+            _timed(client, query, {"after": after}),
+        )
+        for _ in range(REPEATS)
+    ]
+    first, deep = (_median_of([pair[i] for pair in pairs]) for i in (0, 1))
     print(f"  {label}: page 1 {_show(first)}, page {number} {_show(deep)}", flush=True)
     return {
         f"{label} page 1": first,

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 
-from bench import audit, cluster, imports
+from bench import audit, cluster, imports, scale
 from bench.fanout import FanoutResult, run_fanout
 from bench.load import LoadResult, alternate, run_load
 from bench.process import Server, graphql_body
@@ -137,8 +137,14 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["audit", "cluster", "import"],
+        choices=["audit", "cluster", "import", "scale"],
         help="run one case and replace only its lines in RESULTS.md",
+    )
+    parser.add_argument(
+        "--scale-students",
+        type=int,
+        default=scale.LARGE,
+        help="students of the scale case's large data set (20 grades each)",
     )
     args = parser.parse_args()
 
@@ -174,6 +180,10 @@ def main() -> None:
         print(f"audit log overhead: {cost:.1%} fewer requests/s (target <= 10%)")
         return found, cost
 
+    if args.only == "scale":
+        scale.cases(args, work)  # prints its tables as it goes
+        shutil.rmtree(work, ignore_errors=True)
+        return
     if args.only == "cluster":
         lines = cluster.cases(args, work, database)
         shutil.rmtree(work, ignore_errors=True)
@@ -288,6 +298,7 @@ def main() -> None:
         flush=True,
     )
     cluster_lines = cluster.cases(args, work, database)
+    scale_lines = scale.cases(args, work)
     print("importing grades from CSV ...", flush=True)
     found_imports = imports.measure(database, args.import_rows, work)
     shutil.rmtree(work, ignore_errors=True)
@@ -321,7 +332,7 @@ def main() -> None:
         overhead,
         fanout,
         audit_overhead,
-        cluster_lines,
+        cluster_lines + scale_lines,
     )
 
 
@@ -336,7 +347,7 @@ def write_results(
     overhead: float,
     fanout: FanoutResult,
     audit_overhead: float,
-    cluster_lines: list[str],
+    case_lines: list[str],
 ) -> None:
     tool = next(iter(cases.values())).tool
     lines = [
@@ -374,7 +385,7 @@ def write_results(
         + ", ".join(f"{k}: {v}" for k, v in counts.items())
         + ".",
         *import_lines,
-        *cluster_lines,
+        *case_lines,
         "",
     ]
     args.results.write_text("\n".join(lines))

@@ -84,14 +84,24 @@ async def _admin(database_url: str, sql: str) -> None:
 
 
 @contextmanager
+def postgres_database(database_url: str, name: str) -> Iterator[str]:
+    """A new, empty database `name` on the server of `database_url` (its URL);
+    dropped afterwards."""
+    asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield _with_database(database_url, name)
+    finally:
+        asyncio.run(
+            _admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        )
+
+
+@contextmanager
 def seeded_postgres(database_url: str) -> Iterator[str]:
     """A database of its own on the server of `database_url`, seeded with 1,000
     students x 20 grades (seed 42); dropped afterwards."""
-    name = f"gradepulse_bench_{os.getpid()}"
-    asyncio.run(_admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    asyncio.run(_admin(database_url, f'CREATE DATABASE "{name}"'))
-    url = _with_database(database_url, name)
-    try:
+    with postgres_database(database_url, f"gradepulse_bench_{os.getpid()}") as url:
         subprocess.run(
             [sys.executable, "-m", "db.seed", "--students", "1000"]
             + ["--grades-per-student", "20", "--seed", "42"],
@@ -101,10 +111,6 @@ def seeded_postgres(database_url: str) -> Iterator[str]:
             capture_output=True,
         )
         yield url
-    finally:
-        asyncio.run(
-            _admin(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
 
 
 def tree_cpu_s(pid: int) -> float:

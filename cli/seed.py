@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 
 from cli.database import add_database_url, database_url, migrated
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
 async def _run(
     url: str, students: int, grades_per_student: int, seed_value: int, if_empty: bool
 ) -> int:
+    started = time.perf_counter()
     database = create_database(url)
     try:
         if await migrated(database) is None:
@@ -64,9 +66,13 @@ async def _run(
             grades_per_student=grades_per_student,
             seed=seed_value,
         )
+        seconds = time.perf_counter() - started
     finally:
         await database.dispose()
-    print(f"seeded {inserted[0]} students and {inserted[1]} grades (seed {seed_value})")
+    print(
+        f"seeded {inserted[0]} students and {inserted[1]} grades (seed {seed_value}) "
+        f"in {seconds:.2f} s"
+    )
     return 0
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -93,9 +93,10 @@ async def list_students(
                 S.student_id < student_id if descending else S.student_id > student_id
             )
         else:
-            beyond = column < value if descending else column > value
-            tie = S.student_id < student_id if descending else S.student_id > student_id
-            clauses.append(or_(beyond, and_(column == value, tie)))
+            # A row value, which SQLite and PostgreSQL can seek an index with
+            # (an OR of the two comparisons they can only filter by).
+            key, cursor = tuple_(column, S.student_id), (value, student_id)
+            clauses.append(key < cursor if descending else key > cursor)
     order = [column.desc() if descending else column.asc()]
     if column is not S.student_id:
         order.append(S.student_id.desc() if descending else S.student_id.asc())

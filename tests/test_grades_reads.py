@@ -10,6 +10,7 @@ import pytest
 from gql import gql
 from sqlalchemy import select, text
 
+from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
 from tests.factories import grade_input
 from tests.factories.grades import (
     GRADES,
@@ -19,6 +20,12 @@ from tests.factories.grades import (
     STUDENT_GRADES,
     G,
     only_error,
+)
+from tests.factories.pages import (
+    assert_no_offset,
+    page_statement,
+    sent_statements,
+    sqlite_plan,
 )
 
 SUBJECTS = gql("{ subjects }")
@@ -218,3 +225,26 @@ async def test_student_grades_are_oldest_first_and_filter_by_subject(api, sample
     assert student["all"] == mine
     assert student["math"] == [g for g in mine if g["subject"] == "Math"]
     assert student["none"] == []
+
+
+async def test_a_deep_grades_page_seeks_its_cursor(seeded_api, backend):
+    """Keyset pagination: the last of 72 pages asks for what it shows past its
+    cursor (a row value the recorded_at index is searched with), never an OFFSET."""
+    after, pages = None, 0
+    while True:
+        with sent_statements(seeded_api) as sent:
+            page = (await seeded_api.execute(GRADES, first=20, after=after))["grades"]
+        pages += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+
+    statement, parameters = page_statement(sent, "grades")
+    assert pages == SEEDED_STUDENTS * SEEDED_GRADES_PER_STUDENT // 20
+    assert len(page["edges"]) == 20
+    assert "(grades.recorded_at, grades.id) >" in statement
+    assert_no_offset(backend, statement, parameters, limit=21)
+    if backend == "sqlite":
+        assert await sqlite_plan(seeded_api, (statement, parameters)) == [
+            "SEARCH grades USING INDEX ix_grades_recorded_at (recorded_at>?)"
+        ]

@@ -1,7 +1,9 @@
-"""Seeding: deterministic rows, realistic ranges, an at-risk minority, --if-empty."""
+"""Seeding: deterministic rows (the same as they always were, stored as SQLAlchemy
+would store them), realistic ranges, an at-risk minority, --if-empty, the time taken."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -13,18 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 from sqlmodel import SQLModel
 
 from db import models
 from db.engine import Database, create_database
-from db.migrations import create_at_head
+from db.migrations import create_at_head, upgrade
 from db.seed import (
     CREATED_AT,
     SCHOOL_YEAR_END,
     SCHOOL_YEAR_START,
     SUBJECTS,
     generate,
+    generate_tuples,
     is_empty,
     seed,
 )
@@ -34,6 +37,16 @@ STUDENTS = SQLModel.metadata.tables["students"]
 GRADES = SQLModel.metadata.tables["grades"]
 AT_RISK_AVERAGE = 65.0  # the settings' defaults (AT_RISK_AVERAGE, AT_RISK_TREND)
 AT_RISK_TREND = -2.0  # points per 30 days
+# `python -m db.seed`'s line on success: what was seeded, the seed, and the seconds.
+SEEDED_LINE = re.compile(
+    r"seeded (\d+ students and \d+ grades) \(seed (-?\d+)\) in (\d+\.\d\d) s\n"
+)
+# sha256 of repr(generate(...)) as the generator made them before it was sped up:
+# the data sets (and the tests and figures resting on them) never change.
+DIGESTS = {
+    (1000, 20, 42): "ec4d26efe4a813a0260bbeb45e45b5366ffd141f65164ecc80b8d70ba12d6623",
+    (50000, 20, 42): "d4037a0d2e353ebb83030f10f33337b87641a4d576ee3c77b98a56539865f645",
+}
 
 
 async def open_database(path: Path) -> Database:
@@ -117,6 +130,101 @@ async def test_same_seed_gives_identical_databases(tmp_path: Path) -> None:
     assert len(rows_first[1]) == 500
 
 
+async def stored(database: Database) -> tuple[list[tuple[Any, ...]], ...]:
+    """Every row as the database holds it (no SQLAlchemy types on the way back),
+    with SQLite's storage class of each value."""
+    async with database.sessions() as session:
+        students = await session.execute(
+            text(
+                "SELECT id, student_id, name, email, grade_level, created_at, "
+                "typeof(grade_level), typeof(created_at) FROM students ORDER BY id"
+            )
+        )
+        grades = await session.execute(
+            text(
+                "SELECT id, student_id, subject, score, max_score, recorded_at, "
+                "typeof(score), typeof(max_score), typeof(recorded_at) "
+                "FROM grades ORDER BY id"
+            )
+        )
+        return [tuple(r) for r in students], [tuple(r) for r in grades]
+
+
+async def test_seed_stores_the_rows_as_sqlalchemy_inserts_them(tmp_path: Path) -> None:
+    fast = await open_database(tmp_path / "fast.db")
+    reference = await open_database(tmp_path / "reference.db")
+    try:
+        await seed(fast, students=40, grades_per_student=6, seed=11, chunk_size=50)
+        student_rows, grade_rows = generate(40, 6, seed=11)
+        async with reference.writing() as session:
+            await session.execute(insert(models.Student), student_rows)
+            await session.execute(insert(models.Grade), grade_rows)
+
+        fast_rows, reference_rows = await stored(fast), await stored(reference)
+    finally:
+        await fast.dispose()
+        await reference.dispose()
+
+    assert fast_rows == reference_rows
+    assert len(fast_rows[0]) == 40
+    assert len(fast_rows[1]) == 240
+    assert fast_rows[1][0][-3:] == ("real", "real", "text")
+
+
+async def test_seed_ends_with_the_planner_statistics(database: Database) -> None:
+    await seed(database, students=30, grades_per_student=4, seed=1)
+
+    async with database.sessions() as session:
+        stats = dict(
+            (await session.execute(text("SELECT idx, stat FROM sqlite_stat1"))).all()
+        )
+
+    assert stats["ix_grades_student_id"].split()[:2] == ["120", "4"]
+    assert stats["ix_students_grade_level"].split()[0] == "30"
+
+
+async def test_seed_on_each_backend_stores_the_generated_rows(
+    scratch_url: str,
+) -> None:
+    database = create_database(scratch_url)
+    try:
+        await upgrade(database)
+        inserted = await seed(
+            database, students=25, grades_per_student=4, seed=5, chunk_size=30
+        )
+        students, grades = await all_rows(database)
+    finally:
+        await database.dispose()
+
+    expected_students, expected_grades = generate(25, 4, seed=5)
+    assert inserted == (25, 100)
+    assert students == [
+        (number, *s.values()) for number, s in enumerate(expected_students, start=1)
+    ]
+    assert grades == [
+        (number, *g.values()) for number, g in enumerate(expected_grades, start=1)
+    ]
+
+
+@pytest.mark.parametrize("arguments", sorted(DIGESTS))
+def test_rows_are_those_the_seed_always_made(arguments: tuple[int, int, int]) -> None:
+    digest = hashlib.sha256(repr(generate(*arguments)).encode()).hexdigest()
+
+    assert digest == DIGESTS[arguments]
+
+
+def test_tuples_are_the_rows_in_column_order() -> None:
+    students, grades = generate(30, 7, seed=8)
+
+    student_tuples, grade_tuples = generate_tuples(30, 7, seed=8)
+    stamped = generate_tuples(30, 7, seed=8, stamp=datetime.isoformat)
+
+    assert student_tuples == [tuple(s.values()) for s in students]
+    assert grade_tuples == [tuple(g.values()) for g in grades]
+    assert stamped[0] == [(*s[:4], s[4].isoformat()) for s in student_tuples]
+    assert stamped[1] == [(*g[:4], g[4].isoformat()) for g in grade_tuples]
+
+
 def test_rows_depend_only_on_the_seed() -> None:
     assert generate(20, 5, seed=3) == generate(20, 5, seed=3)
     assert generate(20, 5, seed=3) != generate(20, 5, seed=4)
@@ -189,11 +297,11 @@ async def test_cli_seeds_then_if_empty_does_nothing(tmp_path: Path) -> None:
     again = run_seed(url, "--students", "5", "--grades-per-student", "2", "--if-empty")
     refused = run_seed(url, "--students", "5")
 
-    assert (first.returncode, first.stdout, first.stderr) == (
-        0,
-        "seeded 5 students and 10 grades (seed 42)\n",
-        "",
-    )
+    printed = SEEDED_LINE.fullmatch(first.stdout)
+    assert (first.returncode, first.stderr) == (0, "")
+    assert printed is not None, first.stdout
+    assert printed.group(1, 2) == ("5 students and 10 grades", "42")
+    assert 0.0 < float(printed.group(3)) < 120.0
     assert (again.returncode, again.stdout, again.stderr) == (
         0,
         "the database already has 5 students: nothing seeded\n",
@@ -223,7 +331,10 @@ async def test_cli_is_deterministic_and_honours_database_url(tmp_path: Path) -> 
     two = run_seed(f"sqlite:///{unused}", *args, "--database-url", two_url)
 
     assert (one.returncode, two.returncode) == (0, 0)
-    assert one.stdout == two.stdout == "seeded 20 students and 60 grades (seed 9)\n"
+    for done in (one, two):
+        printed = SEEDED_LINE.fullmatch(done.stdout)
+        assert printed is not None, done.stdout
+        assert printed.group(1, 2) == ("20 students and 60 grades", "9")
     assert not unused.exists()
     first = await open_database(tmp_path / "one.db")
     second = await open_database(tmp_path / "two.db")

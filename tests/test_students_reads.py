@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,12 @@ from sqlalchemy import text
 
 from tests.conftest import SEEDED_STUDENTS
 from tests.factories import create_student, student_input
+from tests.factories.pages import (
+    assert_no_offset,
+    page_statement,
+    sent_statements,
+    sqlite_plan,
+)
 from tests.factories.students import STUDENT, STUDENTS, STUDENTS_QUERY, stored_student
 
 ORDER_COLUMNS = {
@@ -367,3 +374,44 @@ async def test_each_request_gets_its_own_request_id(seeded_api):
     second = only_error(await seeded_api.post("{ nope }"))
 
     assert first["extensions"]["requestId"] != second["extensions"]["requestId"]
+
+
+@pytest.mark.parametrize(
+    ("order_by", "seek"),
+    [
+        ("STUDENT_ID", "students.student_id > "),
+        ("NAME", "(students.name, students.student_id) > "),
+        ("GRADE_LEVEL", "(students.grade_level, students.student_id) > "),
+        ("CREATED_AT", "(students.created_at, students.student_id) > "),
+    ],
+)
+async def test_a_deep_students_page_starts_at_its_cursor(
+    seeded_api, backend, order_by, seek
+):
+    """Keyset pagination in every order: the last of 12 pages asks for the rows past
+    its cursor (a row value beside the tie-breaking studentId), never an OFFSET."""
+    after, pages = None, 0
+    while True:
+        with sent_statements(seeded_api) as sent:
+            page = (
+                await seeded_api.execute(
+                    STUDENTS, first=10, after=after, orderBy=order_by
+                )
+            )["students"]
+        pages += 1
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+
+    statement, parameters = page_statement(sent, "students")
+    assert pages == SEEDED_STUDENTS // 10
+    assert len(page["edges"]) == 10
+    assert seek in statement
+    assert_no_offset(backend, statement, parameters, limit=11)
+    if backend == "sqlite" and order_by == "STUDENT_ID":
+        [plan] = await sqlite_plan(seeded_api, (statement, parameters))
+        assert re.fullmatch(
+            r"SEARCH students USING INDEX sqlite_autoindex_students_\d "
+            r"\(student_id>\?\)",
+            plan,
+        )

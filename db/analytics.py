@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import models
@@ -316,6 +316,7 @@ async def class_stats(
     # cancels to ~1e-6 for identical grades.
     variance = math.fsum(c * (p - mean) ** 2 for p, c in overall.counts.items()) / n
     ordered = sorted(overall.counts.items())
+    latest = await _latest(session, sorted(by_subject), grade_level, grade_levels)
     subjects = [
         SubjectStats(
             name,
@@ -323,7 +324,7 @@ async def class_stats(
             values.total / values.n,
             min(values.counts),
             max(values.counts),
-            await _latest(session, name, grade_level, grade_levels),
+            latest[name],
         )
         for name, values in sorted(by_subject.items())
     ]
@@ -368,17 +369,25 @@ def _level_students(
 
 async def _latest(
     session: AsyncSession,
-    subject: str,
+    subjects: list[str],
     grade_level: int | None,
     grade_levels: frozenset[int] | None,
-) -> float:
-    """The percentage of the selection's latest grade in `subject`: the greatest
-    (recorded_at, id), found by walking the subject's latest grades backwards."""
-    query = select(SS.latest_p).where(SS.subject == subject)
-    if (students := _level_students(grade_level, grade_levels)) is not None:
-        query = query.where(SS.student_id.in_(students))
-    query = query.order_by(SS.latest_at.desc(), SS.latest_id.desc()).limit(1)
-    return float((await session.execute(query)).scalar_one())
+) -> dict[str, float]:
+    """The percentage of the selection's latest grade in each subject: the greatest
+    (recorded_at, id), found by walking each subject's latest grades backwards (one
+    statement for all the subjects)."""
+    students = _level_students(grade_level, grade_levels)
+    parts = []
+    for name in subjects:
+        query = select(SS.subject, SS.latest_p).where(SS.subject == name)
+        if students is not None:
+            query = query.where(SS.student_id.in_(students))
+        query = query.order_by(SS.latest_at.desc(), SS.latest_id.desc()).limit(1)
+        parts.append(select(*query.subquery().c))
+    if not parts:
+        return {}
+    rows = await session.execute(union_all(*parts))
+    return {name: float(p) for name, p in rows}
 
 
 async def _student_count(
@@ -408,23 +417,31 @@ async def _ranked(
     levels = _levels(S.grade_level, grade_level, grade_levels)
     if subject is None:
         average = (S.sum_p / S.grade_count).label("a")
+        key = S.student_id
         base = select(S.student_id, S.name, average).where(S.grade_count > 0, *levels)
     else:
         average = (SS.sum_p / SS.n).label("a")
+        key = SS.student_id
         base = (
             select(SS.student_id, S.name, average)
             .join(models.Student, S.student_id == SS.student_id)
             .where(SS.subject == subject, *levels)
         )
-    ranked = []
-    for order in (average.desc(), average.asc()):
-        rows = await session.execute(
-            base.order_by(order, base.selected_columns[0]).limit(TOP_N)
+    ends = [
+        select(literal(end).label("end"), *ranked.c)
+        for end, ranked in (
+            (0, base.order_by(average.desc(), key).limit(TOP_N).subquery()),
+            (1, base.order_by(average.asc(), key).limit(TOP_N).subquery()),
         )
-        ranked.append(
-            tuple(StudentAverage(row[0], row[1], float(row[2])) for row in rows)
-        )
-    return ranked[0], ranked[1]
+    ]
+    found: tuple[list[StudentAverage], list[StudentAverage]] = ([], [])
+    for end, student_id, name, value in await session.execute(union_all(*ends)):
+        found[end].append(StudentAverage(student_id, name, float(value)))
+    order = (lambda a: (-a.average, a.student_id), lambda a: (a.average, a.student_id))
+    return (
+        tuple(sorted(found[0], key=order[0])),
+        tuple(sorted(found[1], key=order[1])),
+    )
 
 
 def _at_risk_query(

@@ -198,7 +198,7 @@ async def test_seed_on_each_backend_stores_the_generated_rows(
 
     expected_students, expected_grades = generate(25, 4, seed=5)
     assert inserted == (25, 100)
-    assert students == [
+    assert [row[:6] for row in students] == [  # the columns the seed fills
         (number, *s.values()) for number, s in enumerate(expected_students, start=1)
     ]
     assert grades == [

@@ -20,7 +20,7 @@ from db.csvrows import (
 )
 from db.engine import Database
 from db.grades import grade_values
-from db.records import chunks, percentage
+from db.records import chunks
 from db.students import lock_for_write
 from db.validation import InputErrorCode, NewGrade, NewStudent, utcnow
 
@@ -150,9 +150,16 @@ async def import_rows(
         await write(conn, students, grades, created_at, chunk_size, progress)
         await summaries.added(
             session,
-            graded,
             (
-                (levels[g.student_id], g.subject, percentage(g.score, g.max_score))
+                (
+                    g.student_id,
+                    levels[g.student_id],
+                    g.subject,
+                    g.score,
+                    g.max_score,
+                    g.recorded_at,
+                    None,
+                )
                 for g in grades
             ),
         )

@@ -82,7 +82,6 @@ class Student(SQLModel, table=True):
 class Grade(SQLModel, table=True):
     __tablename__ = "grades"
     __table_args__ = (
-        Index("ix_grades_student_id", "student_id"),
         Index("ix_grades_subject", "subject"),
         Index("ix_grades_student_id_subject", "student_id", "subject"),
         Index("ix_grades_recorded_at", "recorded_at"),

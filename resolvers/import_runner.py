@@ -312,9 +312,24 @@ async def _move(services: Services, row: JobRow) -> None:
             # SUCCEEDED included, rolls back).
             outside = await staging.staged_outside_levels(session, row.id, writable)
             raise _Refused(_forbidden_rows(outside))
-        numbered = any(student.seq is not None for student in locked.values())
-        async with summaries.kept(session, levels):
-            records = await staging.move_staged(session, row.id, returning=numbered)
+        # The stored rows come back: the summaries add them (and, while anyone
+        # listens, they are the grade events).
+        records = await staging.move_staged(session, row.id, returning=True)
+        await summaries.added(
+            session,
+            (
+                (
+                    g.student_id,
+                    levels[g.student_id],
+                    g.subject,
+                    g.score,
+                    g.max_score,
+                    g.recorded_at,
+                    g.id,
+                )
+                for g in records
+            ),
+        )
         await audit.record_write(session, ctx, levels, row.operation)
     await invalidate_grades(services.cache, services.invalidations, levels)
     live.publish_grades(ctx, records, locked)

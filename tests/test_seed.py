@@ -179,7 +179,7 @@ async def test_seed_ends_with_the_planner_statistics(database: Database) -> None
             (await session.execute(text("SELECT idx, stat FROM sqlite_stat1"))).all()
         )
 
-    assert stats["ix_grades_student_id"].split()[:2] == ["120", "4"]
+    assert stats["ix_grades_student_id_subject"].split()[:2] == ["120", "4"]
     assert stats["ix_students_grade_level"].split()[0] == "30"
 
 

@@ -106,12 +106,28 @@ class _Pair:
     latest_id: int | None
 
 
+@dataclass(slots=True)
+class Additions:
+    """What some new grades add to the summaries (`summarize`), to be applied in
+    their transaction (`add`)."""
+
+    pairs: dict[tuple[str, str], _Pair]
+    values: dict[ValueKey, int]
+
+
 async def added(session: AsyncSession, grades: Iterable[Inserted]) -> None:
     """After an insert of `grades` (nothing else, in this order) for locked students:
     the summaries change by what the new grades add, in a few statements whatever
-    the table holds. New grades have greater ids than every earlier grade of their
-    students (the lock is older than the insert), so one recorded at the same time
-    as a student's latest grade is the new latest."""
+    the tables hold."""
+    await add(session, summarize(grades))
+
+
+def summarize(grades: Iterable[Inserted]) -> Additions:
+    """What `grades` (in insert order) add: plain Python, no database, so a large
+    import computes it while the database stores the rows. New grades have greater
+    ids than every earlier grade of their students (the students' lock is older
+    than the insert), so one recorded at the same time as a student's latest grade
+    is the new latest."""
     pairs: dict[tuple[str, str], _Pair] = {}
     values: dict[ValueKey, int] = {}
     days_of: dict[datetime, float] = {}
@@ -139,10 +155,15 @@ async def added(session: AsyncSession, grades: Iterable[Inserted]) -> None:
             pair.max_p = p
         if at >= pair.latest_at:  # later in the insert: a greater id
             pair.latest_p, pair.latest_at, pair.latest_id = p, at, grade_id
-    if pairs:
-        await _add_values(session, sorted(values.items()))
-        await _add_pairs(session, pairs)
-        await _add_totals(session, pairs)
+    return Additions(pairs, values)
+
+
+async def add(session: AsyncSession, additions: Additions) -> None:
+    """Apply `summarize`'s result, after the insert, in its transaction."""
+    if additions.pairs:
+        await _add_values(session, sorted(additions.values.items()))
+        await _add_pairs(session, additions.pairs)
+        await _add_totals(session, additions.pairs)
 
 
 async def _add_pairs(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -147,22 +148,30 @@ async def import_rows(
         conn = await session.connection()
         created_at = utcnow()
         write = _copy_rows if copies(conn) else _insert_rows
-        await write(conn, students, grades, created_at, chunk_size, progress)
-        await summaries.added(
-            session,
-            (
+        # What the grades add to the summaries is worked out in a thread while the
+        # database stores them (its driver lets go of the interpreter meanwhile).
+        additions = asyncio.create_task(
+            asyncio.to_thread(
+                summaries.summarize,
                 (
-                    g.student_id,
-                    levels[g.student_id],
-                    g.subject,
-                    g.score,
-                    g.max_score,
-                    g.recorded_at,
-                    None,
-                )
-                for g in grades
-            ),
+                    (
+                        g.student_id,
+                        levels[g.student_id],
+                        g.subject,
+                        g.score,
+                        g.max_score,
+                        g.recorded_at,
+                        None,
+                    )
+                    for g in grades
+                ),
+            )
         )
+        try:
+            await write(conn, students, grades, created_at, chunk_size, progress)
+        finally:
+            summary = await additions
+        await summaries.add(session, summary)
     return ImportSummary(students=len(students), grades=len(grades))
 
 

@@ -169,8 +169,10 @@ async def import_rows(
         )
         try:
             await write(conn, students, grades, created_at, chunk_size, progress)
-        finally:
-            summary = await additions
+        finally:  # the thread ends either way; a failed write's error wins
+            (summary,) = await asyncio.gather(additions, return_exceptions=True)
+        if isinstance(summary, BaseException):
+            raise summary
         await summaries.add(session, summary)
     return ImportSummary(students=len(students), grades=len(grades))
 

@@ -181,8 +181,10 @@ def main() -> None:
         return found, cost
 
     if args.only == "scale":
-        scale.cases(args, work)  # prints its tables as it goes
+        scale_only = scale.cases(args, work)  # prints its tables as it goes
         shutil.rmtree(work, ignore_errors=True)
+        scale.update_results(args.results, scale_only)
+        print(f"updated {args.results}")
         return
     if args.only == "cluster":
         lines = cluster.cases(args, work, database)

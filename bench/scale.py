@@ -145,6 +145,7 @@ GRADES_ADD = (
 )
 SUBJECTS = ("Math", "Science", "English", "History", "Art")
 
+HEADING = "Data at scale on"  # each backend's table in RESULTS.md starts so
 # A figure: seconds (or MB, or a ratio), or the error code that answered instead.
 Value = float | str
 
@@ -197,7 +198,7 @@ def _backend(
     rows = _rows(small, large, seed_target=seed_target)
     lines = [
         "",
-        f"Data at scale on {name}: the {max(urls):,} x {GRADES_PER_STUDENT} set "
+        f"{HEADING} {name}: the {max(urls):,} x {GRADES_PER_STUDENT} set "
         f"against the {SMALL:,} x {GRADES_PER_STUDENT} one (seed 42), one uvicorn "
         "worker; cold: caches empty of the data asked (the server has served the same "
         "document once, on other data).",
@@ -480,3 +481,27 @@ def _peak_mb(pid: int) -> Value:
         return "n/a"
     found = re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)
     return int(found.group(1)) / 1024 if found else "n/a"
+
+
+def update_results(path: Path, lines: list[str]) -> None:
+    """Put this case's tables into an existing RESULTS.md in place of an earlier
+    run's (or at its end), and leave every other line as it is."""
+    old = path.read_text().splitlines()
+    kept: list[str] = []
+    at: int | None = None
+    skipping = False
+    for line in old:
+        if line.startswith(HEADING):
+            at = len(kept) if at is None else at
+            while kept and not kept[-1]:
+                kept.pop()  # the blank line before the heading
+                at = min(at, len(kept))
+            skipping = True
+            continue
+        if skipping and (not line or line.startswith("|")):
+            continue
+        skipping = False
+        kept.append(line)
+    at = len(kept) if at is None else at
+    kept[at:at] = [*lines, ""] if at < len(kept) else lines
+    path.write_text("\n".join(kept) + "\n")

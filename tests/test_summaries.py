@@ -11,11 +11,16 @@ import random
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import column, insert, select, table
 
 from db import models, summaries
-from db.engine import Database
+from db.engine import Database, create_database
 from db.importer import import_rows
+from db.migrations import HERE as MIGRATIONS
+from db.migrations import upgrade
+from db.seed import generate
 from db.validation import new_grade
 from tests.factories import add_grade, create_student
 from tests.factories.analytics import approx
@@ -298,3 +303,40 @@ async def test_class_analytics_after_writes_match_a_rebuild(
 
     assert kept == approx(fresh)
     assert kept[0]["classAnalytics"]["gradeCount"] == 19
+
+
+def _upgrade_to(connection: Any, target: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, target)
+
+
+async def test_the_migration_fills_them_for_an_existing_database(
+    scratch_url: str,
+) -> None:
+    """A database at revision 0004 with students and grades: 0005 adds the summaries
+    and fills them with what a rebuild computes."""
+    database = create_database(scratch_url)
+    try:
+        async with database.write_engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0004")
+        students, grades = generate(students=12, grades_per_student=6, seed=3)
+        columns = ("student_id", "name", "email", "grade_level", "created_at")
+        at_0004 = table("students", *(column(name) for name in columns))
+        async with database.writing() as session:
+            await session.execute(
+                insert(at_0004), [{k: row[k] for k in columns} for row in students]
+            )
+            await session.execute(insert(models.Grade.__table__), grades)
+
+        await upgrade(database)
+
+        filled = await read(database)
+        assert len(filled["subjects"]) == len(
+            {(g["student_id"], g["subject"]) for g in grades}
+        )
+        assert sum(row[-1] for row in filled["values"]) == len(grades)
+        assert_same(filled, await rebuilt(database))
+    finally:
+        await database.dispose()

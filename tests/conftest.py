@@ -17,10 +17,9 @@ import pytest
 from asgi_lifespan import LifespanManager
 from gql import Client, GraphQLRequest
 from gql.transport.httpx import HTTPXAsyncTransport
-from sqlalchemy import event, select, text
+from sqlalchemy import event, text
 from starlette.applications import Starlette
 
-from db import models
 from db.engine import Database, async_url, create_database
 from db.migrations import upgrade
 from db.seed import seed
@@ -31,17 +30,21 @@ from tests.factories import (
     create_student,
     database_with_student,
 )
-from tests.factories.analytics import Data, Row
+from tests.factories.analytics import Data, read_data
 from tests.factories.costs import MakeMeter, meters
 from tests.factories.roles import ADMIN, GRADE_ADD, SCHOOL, STUDENT_CREATE, run, sql
 
 SEEDED_STUDENTS = 120
 SEEDED_GRADES_PER_STUDENT = 12
 SEED = 42
+# The district-sized data set of issue 11 (tests marked `slow`).
+LARGE_STUDENTS = 50_000
+LARGE_GRADES_PER_STUDENT = 20
 BACKENDS = ["sqlite", "postgresql"]
 # Per-run database names, so that two suites on one PostgreSQL server never collide.
 PG_SEEDED = f"gradepulse_seeded_{os.getpid()}"
 PG_SCRATCH = f"gradepulse_scratch_{os.getpid()}"
+PG_LARGE = f"gradepulse_large_{os.getpid()}"
 
 
 def _require_services() -> bool:
@@ -76,7 +79,7 @@ async def _ensure_pg_database(name: str) -> None:
 async def _drop_pg_databases() -> AsyncIterator[None]:
     yield
     if os.environ.get("TEST_DATABASE_URL"):
-        for name in (PG_SEEDED, PG_SCRATCH):
+        for name in (PG_SEEDED, PG_SCRATCH, PG_LARGE):
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -135,20 +138,45 @@ async def seeded_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> 
     else:
         await _ensure_pg_database(PG_SEEDED)
         url = postgres_url(PG_SEEDED)
+    await _seed_once(url, SEEDED_STUDENTS, SEEDED_GRADES_PER_STUDENT)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def large_url(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
+    """LARGE_STUDENTS x LARGE_GRADES_PER_STUDENT seeded once per session with SEED;
+    tests must not write to it. The SQLite file goes afterwards (pytest keeps its
+    last runs' tmp dirs); the PostgreSQL database at the session's end."""
+    path = None
+    if backend == "sqlite":
+        path = tmp_path_factory.mktemp("large") / "large.db"
+        url = f"sqlite+aiosqlite:///{path}"
+    else:
+        await _ensure_pg_database(PG_LARGE)
+        url = postgres_url(PG_LARGE)
+    await _seed_once(url, LARGE_STUDENTS, LARGE_GRADES_PER_STUDENT)
+    yield url
+    if path is not None:
+        for leftover in path.parent.glob(path.name + "*"):  # -wal and -shm too
+            leftover.unlink()
+
+
+async def _seed_once(url: str, students: int, grades_per_student: int) -> None:
     database = create_database(url)
     try:
-        if backend == "postgresql":
+        if database.engine.dialect.name == "postgresql":
             await _drop_all(database)
         await upgrade(database)
         await seed(
             database,
-            students=SEEDED_STUDENTS,
-            grades_per_student=SEEDED_GRADES_PER_STUDENT,
+            students=students,
+            grades_per_student=grades_per_student,
             seed=SEED,
         )
     finally:
         await database.dispose()
-    return url
 
 
 async def _drop_all(database: Any) -> None:
@@ -363,41 +391,7 @@ async def grade(api: Any, two_students: tuple[str, str]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 async def data(seeded_url: str) -> Data:
     """Every student and grade of the seeded database, read straight through SQL."""
-    s, g = models.Student.__table__.c, models.Grade.__table__.c
-    database = create_database(seeded_url)
-    try:
-        async with database.sessions() as session:
-            students = (
-                await session.execute(select(s.student_id, s.name, s.grade_level))
-            ).all()
-            grades = (
-                await session.execute(
-                    select(
-                        g.id,
-                        g.student_id,
-                        g.subject,
-                        g.score,
-                        g.max_score,
-                        g.recorded_at,
-                    )
-                )
-            ).all()
-    finally:
-        await database.dispose()
-    return Data(
-        names={row.student_id: row.name for row in students},
-        levels={row.student_id: row.grade_level for row in students},
-        grades=[
-            Row(
-                row.id,
-                row.student_id,
-                row.subject,
-                100.0 * row.score / row.max_score,
-                row.recorded_at,
-            )
-            for row in grades
-        ],
-    )
+    return await read_data(seeded_url)
 
 
 @pytest.fixture

@@ -2,144 +2,22 @@
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
-from datetime import datetime
 from typing import Any
 
 import pytest
-from gql import gql
 
 from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
 from tests.factories.analytics import (
-    ANALYTICS_FIELDS,
     AT_RISK,
     CLASS_ANALYTICS,
     STUDENT_ANALYTICS,
-    Data,
-    Row,
+    STUDENTS_WITH_ANALYTICS,
     approx,
-    average,
-    letter,
-    percentile,
+    class_reference,
+    student_reference,
 )
 
-AT_RISK_AVERAGE = 65.0
-AT_RISK_TREND = -2.0
 SUBJECTS = ("Art", "English", "History", "Math", "Science")
-EPOCH = datetime(2020, 1, 1)
-
-STUDENTS_WITH_ANALYTICS = gql(
-    """
-    query Page($after: String) {
-      students(first: 100, after: $after) {
-        pageInfo { hasNextPage endCursor }
-        edges { node { studentId analytics { ...AnalyticsFields } } }
-      }
-    }
-    """
-    + ANALYTICS_FIELDS
-)
-
-# --- the reference --------------------------------------------------------------------
-
-
-POINTS = {"A": 4.0, "B": 3.0, "C": 2.0, "D": 1.0, "F": 0.0}
-
-
-def subject_stats(rows: list[Row]) -> list[dict[str, Any]]:
-    by_subject: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_subject[row.subject].append(row)
-    return [
-        {
-            "subject": subject,
-            "count": len(group),
-            "average": statistics.mean(g.percentage for g in group),
-            "min": min(g.percentage for g in group),
-            "max": max(g.percentage for g in group),
-            "latest": max(group, key=lambda g: (g.recorded_at, g.id)).percentage,
-        }
-        for subject, group in sorted(by_subject.items())
-    ]
-
-
-def trend(rows: list[Row]) -> float | None:
-    if len(rows) < 3:
-        return None
-    days = [(g.recorded_at - EPOCH).total_seconds() / 86400.0 for g in rows]
-    slope = statistics.linear_regression(days, [g.percentage for g in rows]).slope
-    return slope * 30.0
-
-
-def reasons(avg: float | None, slope: float | None) -> list[str]:
-    found = []
-    if avg is not None and avg < AT_RISK_AVERAGE:
-        found.append(f"average {avg:.1f}% is below {AT_RISK_AVERAGE:g}%")
-    if slope is not None and slope < AT_RISK_TREND:
-        found.append(f"trend {slope:+.2f} points per month is below {AT_RISK_TREND:g}")
-    return found
-
-
-def student_reference(data: Data, student_id: str) -> dict[str, Any]:
-    rows = data.of(student_id)
-    avg, slope = average(rows), trend(rows)
-    subjects = subject_stats(rows)
-    why = reasons(avg, slope)
-    return {
-        "gradeCount": len(rows),
-        "average": avg,
-        "letter": letter(avg) if avg is not None else None,
-        "gpa": statistics.mean(POINTS[letter(s["average"])] for s in subjects)
-        if subjects
-        else None,
-        "trendPerMonth": slope,
-        "percentile": percentile(data, student_id),
-        "atRisk": bool(why),
-        "riskReasons": why,
-        "subjects": subjects,
-    }
-
-
-def class_reference(
-    data: Data, level: int | None, subject: str | None
-) -> dict[str, Any]:
-    rows = [
-        g
-        for g in data.grades
-        if (level is None or data.levels[g.student_id] == level)
-        and (subject is None or g.subject == subject)
-    ]
-    values = [g.percentage for g in rows]
-    letters = {k: 0 for k in "abcdf"}
-    buckets = [0] * 10
-    for value in values:
-        letters[letter(value).lower()] += 1
-        buckets[min(int(value // 10), 9)] += 1
-    by_student: dict[str, list[float]] = defaultdict(list)
-    for g in rows:
-        by_student[g.student_id].append(g.percentage)
-    averages = [
-        {"studentId": s, "name": data.names[s], "average": statistics.mean(v)}
-        for s, v in by_student.items()
-    ]
-    return {
-        "studentCount": len(by_student),
-        "gradeCount": len(values),
-        "mean": statistics.mean(values) if values else None,
-        "median": statistics.median(values) if values else None,
-        "stdDev": statistics.pstdev(values) if values else None,
-        "min": min(values, default=None),
-        "max": max(values, default=None),
-        "letters": letters,
-        "histogram": [
-            {"from": 10 * i, "to": 10 * (i + 1), "count": buckets[i]} for i in range(10)
-        ],
-        "subjects": subject_stats(rows),
-        "top": sorted(averages, key=lambda a: (-a["average"], a["studentId"]))[:5],
-        "bottom": sorted(averages, key=lambda a: (a["average"], a["studentId"]))[:5],
-    }
-
 
 # --- seeded data ----------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, literal, select, union_all
+from sqlalchemy import Numeric, case, cast, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import models
@@ -23,6 +23,7 @@ LETTERS = (("A", 90.0, 4.0), ("B", 80.0, 3.0), ("C", 70.0, 2.0), ("D", 60.0, 1.0
 # (93.2, 98.0, 76.1, 92.7 sum to 359.99999999999994): letters, risk bounds and
 # percentile ties compare with this much slack, so that 90 is an A and 65 not below 65.
 _BOUND_SLACK = 1e-9
+_DIGITS = 9  # averages equal to this many decimals are ties in the class rankings
 DAYS_PER_MONTH = 30.0
 
 
@@ -116,7 +117,10 @@ class StudentStats:
     def risk_reasons(self, average_below: float, trend_below: float) -> list[str]:
         reasons = []
         if self.average is not None and self.average < average_below - _BOUND_SLACK:
-            reasons.append(f"average {self.average:.1f}% is below {average_below:g}%")
+            # A sum of floats lands an ulp off a midpoint (63.95 as 63.9499...):
+            # printed from its value to 9 decimals, it rounds as the grades do.
+            shown = round(self.average, 9)
+            reasons.append(f"average {shown:.1f}% is below {average_below:g}%")
         trend = self.trend_per_month
         if trend is not None and trend < trend_below - _BOUND_SLACK:
             reasons.append(
@@ -427,17 +431,23 @@ async def _ranked(
             .join(models.Student, S.student_id == SS.student_id)
             .where(SS.subject == subject, *levels)
         )
+    # Averages equal to 9 decimals are ties (float sums differ in the last bits),
+    # ordered by id.
+    tied = func.round(cast(average, Numeric), _DIGITS)
     ends = [
         select(literal(end).label("end"), *ranked.c)
         for end, ranked in (
-            (0, base.order_by(average.desc(), key).limit(TOP_N).subquery()),
-            (1, base.order_by(average.asc(), key).limit(TOP_N).subquery()),
+            (0, base.order_by(tied.desc(), key).limit(TOP_N).subquery()),
+            (1, base.order_by(tied.asc(), key).limit(TOP_N).subquery()),
         )
     ]
     found: tuple[list[StudentAverage], list[StudentAverage]] = ([], [])
     for end, student_id, name, value in await session.execute(union_all(*ends)):
         found[end].append(StudentAverage(student_id, name, float(value)))
-    order = (lambda a: (-a.average, a.student_id), lambda a: (a.average, a.student_id))
+    order = (
+        lambda a: (-round(a.average, _DIGITS), a.student_id),
+        lambda a: (round(a.average, _DIGITS), a.student_id),
+    )
     return (
         tuple(sorted(found[0], key=order[0])),
         tuple(sorted(found[1], key=order[1])),

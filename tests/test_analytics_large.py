@@ -163,10 +163,6 @@ def test_reference_prints_a_midpoint_average_rounded(reference, student_id):
     assert tenths == set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="db.analytics formats the average from its float sums, an ulp low here",
-)
 @pytest.mark.parametrize("student_id", MIDPOINT_STUDENTS)
 async def test_risk_reasons_print_a_midpoint_average_rounded(
     large_api, reference, student_id

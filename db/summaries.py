@@ -8,12 +8,20 @@ that analytics read a few rows instead of every grade:
 - grade_value_counts: how many grades of a level and subject have each percentage
   (the class figures: mean, spread, median, letters, histogram).
 
-A write of some students' grades runs inside `kept(session, student_ids)`, after it
-has locked those students (db.students.lock_for_write): nobody else writes their
-grades until it commits, so what it reads of them is exact. Their rows are computed
-anew from their grades (a few statements however many rows the write has: a batch
-or an import updates the summaries once), and the value counts change by the
-difference, so that writes of other students' grades never wait on them for long."""
+Every write first locks the students whose grades it writes
+(db.students.lock_for_write): nobody else writes their grades until it commits, so
+what it reads of them is exact. Then, in a few statements however many rows the
+write has (a batch or an import updates the summaries once, not row by row):
+
+- an insert calls `added` (or `summarize`, then `add`): the summaries change by what
+  its grades add, whatever the tables hold;
+- any other write (an update, a delete, a new grade level) runs inside `kept`: its
+  students' rows are computed anew from their grades, and the value counts change
+  by the difference.
+
+Value counts are shared by all students of a level: they only ever change by
+differences, in key order, so two writes never wait on each other's rows in
+opposite orders."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ opposite orders."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,6 +98,21 @@ async def kept(
 # score, max_score, recorded_at, id), the id None when the insert did not return it
 # (it is found afterwards, for the latest grades only).
 Inserted = tuple[str, int, str, float, float, datetime, int | None]
+
+
+def inserted(grades: Iterable[Any], levels: Mapping[str, int]) -> Iterator[Inserted]:
+    """`added`'s rows for grade records or new grades (those have no id yet), each
+    with its student's level from `levels`."""
+    for g in grades:
+        yield (
+            g.student_id,
+            levels[g.student_id],
+            g.subject,
+            g.score,
+            g.max_score,
+            g.recorded_at,
+            getattr(g, "id", None),
+        )
 
 
 @dataclass(slots=True)

@@ -21,11 +21,9 @@ from db.errors import (
     RowProblem,
 )
 from db.records import GradeRecord
-from db.summaries import Inserted
 from db.validation import (
     FieldProblem,
     InputErrorCode,
-    NewGrade,
     grade_problems,
     new_grade,
     to_naive_utc,
@@ -118,7 +116,7 @@ async def add_grade(
             raise NotFound("student", grade.student_id)
         _check_level(ctx, grade.student_id, levels[grade.student_id])
         record = await db_grades.insert_grade(session, grade)
-        await summaries.added(session, [_inserted(record, levels)])
+        await summaries.added(session, summaries.inserted([record], levels))
         await audit.record_write(session, ctx, [record.student_id], "mutation:gradeAdd")
     audit.note(ctx, record.student_id)  # the response returns the grade
     await invalidate_grades(
@@ -213,18 +211,6 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
         {before.student_id: levels[before.student_id]},
     )
     return before
-
-
-def _inserted(grade: GradeRecord | NewGrade, levels: dict[str, int]) -> Inserted:
-    return (
-        grade.student_id,
-        levels[grade.student_id],
-        grade.subject,
-        grade.score,
-        grade.max_score,
-        grade.recorded_at,
-        grade.id if isinstance(grade, GradeRecord) else None,
-    )
 
 
 def _grade_number(grade_id: str) -> int:
@@ -370,8 +356,7 @@ async def _insert_batch(
         else:
             inserted = await db_grades.insert_grades(session, grades)
         await summaries.added(
-            session,
-            [_inserted(g, levels) for g in (records if records else grades)],
+            session, summaries.inserted(records if records else grades, levels)
         )
         await audit.record_write(
             session, ctx, {g.student_id for g in grades}, "mutation:gradesAdd"

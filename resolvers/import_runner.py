@@ -315,21 +315,7 @@ async def _move(services: Services, row: JobRow) -> None:
         # The stored rows come back: the summaries add them (and, while anyone
         # listens, they are the grade events).
         records = await staging.move_staged(session, row.id, returning=True)
-        await summaries.added(
-            session,
-            (
-                (
-                    g.student_id,
-                    levels[g.student_id],
-                    g.subject,
-                    g.score,
-                    g.max_score,
-                    g.recorded_at,
-                    g.id,
-                )
-                for g in records
-            ),
-        )
+        await summaries.added(session, summaries.inserted(records, levels))
         await audit.record_write(session, ctx, levels, row.operation)
     await invalidate_grades(services.cache, services.invalidations, levels)
     live.publish_grades(ctx, records, locked)

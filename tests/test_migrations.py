@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from asgi_lifespan import LifespanManager
-from sqlalchemy import column, func, insert, inspect, select, table, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlmodel import SQLModel
 
@@ -26,10 +24,9 @@ from app import StartRefused, check_schema, create_app
 from db import models
 from db.engine import Database, create_database
 from db.migrations import BASELINE, MigrationError, Upgrade, head, revision, upgrade
-from db.migrations import HERE as MIGRATIONS
-from db.seed import generate
 from tests.conftest import make_settings
 from tests.factories import ROOT, TEST_JWT_SECRET, free_port
+from tests.factories.migrations import seed_old_schema, upgrade_to
 
 TIMEOUT_S = 60  # every wait below is bounded by this
 HEAD = head()
@@ -76,10 +73,7 @@ async def all_rows(database: Database) -> tuple[list[tuple[Any, ...]], ...]:
 
 
 def _first_revision_without_history(connection: Connection) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, BASELINE)
+    upgrade_to(connection, BASELINE)
     connection.execute(text("DROP TABLE alembic_version"))
 
 
@@ -89,14 +83,7 @@ async def legacy_database(database: Database) -> tuple[list[tuple[Any, ...]], ..
     rows."""
     async with database.write_engine.begin() as conn:
         await conn.run_sync(_first_revision_without_history)
-    students, grades = generate(students=8, grades_per_student=3, seed=7)
-    first = ("student_id", "name", "email", "grade_level", "created_at")
-    legacy_students = table("students", *(column(name) for name in first))
-    async with database.writing() as session:
-        await session.execute(
-            insert(legacy_students), [{k: row[k] for k in first} for row in students]
-        )
-        await session.execute(insert(models.Grade.__table__), grades)
+    await seed_old_schema(database, students=8, grades_per_student=3, seed=7)
     return await all_rows(database)
 
 

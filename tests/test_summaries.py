@@ -11,20 +11,17 @@ import random
 from typing import Any
 
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import column, insert, select, table
+from sqlalchemy import select
 
 from db import models, summaries
 from db.engine import Database, create_database
 from db.importer import import_rows
-from db.migrations import HERE as MIGRATIONS
 from db.migrations import upgrade
-from db.seed import generate
 from db.validation import new_grade
 from tests.factories import add_grade, create_student
 from tests.factories.analytics import approx
 from tests.factories.imports import csv_of, start, wait_for_job
+from tests.factories.migrations import seed_old_schema, upgrade_to
 
 S = models.Student.__table__.c
 SS = models.StudentSubjectStats.__table__.c
@@ -305,13 +302,6 @@ async def test_class_analytics_after_writes_match_a_rebuild(
     assert kept[0]["classAnalytics"]["gradeCount"] == 19
 
 
-def _upgrade_to(connection: Any, target: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, target)
-
-
 async def test_the_migration_fills_them_for_an_existing_database(
     scratch_url: str,
 ) -> None:
@@ -320,15 +310,10 @@ async def test_the_migration_fills_them_for_an_existing_database(
     database = create_database(scratch_url)
     try:
         async with database.write_engine.begin() as conn:
-            await conn.run_sync(_upgrade_to, "0004")
-        students, grades = generate(students=12, grades_per_student=6, seed=3)
-        columns = ("student_id", "name", "email", "grade_level", "created_at")
-        at_0004 = table("students", *(column(name) for name in columns))
-        async with database.writing() as session:
-            await session.execute(
-                insert(at_0004), [{k: row[k] for k in columns} for row in students]
-            )
-            await session.execute(insert(models.Grade.__table__), grades)
+            await conn.run_sync(upgrade_to, "0004")
+        _, grades = await seed_old_schema(
+            database, students=12, grades_per_student=6, seed=3
+        )
 
         await upgrade(database)
 

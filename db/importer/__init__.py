@@ -151,21 +151,7 @@ async def import_rows(
         # What the grades add to the summaries is worked out in a thread while the
         # database stores them (its driver lets go of the interpreter meanwhile).
         additions = asyncio.create_task(
-            asyncio.to_thread(
-                summaries.summarize,
-                (
-                    (
-                        g.student_id,
-                        levels[g.student_id],
-                        g.subject,
-                        g.score,
-                        g.max_score,
-                        g.recorded_at,
-                        None,
-                    )
-                    for g in grades
-                ),
-            )
+            asyncio.to_thread(summaries.summarize, summaries.inserted(grades, levels))
         )
         try:
             await write(conn, students, grades, created_at, chunk_size, progress)

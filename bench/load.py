@@ -24,20 +24,41 @@ class LoadResult:
     tool: str
 
 
+MAX_ROUND_S = 30.0  # a round's length when `min_requests` asks for a longer one
+
+
 def alternate(
-    urls: dict[str, str], *, body: bytes, seconds: float, connections: int
+    urls: dict[str, str],
+    *,
+    body: bytes | None,
+    seconds: float,
+    connections: int,
+    bodies: dict[str, bytes | None] | None = None,
+    min_requests: int = 0,
 ) -> dict[str, LoadResult]:
-    """A pair of cases on servers that are up at once (label -> URL): a warm-up of
-    each, then two rounds in alternation (a, b, a, b) of `seconds` / 2 each, so that
-    drift in the machine's speed falls on both; each figure is its rounds' mean (p99:
-    the worse round)."""
-    for url in urls.values():
-        run_load(url, body=body, seconds=2, connections=connections)
+    """Cases on servers that are up at once (label -> URL): a warm-up of each, then
+    two rounds in alternation (a, b, a, b) of `seconds` / 2 each, so that drift in
+    the machine's speed falls on all; each figure is its rounds' mean (p99: the worse
+    round). A case's rounds last long enough for `min_requests` each (at its warm-up
+    rate, at most MAX_ROUND_S); `bodies` gives a case a body of its own."""
+    bodies = bodies or {}
+    round_s: dict[str, float] = {}
+    for label, url in urls.items():
+        warm = run_load(
+            url, body=bodies.get(label, body), seconds=2, connections=connections
+        )
+        needed = min_requests / max(warm.requests_per_s, 1e-9)
+        round_s[label] = min(max(seconds / 2, needed), MAX_ROUND_S)
     rounds: dict[str, list[LoadResult]] = {label: [] for label in urls}
     for _ in range(2):
         for label, url in urls.items():
             rounds[label].append(
-                run_load(url, body=body, seconds=seconds / 2, connections=connections)
+                run_load(
+                    url,
+                    body=bodies.get(label, body),
+                    seconds=round_s[label],
+                    connections=connections,
+                )
             )
     return {
         label: LoadResult(

@@ -192,14 +192,6 @@ async def rankings_by_grade_levels(
     session: AsyncSession, levels: Sequence[int]
 ) -> list[LevelRanking]:
     average = S.sum_p / S.grade_count
-    if len(set(levels)) == 1:  # one level (one student's percentile): two columns
-        rows = await session.execute(
-            select(S.student_id, average).where(
-                S.grade_level == levels[0], S.grade_count > 0
-            )
-        )
-        ranking = LevelRanking.of({student: float(avg) for student, avg in rows})
-        return [ranking for _ in levels]
     query = select(S.grade_level, S.student_id, average).where(
         S.grade_level.in_(set(levels)), S.grade_count > 0
     )

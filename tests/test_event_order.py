@@ -156,19 +156,22 @@ async def test_unnumbered_events_and_empty_writes_pass_as_they_are(order: GradeO
     assert received.items == [[("A", None), ("B", None)], []]
 
 
-async def test_only_recent_students_need_remembering(
+async def test_only_the_students_seen_last_are_remembered(
     order: GradeOrder, monkeypatch: pytest.MonkeyPatch
 ):
+    """The table is bounded (TRACKED), the student seen longest ago forgotten first:
+    its next event after a recent write then waits as a first sight would, while a
+    remembered student's next number goes at once."""
     monkeypatch.setattr(ordering, "TRACKED", 3)
     received = Received()
     for number, student in enumerate("ABCD"):
         order.arrive((event(student, 1, None, tag=str(number)),), received)
 
-    # A was forgotten: its next event after a write long past goes at once.
-    order.arrive((event("A", 2, NOW - 60),), received)
+    order.arrive((event("D", 2, NOW - 0.01),), received)  # remembered: at once
+    order.arrive((event("A", 2, NOW - 0.01),), received)  # forgotten: it waits
 
-    assert received.flat[-1] == ("A", 2)
-    assert order.held == 0
+    assert received.flat == [("A", 1), ("B", 1), ("C", 1), ("D", 1), ("D", 2)]
+    assert (order.held, order.pending()) == (1, 1)
 
 
 # --- numbering in the database -----------------------------------------------------------

@@ -44,7 +44,6 @@ from monitoring.registry import Registry
 from monitoring.sinks import FileSink
 from monitoring.subscriber import RedisSubscriber
 from monitoring.system import PsutilReader
-from monitoring.timing import OperationMonitor
 from resolvers.auth import Authenticator
 from resolvers.cache import LOCAL_ONLY, InvalidationBus, LocalCache
 from resolvers.cache_redis import RedisInvalidations
@@ -512,13 +511,9 @@ def build_schema_for(
         ),
         introspection=settings.introspection,
         suggestions=settings.environment != "production",
-        outer_extensions=[
-            partial(OperationMonitor, monitor=monitor, server_errors=SERVER_ERROR_CODES)
-        ]
-        if monitor is not None
-        else [],
-        # It times real resolvers only: the fast path may skip basic fields.
-        resolver_only_extensions=(OperationMonitor,),
+        monitor=monitor,
+        server_errors=SERVER_ERROR_CODES,
+        query_plans=settings.query_plans,
     )
 
 

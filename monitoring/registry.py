@@ -87,6 +87,14 @@ class Registry:
             "SQL statements sent to the database.",
             registry=self.prometheus,
         )
+        self.plan_fallbacks = Counter(
+            "graphql_plan_fallbacks",
+            "HTTP operations the compiled plans did not answer, by reason: run by "
+            "the general executor instead.",
+            ("reason",),
+            registry=self.prometheus,
+        )
+        self._fallback_children: dict[str, Any] = {}
 
     # --- recording (request path) ---------------------------------------------------
 
@@ -141,6 +149,12 @@ class Registry:
             with contextlib.suppress(KeyError):
                 self.operation_duration.remove(kind, least)
         return name
+
+    def record_plan_fallback(self, reason: str) -> None:
+        child = self._fallback_children.get(reason)
+        if child is None:
+            child = self._fallback_children[reason] = self.plan_fallbacks.labels(reason)
+        child.inc()
 
     def record_resolver(self, field: str, duration_s: float) -> None:
         entry = self._resolver_entries.get(field)

@@ -122,6 +122,9 @@ class Context:
     # operation's charge.
     client_host: str | None = None
     rate: RateState | None = None
+    # A charge made for this operation by the planned path, which then handed the
+    # operation to the general path (server/pipeline.py): not charged again.
+    precharged: RateState | None = None
     # What the running operation returned, for the FERPA audit log (set by
     # server/audit.py's extension; None outside a GraphQL operation).
     operation: OperationAudit | None = None
@@ -134,6 +137,7 @@ class Context:
             self,
             loaders=make_loaders(self.services.database, self.services.cache),
             rate=None,
+            precharged=None,
             operation=None,
         )
 

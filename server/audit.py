@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -32,8 +33,15 @@ def operation_label(context: ExecutionContext) -> str:
     if name := context.operation_name:
         return name
     document = context.graphql_document
-    operation = get_operation_ast(document) if document is not None else None
-    if document is None or operation is None:
+    return "unknown" if document is None else label_of(document, None)
+
+
+def label_of(document: DocumentNode, operation_name: str | None) -> str:
+    """operation_label for a parsed document and the operationName a request gave."""
+    if operation_name:
+        return operation_name
+    operation = get_operation_ast(document)
+    if operation is None:
         return "unknown"
     fragments = {
         d.name.value: d
@@ -119,17 +127,21 @@ class AuditExtension(SchemaExtension):
         context, operation = self._context(), self.operation
         if context is None or operation is None or result is None:
             return
-        students = operation.unrecorded()
-        if not students:
-            return
-        try:
-            await audit.record_read(context, students, operation.name)
-        except Exception as exc:
-            # The type only: a driver's message can quote the statement's values.
-            log.warning(
-                "response withheld, audit record failed: %s", type(exc).__name__
-            )
-            withhold(result, context.request_id)
+        await settle(context, operation, result)
+
+
+async def settle(context: Context, operation: OperationAudit, result: Any) -> None:
+    """Record the students the result returns (once); withhold its data when the
+    record cannot be committed."""
+    students = operation.unrecorded()
+    if not students:
+        return
+    try:
+        await audit.record_read(context, students, operation.name)
+    except Exception as exc:
+        # The type only: a driver's message can quote the statement's values.
+        log.warning("response withheld, audit record failed: %s", type(exc).__name__)
+        withhold(result, context.request_id)
 
 
 def withhold(result: Any, request_id: str | None) -> None:

@@ -3,7 +3,7 @@ extensions, in the order they must run."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -11,6 +11,8 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StreamResult
 
+from monitoring.monitor import Monitor
+from monitoring.timing import OperationMonitor
 from resolvers.context import Context
 from schema.root import Mutation, Query, Subscription
 from schema.scalars import SCALARS
@@ -19,12 +21,15 @@ from server.errors import ErrorCodes
 from server.execution import executor_class
 from server.gate import DocumentGate, Documents
 from server.limits import QueryLimits
+from server.pipeline import Pipeline
 
 
 class GradePulseSchema(strawberry.Schema):
     # The documents seen lately and their limits (the WebSocket handler asks them
     # an operation's type); set by build_schema.
     documents: Documents | None = None
+    # The planned request path (compiled plans), when switched on.
+    pipeline: Pipeline | None = None
 
     def process_errors(self, errors: list[Any], execution_context: Any = None) -> None:
         """Client errors are answers, not incidents: ErrorCodes logs the unexpected."""
@@ -57,6 +62,9 @@ def build_schema(
     introspection: bool = True,
     suggestions: bool = True,
     resolver_only_extensions: tuple[type, ...] = (),
+    monitor: Monitor | None = None,
+    server_errors: Collection[str] = (),
+    query_plans: bool = False,
 ) -> GradePulseSchema:
     """The schema with its extensions; `expose_errors` shows unexpected messages.
     `audit=False` (the bench's unaudited app only) leaves out the FERPA audit log.
@@ -64,7 +72,11 @@ def build_schema(
     __type, `suggestions=False` leaves "Did you mean" out of error messages.
     `resolver_only_extensions`: the types of extensions whose `resolve` hook ignores
     Strawberry's basic attribute fields, so that the executor may complete those
-    fields without calling it (server/execution.py)."""
+    fields without calling it (server/execution.py).
+    `monitor` times and prices each operation (`server_errors`: the codes that count
+    as the server's failures). `query_plans` runs queries the planner covers on
+    their compiled plans (server/pipeline.py); only with no `outer_extensions` or
+    `extra_extensions`, which must see every operation."""
     documents = Documents(
         limits or QueryLimits(), introspection=introspection, suggestions=suggestions
     )
@@ -73,11 +85,23 @@ def build_schema(
         mutation=Mutation,
         subscription=Subscription,
         scalar_overrides=SCALARS,
-        execution_context_class=executor_class(resolver_only_extensions),
+        # The monitor times real resolvers only: the fast path may skip basic fields.
+        execution_context_class=executor_class(
+            (*resolver_only_extensions, *([OperationMonitor] if monitor else []))
+        ),
         config=StrawberryConfig(disable_field_suggestions=not suggestions),
         # Extensions exit in reverse order: `outer_extensions` (the monitor) see the
         # coded errors that ErrorCodes leaves.
         extensions=[
+            *(
+                [
+                    partial(
+                        OperationMonitor, monitor=monitor, server_errors=server_errors
+                    )
+                ]
+                if monitor is not None
+                else []
+            ),
             *outer_extensions,
             partial(ErrorCodes, expose=expose_errors),
             partial(DocumentGate, documents=documents),
@@ -87,4 +111,8 @@ def build_schema(
         ],
     )
     schema.documents = documents
+    if query_plans and not outer_extensions and not extra_extensions:
+        schema.pipeline = Pipeline(
+            schema, monitor=monitor, audit=audit, server_errors=server_errors
+        )
     return schema

@@ -31,6 +31,7 @@ class GraphQLEndpoint:
             services=services,
             limits=limits,
             ide_html=graphiql.read_text() if graphiql is not None else None,
+            pipeline=getattr(schema, "pipeline", None),
         )
         self.websocket = GraphQLWebSocket(
             services, schema=schema, allowed_origins=allowed_origins

@@ -83,7 +83,7 @@ class PlanCache:
 
 
 # Inline checks for the built-in scalars' common cases; anything else calls the type.
-_INLINE_CHECKS: dict[GraphQLLeafType, str] = {
+INLINE_CHECKS: dict[GraphQLLeafType, str] = {
     GraphQLString: "x.__class__ is str",
     GraphQLID: "x.__class__ is str",
     GraphQLFloat: "x.__class__ is float and x - x == 0.0",
@@ -92,7 +92,7 @@ _INLINE_CHECKS: dict[GraphQLLeafType, str] = {
 }
 
 
-def _leaf_completer(leaf: GraphQLLeafType, required: bool) -> Callable[[Any], Any]:
+def leaf_completer(leaf: GraphQLLeafType, required: bool) -> Callable[[Any], Any]:
     coerce = leaf.coerce_output_value
 
     def complete_leaf(value: Any) -> Any:
@@ -270,8 +270,8 @@ class FastExecutor(StrawberryGraphQLCoreExecutionContext):
             helper = f"c{index}"
             if is_leaf_type(inner):
                 shape.append((response_name, definition.python_name, inner, required))
-                namespace[helper] = _leaf_completer(inner, required)
-                check = _INLINE_CHECKS.get(inner)
+                namespace[helper] = leaf_completer(inner, required)
+                check = INLINE_CHECKS.get(inner)
                 expression = (
                     f"(x if ({check.replace('x', '(x := ' + attribute + ')', 1)}) "
                     f"else {helper}(x))"

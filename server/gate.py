@@ -303,9 +303,13 @@ class DocumentGate(SchemaExtension):
         app = context.context
         limiter = _rate_limiter(app)
         if limiter is not None:
-            # Charged once per operation: a subscription's events are not charged.
-            rate = self.rate = await limiter.charge(app.viewer, app.client_host, cost)
-            app.rate = rate
+            # Charged once per operation: a subscription's events are not charged,
+            # and an operation the planned path handed over was charged there.
+            rate = app.precharged
+            if rate is None:
+                rate = await limiter.charge(app.viewer, app.client_host, cost)
+            app.precharged = None
+            self.rate = app.rate = rate
             if not rate.allowed:
                 return [rate_limited_error(rate)]
         return []

@@ -34,6 +34,7 @@ from resolvers.viewer import Viewer
 from server.envelope import Operation, Refusal, parse_operation
 from server.errors import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE, timeout_error
 from server.gate import rate_limit_extension
+from server.pipeline import Pipeline
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -65,8 +66,10 @@ class GraphQLHTTP:
         services: Services,
         limits: HTTPLimits,
         ide_html: str | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.schema = schema
+        self.pipeline = pipeline
         self.services = services
         self.limits = limits
         self.ide_html = ide_html  # GraphiQL, served offline; None when switched off
@@ -285,6 +288,13 @@ class GraphQLHTTP:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
+                pipeline = self.pipeline
+                if pipeline is not None:
+                    ready = pipeline.ready(operation)
+                    if ready is not None:
+                        planned = await pipeline.run(ready, context)
+                        if planned is not None:
+                            return planned
                 return await self.schema.execute(
                     operation.query,
                     variable_values=operation.variables,

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     operation_timeout_s: float = Field(5.0, gt=0)
     batching_enabled: bool = False
     max_batch_operations: int = Field(10, ge=1)
+    # Queries the planner covers run on compiled plans (server/plan.py); false runs
+    # every operation through graphql-core's general executor.
+    query_plans: bool = True
 
     # Rate limits: cost points per minute per identity.
     rate_limit_student: int = Field(10_000, ge=1)

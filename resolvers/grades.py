@@ -21,6 +21,7 @@ from db.errors import (
     RowProblem,
 )
 from db.records import GradeRecord, StudentRecord
+from db.records import percentage as percentage
 from db.validation import (
     FieldProblem,
     InputErrorCode,
@@ -44,6 +45,11 @@ def grades_of_student(
     """The loader's future itself: no coroutine (and no task) per student."""
     audit.note(ctx, student_id)
     return ctx.loaders.grades_by_student_id.load((student_id, subject))
+
+
+# What grade_rows_of_students can select, and the one definition of a percentage
+# (for plans that compute it from those columns).
+GRADE_ROW_COLUMNS = frozenset(db_grades.GRADE_COLUMNS)
 
 
 async def grade_rows_of_students(

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from db.grades import GRADE_COLUMNS
-from db.records import percentage
 from resolvers import grades
+from resolvers.grades import GRADE_ROW_COLUMNS, percentage
 from server.execution import Fallback
 from server.plan import (
     Batch,
@@ -53,7 +52,7 @@ def _grades_step(
         if known is None:
             return None
         columns.extend(c for c in known[0] if c not in columns)
-    if not all(c in GRADE_COLUMNS for c in columns):
+    if not all(c in GRADE_ROW_COLUMNS for c in columns):
         return None
     # Row index of each column: the statement selects the student id first.
     index = {name: f"r[{i + 1}]" for i, name in enumerate(columns)}

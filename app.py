@@ -539,9 +539,11 @@ def scrape_collector(monitor: Monitor) -> ScrapeTimeCollector:
 
 def middleware(settings: Settings, registry: Registry | None) -> list[Middleware]:
     """Outermost first: the request log sees every answer, including refused hosts."""
-    stack = [Middleware(RequestId)]
-    if registry is not None:
-        stack.append(Middleware(RequestMonitor, registry=registry))
+    stack = (
+        [Middleware(RequestMonitor, registry=registry)]
+        if registry is not None
+        else [Middleware(RequestId)]
+    )
     # A rebound DNS name must not reach the anonymous loopback admin: the Host header
     # is checked in every profile (WebSocket handshakes included).
     stack.append(

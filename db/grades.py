@@ -61,18 +61,21 @@ GRADE_COLUMNS = {c.name: c for c in _COLUMNS}
 async def grade_columns_by_student_ids(
     session: AsyncSession,
     student_ids: Sequence[str],
-    subject: str | None,
+    subjects: Sequence[str] | None,
     columns: Sequence[str],
 ) -> dict[str, list[Any]]:
-    """Only `columns` (names of GRADE_COLUMNS) of the students' grades, oldest first,
-    by student id; each row starts with the student id. One statement."""
+    """Only `columns` (names of GRADE_COLUMNS) of the students' grades (of
+    `subjects`, or all), oldest first, by student id; each row starts with the
+    student id. One statement."""
     query = (
         select(G.student_id, *(GRADE_COLUMNS[name] for name in columns))
         .where(G.student_id.in_(list(dict.fromkeys(student_ids))))
         .order_by(G.student_id, G.recorded_at, G.id)
     )
-    if subject is not None:
-        query = query.where(G.subject == subject)
+    if subjects is not None:
+        query = query.where(
+            G.subject == subjects[0] if len(subjects) == 1 else G.subject.in_(subjects)
+        )
     by_student: dict[str, list[Any]] = {}
     for row in await session.execute(query):
         rows = by_student.get(row[0])

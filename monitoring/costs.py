@@ -38,6 +38,7 @@ TOP_OPERATIONS = 10
 RING_S = 3600  # how far back cost_per_hour can look
 STATE_VERSION = 1  # of the state file that earlier versions kept
 PICO = 10**12  # money is counted in picodollars
+PRICES_KEPT = 1000  # distinct (statements, requests) prices remembered
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = Decimal("0.000001")
@@ -285,6 +286,7 @@ class CostMeter:
         self._ring: deque[_Bucket] = deque()
         self._pending = _Tally()  # recorded here, not in the ledger yet
         self._pending_operations: dict[str, _Tally] = {}
+        self._prices: dict[tuple[int, int], dict[str, int | float]] = {}
         self._view: Any = None  # the ledger's last answer (ViewLike)
         # (second, the cluster's total in picodollars) at each sync, RING_S long.
         self._totals_seen: deque[tuple[int, int]] = deque()
@@ -292,16 +294,23 @@ class CostMeter:
     # -- pricing and recording (the request path) ---------------------------------
 
     def price(self, db_queries: int, api_requests: int) -> dict[str, int | float]:
-        """What one operation costs: the `extensions.cost` of a GraphQL response."""
-        db = self._db_rate * db_queries
-        api = self._api_rate * api_requests
-        return {
-            "dbQueries": db_queries,
-            "apiRequests": api_requests,
-            "dbCost": _dollars(db),
-            "apiCost": _dollars(api),
-            "totalCost": _dollars(db + api),
-        }
+        """What one operation costs: the `extensions.cost` of a GraphQL response.
+        Operations mostly run a handful of statements: their prices are kept."""
+        key = (db_queries, api_requests)
+        known = self._prices.get(key)
+        if known is None:
+            db = self._db_rate * db_queries
+            api = self._api_rate * api_requests
+            known = {
+                "dbQueries": db_queries,
+                "apiRequests": api_requests,
+                "dbCost": _dollars(db),
+                "apiCost": _dollars(api),
+                "totalCost": _dollars(db + api),
+            }
+            if len(self._prices) < PRICES_KEPT:
+                self._prices[key] = known
+        return dict(known)
 
     def record(self, operation: str | None, db_queries: int, api_requests: int) -> None:
         """Count one operation, to be added to the cluster's meter at the next sync."""

@@ -18,6 +18,7 @@ from monitoring.windows import RESPONSE_WINDOW, DurationWindow, SlidingCounter
 
 MAX_OPERATION_LABELS = 50
 MAX_TRACKED_OPERATIONS = 10_000
+MAX_HTTP_SERIES = 200
 OTHER = "other"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -95,11 +96,21 @@ class Registry:
             registry=self.prometheus,
         )
         self._fallback_children: dict[str, Any] = {}
+        self._http_children: dict[tuple[str, int], Any] = {}
+        self._duration_children: dict[tuple[str, str], Any] = {}
 
     # --- recording (request path) ---------------------------------------------------
 
     def record_http(self, method: str, status: int, duration_s: float) -> None:
-        self.http_requests.labels(method, str(status)).inc()
+        key = (method, status)
+        child = self._http_children.get(key)
+        if child is None:
+            # labels() costs more than the observation: each pair is looked up once
+            # (methods and statuses are few: the server answers unknown methods 405).
+            child = self.http_requests.labels(method, str(status))
+            if len(self._http_children) < MAX_HTTP_SERIES:
+                self._http_children[key] = child
+        child.inc()
         self.http_duration.observe(duration_s)
 
     def record_operation(
@@ -112,7 +123,13 @@ class Registry:
         over_http: bool,
     ) -> None:
         label = self._label(operation)
-        self.operation_duration.labels(operation_type, label).observe(duration_s)
+        key = (operation_type, label)
+        child = self._duration_children.get(key)
+        if child is None:
+            child = self._duration_children[key] = self.operation_duration.labels(
+                operation_type, label
+            )
+        child.observe(duration_s)
         if not over_http:
             return
         duration_ms = duration_s * 1000.0
@@ -146,6 +163,7 @@ class Registry:
         labels.discard(least)
         labels.add(name)
         for kind in ("query", "mutation", "subscription", "unknown"):
+            self._duration_children.pop((kind, least), None)
             with contextlib.suppress(KeyError):
                 self.operation_duration.remove(kind, least)
         return name

@@ -55,18 +55,19 @@ GRADE_ROW_COLUMNS = frozenset(db_grades.GRADE_COLUMNS)
 async def grade_rows_of_students(
     ctx: Context,
     records: list[StudentRecord],
-    subject: str | None,
+    subjects: list[str] | None,
     columns: tuple[str, ...],
 ) -> dict[str, list[Any]]:
-    """The grades of many students at once, only `columns` of them (rows that start
-    with the student id, by student id): what a compiled plan selects. The same
-    checks and audit notes as grades_of_student, for each student."""
+    """The grades of many students at once (of `subjects`, or all), only `columns`
+    of them (rows that start with the student id, by student id): what a compiled
+    plan selects. The same checks and audit notes as grades_of_student, for each
+    student."""
     for record in records:
         require_readable(ctx, record)
     audit.note_many(ctx, [record.student_id for record in records])
     async with ctx.services.database.sessions() as session:
         return await db_grades.grade_columns_by_student_ids(
-            session, [record.student_id for record in records], subject, columns
+            session, [record.student_id for record in records], subjects, columns
         )
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import UploadFile
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from strawberry.file_uploads.utils import replace_placeholders_with_files
 from strawberry.schema.exceptions import (
@@ -79,7 +79,7 @@ class GraphQLHTTP:
         response = await self.handle(request)
         await response(scope, receive, send)
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response | JSONBody:
         state = request.scope["state"]
         request_id = assigned_request_id(request.scope)
         media_type = JSON
@@ -232,17 +232,23 @@ class GraphQLHTTP:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit, int(declared))
+        # Read from the ASGI channel itself: Starlette's stream() costs every request.
         chunks: list[bytes] = []
         size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit, size)
+        receive = request.receive
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                raise Refusal(400, "the client closed the request body early")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, size)
+            if chunk:
                 chunks.append(chunk)
-        except ClientDisconnect:
-            raise Refusal(400, "the client closed the request body early") from None
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _multipart(self, request: Request) -> Any:
         if request.headers.get(UPLOAD_HEADER) != "1":
@@ -331,11 +337,11 @@ class GraphQLHTTP:
         rate: RateState | None,
         viewer: Viewer | None,
         client: str | None,
-    ) -> Response:
+    ) -> JSONBody:
         """The JSON response with the caller's budget in the RateLimit headers:
         after the operation's charge, or (refused before it was costed) as it
         stands; none when the caller is not known yet (401, 406, ...)."""
-        headers = {}
+        headers: dict[str, str] = {}
         limiter = self.services.rate_limiter
         if rate is None and viewer is not None and limiter is not None:
             rate = await limiter.charge(viewer, client, 0)
@@ -345,12 +351,37 @@ class GraphQLHTTP:
                 status = 429
                 headers["Retry-After"] = str(max(1, rate.retry_after_s))
         charset = "; charset=utf-8" if media_type == GRAPHQL_RESPONSE else ""
-        return Response(
-            orjson.dumps(payload),
-            status_code=status,
-            headers=headers,
-            media_type=media_type + charset,
+        return JSONBody(orjson.dumps(payload), status, media_type + charset, headers)
+
+
+class JSONBody:
+    """A finished JSON response, sent as two ASGI messages: Starlette's Response
+    would parse its headers back from a mutable list on every request. `headers`
+    stay a dict until sent (a refusal adds its own)."""
+
+    __slots__ = ("body", "headers", "media_type", "status_code")
+
+    def __init__(
+        self, body: bytes, status: int, media_type: str, headers: dict[str, str]
+    ) -> None:
+        self.body = body
+        self.status_code = status
+        self.media_type = media_type
+        self.headers = headers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        raw = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", self.media_type.encode()),
+        ]
+        raw.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in self.headers.items()
         )
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": raw}
+        )
+        await send({"type": "http.response.body", "body": self.body})
 
 
 def _counting(receive: Any, limit: int) -> Any:

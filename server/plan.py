@@ -86,10 +86,17 @@ class PlanInfo:
         self.context = context
 
 
-# A step of its own for a field: given the plan of the field's selection, either a
-# (batch function, completer) pair or None (the resolver is called instead).
-Batch = Callable[[Any, list[Any], dict[str, Any]], Awaitable[list[Any]]]
-StepFactory = Callable[["Planner", "FieldPlan", "ObjectPlan | None"], Batch | None]
+# A step of its own for a field (server/steps.py). Its factory, given the plan of
+# the field's selection, returns the batch function and the field's own state (or
+# None: the resolver is called instead). The batch function runs every field of a
+# level that shares it at once (aliases, several parents): given the context and
+# (state, objects, arguments) for each field, it returns each field's values.
+Batch = Callable[
+    [Any, list[tuple[Any, list[Any], dict[str, Any]]]], Awaitable[list[list[Any]]]
+]
+StepFactory = Callable[
+    ["Planner", "FieldPlan", "ObjectPlan | None"], tuple[Batch, Any] | None
+]
 
 
 class Run:
@@ -208,6 +215,7 @@ class FieldPlan:
     definition: GraphQLField | None = None
     convert: Callable[[Any], dict[str, Any]] | None = None
     batch: Batch | None = None
+    batch_state: Any = None
 
 
 @dataclass(eq=False)
@@ -265,35 +273,74 @@ class OperationPlan:
         (data,) = self.root.build([None], run)
         while run.pending:
             level, run.pending = run.pending, []
-            if len(level) == 1:
-                await _run_step(*level[0], run)
-            else:
-                await asyncio.gather(*(_run_step(*entry, run) for entry in level))
+            await _run_level(level, run)
         return data
+
+
+Pending = tuple[FieldPlan, list[Any], list[dict[str, Any]]]
+
+
+async def _run_level(level: list[Pending], run: Run) -> None:
+    """Every step of one level: fields that share a batch function together (one
+    statement for all their objects), the others each on its own."""
+    steps: list[Awaitable[None]] = []
+    batches: dict[Batch, list[Pending]] = {}
+    for entry in level:
+        batch = entry[0].batch
+        if batch is None:
+            steps.append(_run_step(*entry, run))
+        else:
+            batches.setdefault(batch, []).append(entry)
+    for batch, entries in batches.items():
+        steps.append(_run_batch(batch, entries, run))
+    if len(steps) == 1:
+        await steps[0]
+    else:
+        await asyncio.gather(*steps)
+
+
+def _arguments(plan: FieldPlan, run: Run) -> dict[str, Any]:
+    arguments = plan.arguments
+    if arguments is None:
+        assert plan.convert is not None
+        arguments = plan.convert(run.variables)
+    return arguments
+
+
+async def _run_batch(batch: Batch, entries: list[Pending], run: Run) -> None:
+    started = time.perf_counter()
+    requests = [
+        (plan.batch_state, objects, _arguments(plan, run))
+        for plan, objects, _ in entries
+    ]
+    results = await batch(run.context, requests)
+    if run.timings is not None:
+        run.timings(entries[0][0].timing_name, time.perf_counter() - started)
+    for (plan, _, outs), values in zip(entries, results, strict=True):
+        _fill(plan, outs, values, run)
 
 
 async def _run_step(
     plan: FieldPlan, objects: list[Any], outs: list[dict[str, Any]], run: Run
 ) -> None:
     started = time.perf_counter()
-    arguments = plan.arguments
-    if arguments is None:
-        assert plan.convert is not None
-        arguments = plan.convert(run.variables)
-    if plan.batch is not None:
-        values = await plan.batch(run.context, objects, arguments)
-    else:
-        values = _call_all(plan, objects, arguments, run.info)
-        waiting = [i for i, value in enumerate(values) if inspect.isawaitable(value)]
-        if waiting:
-            if len(waiting) == 1:
-                results: list[Any] = [await values[waiting[0]]]
-            else:
-                results = await asyncio.gather(*(values[i] for i in waiting))
-            for i, result in zip(waiting, results, strict=True):
-                values[i] = result
+    values = _call_all(plan, objects, _arguments(plan, run), run.info)
+    waiting = [i for i, value in enumerate(values) if inspect.isawaitable(value)]
+    if waiting:
+        if len(waiting) == 1:
+            results: list[Any] = [await values[waiting[0]]]
+        else:
+            results = await asyncio.gather(*(values[i] for i in waiting))
+        for i, result in zip(waiting, results, strict=True):
+            values[i] = result
     if run.timings is not None:
         run.timings(plan.timing_name, time.perf_counter() - started)
+    _fill(plan, outs, values, run)
+
+
+def _fill(
+    plan: FieldPlan, outs: list[dict[str, Any]], values: list[Any], run: Run
+) -> None:
     assert plan.completer is not None
     name = plan.response_name
     for out, done in zip(outs, plan.completer.many(values, run), strict=True):
@@ -522,9 +569,9 @@ class Planner:
         )
         factory = self.steps.get(plan.timing_name)
         if factory is not None and plan.resolver is not None:
-            batch = factory(self, plan, object_plan)
-            if batch is not None:
-                plan.batch = batch
+            step = factory(self, plan, object_plan)
+            if step is not None:
+                plan.batch, plan.batch_state = step
         return plan
 
     def _type_completer(

@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
             observe=observe,
             cluster=cluster,
             subscriber=subscriber,
+            gc_thresholds=settings.gc_thresholds,
         ),
         middleware=middleware(settings, monitor.registry if observe else None),
         routes=build_routes(
@@ -202,9 +203,10 @@ async def running(
     observe: bool,
     cluster: Cluster,
     subscriber: RedisSubscriber | None = None,
+    gc_thresholds: tuple[int, int, int] | None = None,
 ) -> AsyncIterator[None]:
     """The lifespan: the schema checked (or migrated), then the audit writer and the
-    monitor run while the app does."""
+    monitor run while the app does (with the collector's `gc_thresholds`)."""
     try:
         await prepare_schema(database, environment)
     except BaseException:  # refused: close what create_app opened, then stop
@@ -234,6 +236,8 @@ async def running(
     # collector's generations, so that full collections stay short.
     gc.collect()
     gc.freeze()
+    if gc_thresholds is not None:
+        gc.set_threshold(*gc_thresholds)
     yield
     # Running imports are handed over (their leases released), not cancelled.
     await services.imports.shutdown()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
 import statistics
 import time
 from dataclasses import dataclass
@@ -55,56 +56,130 @@ async def _subscriber(
     ready: asyncio.Event,
     stop: asyncio.Event,
 ) -> bool:
+    """One subscriber. The receive loop is kept lean (no timeout per frame, the
+    snapshot time cut out of the frame, a full parse only for what is not a plain
+    `next`): the client shares the machine's cores with the server it measures."""
     try:
         async with websockets.connect(
             url, subprotocols=["graphql-transport-ws"], max_size=2**20, open_timeout=30
         ) as ws:
             if not await subscribe(ws, SUBSCRIPTION, errors):
                 return False
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 1.0)
-                except TimeoutError:
-                    continue
-                message = json.loads(raw)
-                if message.get("type") == "ping":
-                    await ws.send(json.dumps({"type": "pong"}))
-                elif message.get("type") == "next":
-                    if message["payload"].get("errors"):
-                        errors.append(str(message["payload"]["errors"])[:200])
-                    elif ready.is_set():
-                        lags.append(
-                            _lag_ms(message["payload"]["data"]["metrics"]["at"])
-                        )
-                elif message.get("type") in ("error", "complete"):
-                    errors.append(str(message)[:200])
-                    return True
+            closer = asyncio.create_task(_close_on(stop, ws))
+            try:
+                async for raw in ws:
+                    at = raw.find(_AT)
+                    if at >= 0 and '"type":"next"' in raw and '"errors"' not in raw:
+                        if ready.is_set():
+                            start = at + len(_AT)
+                            lags.append(_lag_ms(raw[start : raw.index('"', start)]))
+                        continue
+                    message = json.loads(raw)
+                    if message.get("type") == "ping":
+                        await ws.send(json.dumps({"type": "pong"}))
+                    elif message.get("type") == "next":
+                        errors.append(str(message["payload"].get("errors"))[:200])
+                    elif message.get("type") in ("error", "complete"):
+                        errors.append(str(message)[:200])
+                        return True
+            finally:
+                closer.cancel()
             return True
+    except websockets.ConnectionClosedOK:
+        if stop.is_set():  # closed by _close_on at the end of the run
+            return True
+        errors.append("the server closed the connection")
+        return False
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
         return False
 
 
-async def run_fanout(
-    url: str, server_pid: int, subscribers: int, seconds: float
-) -> FanoutResult:
+_AT = '"at":"'
+
+
+async def _close_on(stop: asyncio.Event, ws: Any) -> None:
+    await stop.wait()
+    await ws.close()
+
+
+# Client processes: one Python process cannot read 5,000 sockets' frames in time on
+# its own, and would measure itself instead of the server.
+CLIENT_PROCESSES = 4
+
+
+async def _client(
+    url: str, subscribers: int, start_at: float, seconds: float
+) -> tuple[int, list[float], list[str]]:
+    """One client process: connect `subscribers`, keep the lags seen between
+    `start_at` and `start_at + seconds` (epoch seconds)."""
     lags: list[float] = []
     errors: list[str] = []
     ready, stop = asyncio.Event(), asyncio.Event()
     tasks = []
     for _ in range(subscribers):
         tasks.append(asyncio.create_task(_subscriber(url, lags, errors, ready, stop)))
-        await asyncio.sleep(0.002)  # connect gradually, as real clients do
-    await asyncio.sleep(3)  # every subscriber has had a first snapshot
-    server = psutil.Process(server_pid)
-    server.cpu_percent(None)
+        await asyncio.sleep(0.004)  # connect gradually, as real clients do
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     ready.set()
-    await asyncio.sleep(seconds)
-    cpu = server.cpu_percent(None)
+    await asyncio.sleep(max(0.0, start_at + seconds - time.time()))
     ready.clear()
     stop.set()
     connected = sum(1 for ok in await asyncio.gather(*tasks) if ok)
+    return connected, lags, errors
+
+
+def _client_process(
+    url: str, subscribers: int, start_at: float, seconds: float, out: Any
+) -> None:
+    out.send(asyncio.run(_client(url, subscribers, start_at, seconds)))
+    out.close()
+
+
+def run_fanout(
+    url: str,
+    server_pid: int,
+    subscribers: int,
+    seconds: float,
+    processes: int = CLIENT_PROCESSES,
+) -> FanoutResult:
+    """`subscribers` spread over `processes` client processes; the lags of the
+    `seconds` after every one has connected and had its first snapshot."""
+    context = multiprocessing.get_context("spawn")
+    shares = [
+        subscribers // processes + (i < subscribers % processes)
+        for i in range(processes)
+    ]
+    # Connecting takes about 4 ms a subscriber per process, plus 3 s for a first
+    # snapshot each.
+    start_at = time.time() + max(shares) * 0.004 + 5
+    pipes, workers = [], []
+    for share in shares:
+        receive, send = context.Pipe(duplex=False)
+        worker = context.Process(
+            target=_client_process, args=(url, share, start_at, seconds, send)
+        )
+        worker.start()
+        pipes.append(receive)
+        workers.append(worker)
+    server = psutil.Process(server_pid)
+    time.sleep(max(0.0, start_at - time.time()))
+    server.cpu_percent(None)
+    time.sleep(seconds)
+    cpu = server.cpu_percent(None)
+    connected, lags, errors = 0, [], []
+    for receive, worker in zip(pipes, workers, strict=True):
+        if receive.poll(seconds + 120):
+            part_connected, part_lags, part_errors = receive.recv()
+            connected += part_connected
+            lags.extend(part_lags)
+            errors.extend(part_errors)
+        else:
+            errors.append("a client process did not answer")
+        worker.join(30)
     ordered = sorted(lags)
+    for reason in sorted(set(errors))[:5]:
+        print(f"fan-out client error: {reason}", flush=True)
     return FanoutResult(
         subscribers=subscribers,
         connected=connected,

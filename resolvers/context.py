@@ -132,12 +132,12 @@ class Context:
     def for_operation(self) -> Context:
         """A context of its own for one operation of a WebSocket connection, whose
         operations run concurrently: fresh DataLoaders, its own rate and audit
-        record, the connection's viewer and (shared) Connection."""
+        record, the connection's viewer and (shared) Connection. A charge already
+        made for the operation (`precharged`) goes with it."""
         return replace(
             self,
             loaders=make_loaders(self.services.database, self.services.cache),
             rate=None,
-            precharged=None,
             operation=None,
         )
 

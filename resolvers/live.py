@@ -93,13 +93,34 @@ async def check_grade_events(
         await check_readable_id(ctx, student_id)
 
 
+@contextmanager
+def metrics_feed(ctx: Context, interval_ms: int) -> Iterator[Monitor]:
+    """What a `metrics` subscription checks and holds while it runs (its slot): for
+    `metrics` below, and for a server that sends the events of many subscribers of
+    the same document at once (server/fanout.py)."""
+    check_interval(interval_ms)
+    monitor = _operator_monitor(ctx)
+    with _slot(ctx, monitor):
+        yield monitor
+
+
+def due_after(at: float, due: float, interval_ms: int, tick_s: float) -> float | None:
+    """Pacing: the next due time when a tick at `at` is sent, None when it is not:
+    the first tick at or after each interval, with half a sampler tick of slack, so
+    that a tick landing a hair before its due time is not held back a whole tick."""
+    if at >= due - tick_s / 2:
+        return at + interval_ms / 1000
+    return None
+
+
 async def metrics(
     ctx: Context, interval_ms: int = 1000
 ) -> AsyncGenerator[MetricsSnapshot, None]:
     """The snapshot of the first sampler tick at or after each interval."""
-    check_interval(interval_ms)
-    monitor = _operator_monitor(ctx)
-    with _slot(ctx, monitor), _queue(monitor.bus, METRICS, LATEST_ONLY) as queue:
+    with (
+        metrics_feed(ctx, interval_ms) as monitor,
+        _queue(monitor.bus, METRICS, LATEST_ONLY) as queue,
+    ):
         ticks = _paced(
             queue, interval_ms, monitor.interval_s, lambda s: s.at.timestamp()
         )
@@ -358,15 +379,13 @@ async def _paced(
     tick_s: float,
     when: Callable[[Any], float],
 ) -> AsyncGenerator[Any, None]:
-    """The first item at or after each interval. Half a sampler tick of slack, so
-    that a tick landing a hair before its due time is not held back a whole tick."""
-    interval, slack = interval_ms / 1000, tick_s / 2
+    """The first item at or after each interval (due_after)."""
     due = float("-inf")
     while True:
         item = await queue.get()
-        at = when(item)
-        if at >= due - slack:
-            due = at + interval
+        following = due_after(when(item), due, interval_ms, tick_s)
+        if following is not None:
+            due = following
             yield item
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from resolvers.context import Services
+from server.fanout import FanOut
 from server.http import GraphQLHTTP, HTTPLimits
 from server.websocket import GraphQLWebSocket
 
@@ -26,15 +27,21 @@ class GraphQLEndpoint:
         allowed_origins: list[str],
     ) -> None:
         self.schema = schema
+        pipeline = getattr(schema, "pipeline", None)
         self.http = GraphQLHTTP(
             schema=schema,
             services=services,
             limits=limits,
             ide_html=graphiql.read_text() if graphiql is not None else None,
-            pipeline=getattr(schema, "pipeline", None),
+            pipeline=pipeline,
+        )
+        fanout = (
+            FanOut(pipeline, pipeline.monitor)
+            if pipeline is not None and pipeline.monitor is not None
+            else None
         )
         self.websocket = GraphQLWebSocket(
-            services, schema=schema, allowed_origins=allowed_origins
+            services, schema=schema, allowed_origins=allowed_origins, fanout=fanout
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -405,6 +405,25 @@ class Planner:
         root = self._object_plan(root_type, [operation.selection_set], fragments)
         return OperationPlan(root, label)
 
+    def root_field(
+        self, document: DocumentNode, operation: OperationDefinitionNode
+    ) -> FieldPlan:
+        """The plan of an operation that selects one field of its root type and
+        nothing else (a subscription's field): the field's resolver, arguments and
+        the plan of its selection."""
+        fragments = {
+            d.name.value: d
+            for d in document.definitions
+            if isinstance(d, FragmentDefinitionNode)
+        }
+        root_type = self.core.get_root_type(operation.operation)
+        if root_type is None:
+            raise NotPlanned(UNKNOWN_FIELD)
+        root = self._object_plan(root_type, [operation.selection_set], fragments)
+        if len(root.order) != 1 or root.order[0][1] is None:
+            raise NotPlanned(UNKNOWN_FIELD)
+        return root.order[0][1]
+
     # --- selections --------------------------------------------------------------
 
     def _collect(
@@ -601,6 +620,19 @@ class Planner:
 
         plan.completer = completer(output_type)
         return found[0] if found else None
+
+
+def attributes_only(completer: Completer | None) -> bool:
+    """Whether completing a value needs nothing but the value itself: no resolver
+    to call, no step to run (a pure function of the object)."""
+    if isinstance(completer, ListCompleter):
+        return attributes_only(completer.inner)
+    if isinstance(completer, ObjectCompleter):
+        plan = completer.plan
+        return not plan.steps and all(
+            attributes_only(field.completer) for field in plan.nested
+        )
+    return isinstance(completer, LeafCompleter)
 
 
 def leaf_expression(

@@ -43,6 +43,13 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+
+# What Strawberry's handler raises after closing the socket for a refused operation
+# (4400); its run_operation, which _run_stream repeats, ends quietly on it. Strawberry
+# 0.341 names it privately: this is the one place that reads it.
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    _OperationStreamClosed as OperationStreamClosed,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
     SubscribeMessage,
@@ -68,6 +75,7 @@ from server.errors import (
     coded_error,
     timeout_error,
 )
+from server.fanout import FanOut
 
 log = logging.getLogger("gradepulse.websocket")
 
@@ -100,6 +108,13 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             return  # e.g. closed by us with 1013: the operation's last words go nowhere
         encoded = self.view.encode_json(message)
         text = encoded.decode() if isinstance(encoded, bytes) else encoded
+        with contextlib.suppress(WebSocketDisconnect):
+            await self.ws.send_text(text)
+
+    async def send_text(self, text: str) -> None:
+        """A frame already encoded (server/fanout.py), with send_json's guards."""
+        if self.ws.application_state is WebSocketState.DISCONNECTED:
+            return
         with contextlib.suppress(WebSocketDisconnect):
             await self.ws.send_text(text)
 
@@ -352,7 +367,21 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         OPERATION_TIMEOUT error, as over HTTP; a subscription runs until it ends."""
         limit = _timeout_for(self.schema, operation.query, operation.operation_name)
         if limit is None:
-            await super().run_operation(operation)
+            fanout: FanOut | None = getattr(self.view, "fanout", None)
+            if fanout is None:
+                await super().run_operation(operation)
+                return
+            context = await fanout.serve(
+                self.context,
+                operation.id,
+                operation.query,
+                operation.variables,
+                operation.operation_name,
+                self.websocket.send_text,
+                legacy=False,
+            )
+            if context is not None:
+                await self._run_stream(operation, context)
             return
         started = time.perf_counter()
         try:
@@ -361,6 +390,35 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         except TimeoutError:
             error = timeout_error(limit, started, _request_id(self.context))
             await operation.send_initial_errors([error])
+
+    async def _run_stream(
+        self, operation: Operation[Context, None], context: Context
+    ) -> None:
+        """Strawberry's run_operation, on the operation's own context (one the
+        fan-out handed back, with its charge)."""
+        try:
+            source = await self.schema.stream(
+                operation.query,
+                variable_values=operation.variables,
+                context_value=context,
+                root_value=self.root_value,
+                operation_name=operation.operation_name,
+            )
+            async with aclosing(source):
+                await self._send_result_stream(operation, source)
+            await operation.send_operation_message(
+                {"id": operation.id, "type": "complete"}
+            )
+        except OperationStreamClosed:
+            return
+        except Exception as error:
+            await self.handle_task_exception(error)
+            with contextlib.suppress(Exception):
+                await operation.send_operation_message(
+                    {"id": operation.id, "type": "complete"}
+                )
+            self.operations.pop(operation.id, None)
+            raise
 
     async def shutdown(self) -> None:
         await self.guard.stop()
@@ -499,10 +557,27 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     ) -> bool:
         """Send the operation's results; False when it ended with an error
         message (which ends an operation in this protocol)."""
+        context: Context | None = self.context
+        fanout: FanOut | None = getattr(self.view, "fanout", None)
+        if (
+            fanout is not None
+            and _timeout_for(self.schema, query, operation_name) is None
+        ):
+            context = await fanout.serve(
+                self.context,
+                operation_id,
+                query,
+                variables,
+                operation_name,
+                self.websocket.send_text,
+                legacy=True,
+            )
+            if context is None:
+                return True
         source = await self.schema.stream(
             query,
             variable_values=variables,
-            context_value=self.context,
+            context_value=context,
             root_value=self.root_value,
             operation_name=operation_name,
         )
@@ -552,7 +627,12 @@ class GraphQLWebSocket(GraphQL[Context, None]):
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(
-        self, services: Services, *, schema: Any, allowed_origins: list[str]
+        self,
+        services: Services,
+        *,
+        schema: Any,
+        allowed_origins: list[str],
+        fanout: FanOut | None = None,
     ) -> None:
         super().__init__(
             schema=schema,
@@ -566,6 +646,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
             max_subscriptions_per_connection=None,
         )
         self.services = services
+        # Shares the work of `metrics` subscribers' events (server/fanout.py).
+        self.fanout = fanout
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         client = request.client.host if request.client else None

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     # Queries the planner covers run on compiled plans (server/plan.py); false runs
     # every operation through graphql-core's general executor.
     query_plans: bool = True
+    # The garbage collector's thresholds once serving (gc.set_threshold): a young
+    # generation large enough that a request's or a tick's objects die young, so
+    # that full collections (hundreds of ms with thousands of connections) stay rare.
+    gc_threshold: str = "50000,10,100"
 
     # Rate limits: cost points per minute per identity.
     rate_limit_student: int = Field(10_000, ge=1)
@@ -153,6 +157,21 @@ class Settings(BaseSettings):
         if value.startswith("sqlite") and not value.split("://", 1)[1].startswith("/"):
             raise ValueError("a SQLite URL needs three slashes: sqlite:///path")
         return value
+
+    @field_validator("gc_threshold")
+    @classmethod
+    def _check_gc_threshold(cls, value: str) -> str:
+        parts = value.split(",")
+        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+            raise ValueError("must be three whole numbers, e.g. 50000,10,100")
+        if int(parts[0]) < 1:
+            raise ValueError("the first threshold must be at least 1")
+        return value
+
+    @property
+    def gc_thresholds(self) -> tuple[int, int, int]:
+        first, second, third = (int(p) for p in self.gc_threshold.split(","))
+        return first, second, third
 
     @field_validator("redis_url")
     @classmethod

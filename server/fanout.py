@@ -1,0 +1,302 @@
+"""Subscription fan-out: `metrics` subscribers of the same document, variables and
+viewer role form a group; each sampler tick is executed once per group (its
+compiled plan over the snapshot), encoded once, and the same bytes go to every
+member that is due, framed with its operation id and its own extensions.
+
+A subscription joins a group only when everything the general path would check
+passes here first, with the same functions: the document gate (limits, validation,
+cost, one rate charge), the operator role, the interval, the subscription slot. Any
+refusal hands the operation to the general path (Strawberry's stream), with the
+charge already made (`Context.precharged`), which then words the error exactly as
+it always does. Each member keeps its own pacing (resolvers.live.due_after) and
+gets only the newest due frame when it reads slowly, as the general path's
+latest-only queue does; the group's work per tick does not grow with its members
+beyond setting a frame each."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+    get_variable_values,
+)
+
+from monitoring.monitor import METRICS, Monitor
+from resolvers import live
+from resolvers.context import Context
+from resolvers.errors import ClientError
+from server.cost import check_cost
+from server.envelope import operation_error
+from server.execution import Fallback
+from server.gate import MAX_COERCION_ERRORS, rate_limit_extension
+from server.pipeline import VALIDATION_RULES, Pipeline
+from server.plan import FieldPlan, NotPlanned, ObjectCompleter, Run, attributes_only
+
+log = logging.getLogger("gradepulse.fanout")
+SHARED_FIELDS = frozenset({"metrics"})
+PLAN_CACHE_SIZE = 500
+Send = Callable[[str], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Shared:
+    """A subscription document that can be shared: its root field's plan."""
+
+    document: DocumentNode
+    definition: OperationDefinitionNode
+    field: FieldPlan
+    name: str | None  # the operation's name as the monitor records it
+
+
+@dataclass(eq=False)
+class Member:
+    """One subscriber of a group: where its frames go and when it is due next."""
+
+    prefix: str
+    suffix: str
+    interval_ms: int
+    due: float = float("-inf")
+    frame: str | None = None
+    switch: bool = False  # the group could not run a tick: go the general way
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Group:
+    """The members of one (document, variables, role): one bus queue, one plan run
+    and one encoding per tick."""
+
+    def __init__(self, hub: FanOut, key: Any, shared: Shared) -> None:
+        self.hub = hub
+        self.key = key
+        self.shared = shared
+        self.members: list[Member] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def join(self, member: Member) -> None:
+        self.members.append(member)
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
+
+    def leave(self, member: Member) -> None:
+        with contextlib.suppress(ValueError):
+            self.members.remove(member)
+        if not self.members:
+            self.hub.groups.pop(self.key, None)
+            if self.task is not None:
+                self.task.cancel()
+
+    async def _run(self) -> None:
+        monitor = self.hub.monitor
+        tick_s = monitor.interval_s
+        response_name = self.shared.field.response_name
+        completer = self.shared.field.completer
+        assert isinstance(completer, ObjectCompleter)
+        plan = completer.plan
+        queue = monitor.bus.subscribe(METRICS, live.LATEST_ONLY)
+        try:
+            while True:
+                snapshot = await queue.get()
+                at = snapshot.at.timestamp()
+                due = []
+                for member in self.members:
+                    following = live.due_after(
+                        at, member.due, member.interval_ms, tick_s
+                    )
+                    if following is not None:
+                        member.due = following
+                        due.append(member)
+                if not due:
+                    continue
+                try:
+                    (data,) = plan.build([snapshot], Run(None, None, None))
+                    body = orjson.dumps({response_name: data}).decode()
+                except Fallback:
+                    for member in due:
+                        member.switch = True
+                        member.wake.set()
+                    continue
+                for member in due:
+                    member.frame = member.prefix + body + member.suffix
+                    member.wake.set()
+        finally:
+            queue.close()
+
+
+class FanOut:
+    """The groups of one worker, for the schema's planned path."""
+
+    def __init__(self, pipeline: Pipeline, monitor: Monitor) -> None:
+        self.pipeline = pipeline
+        self.monitor = monitor
+        self.groups: dict[Any, Group] = {}
+        self._shared: dict[tuple[str, str | None], Shared | None] = {}
+
+    def shared(self, query: Any, operation_name: str | None) -> Shared | None:
+        if not isinstance(query, str):
+            return None
+        key = (query, operation_name)
+        if key in self._shared:
+            return self._shared[key]
+        found = self._compile(query, operation_name)
+        if len(self._shared) >= PLAN_CACHE_SIZE:
+            self._shared.clear()
+        self._shared[key] = found
+        return found
+
+    def _compile(self, query: str, operation_name: str | None) -> Shared | None:
+        pipeline = self.pipeline
+        prepared = pipeline.documents.prepare(query)
+        document = prepared.document
+        if prepared.refusal is not None or document is None:
+            return None
+        if pipeline.documents.validate(prepared, pipeline.core, VALIDATION_RULES):
+            return None
+        if operation_error(document, operation_name) is not None:
+            return None
+        definition = get_operation_ast(document, operation_name)
+        if definition is None or definition.operation is not OperationType.SUBSCRIPTION:
+            return None
+        try:
+            plan = pipeline.planner.root_field(document, definition)
+        except NotPlanned:
+            return None
+        if plan.field_name not in SHARED_FIELDS or not attributes_only(plan.completer):
+            return None
+        name = operation_name or (definition.name.value if definition.name else None)
+        return Shared(document, definition, plan, name)
+
+    async def serve(
+        self,
+        context: Context,
+        operation_id: str,
+        query: Any,
+        variables: dict[str, Any] | None,
+        operation_name: str | None,
+        send: Send,
+        legacy: bool,
+    ) -> Context | None:
+        """Run the subscription in its group until it is cancelled: None. Or the
+        context (with the charge made, if any) on which the general path must run
+        it: refused by a check, or not shareable."""
+        operation = context.for_operation()
+        shared = self.shared(query, operation_name)
+        if shared is None:
+            return operation
+        documents = self.pipeline.documents
+        core = self.pipeline.core
+        prepared = documents.prepare(query)
+        price = documents.cost(prepared, core, operation_name, variables)
+        if price.invalid_variables or check_cost(price.cost, documents.limits):
+            return operation
+        coerced = None
+        if shared.definition.variable_definitions:
+            values = get_variable_values(
+                core,
+                shared.definition.variable_definitions,
+                dict(variables or {}),
+                max_errors=MAX_COERCION_ERRORS,
+            )
+            if isinstance(values, list):
+                return operation
+            coerced = values
+        plan = shared.field
+        try:
+            arguments = plan.arguments
+            if arguments is None:
+                assert plan.convert is not None
+                arguments = plan.convert(coerced)
+        except GraphQLError:
+            return operation
+        interval_ms = arguments.get("interval_ms", 1000)
+        limiter = operation.services.rate_limiter
+        rate = None
+        if limiter is not None:
+            rate = operation.rate = await limiter.charge(
+                operation.viewer, operation.client_host, price.cost
+            )
+            operation.precharged = rate
+            if not rate.allowed:
+                return operation
+        try:
+            with live.metrics_feed(operation, interval_ms):
+                operation.precharged = None
+                member = _member(operation_id, legacy, interval_ms, self.monitor, rate)
+                return await self._stream(operation, shared, variables, member, send)
+        except ClientError:
+            # Refused (role, interval, too many subscriptions): the general path
+            # says so, with the charge already made.
+            operation.precharged = rate
+            return operation
+
+    async def _stream(
+        self,
+        operation: Context,
+        shared: Shared,
+        variables: dict[str, Any] | None,
+        member: Member,
+        send: Send,
+    ) -> Context | None:
+        key = (
+            shared.document.loc.source.body if shared.document.loc else id(shared),
+            shared.name,
+            orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS),
+            operation.viewer.role,
+        )
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = Group(self, key, shared)
+        group.join(member)
+        started = time.perf_counter()
+        try:
+            while True:
+                await member.wake.wait()
+                member.wake.clear()
+                if member.switch:
+                    # The general path takes over with the same charge.
+                    operation.precharged = operation.rate
+                    return operation
+                frame, member.frame = member.frame, None
+                if frame is not None:
+                    await send(frame)
+        finally:
+            group.leave(member)
+            if not member.switch:
+                self.monitor.record_operation(
+                    operation_type="subscription",
+                    operation=shared.name,
+                    duration_s=time.perf_counter() - started,
+                    failed=False,
+                    over_http=False,
+                    db_queries=0,
+                )
+
+
+def _member(
+    operation_id: str, legacy: bool, interval_ms: int, monitor: Monitor, rate: Any
+) -> Member:
+    """The frame around a group's data, as Strawberry's handlers send it: the id
+    and type, then the payload's data, then its extensions (the price of the
+    events, which run no statement and are no API request, and the charge)."""
+    quoted = orjson.dumps(operation_id).decode()
+    prefix = (
+        f'{{"type":"data","id":{quoted},"payload":{{"data":'
+        if legacy
+        else f'{{"id":{quoted},"type":"next","payload":{{"data":'
+    )
+    extensions: dict[str, Any] = {"cost": monitor.price(0, 0)}
+    if rate is not None:
+        extensions["rateLimit"] = rate_limit_extension(rate)
+    suffix = ',"extensions":' + orjson.dumps(extensions).decode() + "}}"
+    return Member(prefix, suffix, interval_ms)

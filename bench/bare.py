@@ -1,9 +1,18 @@
 """The bare baselines, an app of their own with no GradePulse code: what a user would
 write by hand for the same answers.
 
-- POST /students: the students query's answer (the first 100 students by id, each
-  with their grades' subject and score, oldest first) from the same two statements
-  with SQLAlchemy async `text()`, built with plain dicts and orjson.
+- POST /students: the students query's answer (the first 100 students by id, with
+  name and grade level, each with their grades' subject and score, oldest first)
+  from the same two statements with SQLAlchemy async `text()`, built with plain
+  dicts and orjson.
+- POST /students-sql-json: the same answer built by the database itself in one
+  statement (SQLite's json_object/json_group_array, PostgreSQL's json_build_object/
+  json_agg), sent as it comes: what the planner could do instead of building JSON in
+  Python (issue 12 asks for both to be measured).
+- POST /readme: the README's students query (5 students of level 9 by name, their
+  count, their Math grades, their analytics) from the same three statements, with
+  the analytics read from a dict (the bench fills it from the app's own answer:
+  both sides read cached analytics).
 - POST /raw: `{"data":{"__typename":"Query"}}`, a Starlette JSON route.
 - GET /health/live: for the bench's start-up check.
 
@@ -12,9 +21,13 @@ DATABASE_URL the bench gives it."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 from sqlalchemy import bindparam, text
@@ -27,11 +40,62 @@ from starlette.routing import Route
 BARE = "bench.bare:create_bare_app"
 PAGE = 100
 RAW_BODY = orjson.dumps({"data": {"__typename": "Query"}})
-_STUDENTS = text("SELECT student_id FROM students ORDER BY student_id LIMIT :n")
+_STUDENTS = text(
+    "SELECT student_id, name, grade_level FROM students ORDER BY student_id LIMIT :n"
+)
 _GRADES = text(
     "SELECT student_id, subject, score FROM grades WHERE student_id IN :ids "
     "ORDER BY student_id, recorded_at, id"
 ).bindparams(bindparam("ids", expanding=True))
+_SQL_JSON = {
+    "sqlite": text(
+        "SELECT json_object('students', json_object('edges', json_group_array("
+        "json_object('node', json_object('studentId', s.student_id, 'name', s.name, "
+        "'gradeLevel', s.grade_level, 'grades', (SELECT json_group_array("
+        "json_object('subject', g.subject, 'score', g.score)) FROM (SELECT subject, "
+        "score FROM grades WHERE student_id = s.student_id ORDER BY recorded_at, id) "
+        "g)))))) FROM (SELECT student_id, name, grade_level FROM students ORDER BY "
+        "student_id LIMIT :n) s"
+    ),
+    "postgresql": text(
+        "SELECT json_build_object('students', json_build_object('edges', "
+        "coalesce(json_agg(json_build_object('node', json_build_object('studentId', "
+        "s.student_id, 'name', s.name, 'gradeLevel', s.grade_level, 'grades', "
+        "(SELECT coalesce(json_agg(json_build_object('subject', g.subject, 'score', "
+        "g.score) ORDER BY g.recorded_at, g.id), '[]'::json) FROM grades g WHERE "
+        "g.student_id = s.student_id))) ORDER BY s.student_id), '[]'::json)))::text "
+        "FROM (SELECT student_id, name, grade_level FROM students ORDER BY student_id "
+        "LIMIT :n) s"
+    ),
+}
+README_LEVEL = 9
+README_FIRST = 5
+_README_PAGE = text(
+    "SELECT student_id, name, grade_level FROM students WHERE grade_level = :level "
+    "ORDER BY name, student_id LIMIT :n"
+)
+_README_COUNT = text("SELECT count(*) FROM students WHERE grade_level = :level")
+_README_GRADES = text(
+    "SELECT student_id, subject, score, max_score, recorded_at FROM grades "
+    "WHERE student_id IN :ids AND subject = :subject "
+    "ORDER BY student_id, recorded_at, id"
+).bindparams(bindparam("ids", expanding=True))
+
+
+def _cursor(kind: str, *parts: object) -> str:
+    raw = json.dumps([kind, *parts], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _utc_text(value: object) -> str:
+    """A stored time as the API writes it (ISO 8601, UTC, Z)."""
+    if isinstance(value, str):  # SQLite keeps text
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    spec = "seconds" if not value.microsecond else "microseconds"
+    return value.isoformat(timespec=spec) + "Z"
 
 
 def _async_url(url: str) -> str:
@@ -47,14 +111,85 @@ def _async_url(url: str) -> str:
 def create_bare_app() -> Starlette:
     engine = create_async_engine(_async_url(os.environ["DATABASE_URL"]))
 
+    analytics: dict[str, object] = {}
+    if path := os.environ.get("BARE_ANALYTICS"):
+        analytics = orjson.loads(Path(path).read_bytes())
+    dialect = "postgresql" if engine.dialect.name == "postgresql" else "sqlite"
+
     async def students(request: Request) -> Response:
         async with engine.connect() as conn:
-            ids = [row[0] for row in await conn.execute(_STUDENTS, {"n": PAGE})]
+            page = list(await conn.execute(_STUDENTS, {"n": PAGE}))
+            ids = [row[0] for row in page]
             grades: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
             for student_id, subject, score in await conn.execute(_GRADES, {"ids": ids}):
                 grades[student_id].append({"subject": subject, "score": score})
-        edges = [{"node": {"studentId": i, "grades": grades[i]}} for i in ids]
+        edges = [
+            {
+                "node": {
+                    "studentId": i,
+                    "name": name,
+                    "gradeLevel": level,
+                    "grades": grades[i],
+                }
+            }
+            for i, name, level in page
+        ]
         body = orjson.dumps({"data": {"students": {"edges": edges}}})
+        return Response(body, media_type="application/json")
+
+    async def students_sql_json(request: Request) -> Response:
+        async with engine.connect() as conn:
+            data = (await conn.execute(_SQL_JSON[dialect], {"n": PAGE})).scalar_one()
+        return Response(
+            b'{"data":' + data.encode() + b"}", media_type="application/json"
+        )
+
+    async def readme(request: Request) -> Response:
+        async with engine.connect() as conn:
+            page = list(
+                await conn.execute(
+                    _README_PAGE, {"level": README_LEVEL, "n": README_FIRST + 1}
+                )
+            )
+            has_next = len(page) > README_FIRST
+            page = page[:README_FIRST]
+            total = (
+                await conn.execute(_README_COUNT, {"level": README_LEVEL})
+            ).scalar_one()
+            ids = [row[0] for row in page]
+            grades: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
+            rows = await conn.execute(_README_GRADES, {"ids": ids, "subject": "Math"})
+            for student_id, subject, score, max_score, recorded_at in rows:
+                grades[student_id].append(
+                    {
+                        "subject": subject,
+                        "score": score,
+                        "percentage": (100.0 * score) / max_score,
+                        "recordedAt": _utc_text(recorded_at),
+                    }
+                )
+        edges = [
+            {
+                "node": {
+                    "studentId": i,
+                    "name": name,
+                    "gradeLevel": level,
+                    "grades": grades[i],
+                    "analytics": analytics.get(i),
+                }
+            }
+            for i, name, level in page
+        ]
+        last = page[-1] if page else None
+        students = {
+            "totalCount": total,
+            "pageInfo": {
+                "hasNextPage": has_next,
+                "endCursor": _cursor("s:name:a", last[1], last[0]) if last else None,
+            },
+            "edges": edges,
+        }
+        body = orjson.dumps({"data": {"students": students}})
         return Response(body, media_type="application/json")
 
     async def raw(request: Request) -> Response:
@@ -71,6 +206,8 @@ def create_bare_app() -> Starlette:
     return Starlette(
         routes=[
             Route("/students", students, methods=["GET", "POST"]),
+            Route("/students-sql-json", students_sql_json, methods=["GET", "POST"]),
+            Route("/readme", readme, methods=["GET", "POST"]),
             Route("/raw", raw, methods=["GET", "POST"]),
             Route("/health/live", live),
         ],

@@ -19,7 +19,8 @@ from settings import load_settings
 
 STUDENTS_PAGE = 100
 STUDENTS_QUERY = (
-    "{ students(first: 100) { edges { node { studentId grades { subject score } } } } }"
+    "{ students(first: 100) { edges { node { studentId name gradeLevel "
+    "grades { subject score } } } } }"
 )
 RAW_BODY = orjson.dumps({"data": {"__typename": "Query"}})
 
@@ -57,6 +58,8 @@ def create_bench_app(*, audit: bool = True) -> Starlette:
             {
                 "node": {
                     "studentId": row.student_id,
+                    "name": row.name,
+                    "gradeLevel": row.grade_level,
                     "grades": [{"subject": g.subject, "score": g.score} for g in gs],
                 }
             }

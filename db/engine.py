@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 _IMMEDIATE = "gradepulse_begin_immediate"
+_SINGLE = "gradepulse_single_statement"
 
 # How long a connection opening a new file waits before it looks at the journal
 # mode again (see _use_wal).
@@ -42,11 +44,24 @@ def is_sqlite(url: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """The engine with one session factory for reads and one for writes."""
+    """The engine with session factories for reads, single-statement reads and
+    writes.
+
+    `reads` is for sessions that run one statement (a statement sees one snapshot
+    on its own): no transaction is opened around it. On SQLite that saves a BEGIN
+    and its rollback, each a round trip to the connection's aiosqlite thread; on
+    PostgreSQL the BEGIN and ROLLBACK round trips. Reads of several statements that
+    must agree with each other use `sessions`."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     write_sessions: async_sessionmaker[AsyncSession]
+    single: AsyncEngine
+
+    def reads(self) -> AsyncConnection:
+        """A connection for one statement (used as `async with database.reads()`):
+        Core, no ORM session around it, no transaction opened."""
+        return self.single.connect()
 
     @property
     def dialect(self) -> str:
@@ -67,7 +82,7 @@ class Database:
         await self.engine.dispose()
 
 
-SQLITE_POOL = 6  # connections of a SQLite engine, all kept open
+SQLITE_POOL = 12  # connections of a SQLite engine, all kept open
 
 
 def create_database(
@@ -84,12 +99,14 @@ def create_database(
     kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if is_sqlite(url):
         # aiosqlite runs one thread per connection, and those threads compete for
-        # the GIL (a pool of one doubled a hand-written endpoint's requests/s here):
-        # a small pool keeps that low while reads and the single writer overlap. A
-        # fixed one: overflow connections (each a new thread and file handle, its
-        # PRAGMAs run again) opened and closed under load for no throughput (2 + 4
-        # overflow against 6 fixed: the same requests/s within noise).
-        kwargs.update(pool_size=SQLITE_POOL, max_overflow=0)
+        # the GIL. A fixed pool: overflow connections (each a new thread and file
+        # handle, its PRAGMAs run again) would be opened and closed under load. 12
+        # against 6 at 16 connections, alternating: the README query 190 against 171
+        # requests/s, the 100-student page 62 against 50 (single-statement reads
+        # hold a connection only for their statement, so more of them overlap).
+        # Sessions end their transactions before they give a connection back: the
+        # pool's own rollback on return would be a second round trip each time.
+        kwargs.update(pool_size=SQLITE_POOL, max_overflow=0, pool_reset_on_return=None)
     else:
         kwargs.update(
             pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
@@ -98,10 +115,16 @@ def create_database(
     if is_sqlite(url):
         _configure_sqlite(engine, busy_timeout_ms)
     write_engine = engine.execution_options(**{_IMMEDIATE: True})
+    single = (
+        engine.execution_options(**{_SINGLE: True})
+        if is_sqlite(url)
+        else engine.execution_options(isolation_level="AUTOCOMMIT")
+    )
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         write_sessions=async_sessionmaker(write_engine, expire_on_commit=False),
+        single=single,
     )
 
 
@@ -121,7 +144,10 @@ def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         # A deferred transaction that later writes can fail with SQLITE_BUSY whatever
         # the busy timeout: writers take the lock up front.
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        options = conn.get_execution_options()
+        if options.get(_SINGLE, False):
+            return  # one statement: SQLite's own implicit transaction is enough
+        immediate = options.get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 

@@ -65,7 +65,7 @@ async def grade_rows_of_students(
     for record in records:
         require_readable(ctx, record)
     audit.note_many(ctx, [record.student_id for record in records])
-    async with ctx.services.database.sessions() as session:
+    async with ctx.services.database.reads() as session:
         return await db_grades.grade_columns_by_student_ids(
             session, [record.student_id for record in records], subjects, columns
         )
@@ -93,13 +93,13 @@ async def list_grades(
         student_ids=ctx.viewer.readable_students,
     )
     key = time_id_key(after, "g")
-    async with ctx.services.database.sessions() as session:
+    async with ctx.services.database.reads() as session:
         rows, has_next = await db_grades.list_grades(
             session, first=first, where=where, after=key
         )
 
     async def count() -> int:
-        async with ctx.services.database.sessions() as session:
+        async with ctx.services.database.reads() as session:
             return await db_grades.count_grades(session, where)
 
     audit.note_many(ctx, {row.student_id for row in rows})
@@ -108,7 +108,7 @@ async def list_grades(
 
 
 async def list_subjects(ctx: Context) -> list[str]:
-    async with ctx.services.database.sessions() as session:
+    async with ctx.services.database.reads() as session:
         return await db_grades.list_subjects(session)
 
 

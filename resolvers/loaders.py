@@ -59,24 +59,24 @@ def cached_batch(
 async def _load_students(
     database: Database, keys: list[str]
 ) -> list[StudentRecord | None]:
-    async with database.sessions() as session:  # one short session per batch
+    async with database.reads() as session:  # one statement per batch
         return await students.students_by_student_ids(session, keys)
 
 
 async def _load_grades(
     database: Database, keys: list[tuple[str, str | None]]
 ) -> list[list[GradeRecord]]:
-    async with database.sessions() as session:
+    async with database.reads() as session:
         return await grades.grades_by_student_ids(session, keys)
 
 
 async def _load_stats(database: Database, keys: list[str]) -> list[StudentStats]:
-    async with database.sessions() as session:
+    async with database.reads() as session:
         return await analytics.student_stats_by_student_ids(session, keys)
 
 
 async def _load_rankings(database: Database, keys: list[int]) -> list[LevelRanking]:
-    async with database.sessions() as session:
+    async with database.reads() as session:
         return await analytics.rankings_by_grade_levels(session, keys)
 
 

@@ -99,7 +99,7 @@ async def list_students(
             after, kind, _CURSOR_READERS[order_by], text_part
         )
         key = (value, student_id)
-    async with ctx.services.database.sessions() as session:
+    async with ctx.services.database.reads() as session:
         rows, has_next = await db_students.list_students(
             session,
             first=first,
@@ -112,7 +112,7 @@ async def list_students(
         ctx.loaders.student_by_id.prime(row.student_id, row)
 
     async def count() -> int:
-        async with ctx.services.database.sessions() as session:
+        async with ctx.services.database.reads() as session:
             return await db_students.count_students(session, where)
 
     cursors = [

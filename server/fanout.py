@@ -122,7 +122,12 @@ class Group:
                 try:
                     (data,) = plan.build([snapshot], Run(None, None, None))
                     body = orjson.dumps({response_name: data}).decode()
-                except Fallback:
+                except Exception as error:
+                    if not isinstance(error, Fallback):
+                        log.warning(
+                            "a shared tick went the general way: %s",
+                            type(error).__name__,
+                        )
                     for member in due:
                         member.switch = True
                         member.wake.set()
@@ -234,9 +239,15 @@ class FanOut:
                 operation.precharged = None
                 member = _member(operation_id, legacy, interval_ms, self.monitor, rate)
                 return await self._stream(operation, shared, variables, member, send)
-        except ClientError:
-            # Refused (role, interval, too many subscriptions): the general path
-            # says so, with the charge already made.
+        except Exception as error:
+            # Refused (role, interval, too many subscriptions), or failed: the
+            # general path answers, with the charge already made, and words the
+            # error as it always does (masked when unexpected).
+            if not isinstance(error, ClientError):
+                log.warning(
+                    "a shared subscription went the general way: %s",
+                    type(error).__name__,
+                )
             operation.precharged = rate
             return operation
 

@@ -261,8 +261,7 @@ class OperationPlan:
     """A compiled query operation."""
 
     root: ObjectPlan
-    # Whether arguments depend on variables (then converted per request).
-    label: str
+    label: str  # the operation as the audit log names it
 
     async def execute(
         self, context: Any, variables: Any, timings: Any

@@ -3,6 +3,8 @@ GraphiQL off, and refused settings."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from settings import SettingsError, load_settings
@@ -64,6 +66,15 @@ async def test_production_masks_unexpected_errors_in_subscriptions(
         yield  # pragma: no cover - makes this an async generator
 
     monkeypatch.setattr(live, "metrics", broken)
+
+    @contextmanager
+    def broken_feed(ctx, interval_ms):
+        raise RuntimeError("secret detail from the sampler")
+        yield  # pragma: no cover - makes this a generator
+
+    # The shared path (server/fanout.py) starts with the feed; failing, it hands
+    # the subscription to the general path, which meets the broken stream.
+    monkeypatch.setattr(live, "metrics_feed", broken_feed)
     api = await make_api(
         scratch_url, environment="production", jwt_secret=TEST_JWT_SECRET
     )

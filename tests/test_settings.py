@@ -76,6 +76,12 @@ def test_dot_env_file_is_read(tmp_path, monkeypatch):
         ("PORT", "99999", "PORT: Input should be less than or equal to 65535"),
         ("REDIS_URL", "http://x", "REDIS_URL: must start with redis://"),
         ("REDIS_PREFIX", "", "REDIS_PREFIX: String should have at least 1 character"),
+        ("GC_THRESHOLD", "700,10", "GC_THRESHOLD: must be three whole numbers"),
+        (
+            "GC_THRESHOLD",
+            "0,10,10",
+            "GC_THRESHOLD: the first threshold must be at least 1",
+        ),
     ],
 )
 def test_bad_values_stop_with_one_line_naming_the_variable(
@@ -170,3 +176,14 @@ def test_app_start_up_refuses_a_bad_value_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "invalid settings: CACHE_SIZE: Input should be greater than or equal to 0"
     ]
+
+
+async def test_the_serving_app_sets_the_collectors_thresholds(make_api, scratch_url):
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        await make_api(scratch_url, gc_threshold="12345,7,8")
+        assert gc.get_threshold() == (12345, 7, 8)
+    finally:
+        gc.set_threshold(*before)

@@ -60,7 +60,7 @@ def bullet(overhead: float, note: str = "") -> str:
         else f"**{-overhead:.1%}** more requests/s (within the runs' noise)"
     )
     return (
-        f"{BULLET} on `students(first: 100) {{ grades {{ subject score }} }}`: "
+        f"{BULLET} on `students(first: 100) {{ name gradeLevel grades {{ subject score }} }}`: "
         f"{figure} with every response recorded (one row per response, group "
         f"commit) than without (target <= 10%){note}."
     )

@@ -411,8 +411,10 @@ def cases(args: Any, work: Path, database: Path) -> list[str]:
             f"request: **x{cpu:.2f}** (target <= {CPU_TARGET}, {verdict}). "
             "The load generator and PostgreSQL share the 2 cores with the workers."
         )
+        # The first fan-out size (1,000 by default) for the cluster case.
+        subscribers = args.subscribers[0]
         print(
-            f"cluster fan-out: {args.subscribers} gradeEvents subscribers over 2 "
+            f"cluster fan-out: {subscribers} gradeEvents subscribers over 2 "
             "workers, writes on both ...",
             flush=True,
         )
@@ -422,7 +424,7 @@ def cases(args: Any, work: Path, database: Path) -> list[str]:
                 database,
                 REDIS_PREFIX=prefix,
                 WORKERS="2",
-                MAX_SUBSCRIPTIONS=str(max(10_000, args.subscribers)),
+                MAX_SUBSCRIPTIONS=str(max(10_000, subscribers)),
                 ALERT_LOG_PATH=str(work / "alert-fanout.log"),
                 COSTS_CSV_PATH=str(work / "costs-fanout.csv"),
                 **shared,
@@ -433,7 +435,7 @@ def cases(args: Any, work: Path, database: Path) -> list[str]:
             fan = asyncio.run(
                 run_cluster_fanout(
                     [server.url for server in workers],
-                    subscribers=args.subscribers,
+                    subscribers=subscribers,
                     seconds=args.fanout_seconds,
                     writes_per_s=1.0,
                     student_ids=["S00001", "S00002"],
@@ -454,7 +456,7 @@ def cases(args: Any, work: Path, database: Path) -> list[str]:
     print(f"cluster fan-out: {summary}", flush=True)
     lines.append(
         f"- Fan-out over 2 workers (two servers on PostgreSQL and Redis): "
-        f"{args.subscribers} `gradeEvents` subscribers alternately on each, one "
+        f"{subscribers} `gradeEvents` subscribers alternately on each, one "
         f"`gradeAdd` a second on each worker (the two writers evenly spaced), "
         f"{args.fanout_seconds:g} s: {summary}. "
         "Lag: receipt minus the `recordedAt` the writer set just before sending, so "

@@ -26,6 +26,7 @@ import asyncio
 import inspect
 import keyword
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,11 +117,12 @@ class Run:
 # --- completers: a value (or a list of values) of one output type ----------------
 
 
-class Completer:
+class Completer(ABC):
     """Completes the values of one field for many objects at once."""
 
+    @abstractmethod
     def many(self, values: list[Any], run: Run) -> list[Any]:
-        raise NotImplementedError
+        """The output of each value, in order; Fallback when one cannot be."""
 
 
 class LeafCompleter(Completer):
@@ -211,8 +213,6 @@ class FieldPlan:
     # Arguments converted for the resolver: fixed when the document gives them as
     # literals, otherwise per request from the variables (`convert`).
     arguments: dict[str, Any] | None = None
-    node: FieldNode | None = None
-    definition: GraphQLField | None = None
     convert: Callable[[Any], dict[str, Any]] | None = None
     batch: Batch | None = None
     batch_state: Any = None
@@ -558,8 +558,6 @@ class Planner:
             response_name=response_name,
             field_name=name,
             timing_name=f"{object_type.name}.{name}",
-            node=node,
-            definition=definition,
         )
         resolver = strawberry_field.base_resolver
         if resolver is None:

@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, text
@@ -82,6 +83,16 @@ _README_GRADES = text(
 ).bindparams(bindparam("ids", expanding=True))
 
 
+def _node(row: Any, grades: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+    student_id, name, level = row
+    return {
+        "studentId": student_id,
+        "name": name,
+        "gradeLevel": level,
+        "grades": grades[student_id],
+    }
+
+
 def _cursor(kind: str, *parts: object) -> str:
     raw = json.dumps([kind, *parts], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -123,17 +134,7 @@ def create_bare_app() -> Starlette:
             grades: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
             for student_id, subject, score in await conn.execute(_GRADES, {"ids": ids}):
                 grades[student_id].append({"subject": subject, "score": score})
-        edges = [
-            {
-                "node": {
-                    "studentId": i,
-                    "name": name,
-                    "gradeLevel": level,
-                    "grades": grades[i],
-                }
-            }
-            for i, name, level in page
-        ]
+        edges = [{"node": _node(row, grades)} for row in page]
         body = orjson.dumps({"data": {"students": {"edges": edges}}})
         return Response(body, media_type="application/json")
 
@@ -169,16 +170,8 @@ def create_bare_app() -> Starlette:
                     }
                 )
         edges = [
-            {
-                "node": {
-                    "studentId": i,
-                    "name": name,
-                    "gradeLevel": level,
-                    "grades": grades[i],
-                    "analytics": analytics.get(i),
-                }
-            }
-            for i, name, level in page
+            {"node": {**_node(row, grades), "analytics": analytics.get(row[0])}}
+            for row in page
         ]
         last = page[-1] if page else None
         students = {

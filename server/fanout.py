@@ -29,24 +29,20 @@ from graphql import (
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
-    get_operation_ast,
-    get_variable_values,
 )
 
 from monitoring.monitor import METRICS, Monitor
 from resolvers import live
 from resolvers.context import Context
 from resolvers.errors import ClientError
-from server.cost import check_cost
-from server.envelope import operation_error
 from server.execution import Fallback
-from server.gate import MAX_COERCION_ERRORS, rate_limit_extension
-from server.pipeline import VALIDATION_RULES, Pipeline
+from server.gate import rate_limit_extension
+from server.pipeline import Pipeline, Plans, named, selected
 from server.plan import FieldPlan, NotPlanned, ObjectCompleter, Run, attributes_only
 
 log = logging.getLogger("gradepulse.fanout")
 SHARED_FIELDS = frozenset({"metrics"})
-PLAN_CACHE_SIZE = 500
+NOT_SHARED = "not_shared"
 Send = Callable[[str], Awaitable[None]]
 
 
@@ -146,41 +142,21 @@ class FanOut:
         self.pipeline = pipeline
         self.monitor = monitor
         self.groups: dict[Any, Group] = {}
-        self._shared: dict[tuple[str, str | None], Shared | None] = {}
+        self.plans = Plans(self._compile)
 
-    def shared(self, query: Any, operation_name: str | None) -> Shared | None:
-        if not isinstance(query, str):
-            return None
-        key = (query, operation_name)
-        if key in self._shared:
-            return self._shared[key]
-        found = self._compile(query, operation_name)
-        if len(self._shared) >= PLAN_CACHE_SIZE:
-            self._shared.clear()
-        self._shared[key] = found
-        return found
-
-    def _compile(self, query: str, operation_name: str | None) -> Shared | None:
-        pipeline = self.pipeline
-        prepared = pipeline.documents.prepare(query)
-        document = prepared.document
-        if prepared.refusal is not None or document is None:
-            return None
-        if pipeline.documents.validate(prepared, pipeline.core, VALIDATION_RULES):
-            return None
-        if operation_error(document, operation_name) is not None:
-            return None
-        definition = get_operation_ast(document, operation_name)
+    def _compile(
+        self, document: DocumentNode, name: str | None
+    ) -> tuple[Shared | str, OperationDefinitionNode | None]:
+        definition = selected(document, name)
         if definition is None or definition.operation is not OperationType.SUBSCRIPTION:
-            return None
+            return NOT_SHARED, None
         try:
-            plan = pipeline.planner.root_field(document, definition)
+            plan = self.pipeline.planner.root_field(document, definition)
         except NotPlanned:
-            return None
+            return NOT_SHARED, None
         if plan.field_name not in SHARED_FIELDS or not attributes_only(plan.completer):
-            return None
-        name = operation_name or (definition.name.value if definition.name else None)
-        return Shared(document, definition, plan, name)
+            return NOT_SHARED, None
+        return Shared(document, definition, plan, named(definition, name)), definition
 
     async def serve(
         self,
@@ -196,32 +172,16 @@ class FanOut:
         context (with the charge made, if any) on which the general path must run
         it: refused by a check, or not shareable."""
         operation = context.for_operation()
-        shared = self.shared(query, operation_name)
-        if shared is None:
+        ready = self.pipeline.check(query, operation_name, variables, self.plans)
+        if isinstance(ready, str):
             return operation
-        documents = self.pipeline.documents
-        core = self.pipeline.core
-        prepared = documents.prepare(query)
-        price = documents.cost(prepared, core, operation_name, variables)
-        if price.invalid_variables or check_cost(price.cost, documents.limits):
-            return operation
-        coerced = None
-        if shared.definition.variable_definitions:
-            values = get_variable_values(
-                core,
-                shared.definition.variable_definitions,
-                dict(variables or {}),
-                max_errors=MAX_COERCION_ERRORS,
-            )
-            if isinstance(values, list):
-                return operation
-            coerced = values
+        shared: Shared = ready.plan
         plan = shared.field
         try:
             arguments = plan.arguments
             if arguments is None:
                 assert plan.convert is not None
-                arguments = plan.convert(coerced)
+                arguments = plan.convert(ready.variables)
         except GraphQLError:
             return operation
         interval_ms = arguments.get("interval_ms", 1000)
@@ -229,7 +189,7 @@ class FanOut:
         rate = None
         if limiter is not None:
             rate = operation.rate = await limiter.charge(
-                operation.viewer, operation.client_host, price.cost
+                operation.viewer, operation.client_host, ready.cost
             )
             operation.precharged = rate
             if not rate.allowed:

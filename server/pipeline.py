@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +56,53 @@ RUNTIME = "runtime"  # something unusual while running: the general path answers
 VALIDATION_RULES = tuple(specified_rules)
 
 
+Compiled = tuple[Any, OperationDefinitionNode | None]  # (plan or reason, operation)
+
+
+class Plans:
+    """Plans by document and operation name, compiled once each by `compile`
+    (which returns the plan, or the reason there is none, and the operation)."""
+
+    def __init__(self, compile: Callable[[DocumentNode, str | None], Compiled]) -> None:
+        self._compile = compile
+        self._plans: dict[tuple[int, str | None], tuple[DocumentNode, Compiled]] = {}
+
+    def __call__(self, document: DocumentNode, name: str | None) -> Compiled:
+        key = (id(document), name)
+        cached = self._plans.get(key)
+        if cached is None or cached[0] is not document:
+            cached = (document, self._compile(document, name))
+            if len(self._plans) >= PLAN_CACHE_SIZE:
+                self._plans.clear()
+            # The document stays referenced, so that its id stays unique.
+            self._plans[key] = cached
+        return cached[1]
+
+
+def selected(
+    document: DocumentNode, name: str | None
+) -> OperationDefinitionNode | None:
+    """The operation a request runs; None when its operationName selects none (the
+    general path refuses it)."""
+    if operation_error(document, name) is not None:
+        return None
+    return get_operation_ast(document, name)
+
+
+def named(definition: OperationDefinitionNode, name: str | None) -> str | None:
+    """The request's operationName, else the operation's own name (as Strawberry
+    names it to the monitor, the access log and the audit log)."""
+    if name is None and definition.name is not None:
+        return definition.name.value
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Ready:
     """A request that passed every check and has a plan: what `run` needs."""
 
-    plan: OperationPlan
-    # The request's operationName, else the operation's own name (as Strawberry
-    # names it to the monitor and the access log).
-    operation_name: str | None
+    plan: Any  # OperationPlan; a subscription's shared plan in server/fanout.py
+    operation_name: str | None  # named()
     cost: int
     variables: Any  # graphql-core's VariableValues, or None
 
@@ -88,7 +127,7 @@ class Pipeline:
         self.monitor = monitor
         self.audit = audit
         self.server_errors = server_errors
-        self._plans: dict[tuple[int, str | None], tuple[Any, Any, Any]] = {}
+        self.plans = Plans(self._compile)
         registry = monitor.registry if monitor is not None else None
         self._timings = registry.record_resolver if registry is not None else None
         self._fallback_counter = (
@@ -100,25 +139,37 @@ class Pipeline:
     def ready(self, operation: Operation) -> Ready | None:
         """The plan and checked inputs of this request, or None: the general path
         runs it (and the reason is counted)."""
-        query = operation.query
+        found = self.check(
+            operation.query, operation.operation_name, operation.variables, self.plans
+        )
+        return self._fallback(found) if isinstance(found, str) else found
+
+    def check(
+        self,
+        query: Any,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        plans: Plans,
+    ) -> Ready | str:
+        """What the document gate would check, in its order, for an operation that
+        `plans` has a plan for: the plan with the operation's cost and coerced
+        variables, or the reason the general path must answer it."""
         if not isinstance(query, str):
-            return self._fallback(INVALID)
+            return INVALID
         documents = self.documents
         prepared = documents.prepare(query)
         document = prepared.document
         if prepared.refusal is not None or document is None:
-            return self._fallback(INVALID)
+            return INVALID
         if documents.validate(prepared, self.core, VALIDATION_RULES):
-            return self._fallback(INVALID)
-        name = operation.operation_name
-        plan, definition = self._plan(document, name)
+            return INVALID
+        plan, definition = plans(document, operation_name)
         if isinstance(plan, str):
-            return self._fallback(plan)
+            return plan
         assert definition is not None
-        variables = operation.variables
-        price = documents.cost(prepared, self.core, name, variables)
+        price = documents.cost(prepared, self.core, operation_name, variables)
         if price.invalid_variables or check_cost(price.cost, documents.limits):
-            return self._fallback(INVALID)
+            return INVALID
         coerced: Any = None
         if definition.variable_definitions:
             values = get_variable_values(
@@ -128,37 +179,18 @@ class Pipeline:
                 max_errors=MAX_COERCION_ERRORS,
             )
             if isinstance(values, list):
-                return self._fallback(INVALID)
+                return INVALID
             coerced = values
-        if name is None and definition.name is not None:
-            name = definition.name.value
-        return Ready(plan, name, price.cost, coerced)
-
-    def _plan(
-        self, document: DocumentNode, name: str | None
-    ) -> tuple[OperationPlan | str, OperationDefinitionNode | None]:
-        key = (id(document), name)
-        cached = self._plans.get(key)
-        if cached is None or cached[0] is not document:
-            cached = (document, *self._compile(document, name))
-            if len(self._plans) >= PLAN_CACHE_SIZE:
-                self._plans.clear()
-            # The document stays referenced, so that its id stays unique.
-            self._plans[key] = cached
-        return cached[1], cached[2]
+        return Ready(plan, named(definition, operation_name), price.cost, coerced)
 
     def _compile(
         self, document: DocumentNode, name: str | None
     ) -> tuple[OperationPlan | str, OperationDefinitionNode | None]:
-        if operation_error(document, name) is not None:
-            return INVALID, None
-        definition = get_operation_ast(document, name)
+        definition = selected(document, name)
         if definition is None:
             return INVALID, None
         try:
-            label = label_of(
-                document, name or (definition.name.value if definition.name else None)
-            )
+            label = label_of(document, named(definition, name))
             plan = self.planner.compile(document, definition, label)
         except NotPlanned as reason:
             return reason.reason, definition

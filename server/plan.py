@@ -483,7 +483,7 @@ class Planner:
         grouped = self._collect(object_type, selection_sets, fragments)
         plans: list[FieldPlan] = []
         entries: list[tuple[str, str]] = []
-        namespace: dict[str, Any] = {"Fallback": Fallback}
+        namespace: dict[str, Any] = {}
         nested: list[FieldPlan] = []
         steps: list[FieldPlan] = []
         order: list[tuple[str, FieldPlan | None]] = []
@@ -512,7 +512,8 @@ class Planner:
                 continue
             entries.append((response_name, "None"))
             (nested if plan.attribute is not None else steps).append(plan)
-        build = _compile_build(entries, namespace)
+        # Fields that later steps fill start as None.
+        build = compile_dicts(entries, namespace)
         return ObjectPlan(
             object_type.name,
             plans,
@@ -667,20 +668,22 @@ def _uses_variables(node: FieldNode) -> bool:
     return found
 
 
-def _compile_build(
-    entries: list[tuple[str, str]], namespace: dict[str, Any]
+def compile_dicts(
+    entries: list[tuple[str, str]], namespace: dict[str, Any], item: str = "v"
 ) -> Callable[[list[Any]], list[dict[str, Any]]]:
-    """`build(objects)`: one dict per object, keys in selection order (fields that
-    later steps fill start as None). Names are GraphQL names (identifiers) and the
-    schema's Python attribute names; values never reach the source."""
+    """`build(items)`: one dict per item, each entry's expression (over `item`)
+    under its key, in order; an AttributeError (a missing attribute) raises
+    Fallback. The source holds GraphQL response names (identifiers), the schema's
+    Python attribute names and column positions; values never reach it."""
     body = ", ".join(f"{name!r}: {expression}" for name, expression in entries)
     source = (
         "def build(items):\n"
         "    try:\n"
-        f"        return [{{{body}}} for v in items]\n"
+        f"        return [{{{body}}} for {item} in items]\n"
         "    except AttributeError:\n"
         "        raise Fallback from None\n"
     )
+    namespace["Fallback"] = Fallback
     exec(compile(source, "<gradepulse plan>", "exec"), namespace)
     build: Callable[[list[Any]], list[dict[str, Any]]] = namespace["build"]
     return build

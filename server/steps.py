@@ -15,7 +15,6 @@ from typing import Any
 
 from resolvers import grades
 from resolvers.grades import GRADE_ROW_COLUMNS, percentage
-from server.execution import Fallback
 from server.plan import (
     Batch,
     FieldPlan,
@@ -23,6 +22,7 @@ from server.plan import (
     Planner,
     ReadyCompleter,
     StepFactory,
+    compile_dicts,
     leaf_expression,
 )
 
@@ -60,26 +60,19 @@ class GradeRows:
     def _compile(self, selected: tuple[str, ...]) -> Build:
         # The statement selects the student id first, then `selected`.
         index = {name: f"r[{i + 1}]" for i, name in enumerate(selected)}
-        namespace: dict[str, Any] = {"percentage": percentage, "Fallback": Fallback}
-        parts: list[str] = []
+        namespace: dict[str, Any] = {"percentage": percentage}
+        entries: list[tuple[str, str]] = []
         for position, (response_name, attribute, field_type) in enumerate(self.entries):
             if attribute is None:
-                parts.append(f"{response_name!r}: 'Grade'")
+                entries.append((response_name, "'Grade'"))
                 continue
             accessor = _GRADE_FIELDS[attribute][1].format(**index)
             expression = leaf_expression(
                 accessor, field_type, f"c{position}", namespace
             )
             assert expression is not None  # checked by _grades_step
-            parts.append(f"{response_name!r}: {expression}")
-        # The source holds GraphQL response names (identifiers) and column
-        # positions only; values never reach it.
-        source = (
-            f"def build(rows):\n    return [{{{', '.join(parts)}}} for r in rows]\n"
-        )
-        exec(compile(source, "<gradepulse grade rows>", "exec"), namespace)
-        built: Build = namespace["build"]
-        return built
+            entries.append((response_name, expression))
+        return compile_dicts(entries, namespace, item="r")
 
 
 def _grades_step(

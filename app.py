@@ -674,6 +674,13 @@ def attach_statement_listener(database: Database, monitor: Monitor) -> None:
         started = conn.info["gradepulse_started"].pop()
         monitor.on_statement(statement, time.perf_counter() - started)
 
+    # The reads that run on the driver (db/reader.py) are seen as they end.
+    database.observe(
+        lambda statement, _parameters, duration_s: monitor.on_statement(
+            statement, duration_s
+        )
+    )
+
 
 def cost_totals(monitor: Monitor) -> dict[str, float]:
     snapshot = monitor.costs.snapshot()

@@ -46,14 +46,12 @@ def create_bench_app(*, audit: bool = True) -> Starlette:
             request.headers.get("authorization"), client
         )
         rate = await services.rate_limiter.charge(viewer, client, cost)
-        async with database.sessions() as session:
-            rows, _ = await students.list_students(
-                session, first=STUDENTS_PAGE, where=students.StudentFilter()
-            )
-        async with database.sessions() as session:
-            per_student = await grades.grades_by_student_ids(
-                session, [(row.student_id, None) for row in rows]
-            )
+        rows, _ = await students.list_students(
+            database.reader, first=STUDENTS_PAGE, where=students.StudentFilter()
+        )
+        per_student = await grades.grades_by_student_ids(
+            database.reader, [(row.student_id, None) for row in rows]
+        )
         edges = [
             {
                 "node": {

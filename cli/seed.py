@@ -49,8 +49,7 @@ async def _run(
         if await migrated(database) is None:
             return 1
         if not await is_empty(database):
-            async with database.sessions() as session:
-                existing = await count_students(session, StudentFilter())
+            existing = await count_students(database.reader, StudentFilter())
             if if_empty:
                 print(f"the database already has {existing} students: nothing seeded")
                 return 0

@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from db.reader import Observer, Reader
+
 _IMMEDIATE = "gradepulse_begin_immediate"
 _SINGLE = "gradepulse_single_statement"
 
@@ -57,6 +59,8 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     write_sessions: async_sessionmaker[AsyncSession]
     single: AsyncEngine
+    # The hot reads, on the driver (db/reader.py).
+    reader: Reader
 
     def reads(self) -> AsyncConnection:
         """A connection for one statement (used as `async with database.reads()`):
@@ -78,11 +82,18 @@ class Database:
         """The engine whose transactions BEGIN IMMEDIATE on SQLite (migrations)."""
         return self.engine.execution_options(**{_IMMEDIATE: True})
 
+    def observe(self, observer: Observer) -> None:
+        """Call `observer(statement, parameters, duration_s)` after each statement the
+        reader runs (the engine's own are seen with SQLAlchemy's events)."""
+        self.reader.observers.append(observer)
+
     async def dispose(self) -> None:
+        await self.reader.close()
         await self.engine.dispose()
 
 
 SQLITE_POOL = 12  # connections of a SQLite engine, all kept open
+SQLITE_READERS = 4  # the reader's own SQLite connections (db/reader.py)
 
 
 def create_database(
@@ -120,11 +131,17 @@ def create_database(
         if is_sqlite(url)
         else engine.execution_options(isolation_level="AUTOCOMMIT")
     )
+    reader = Reader(
+        engine,
+        connections=SQLITE_READERS if is_sqlite(url) else pool_size,
+        busy_timeout_ms=busy_timeout_ms,
+    )
     return Database(
         engine=engine,
         sessions=async_sessionmaker(engine, expire_on_commit=False),
         write_sessions=async_sessionmaker(write_engine, expire_on_commit=False),
         single=single,
+        reader=reader,
     )
 
 

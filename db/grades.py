@@ -8,11 +8,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import models
 from db.errors import NotFound
+from db.reader import Reader, in_values
 from db.records import GradeRecord, chunks
 from db.validation import NewGrade, utcnow
 
@@ -29,20 +43,28 @@ def to_record(row: Sequence[Any]) -> GradeRecord:
 
 
 async def grades_by_student_ids(
-    session: AsyncSession, keys: Sequence[tuple[str, str | None]]
+    reader: Reader, keys: Sequence[tuple[str, str | None]]
 ) -> list[list[GradeRecord]]:
     """Grades per (student_id, subject or None for all), oldest first; one statement."""
-    student_ids = {student_id for student_id, _ in keys}
-    query = (
-        select(*_COLUMNS)
-        .where(G.student_id.in_(student_ids))
-        .order_by(G.student_id, G.recorded_at, G.id)
-    )
+    student_ids = sorted({student_id for student_id, _ in keys})
     subjects = {subject for _, subject in keys}
-    if None not in subjects:
-        query = query.where(G.subject.in_(subjects))
+    every_subject = None in subjects
+
+    def build(dialect: str) -> Select[Any]:
+        query = (
+            select(*_COLUMNS)
+            .where(in_values(G.student_id, "ids", dialect))
+            .order_by(G.student_id, G.recorded_at, G.id)
+        )
+        if not every_subject:
+            query = query.where(in_values(G.subject, "subjects", dialect))
+        return query
+
+    params: dict[str, Any] = {"ids": student_ids}
+    if not every_subject:
+        params["subjects"] = sorted(s for s in subjects if s is not None)
     by_student: dict[str, list[GradeRecord]] = {}
-    for row in await session.execute(query):
+    for row in await reader.fetch(("grades.by_students", every_subject), build, params):
         record = GradeRecord(*row)
         by_student.setdefault(record.student_id, []).append(record)
     result = []
@@ -59,7 +81,7 @@ GRADE_COLUMNS = {c.name: c for c in _COLUMNS}
 
 
 async def grade_columns_by_student_ids(
-    session: AsyncSession,
+    reader: Reader,
     student_ids: Sequence[str],
     subjects: Sequence[str] | None,
     columns: Sequence[str],
@@ -67,17 +89,29 @@ async def grade_columns_by_student_ids(
     """Only `columns` (names of GRADE_COLUMNS) of the students' grades (of
     `subjects`, or all), oldest first, by student id; each row starts with the
     student id. One statement."""
-    query = (
-        select(G.student_id, *(GRADE_COLUMNS[name] for name in columns))
-        .where(G.student_id.in_(list(dict.fromkeys(student_ids))))
-        .order_by(G.student_id, G.recorded_at, G.id)
-    )
-    if subjects is not None:
-        query = query.where(
-            G.subject == subjects[0] if len(subjects) == 1 else G.subject.in_(subjects)
+    one_subject = subjects is not None and len(subjects) == 1
+    shape = (tuple(columns), subjects is None, one_subject)
+
+    def build(dialect: str) -> Select[Any]:
+        query = (
+            select(G.student_id, *(GRADE_COLUMNS[name] for name in columns))
+            .where(in_values(G.student_id, "ids", dialect))
+            .order_by(G.student_id, G.recorded_at, G.id)
         )
+        if one_subject:
+            query = query.where(G.subject == bindparam("subject", type_=G.subject.type))
+        elif subjects is not None:
+            query = query.where(in_values(G.subject, "subjects", dialect))
+        return query
+
+    params: dict[str, Any] = {"ids": list(dict.fromkeys(student_ids))}
+    if one_subject:
+        assert subjects is not None
+        params["subject"] = subjects[0]
+    elif subjects is not None:
+        params["subjects"] = list(subjects)
     by_student: dict[str, list[Any]] = {}
-    for row in await session.execute(query):
+    for row in await reader.fetch(("grades.columns", shape), build, params):
         rows = by_student.get(row[0])
         if rows is None:
             by_student[row[0]] = [row]
@@ -106,55 +140,113 @@ class GradeFilter:
     grade_levels: frozenset[int] | None = None
     student_ids: frozenset[str] | None = None
 
-    def clauses(self) -> list[Any]:
-        clauses = []
-        if self.student_id is not None:
-            clauses.append(G.student_id == self.student_id)
-        if self.grade_levels is not None:
-            clauses.append(
-                G.student_id.in_(
-                    select(S.student_id).where(
-                        S.grade_level.in_(sorted(self.grade_levels))
-                    )
-                )
+    def shape(self) -> tuple[bool, ...]:
+        """Which conditions apply: with the parameters, what a statement needs."""
+        return tuple(
+            value is not None
+            for value in (
+                self.student_id,
+                self.grade_levels,
+                self.student_ids,
+                self.subject,
+                self.recorded_since,
+                self.recorded_before,
             )
-        if self.student_ids is not None:
-            clauses.append(G.student_id.in_(sorted(self.student_ids)))
-        if self.subject is not None:
-            clauses.append(G.subject == self.subject)
-        if self.recorded_since is not None:
-            clauses.append(G.recorded_at >= self.recorded_since)
-        if self.recorded_before is not None:
-            clauses.append(G.recorded_at < self.recorded_before)
-        return clauses
+        )
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "student_id": self.student_id,
+            "grade_levels": sorted(self.grade_levels)
+            if self.grade_levels is not None
+            else None,
+            "student_ids": sorted(self.student_ids)
+            if self.student_ids is not None
+            else None,
+            "subject": self.subject,
+            "recorded_since": self.recorded_since,
+            "recorded_before": self.recorded_before,
+        }
+        return {name: value for name, value in params.items() if value is not None}
+
+
+def _conditions(shape: tuple[bool, ...], dialect: str) -> list[ColumnElement[bool]]:
+    """GradeFilter's conditions of this shape, as bound parameters."""
+    student_id, levels, ids, subject, since, before = shape
+    clauses: list[ColumnElement[bool]] = []
+    if student_id:
+        clauses.append(G.student_id == bindparam("student_id", type_=G.student_id.type))
+    if levels:
+        readable = select(S.student_id).where(
+            in_values(S.grade_level, "grade_levels", dialect)
+        )
+        clauses.append(G.student_id.in_(readable.scalar_subquery()))
+    if ids:
+        clauses.append(in_values(G.student_id, "student_ids", dialect))
+    if subject:
+        clauses.append(G.subject == bindparam("subject", type_=G.subject.type))
+    if since:
+        clauses.append(
+            G.recorded_at >= bindparam("recorded_since", type_=G.recorded_at.type)
+        )
+    if before:
+        clauses.append(
+            G.recorded_at < bindparam("recorded_before", type_=G.recorded_at.type)
+        )
+    return clauses
 
 
 async def list_grades(
-    session: AsyncSession,
+    reader: Reader,
     *,
     first: int,
     where: GradeFilter,
     after: tuple[datetime, int] | None = None,
 ) -> tuple[list[GradeRecord], bool]:
     """One page of grades, oldest first; `after` is (recorded_at, id) of the last."""
-    clauses = where.clauses()
+    shape = where.shape()
+
+    def build(dialect: str) -> Select[Any]:
+        clauses = _conditions(shape, dialect)
+        if after is not None:
+            # A row value, not `a > x OR (a = x AND id > y)`: both SQLite and
+            # PostgreSQL seek the recorded_at index to the cursor with it, where the
+            # OR form scanned the index from the start (a deep page cost as much as
+            # all the pages before it: 63 ms on SQLite, 218 ms on PostgreSQL, mid-way
+            # through a million grades, against 0.03 ms).
+            cursor = tuple_(
+                bindparam("after_at", type_=G.recorded_at.type),
+                bindparam("after_id", type_=G.id.type),
+            )
+            clauses.append(tuple_(G.recorded_at, G.id) > cursor)
+        return (
+            select(*_COLUMNS)
+            .where(*clauses)
+            .order_by(G.recorded_at, G.id)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+
+    params = where.params()
+    params["limit"] = first + 1
     if after is not None:
-        # A row value, not `a > x OR (a = x AND id > y)`: both SQLite and PostgreSQL
-        # seek the recorded_at index to the cursor with it, where the OR form
-        # scanned the index from the start (a deep page cost as much as all the
-        # pages before it: 63 ms on SQLite, 218 ms on PostgreSQL, mid-way
-        # through a million grades, against 0.03 ms).
-        clauses.append(tuple_(G.recorded_at, G.id) > after)
-    query = (
-        select(*_COLUMNS).where(*clauses).order_by(G.recorded_at, G.id).limit(first + 1)
-    )
-    rows = [to_record(row) for row in await session.execute(query)]
+        params["after_at"], params["after_id"] = after
+    key = ("grades.page", shape, after is not None)
+    rows = [to_record(row) for row in await reader.fetch(key, build, params)]
     return rows[:first], len(rows) > first
 
 
-async def count_grades(session: AsyncSession, where: GradeFilter) -> int:
-    query = select(func.count()).select_from(models.Grade).where(*where.clauses())
-    return int((await session.execute(query)).scalar_one())
+async def count_grades(reader: Reader, where: GradeFilter) -> int:
+    shape = where.shape()
+
+    def build(dialect: str) -> Select[Any]:
+        return (
+            select(func.count())
+            .select_from(models.Grade)
+            .where(*_conditions(shape, dialect))
+        )
+
+    rows = await reader.fetch(("grades.count", shape), build, where.params())
+    return int(rows[0][0])
 
 
 async def list_subjects(session: AsyncSession) -> list[str]:

@@ -6,12 +6,25 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import models
 from db.errors import Conflict, NotFound
+from db.reader import Reader, in_values
 from db.records import StudentRecord
 from db.validation import NewStudent, utcnow
 
@@ -41,25 +54,49 @@ class StudentFilter:
     grade_levels: frozenset[int] | None = None
     student_ids: frozenset[str] | None = None
 
-    def clauses(self) -> list[ColumnElement[bool]]:
-        clauses: list[ColumnElement[bool]] = []
+    def shape(self) -> tuple[bool, ...]:
+        """Which conditions apply: with the parameters, what a statement needs."""
+        return (
+            self.grade_level is not None,
+            self.grade_levels is not None,
+            self.student_ids is not None,
+            bool(self.search),
+        )
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
         if self.grade_level is not None:
-            clauses.append(S.grade_level == self.grade_level)
+            params["grade_level"] = self.grade_level
         if self.grade_levels is not None:
-            clauses.append(S.grade_level.in_(sorted(self.grade_levels)))
+            params["grade_levels"] = sorted(self.grade_levels)
         if self.student_ids is not None:
-            clauses.append(S.student_id.in_(sorted(self.student_ids)))
+            params["student_ids"] = sorted(self.student_ids)
         if self.search:
-            pattern = "%" + _escape_like(self.search.lower()) + "%"
-            clauses.append(
-                or_(
-                    *(
-                        func.lower(column).like(pattern, escape="\\")
-                        for column in (S.name, S.student_id, S.email)
-                    )
+            params["search"] = "%" + _escape_like(self.search.lower()) + "%"
+        return params
+
+
+def _conditions(shape: tuple[bool, ...], dialect: str) -> list[ColumnElement[bool]]:
+    """StudentFilter's conditions of this shape, as bound parameters."""
+    level, levels, ids, search = shape
+    clauses: list[ColumnElement[bool]] = []
+    if level:
+        clauses.append(S.grade_level == bindparam("grade_level"))
+    if levels:
+        clauses.append(in_values(S.grade_level, "grade_levels", dialect))
+    if ids:
+        clauses.append(in_values(S.student_id, "student_ids", dialect))
+    if search:
+        pattern = bindparam("search", type_=String())
+        clauses.append(
+            or_(
+                *(
+                    func.lower(column).like(pattern, escape="\\")
+                    for column in (S.name, S.student_id, S.email)
                 )
             )
-        return clauses
+        )
+    return clauses
 
 
 def _escape_like(text: str) -> str:
@@ -74,8 +111,21 @@ async def students_by_student_ids(
     return [found.get(key) for key in student_ids]
 
 
+async def read_students_by_ids(
+    reader: Reader, student_ids: Sequence[str]
+) -> list[StudentRecord | None]:
+    """Students by student id (None for an unknown one), in the order asked."""
+
+    def build(dialect: str) -> Select[Any]:
+        return select(*_COLUMNS).where(in_values(S.student_id, "ids", dialect))
+
+    rows = await reader.fetch("students.by_ids", build, {"ids": list(student_ids)})
+    found = {row[1]: to_record(row) for row in rows}
+    return [found.get(key) for key in student_ids]
+
+
 async def list_students(
-    session: AsyncSession,
+    reader: Reader,
     *,
     first: int,
     where: StudentFilter,
@@ -84,30 +134,57 @@ async def list_students(
     after: tuple[Any, str] | None = None,
 ) -> tuple[list[StudentRecord], bool]:
     """One page of students in keyset order; `after` is (order value, student_id)."""
-    column = ORDER_COLUMNS[order_by]
-    clauses = where.clauses()
+    shape = where.shape()
+
+    def build(dialect: str) -> Select[Any]:
+        column = ORDER_COLUMNS[order_by]
+        clauses = _conditions(shape, dialect)
+        if after is not None:
+            if column is S.student_id:
+                cursor = bindparam("after_id", type_=S.student_id.type)
+                clauses.append(
+                    S.student_id < cursor if descending else S.student_id > cursor
+                )
+            else:
+                # A row value, which SQLite and PostgreSQL can seek an index with
+                # (an OR of the two comparisons they can only filter by).
+                key = tuple_(column, S.student_id)
+                cursor = tuple_(
+                    bindparam("after_value", type_=column.type),
+                    bindparam("after_id", type_=S.student_id.type),
+                )
+                clauses.append(key < cursor if descending else key > cursor)
+        order = [column.desc() if descending else column.asc()]
+        if column is not S.student_id:
+            order.append(S.student_id.desc() if descending else S.student_id.asc())
+        return (
+            select(*_COLUMNS)
+            .where(*clauses)
+            .order_by(*order)
+            .limit(bindparam("limit", type_=Integer()))
+        )
+
+    params = where.params()
+    params["limit"] = first + 1
     if after is not None:
-        value, student_id = after
-        if column is S.student_id:
-            clauses.append(
-                S.student_id < student_id if descending else S.student_id > student_id
-            )
-        else:
-            # A row value, which SQLite and PostgreSQL can seek an index with
-            # (an OR of the two comparisons they can only filter by).
-            key, cursor = tuple_(column, S.student_id), (value, student_id)
-            clauses.append(key < cursor if descending else key > cursor)
-    order = [column.desc() if descending else column.asc()]
-    if column is not S.student_id:
-        order.append(S.student_id.desc() if descending else S.student_id.asc())
-    query = select(*_COLUMNS).where(*clauses).order_by(*order).limit(first + 1)
-    rows = [to_record(row) for row in await session.execute(query)]
+        params["after_value"], params["after_id"] = after
+    key = ("students.page", shape, order_by, descending, after is not None)
+    rows = [to_record(row) for row in await reader.fetch(key, build, params)]
     return rows[:first], len(rows) > first
 
 
-async def count_students(session: AsyncSession, where: StudentFilter) -> int:
-    query = select(func.count()).select_from(models.Student).where(*where.clauses())
-    return int((await session.execute(query)).scalar_one())
+async def count_students(reader: Reader, where: StudentFilter) -> int:
+    shape = where.shape()
+
+    def build(dialect: str) -> Select[Any]:
+        return (
+            select(func.count())
+            .select_from(models.Student)
+            .where(*_conditions(shape, dialect))
+        )
+
+    rows = await reader.fetch(("students.count", shape), build, where.params())
+    return int(rows[0][0])
 
 
 async def _taken(

@@ -65,10 +65,12 @@ async def grade_rows_of_students(
     for record in records:
         require_readable(ctx, record)
     audit.note_many(ctx, [record.student_id for record in records])
-    async with ctx.services.database.reads() as session:
-        return await db_grades.grade_columns_by_student_ids(
-            session, [record.student_id for record in records], subjects, columns
-        )
+    return await db_grades.grade_columns_by_student_ids(
+        ctx.services.database.reader,
+        [record.student_id for record in records],
+        subjects,
+        columns,
+    )
 
 
 async def list_grades(
@@ -93,14 +95,13 @@ async def list_grades(
         student_ids=ctx.viewer.readable_students,
     )
     key = time_id_key(after, "g")
-    async with ctx.services.database.reads() as session:
-        rows, has_next = await db_grades.list_grades(
-            session, first=first, where=where, after=key
-        )
+    reader = ctx.services.database.reader
+    rows, has_next = await db_grades.list_grades(
+        reader, first=first, where=where, after=key
+    )
 
     async def count() -> int:
-        async with ctx.services.database.reads() as session:
-            return await db_grades.count_grades(session, where)
+        return await db_grades.count_grades(reader, where)
 
     audit.note_many(ctx, {row.student_id for row in rows})
     cursors = [time_id_cursor("g", r.recorded_at, r.id) for r in rows]

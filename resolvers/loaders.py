@@ -59,15 +59,13 @@ def cached_batch(
 async def _load_students(
     database: Database, keys: list[str]
 ) -> list[StudentRecord | None]:
-    async with database.reads() as session:  # one statement per batch
-        return await students.students_by_student_ids(session, keys)
+    return await students.read_students_by_ids(database.reader, keys)
 
 
 async def _load_grades(
     database: Database, keys: list[tuple[str, str | None]]
 ) -> list[list[GradeRecord]]:
-    async with database.reads() as session:
-        return await grades.grades_by_student_ids(session, keys)
+    return await grades.grades_by_student_ids(database.reader, keys)
 
 
 async def _load_stats(database: Database, keys: list[str]) -> list[StudentStats]:

@@ -99,21 +99,20 @@ async def list_students(
             after, kind, _CURSOR_READERS[order_by], text_part
         )
         key = (value, student_id)
-    async with ctx.services.database.reads() as session:
-        rows, has_next = await db_students.list_students(
-            session,
-            first=first,
-            where=where,
-            order_by=order_by,
-            descending=descending,
-            after=key,
-        )
+    reader = ctx.services.database.reader
+    rows, has_next = await db_students.list_students(
+        reader,
+        first=first,
+        where=where,
+        order_by=order_by,
+        descending=descending,
+        after=key,
+    )
     for row in rows:
         ctx.loaders.student_by_id.prime(row.student_id, row)
 
     async def count() -> int:
-        async with ctx.services.database.reads() as session:
-            return await db_students.count_students(session, where)
+        return await db_students.count_students(reader, where)
 
     cursors = [
         encode_cursor(kind, _order_value(r, order_by), r.student_id) for r in rows

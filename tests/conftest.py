@@ -241,6 +241,15 @@ class StatementCounter:
     def reset(self) -> None:
         self.statements.clear()
 
+    def observe(self, statement: str, _parameters: Any, _duration_s: float) -> None:
+        """The same count for the statements the reader runs (db/reader.py)."""
+        self(None, None, statement)
+
+    def listen(self, database: Database) -> None:
+        """Count every statement of `database`: the engine's and the reader's."""
+        event.listen(database.engine.sync_engine, "before_cursor_execute", self)
+        database.observe(self.observe)
+
 
 @dataclass
 class Api:
@@ -292,8 +301,7 @@ async def make_api() -> AsyncIterator[Any]:
         await manager.__aenter__()
         stack.append(manager)
         counter = StatementCounter()
-        engine = app.state.services.database.engine.sync_engine
-        event.listen(engine, "before_cursor_execute", counter)
+        counter.listen(app.state.services.database)
         http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
         )

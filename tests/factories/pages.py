@@ -22,12 +22,18 @@ def sent_statements(api: Any) -> Iterator[list[Statement]]:
     ) -> None:
         sent.append((statement, parameters))
 
-    engine = api.services.database.engine.sync_engine
+    def observe(statement: str, parameters: Any, _duration_s: float) -> None:
+        sent.append((statement, parameters))
+
+    database = api.services.database
+    engine = database.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
+    database.observe(observe)
     try:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        database.reader.observers.remove(observe)
 
 
 def page_statement(sent: list[Statement], table: str) -> Statement:

@@ -36,7 +36,7 @@ from monitoring.costs import COSTS_HEADER, CostMeter
 from monitoring.dashboard import DashboardPage
 from monitoring.health import Health
 from monitoring.leader import Leadership
-from monitoring.middleware import RequestId, RequestMonitor
+from monitoring.middleware import AccessLines, RequestId, RequestMonitor
 from monitoring.monitor import CODECS as MONITOR_CODECS
 from monitoring.monitor import SNAPSHOTS, Monitor
 from monitoring.prometheus import ScrapeTimeCollector, install_collectors
@@ -57,6 +57,7 @@ from resolvers.loaders import CACHE_NAMES, apply_invalidation
 from resolvers.ordering import GradeOrder
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
+from server.asgi import App
 from server.build import GradePulseSchema, build_schema
 from server.endpoint import GraphQLEndpoint
 from server.http import UPLOAD_HEADER, HTTPLimits
@@ -92,9 +93,7 @@ def configure_logging(settings: Settings) -> None:
     as bare JSON lines, everything else with level and logger name."""
     access = logging.getLogger("gradepulse.access")
     if not access.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access.addHandler(handler)
+        access.addHandler(AccessLines())  # one write per batch of lines
         access.propagate = False
     access.setLevel(logging.INFO if settings.access_log else logging.WARNING)
     root = logging.getLogger("gradepulse")
@@ -161,8 +160,9 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
 
-    app = Starlette(
+    app = App(
         debug=False,
+        direct=["/graphql"],
         lifespan=partial(
             running,
             database,

@@ -1,9 +1,11 @@
 """Pure ASGI middleware: the request id (always on, HTTP and WebSocket), and for HTTP
 timing, status, Server-Timing and one structured log line per request. RequestId
-alone when nothing is monitored; RequestMonitor does both in one layer."""
+alone when nothing is monitored; RequestMonitor does both in one layer. AccessLines
+is the access log's own handler, which writes its lines in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -16,6 +18,9 @@ import orjson
 from monitoring.registry import Registry
 
 log = logging.getLogger("gradepulse.access")
+# An access line waits at most this long to be written, with the others of its batch.
+ACCESS_FLUSH_S = 0.05
+ACCESS_BATCH_LINES = 256  # or is written once this many wait
 REQUEST_ID = b"x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -109,10 +114,19 @@ class RequestMonitor:
                         "durationMs": round(duration * 1000, 3),
                     }
                 ).decode()
-                # A record of our own: no caller lookup on every request.
-                log.handle(
-                    log.makeRecord(log.name, logging.INFO, "", 0, line, (), None)
-                )
+                handlers = log.handlers
+                if (
+                    len(handlers) == 1
+                    and type(handlers[0]) is AccessLines
+                    and not log.filters
+                ):
+                    # Only our own handler listens: no LogRecord to build.
+                    handlers[0].write(line)
+                else:
+                    # A record of our own: no caller lookup on every request.
+                    log.handle(
+                        log.makeRecord(log.name, logging.INFO, "", 0, line, (), None)
+                    )
 
 
 def request_id_of(scope: Scope) -> str:
@@ -124,3 +138,68 @@ def request_id_of(scope: Scope) -> str:
                 return candidate
             break
     return os.urandom(16).hex()
+
+
+class AccessLines(logging.StreamHandler):  # type: ignore[type-arg]
+    """The access log's handler (app.py installs it unless the host configured the
+    logger): a line per request, written in batches, one write for the lines of up
+    to ACCESS_FLUSH_S (as nginx's `access_log ... buffer= flush=`). A write and a
+    flush per line cost more than the rest of a small request's logging. A line
+    logged outside the event loop's thread, or with no loop running, is written at
+    once; what waits is written when the handler is flushed or closed (at exit)."""
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def write(self, line: str) -> None:
+        """Queue one line (from the event loop's thread), or write it at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or (self._loop is not None and loop is not self._loop):
+            self._lines.append(line)
+            self.write_pending()
+            return
+        self._lines.append(line)
+        if len(self._lines) >= ACCESS_BATCH_LINES:
+            self.write_pending()
+        elif self._timer is None:
+            self._loop = loop
+            self._timer = loop.call_later(ACCESS_FLUSH_S, self.write_pending)
+
+    def write_pending(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._loop = None
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        self.acquire()
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except Exception:
+            # As a StreamHandler would for each record: the request is served.
+            self.handleError(logging.makeLogRecord({"msg": lines[0], "name": log.name}))
+        finally:
+            self.release()
+
+    def flush(self) -> None:
+        self.write_pending()
+        super().flush()
+
+    def close(self) -> None:
+        self.write_pending()
+        super().close()

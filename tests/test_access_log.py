@@ -4,12 +4,15 @@ silences it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
 
 import pytest
 
+from monitoring import middleware
+from monitoring.middleware import ACCESS_BATCH_LINES, ACCESS_FLUSH_S, AccessLines
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
 FIELDS = {"requestId", "method", "path", "operation", "status", "durationMs"}
@@ -86,3 +89,76 @@ async def test_access_log_false_writes_no_line(make_api, scratch_url, access_log
 
     assert response.json()["data"] == {"__typename": "Query"}
     assert access_lines(access_log) == []
+
+
+class Stream:
+    """A stream that counts its writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+async def test_the_apps_own_handler_writes_lines_in_batches(
+    make_api, scratch_url, monkeypatch
+):
+    """With only AccessLines listening (the default), the lines of many requests
+    go out in one write, in order, at most ACCESS_FLUSH_S after the first."""
+    api = await make_api(scratch_url)
+    # Long enough for five requests on a slow machine.
+    monkeypatch.setattr(middleware, "ACCESS_FLUSH_S", 1.0)
+    logger = logging.getLogger("gradepulse.access")
+    stream = Stream()
+    handler = AccessLines(stream)
+    monkeypatch.setattr(logger, "handlers", [handler])
+    ids = [f"req-batch-{i}" for i in range(5)]
+
+    for request_id in ids:
+        response = await api.http.post(
+            "/graphql",
+            json={"query": "{ __typename }"},
+            headers={"X-Request-ID": request_id},
+        )
+        assert response.status_code == 200
+    assert stream.writes == []  # still waiting, together
+    for _ in range(40):  # written within 1 s (bounded wait)
+        if stream.writes:
+            break
+        await asyncio.sleep(0.05)
+
+    [written] = stream.writes
+    lines = written.splitlines()
+    assert [json.loads(line)["requestId"] for line in lines] == ids
+    assert written.endswith("\n")
+
+
+async def test_a_full_batch_and_a_flush_write_at_once() -> None:
+    stream = Stream()
+    handler = AccessLines(stream)
+    for i in range(ACCESS_BATCH_LINES):
+        handler.write(f"line {i}")
+    assert len(stream.writes) == 1
+    assert stream.writes[0].count("\n") == ACCESS_BATCH_LINES
+    handler.write("last")
+    handler.flush()  # logging.shutdown() flushes every handler at exit
+    assert stream.writes[1:] == ["last\n"]
+    await asyncio.sleep(ACCESS_FLUSH_S * 2)  # the cancelled timer writes nothing
+    assert len(stream.writes) == 2
+
+
+def test_outside_the_event_loop_a_line_is_written_at_once() -> None:
+    stream = Stream()
+    handler = AccessLines(stream)
+    logger = logging.getLogger("gradepulse.access.test")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("plain %s", "record")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.writes == ["plain record\n"]

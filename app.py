@@ -20,7 +20,6 @@ from sqlalchemy import event
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -57,7 +56,7 @@ from resolvers.loaders import CACHE_NAMES, apply_invalidation
 from resolvers.ordering import GradeOrder
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
-from server.asgi import App
+from server.asgi import App, TrustedHosts
 from server.build import GradePulseSchema, build_schema
 from server.endpoint import GraphQLEndpoint
 from server.http import UPLOAD_HEADER, HTTPLimits
@@ -552,7 +551,7 @@ def middleware(settings: Settings, registry: Registry | None) -> list[Middleware
     # is checked in every profile (WebSocket handshakes included).
     stack.append(
         Middleware(
-            TrustedHostMiddleware,
+            TrustedHosts,
             allowed_hosts=settings.trusted_host_list,
             www_redirect=False,
         )

@@ -7,7 +7,6 @@ that every refusal is a JSON body with an `extensions.code` and the right status
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from resolvers.context import Context, Services
 from resolvers.errors import REQUEST_ERROR_CODES, ClientError, ErrorCode
 from resolvers.ratelimit import RateState
 from resolvers.viewer import Viewer
+from server.deadlines import Deadlines
 from server.envelope import Operation, Refusal, parse_operation
 from server.errors import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE, timeout_error
 from server.gate import rate_limit_extension
@@ -39,6 +39,7 @@ from server.pipeline import Pipeline
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 UPLOAD_HEADER = "X-GradePulse-Upload"
+_UPLOAD_NAME = UPLOAD_HEADER.lower().encode()
 _ALLOWED = {
     "GET": frozenset({OperationType.QUERY}),
     "POST": frozenset({OperationType.QUERY, OperationType.MUTATION}),
@@ -72,6 +73,7 @@ class GraphQLHTTP:
         self.pipeline = pipeline
         self.services = services
         self.limits = limits
+        self.deadlines = Deadlines(limits.operation_timeout_s)
         self.ide_html = ide_html  # GraphiQL, served offline; None when switched off
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -95,7 +97,7 @@ class GraphQLHTTP:
                 )
             if self.ide_html is not None and _wants_ide(request):
                 return HTMLResponse(self.ide_html)
-            media_type = _negotiate(request.headers.get("accept"))
+            media_type = _negotiate(_header(request, b"accept"))
             viewer = await self._authenticate(request, client)
             body = await self._operations(request)
 
@@ -158,7 +160,7 @@ class GraphQLHTTP:
             )
         try:
             return await authenticator.authenticate(
-                request.headers.get("authorization"), client
+                _header(request, b"authorization"), client
             )
         except DB_UNAVAILABLE_ERRORS:
             # The key lookup could not reach the database: the client may retry.
@@ -189,7 +191,7 @@ class GraphQLHTTP:
     async def _operations(self, request: Request) -> Operation | list[Operation]:
         if request.method == "GET":
             return parse_operation(_query_params(request))
-        content_type = request.headers.get("content-type", "")
+        content_type = _header(request, b"content-type") or ""
         mime, _, params = content_type.partition(";")
         mime = mime.strip().lower()
         if mime == "multipart/form-data":
@@ -229,7 +231,7 @@ class GraphQLHTTP:
         ]
 
     async def _body(self, request: Request, limit: int) -> bytes:
-        declared = request.headers.get("content-length")
+        declared = _header(request, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit, int(declared))
         # Read from the ASGI channel itself: Starlette's stream() costs every request.
@@ -251,12 +253,12 @@ class GraphQLHTTP:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _multipart(self, request: Request) -> Any:
-        if request.headers.get(UPLOAD_HEADER) != "1":
+        if _header(request, _UPLOAD_NAME) != "1":
             # Without the header a browser form could post it cross-site: this
             # content type is only taken together with it.
             raise Refusal(415, f"multipart uploads need the header {UPLOAD_HEADER}: 1")
         limit = self.limits.max_upload_bytes
-        declared = request.headers.get("content-length")
+        declared = _header(request, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit, int(declared))
         # The declared length may be absent or wrong: count what actually arrives.
@@ -293,7 +295,7 @@ class GraphQLHTTP:
         timeout = self.limits.operation_timeout_s
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout):
+            async with self.deadlines.limit():
                 pipeline = self.pipeline
                 if pipeline is not None:
                     ready = pipeline.ready(operation)
@@ -382,6 +384,16 @@ class JSONBody:
             {"type": "http.response.start", "status": self.status_code, "headers": raw}
         )
         await send({"type": "http.response.body", "body": self.body})
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    """The first value of a request header (ASGI gives names in lower case): what
+    `request.headers.get` answers, without building Starlette's Headers and
+    lower-casing every name on each lookup."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _counting(receive: Any, limit: int) -> Any:
@@ -502,7 +514,7 @@ def _wants_ide(request: Request) -> bool:
     return (
         request.method == "GET"
         and "query" not in request.query_params
-        and "text/html" in request.headers.get("accept", "")
+        and "text/html" in (_header(request, b"accept") or "")
     )
 
 

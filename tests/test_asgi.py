@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from server.asgi import App
+from server.asgi import App, TrustedHosts
 
 
 class Tag:
@@ -83,3 +83,20 @@ async def test_an_error_on_a_direct_path_is_a_plain_500() -> None:
         response = await client.get("/boom")
     assert response.status_code == 500
     assert response.text == "Internal Server Error"
+
+
+async def test_trusted_hosts_remember_only_what_they_accepted() -> None:
+    trusted = TrustedHosts(Tag(Endpoint()), allowed_hosts=["good.test", "*.ok.test"])
+    transport = httpx.ASGITransport(app=trusted)
+    hosts = ["good.test", "good.test", "a.ok.test", "evil.test", "evil.test"]
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answers = [
+            (await client.post("/graphql", headers={"Host": host})).status_code
+            for host in hosts
+        ]
+        odd = await client.post("/graphql", headers={"Host": "GOOD.test:8000"})
+        refused = await client.post("/graphql", headers={"Host": "evil.test"})
+    assert answers == [200, 200, 200, 400, 400]
+    assert odd.status_code == 200  # Starlette's rules: case and port ignored
+    assert refused.text == "Invalid host header"  # Starlette's own refusal
+    assert trusted._accepted == {b"good.test", b"a.ok.test", b"GOOD.test:8000"}

@@ -13,6 +13,10 @@ write by hand for the same answers.
   count, their Math grades, their analytics) from the same three statements, with
   the analytics read from a dict (the bench fills it from the app's own answer:
   both sides read cached analytics).
+- POST /students-driver and /readme-driver: the same two answers from the same
+  statements sent on the driver itself (aiosqlite, or an asyncpg pool), without
+  SQLAlchemy: GradePulse's hot reads run on the driver (db/reader.py), so this is
+  the leaner baseline it is also compared with.
 - POST /raw: `{"data":{"__typename":"Query"}}`, a Starlette JSON route.
 - GET /health/live: for the bench's start-up check.
 
@@ -119,8 +123,69 @@ def _async_url(url: str) -> str:
     return url
 
 
+class Driver:
+    """The statements on the driver: a few aiosqlite connections (the least busy
+    takes the statement), or an asyncpg pool; opened on first use."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.sqlite = url.startswith("sqlite")
+        self._connections: list[Any] = []
+        self._busy: list[int] = []
+        self._pool: Any = None
+
+    def sql(self, statement: str, count: int = 0) -> str:
+        """`statement` with `?` placeholders (and `{list}` for a list of `count`) in
+        the driver's style."""
+        statement = statement.replace("{list}", "(" + ", ".join("?" * count) + ")")
+        if self.sqlite:
+            return statement
+        parts = statement.split("?")
+        return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+    async def fetch(self, statement: str, *values: Any) -> list[Any]:
+        if self.sqlite:
+            import aiosqlite
+
+            if not self._connections:
+                path = self.url.split(":///", 1)[1]
+                self._connections = [await aiosqlite.connect(path) for _ in range(4)]
+                self._busy = [0] * 4
+            index = self._busy.index(min(self._busy))
+            self._busy[index] += 1
+            try:
+                connection = self._connections[index]
+                return list(await connection.execute_fetchall(statement, values))
+            finally:
+                self._busy[index] -= 1
+        import asyncpg
+
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(
+                self.url.replace("postgresql+asyncpg://", "postgresql://"),
+                min_size=1,
+                max_size=10,
+            )
+        return list(await self._pool.fetch(statement, *values))
+
+    async def close(self) -> None:
+        for connection in self._connections:
+            await connection.close()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def _students_answer(page: list[Any], grade_rows: list[Any]) -> bytes:
+    grades: dict[str, list[dict[str, object]]] = {row[0]: [] for row in page}
+    for student_id, subject, score in grade_rows:
+        grades[student_id].append({"subject": subject, "score": score})
+    edges = [{"node": _node(row, grades)} for row in page]
+    return orjson.dumps({"data": {"students": {"edges": edges}}})
+
+
 def create_bare_app() -> Starlette:
     engine = create_async_engine(_async_url(os.environ["DATABASE_URL"]))
+    driver = Driver(_async_url(os.environ["DATABASE_URL"]))
 
     analytics: dict[str, object] = {}
     if path := os.environ.get("BARE_ANALYTICS"):
@@ -131,12 +196,8 @@ def create_bare_app() -> Starlette:
         async with engine.connect() as conn:
             page = list(await conn.execute(_STUDENTS, {"n": PAGE}))
             ids = [row[0] for row in page]
-            grades: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
-            for student_id, subject, score in await conn.execute(_GRADES, {"ids": ids}):
-                grades[student_id].append({"subject": subject, "score": score})
-        edges = [{"node": _node(row, grades)} for row in page]
-        body = orjson.dumps({"data": {"students": {"edges": edges}}})
-        return Response(body, media_type="application/json")
+            rows = list(await conn.execute(_GRADES, {"ids": ids}))
+        return Response(_students_answer(page, rows), media_type="application/json")
 
     async def students_sql_json(request: Request) -> Response:
         async with engine.connect() as conn:
@@ -169,12 +230,23 @@ def create_bare_app() -> Starlette:
                         "recordedAt": _utc_text(recorded_at),
                     }
                 )
+        body = orjson.dumps(
+            {"data": {"students": _readme_students(page, grades, has_next, total)}}
+        )
+        return Response(body, media_type="application/json")
+
+    def _readme_students(
+        page: list[Any],
+        grades: dict[str, list[dict[str, object]]],
+        has_next: bool,
+        total: int,
+    ) -> dict[str, object]:
         edges = [
             {"node": {**_node(row, grades), "analytics": analytics.get(row[0])}}
             for row in page
         ]
         last = page[-1] if page else None
-        students = {
+        return {
             "totalCount": total,
             "pageInfo": {
                 "hasNextPage": has_next,
@@ -182,7 +254,54 @@ def create_bare_app() -> Starlette:
             },
             "edges": edges,
         }
-        body = orjson.dumps({"data": {"students": students}})
+
+    students_sql = driver.sql(
+        "SELECT student_id, name, grade_level FROM students ORDER BY student_id LIMIT ?"
+    )
+    readme_page_sql = driver.sql(
+        "SELECT student_id, name, grade_level FROM students WHERE grade_level = ? "
+        "ORDER BY name, student_id LIMIT ?"
+    )
+    readme_count_sql = driver.sql("SELECT count(*) FROM students WHERE grade_level = ?")
+
+    async def students_driver(request: Request) -> Response:
+        page = await driver.fetch(students_sql, PAGE)
+        grades_sql = driver.sql(
+            "SELECT student_id, subject, score FROM grades WHERE student_id IN {list} "
+            "ORDER BY student_id, recorded_at, id",
+            len(page),
+        )
+        rows = await driver.fetch(grades_sql, *(row[0] for row in page))
+        body = _students_answer(page, rows)
+        return Response(body, media_type="application/json")
+
+    async def readme_driver(request: Request) -> Response:
+        page = await driver.fetch(readme_page_sql, README_LEVEL, README_FIRST + 1)
+        has_next = len(page) > README_FIRST
+        page = page[:README_FIRST]
+        [(total,)] = await driver.fetch(readme_count_sql, README_LEVEL)
+        ids = [row[0] for row in page]
+        grades: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
+        grades_sql = driver.sql(
+            "SELECT student_id, subject, score, max_score, recorded_at FROM grades "
+            "WHERE student_id IN {list} AND subject = ? "
+            "ORDER BY student_id, recorded_at, id",
+            len(ids),
+        )
+        for student_id, subject, score, max_score, recorded_at in await driver.fetch(
+            grades_sql, *ids, "Math"
+        ):
+            grades[student_id].append(
+                {
+                    "subject": subject,
+                    "score": score,
+                    "percentage": (100.0 * score) / max_score,
+                    "recordedAt": _utc_text(recorded_at),
+                }
+            )
+        body = orjson.dumps(
+            {"data": {"students": _readme_students(page, grades, has_next, total)}}
+        )
         return Response(body, media_type="application/json")
 
     async def raw(request: Request) -> Response:
@@ -194,6 +313,7 @@ def create_bare_app() -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await driver.close()
         await engine.dispose()
 
     return Starlette(
@@ -201,6 +321,8 @@ def create_bare_app() -> Starlette:
             Route("/students", students, methods=["GET", "POST"]),
             Route("/students-sql-json", students_sql_json, methods=["GET", "POST"]),
             Route("/readme", readme, methods=["GET", "POST"]),
+            Route("/students-driver", students_driver, methods=["GET", "POST"]),
+            Route("/readme-driver", readme_driver, methods=["GET", "POST"]),
             Route("/raw", raw, methods=["GET", "POST"]),
             Route("/health/live", live),
         ],

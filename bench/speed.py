@@ -7,6 +7,8 @@
   off (QUERY_PLANS=false) and, on SQLite, the in-app hand-written handler;
 - the README's students query against a bare handler of the same statements that
   reads the same analytics from a dict;
+- both of those also against bare handlers that send the statements on the driver
+  (no SQLAlchemy), as GradePulse's hot reads do: a leaner baseline, no target;
 - `{ __typename }` against a bare Starlette JSON route;
 - the students query's p99 against twice its p50.
 
@@ -94,12 +96,14 @@ def _check(servers: dict[str, Server]) -> int:
         _post(servers["general"].url + "/graphql", graphql_body(STUDENTS_QUERY)),
         _post(bare + "/students"),
         _post(bare + "/students-sql-json"),
+        _post(bare + "/students-driver"),
     ):
         if _data(other) != _data(students):
             raise SystemExit("the students answers differ: the comparison is void")
     readme = _post(app + "/graphql", graphql_body(README_QUERY))
-    if _data(readme) != _data(_post(bare + "/readme")):
-        raise SystemExit("the README answers differ: the comparison is void")
+    for other in (_post(bare + "/readme"), _post(bare + "/readme-driver")):
+        if _data(readme) != _data(other):
+            raise SystemExit("the README answers differ: the comparison is void")
     return len(students)
 
 
@@ -111,6 +115,7 @@ def _pairs(
         "graphql students": (app + "/graphql", graphql_body(STUDENTS_QUERY)),
         "bare students": (bare + "/students", None),
         "bare students, JSON built in SQL": (bare + "/students-sql-json", None),
+        "bare students, on the driver": (bare + "/students-driver", None),
         "graphql students, plans off": (
             general + "/graphql",
             graphql_body(STUDENTS_QUERY),
@@ -126,6 +131,7 @@ def _pairs(
         {
             "graphql README query": (app + "/graphql", graphql_body(README_QUERY)),
             "bare README query": (bare + "/readme", None),
+            "bare README query, on the driver": (bare + "/readme-driver", None),
         },
         {
             "graphql __typename": (app + "/graphql", graphql_body(TYPENAME_QUERY)),
@@ -236,6 +242,14 @@ def lines(
         planned = _ratio(
             found, f"graphql students{suffix}", f"graphql students, plans off{suffix}"
         )
+        driver_students = _ratio(
+            found, f"graphql students{suffix}", f"bare students, on the driver{suffix}"
+        )
+        driver_readme = _ratio(
+            found,
+            f"graphql README query{suffix}",
+            f"bare README query, on the driver{suffix}",
+        )
         tail = found[f"graphql students{suffix}"]
         tail_ratio = tail.p99_ms / tail.p50_ms
         out += [
@@ -247,6 +261,9 @@ def lines(
             f"(target <= 2: {'met' if tail_ratio <= 2 else 'MISSED'}); plans on "
             f"against off: {planned:.2f} x the requests/s; the bare baseline with its "
             f"JSON built in SQL: {sql_json:.2f} x the one built in Python.",
+            f"- {where}, against the leaner baselines that skip SQLAlchemy and send "
+            "the same statements on the driver (as GradePulse's reads do; no target): "
+            f"students query {driver_students:.2f}, README query {driver_readme:.2f}.",
         ]
     out += notes
     out.append("")

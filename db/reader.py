@@ -16,7 +16,8 @@ session reads (tests/test_reader.py checks each statement both ways).
   statements may wait on one connection's thread, so none is checked out: each
   statement goes to the connection with the fewest in flight.
 - PostgreSQL: an asyncpg pool of its own; a statement that finds its pooled
-  connection closed by the server is tried once more (reads are idempotent).
+  connection closed by the server (a restart) expires every pooled connection and
+  is tried once more (reads are idempotent).
 
 Driver errors are raised as SQLAlchemy's (OperationalError for a database that
 cannot be reached), so that server/errors.py maps them as before. Observers see
@@ -41,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Select
 from sqlalchemy.types import String, TypeDecorator, TypeEngine
 
+READER_NAME = "gradepulse-reader"
 # Called after each statement with its SQL, its parameters and its duration (s).
 Observer = Callable[[str, Sequence[Any], float], None]
 # PostgreSQL error classes of a server that cannot serve (connection exception,
@@ -130,9 +132,16 @@ def _postgresql_error(sql: str, error: Exception) -> Exception:
         if state.startswith(_UNAVAILABLE_SQLSTATES):
             return OperationalError(sql, None, error, hide_parameters=True)
         return DBAPIError(sql, None, error, hide_parameters=True)
-    if isinstance(error, (asyncpg.exceptions.InterfaceError, OSError)):
+    if isinstance(
+        error,
+        (
+            asyncpg.exceptions.InterfaceError,
+            asyncpg.exceptions.InternalClientError,
+            OSError,
+        ),
+    ):
         return OperationalError(sql, None, error, hide_parameters=True)
-    return error
+    return DBAPIError(sql, None, error, hide_parameters=True)
 
 
 class Reader:
@@ -265,9 +274,18 @@ class Reader:
         try:
             try:
                 return list(await pool.fetch(sql, *values))
-            except asyncpg.exceptions.ConnectionDoesNotExistError:
-                # A pooled connection the server dropped (a restart): the pool
-                # replaces it; a read can be tried once more.
+            except (
+                asyncpg.exceptions.ConnectionDoesNotExistError,
+                asyncpg.exceptions.ConnectionFailureError,
+                asyncpg.exceptions.AdminShutdownError,
+                # What a connection the server ended while it sat idle may say.
+                asyncpg.exceptions.InternalClientError,
+                ConnectionResetError,
+            ):
+                # A connection the server dropped (a restart): so were the other
+                # idle ones. Each is replaced when next taken, and a read can be
+                # tried once more.
+                await pool.expire_connections()
                 return list(await pool.fetch(sql, *values))
         except Exception as exc:
             raise _postgresql_error(sql, exc) from exc
@@ -286,6 +304,8 @@ class Reader:
                     **{k: v for k, v in kwargs.items() if k in accepted},
                     min_size=0,
                     max_size=self._size,
+                    # Told apart in pg_stat_activity.
+                    server_settings={"application_name": READER_NAME},
                 )
                 await self._pool
             return self._pool

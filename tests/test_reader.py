@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Select
+from sqlalchemy import Select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from db import grades as db_grades
 from db import students as db_students
 from db.engine import Database, create_database
-from db.reader import Reader
+from db.reader import READER_NAME, Reader
 from server.errors import DB_UNAVAILABLE_ERRORS
 
 
@@ -200,3 +200,38 @@ async def test_closed_reader_refuses(seeded_url: str) -> None:
     await database.dispose()
     with pytest.raises(DB_UNAVAILABLE_ERRORS):
         await db_students.count_students(database.reader, db_students.StudentFilter())
+
+
+async def test_postgresql_reads_outlive_a_server_that_dropped_the_pool(
+    seeded_url: str, backend: str
+) -> None:
+    """A restart closes every pooled connection: the next reads are answered (each
+    dropped connection replaced), none fails."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's pool")
+    database = create_database(seeded_url)
+    where = db_students.StudentFilter()
+    try:
+        counts = await asyncio.gather(
+            *(db_students.count_students(database.reader, where) for _ in range(6))
+        )
+        async with database.sessions() as session:
+            dropped = (
+                await session.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = :name AND datname = current_database()"
+                    ),
+                    {"name": READER_NAME},
+                )
+            ).scalar_one()
+        assert dropped >= 1
+        again = await asyncio.wait_for(
+            asyncio.gather(
+                *(db_students.count_students(database.reader, where) for _ in range(6))
+            ),
+            10,
+        )
+    finally:
+        await database.dispose()
+    assert again == counts

@@ -8,7 +8,7 @@ PORT ?= 8000
 export HOST PORT
 SOURCES := app.py cli server schema resolvers db monitoring settings bench tests
 
-.PHONY: install run migrate seed test lint bench clean
+.PHONY: install run migrate seed test faults lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fault tests alone (database away, crashes, hostile clients, full disks); `make
+# test` runs them with the rest. PostgreSQL's with TEST_DATABASE_URL set.
+faults: install
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)

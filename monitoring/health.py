@@ -60,7 +60,7 @@ class Health:
     async def check_database(self) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.ping(), DB_CHECK_TIMEOUT_S)
+            await within(self.ping(), DB_CHECK_TIMEOUT_S)
         except Exception as exc:
             log.warning("database check failed: %s", type(exc).__name__)
             return {"status": "unavailable", "dialect": self.dialect}
@@ -71,7 +71,7 @@ class Health:
         if self.redis_ping is None:
             return "unconfigured"
         try:
-            await asyncio.wait_for(self.redis_ping(), REDIS_CHECK_TIMEOUT_S)
+            await within(self.redis_ping(), REDIS_CHECK_TIMEOUT_S)
         except Exception:
             return "down"
         return "ok"
@@ -121,3 +121,27 @@ class Health:
         database = await self.check_database()
         ok = database["status"] == "ok"
         return JSONResponse(database, status_code=200 if ok else 503)
+
+
+_abandoned: set[asyncio.Task[Any]] = set()
+
+
+async def within(check: Awaitable[Any], timeout_s: float) -> Any:
+    """`check`'s result, or TimeoutError after `timeout_s` at the latest. Unlike
+    asyncio.wait_for, the answer does not wait for the cancelled check to unwind: a
+    driver cancelling a query on a server that answers nothing can take seconds
+    more (asyncpg's cancel request is itself a connection to that server)."""
+    task = asyncio.ensure_future(check)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        return task.result()
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+    raise TimeoutError
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: it was reported as the timeout already

@@ -196,6 +196,8 @@ class AccessLines(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
+        except ValueError:
+            pass  # the stream was closed (at exit, after its owner): nowhere to go
         except Exception:
             # As a StreamHandler would for each record: the request is served.
             self.handleError(logging.makeLogRecord({"msg": lines[0], "name": log.name}))

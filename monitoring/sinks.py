@@ -3,11 +3,14 @@
 Each append is one `os.write` of whole lines on a descriptor opened with O_APPEND,
 under an exclusive `fcntl.flock` of the file, so that lines from several processes
 (workers on one host) never interleave and the header is written once (logging's file
-handlers promise neither). A failure (unwritable path, full disk) is counted, logged once, and reported
+handlers promise neither). A write cut short is taken back, so no half line is ever
+left. A failure (unwritable path, full disk) is counted, logged once, and reported
 as degraded until a later write succeeds again."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -61,11 +64,7 @@ class FileSink:
                     if self.header is not None and size == 0:
                         data = (self.header + "\n").encode() + data
                     if data:
-                        written = os.write(fd, data)
-                        if written != len(data):
-                            raise OSError(
-                                f"short write: {written} of {len(data)} bytes"
-                            )
+                        _write_whole(fd, data, size)
                 finally:
                     os.close(fd)
             except OSError as exc:
@@ -93,6 +92,20 @@ class FileSink:
             failures=self.failures,
             last_error=self.last_error,
         )
+
+
+def _write_whole(fd: int, data: bytes, size: int) -> None:
+    """Append `data` whole, or nothing: a write the disk cut short (full, or gone
+    read-only mid-way) is taken back to the file's `size` before, so that no half
+    line is ever left for the next append to continue."""
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, f"short write: {written} of {len(data)} bytes")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
 
 
 def _written_already(fd: int, size: int, lines: list[str]) -> int:

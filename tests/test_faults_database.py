@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -124,7 +125,9 @@ async def proxied(
 ) -> AsyncIterator[Proxied]:
     if backend != "postgresql":
         pytest.skip("PostgreSQL behind a proxy")
-    proxy = await TcpProxy.for_url(scratch_url).start()
+    target = urlsplit(scratch_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
     api = await make_api(proxy.url(scratch_url), operation_timeout_s=LIMIT_S)
     await create_student(api, studentId="F00001")
     await add_grade(api, "F00001")
@@ -136,25 +139,25 @@ async def proxied(
             {"id": "1", "type": "subscribe", "payload": {"query": FEED}}
         )
         yield api, proxy, feed
-    await proxy.restore()
-    await proxy.close()
+    await proxy.stop()
 
 
 async def test_postgresql_stopped_then_back(proxied: Proxied) -> None:
     api, proxy, feed = proxied
-    await proxy.refuse()
+    await proxy.stop()  # refused, open connections cut
     await expect_unavailable(api, {"DB_UNAVAILABLE"})
     await expect_feed(api, feed)
-    await proxy.restore()
+    await proxy.start()
     await expect_recovered(api, grades_before=1)
 
 
 async def test_postgresql_hanging_then_back(proxied: Proxied) -> None:
     api, proxy, feed = proxied
-    proxy.hang()
+    proxy.blackhole()  # connections accepted, nothing answered
     await expect_unavailable(api, {"DB_UNAVAILABLE", "OPERATION_TIMEOUT"})
     await expect_feed(api, feed)
-    await proxy.restore()
+    await proxy.stop()
+    await proxy.start()
     await expect_recovered(api, grades_before=1)
 
 

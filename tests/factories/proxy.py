@@ -1,103 +1,139 @@
-"""A TCP proxy in front of PostgreSQL that a fault test can take down: `refuse()`
-(connections refused, open ones reset: a server that stopped), `hang()` (connections
-accepted but nothing answered, open ones stalled: a server that neither answers
-nor refuses) and `restore()` (the same port forwarding again)."""
+"""A TCP proxy on 127.0.0.1 that a test stops and starts, to take a service (Redis)
+away from the app and give it back without touching the service itself.
+
+It accepts in a plain reader callback, not through asyncio.Server: Server.close()
+races with a connection that the loop has accepted but not yet handed to a transport
+(CPython gh-109564, open in 3.11 to 3.13): the transport's creation fails silently
+and its socket is left for the garbage collector, a ResourceWarning in whichever test
+runs next. Here a socket belongs to the proxy from the moment accept() returns it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from urllib.parse import urlsplit, urlunsplit
+
+from tests.factories import free_port
+
+CHUNK = 65536
+# stop() waits this long for the connections' tasks to end once they are cut (they
+# end at once: every socket is shut down under them).
+STOP_S = 2.0
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
-        self.mode = "forward"
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-        self._pumps: set[asyncio.Task[None]] = set()
+    """Forwards 127.0.0.1:`port` to `host`:`target_port`. `stop()` refuses new
+    connections and cuts the open ones (a Redis that went away), and returns once
+    every socket it opened is closed; `start()` listens again on the same port;
+    `blackhole()` accepts connections and answers nothing (a Redis that hangs)."""
 
-    @classmethod
-    def for_url(cls, url: str) -> TcpProxy:
-        parts = urlsplit(url)
-        return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+    def __init__(self, host: str, target_port: int) -> None:
+        self.host = host
+        self.target_port = target_port
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._forward = True
+        # Every socket the proxy holds open (both ends of each connection), and the
+        # task that serves each accepted connection.
+        self._sockets: set[socket.socket] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def url(self, url: str) -> str:
-        """`url` with the proxy in place of the server."""
-        parts = urlsplit(url)
-        netloc = parts.netloc.rsplit("@", 1)
-        host = f"127.0.0.1:{self.port}"
-        netloc[-1] = host
-        return urlunsplit(parts._replace(netloc="@".join(netloc)))
+    def url(self, redis_url: str) -> str:
+        """`redis_url` (same database number and credentials) through the proxy."""
+        parts = urlsplit(redis_url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@" if userinfo else ""
+        return urlunsplit(parts._replace(netloc=f"{netloc}127.0.0.1:{self.port}"))
 
-    async def start(self) -> TcpProxy:
-        self._server = await asyncio.start_server(
-            self._accept, "127.0.0.1", self.port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.mode = "forward"
-        return self
+    async def start(self) -> None:
+        self._forward = True
+        listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener, self._accept, listener)
+        self._listener = listener
 
-    async def _accept(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self._open.add(writer)
-        if self.mode == "hang":
-            return  # accepted, never answered
+    async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener)
+            listener.close()
+        self._cut()
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=STOP_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        # A task cancelled before it ran never reached its `finally`.
+        for sock in list(self._sockets):
+            self._close(sock)
+
+    def blackhole(self) -> None:
+        """Keep listening, forward nothing: every command times out."""
+        self._forward = False
+        self._cut()
+
+    def _cut(self) -> None:
+        """Every open connection ends at once; their tasks close the sockets."""
+        for sock in list(self._sockets):
+            _shut(sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # the client gave up meanwhile (ECONNABORTED)
+                continue
+            conn.setblocking(False)
+            self._sockets.add(conn)
+            task = asyncio.get_running_loop().create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._open.add(up_writer)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(source, sink))
-            self._pumps.add(task)
-            task.add_done_callback(self._pumps.discard)
-
-    async def _pump(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter
-    ) -> None:
-        try:
-            while data := await source.read(65536):
-                while self.mode == "hang":  # stalled: hold what came
-                    await asyncio.sleep(0.05)
-                sink.write(data)
-                await sink.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
+            if not self._forward:
+                with contextlib.suppress(OSError):
+                    while await loop.sock_recv(conn, CHUNK):
+                        pass
+                return
+            upstream = socket.socket()
+            upstream.setblocking(False)
+            self._sockets.add(upstream)
+            try:
+                with contextlib.suppress(OSError):
+                    await loop.sock_connect(upstream, (self.host, self.target_port))
+                    await asyncio.gather(
+                        _pipe(loop, conn, upstream), _pipe(loop, upstream, conn)
+                    )
+            finally:
+                self._close(upstream)
         finally:
-            sink.transport.abort()
+            self._close(conn)
 
-    def _drop_open(self) -> None:
-        for writer in list(self._open):
-            writer.transport.abort()
-        self._open.clear()
-        for task in list(self._pumps):
-            task.cancel()
+    def _close(self, sock: socket.socket) -> None:
+        self._sockets.discard(sock)
+        sock.close()
 
-    async def refuse(self) -> None:
-        """The server stops: open connections reset, new ones refused."""
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
-            self._server = None
-        self._drop_open()
 
-    def hang(self) -> None:
-        """Connections are accepted and nothing comes back; open ones stall."""
-        self.mode = "hang"
+async def _pipe(
+    loop: asyncio.AbstractEventLoop, source: socket.socket, target: socket.socket
+) -> None:
+    with contextlib.suppress(OSError):
+        while data := await loop.sock_recv(source, CHUNK):
+            await loop.sock_sendall(target, data)
+    # One side ended: end the other as well.
+    _shut(source)
+    _shut(target)
 
-    async def restore(self) -> None:
-        """The server is back on the same port; what hung is dropped."""
-        if self.mode == "hang":
-            self._drop_open()
-        if self._server is None:
-            await self.start()
-        self.mode = "forward"
 
-    async def close(self) -> None:
-        await self.refuse()
+def _shut(sock: socket.socket) -> None:
+    """Ends a connection without closing its socket (a task may be waiting on it:
+    the wait returns, and the task closes it)."""
+    with contextlib.suppress(OSError):  # not connected (yet), or closed already
+        sock.shutdown(socket.SHUT_RDWR)

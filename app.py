@@ -62,6 +62,7 @@ from server.endpoint import GraphQLEndpoint
 from server.http import UPLOAD_HEADER, HTTPLimits
 from server.limits import QueryLimits
 from server.metrics import MetricsEndpoint
+from server.slowclients import RequestTimeoutProtocol
 from settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent
@@ -742,6 +743,8 @@ def main() -> None:
         # Feed messages are small JSON: compressing each frame cost more CPU than the
         # whole GraphQL execution of a metrics event (measured with 1,000 subscribers).
         ws_per_message_deflate=False,
+        # A WebSocket message larger than a request body may be: closed with 1009.
+        ws_max_size=settings.max_body_bytes,
         log_level="info",
         # RequestMonitor writes the access log, without query strings (a GET query
         # may search by email).
@@ -750,6 +753,10 @@ def main() -> None:
         # flight finish (each ends by OPERATION_TIMEOUT_S; the margin lets its own
         # timeout answer first), then the lifespan shutdown.
         timeout_graceful_shutdown=drain_s,  # type: ignore[arg-type]  # any seconds
+        # A request must arrive whole within HTTP_REQUEST_TIMEOUT_S (slow clients).
+        http=partial(  # type: ignore[arg-type]  # a protocol factory, as a class is
+            RequestTimeoutProtocol, request_timeout_s=settings.http_request_timeout_s
+        ),
     )
 
 

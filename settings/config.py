@@ -114,6 +114,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(64 * 1_048_576, ge=1)
     max_cost: int = Field(5000, ge=1)
     operation_timeout_s: float = Field(5.0, gt=0)
+    # A request (headers and body) must arrive within this (server/slowclients.py).
+    http_request_timeout_s: float = Field(30.0, gt=0)
     batching_enabled: bool = False
     max_batch_operations: int = Field(10, ge=1)
     # Queries the planner covers run on compiled plans (server/plan.py); false runs

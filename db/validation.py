@@ -78,6 +78,12 @@ def check_text(field: str, value: Any, limit: int) -> FieldProblem | None:
         return FieldProblem(
             field, InputErrorCode.INVALID_FORMAT, f"{field} contains a NUL character"
         )
+    try:
+        str(value).encode()
+    except UnicodeEncodeError:  # a lone surrogate: no database stores it
+        return FieldProblem(
+            field, InputErrorCode.INVALID_FORMAT, f"{field} is not Unicode text"
+        )
     return None
 
 

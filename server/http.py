@@ -537,9 +537,35 @@ def _parse_json(raw: bytes | str) -> Any:
         try:
             # NaN and Infinity are not JSON, but Python's parser reads them: the
             # variable then fails Float coercion with a coded BAD_USER_INPUT error.
-            return json.loads(raw)
+            data = json.loads(raw)
         except (ValueError, RecursionError):
             raise Refusal(400, "the request body is not valid JSON") from None
+        if _lone_surrogate(data):
+            # "\ud800" alone is JSON, but not Unicode text: no database stores it.
+            raise Refusal(
+                400,
+                "the request body holds a lone UTF-16 surrogate (such as \\ud800), "
+                "which is not Unicode text",
+            ) from None
+        return data
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether a string (or key) anywhere in parsed JSON is not encodable text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _form_text(value: Any) -> str:

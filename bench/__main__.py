@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bench import audit, cluster, imports, scale, speed
+from bench import audit, cluster, imports, scale, soak, speed
 from bench.fanout import CLIENT_PROCESSES, run_fanout
 from bench.load import MAX_ROUND_S, LoadResult, alternate
 from bench.process import Server, graphql_body
@@ -138,8 +138,20 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
     parser.add_argument(
         "--only",
-        choices=["audit", "cluster", "fanout", "import", "scale", "speed"],
+        choices=[
+            "audit",
+            "cluster",
+            "fanout",
+            "held",
+            "import",
+            "scale",
+            "soak",
+            "speed",
+        ],
         help="run one case and replace only its lines in RESULTS.md",
+    )
+    parser.add_argument(
+        "--soak-minutes", type=int, default=10, help="issue 13: 10 minutes"
     )
     parser.add_argument(
         "--scale-students",
@@ -198,6 +210,18 @@ def main() -> None:
         for figures in found:
             print(imports.summary(figures, args.import_rows))
         imports.update_results(args.results, found, args.import_rows)
+        print(f"updated {args.results}")
+        return
+    if args.only in ("soak", "held"):
+        if args.only == "soak":
+            section = soak.soak_section(database, args.soak_minutes)
+            heading = soak.SOAK_HEADING
+        else:
+            section = soak.held_section(database)
+            heading = soak.HELD_HEADING
+        shutil.rmtree(work, ignore_errors=True)
+        print("\n".join(section))
+        speed.update_results(args.results, section, heading=heading)
         print(f"updated {args.results}")
         return
     if args.only == "speed":
@@ -264,6 +288,10 @@ def main() -> None:
     scale_lines = scale.cases(args, work)
     print("importing grades from CSV ...", flush=True)
     found_imports = imports.measure(database, args.import_rows, work)
+    print(f"soak ({args.soak_minutes} minutes) ...", flush=True)
+    soak_lines = soak.soak_section(database, args.soak_minutes)
+    print("load held ...", flush=True)
+    held_lines = soak.held_section(database)
     shutil.rmtree(work, ignore_errors=True)
 
     overhead = 1 - (
@@ -282,7 +310,9 @@ def main() -> None:
         imports.bullets(found_imports, args.import_rows),
         overhead,
         audit_overhead,
-        cluster_lines + scale_lines + ["", *speed_lines, *fanout_lines],
+        cluster_lines
+        + scale_lines
+        + ["", *speed_lines, *fanout_lines, *soak_lines, *held_lines],
     )
 
 

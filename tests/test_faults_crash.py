@@ -7,7 +7,9 @@ none or all of the batch, never a number between; the same request again with th
 same idempotency key leaves exactly 5,000 more rows, and reports them inserted (or,
 when the first had committed, replayed). The same for `studentDelete(cascade:
 true)` of a student with 5,000 grades: the student and all their grades, or
-neither."""
+neither. An import job killed while it stages its rows ends FAILED (WORKER_LOST)
+once the restarted server finds its lease run out, with nothing imported, and the
+file imports whole when sent again."""
 
 from __future__ import annotations
 
@@ -84,9 +86,15 @@ class Server:
             WORKERS="1",
             ACCESS_LOG="false",
             OPERATION_TIMEOUT_S="30",
+            # One row per staging transaction: an import runs for a while.
+            IMPORT_CHUNK_SIZE="1",
         )
         wait_ready(app)
         return app
+
+    def restart(self) -> None:
+        self.app.kill()
+        self.app = self._start()
 
     def kill_during(self, query: str, variables: dict[str, Any], delay: float) -> None:
         """Send the request, SIGKILL the server `delay` s later, start it again."""
@@ -199,3 +207,62 @@ def test_a_killed_cascade_delete_is_all_or_nothing(server: Server) -> None:
             retry = data(server.app, STUDENT_DELETE, {"id": student})
             assert retry["studentDelete"]["__typename"] == "StudentDeleteSuccess"
         assert counts(server.app) == (grades - ROWS, students - 1)
+
+
+IMPORT_ROWS = 2000
+LEASE_BOUND_S = 40.0  # the job's lease (10 s) and the keeper's sweep, with room
+IMPORT = (
+    "mutation($csv: String!) { gradesImport(csv: $csv) "
+    "{ ... on GradesImportSuccess { job { id } } } }"
+)
+JOB = "query($id: ID!) { importJob(jobId: $id) { status processed total failureCode } }"
+
+
+def job_of(app: AppProcess, job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = data(app, JOB, {"id": job_id})["importJob"]
+    return job
+
+
+def test_an_import_killed_while_staging_ends_failed_with_nothing_imported(
+    server: Server,
+) -> None:
+    data(
+        server.app,
+        STUDENT_CREATE,
+        {
+            "in": {
+                "studentId": "I00001",
+                "name": "Import Kill",
+                "email": "i@example.org",
+                "gradeLevel": 9,
+            }
+        },
+    )
+    csv = "student_id,subject,score,max_score,recorded_at\n" + "".join(
+        f"I00001,S{n},50,100,2025-10-01T09:00:00Z\n" for n in range(IMPORT_ROWS)
+    )
+    job_id = data(server.app, IMPORT, {"csv": csv})["gradesImport"]["job"]["id"]
+    deadline = time.monotonic() + 30
+    while (job := job_of(server.app, job_id))["processed"] == 0:
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    assert job["status"] == "RUNNING"
+    server.restart()  # SIGKILL while it stages, then the same server again
+    stopped = time.monotonic()
+    while (job := job_of(server.app, job_id))["status"] in ("QUEUED", "RUNNING"):
+        assert time.monotonic() - stopped < LEASE_BOUND_S, job
+        time.sleep(0.2)
+    grades, _ = counts(server.app)
+    if job["status"] == "SUCCEEDED":  # it had staged and checked every row
+        assert grades == IMPORT_ROWS
+        return
+    assert (job["status"], job["failureCode"]) == ("FAILED", "WORKER_LOST"), job
+    assert 0 < job["processed"] < IMPORT_ROWS
+    assert grades == 0  # nothing half-imported
+    again = data(server.app, IMPORT, {"csv": csv})["gradesImport"]["job"]["id"]
+    deadline = time.monotonic() + 60
+    while (job := job_of(server.app, again))["status"] in ("QUEUED", "RUNNING"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+    assert job["status"] == "SUCCEEDED", job
+    assert counts(server.app)[0] == IMPORT_ROWS

@@ -34,7 +34,13 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        if self.writer is None or self.writer.is_closing():
+        if (
+            self.writer is None
+            or self.writer.is_closing()
+            or self.reader is None
+            or self.reader.at_eof()  # the server closed it (keep-alive timeout)
+        ):
+            self.close()
             self.reader, self.writer = await asyncio.open_connection(
                 self.host, self.port
             )

@@ -175,6 +175,18 @@ class Driver:
             await self._pool.close()
 
 
+def _readme_grade(row: Any) -> dict[str, object]:
+    """One of the README query's grades from (student_id, subject, score, max_score,
+    recorded_at)."""
+    _, subject, score, max_score, recorded_at = row
+    return {
+        "subject": subject,
+        "score": score,
+        "percentage": (100.0 * score) / max_score,
+        "recordedAt": _utc_text(recorded_at),
+    }
+
+
 def _students_answer(page: list[Any], grade_rows: list[Any]) -> bytes:
     grades: dict[str, list[dict[str, object]]] = {row[0]: [] for row in page}
     for student_id, subject, score in grade_rows:
@@ -221,15 +233,8 @@ def create_bare_app() -> Starlette:
             ids = [row[0] for row in page]
             grades: dict[str, list[dict[str, object]]] = {i: [] for i in ids}
             rows = await conn.execute(_README_GRADES, {"ids": ids, "subject": "Math"})
-            for student_id, subject, score, max_score, recorded_at in rows:
-                grades[student_id].append(
-                    {
-                        "subject": subject,
-                        "score": score,
-                        "percentage": (100.0 * score) / max_score,
-                        "recordedAt": _utc_text(recorded_at),
-                    }
-                )
+            for row in rows:
+                grades[row[0]].append(_readme_grade(row))
         body = orjson.dumps(
             {"data": {"students": _readme_students(page, grades, has_next, total)}}
         )
@@ -288,17 +293,8 @@ def create_bare_app() -> Starlette:
             "ORDER BY student_id, recorded_at, id",
             len(ids),
         )
-        for student_id, subject, score, max_score, recorded_at in await driver.fetch(
-            grades_sql, *ids, "Math"
-        ):
-            grades[student_id].append(
-                {
-                    "subject": subject,
-                    "score": score,
-                    "percentage": (100.0 * score) / max_score,
-                    "recordedAt": _utc_text(recorded_at),
-                }
-            )
+        for row in await driver.fetch(grades_sql, *ids, "Math"):
+            grades[row[0]].append(_readme_grade(row))
         body = orjson.dumps(
             {"data": {"students": _readme_students(page, grades, has_next, total)}}
         )

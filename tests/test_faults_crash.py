@@ -63,6 +63,22 @@ def data(app: AppProcess, query: str, variables: dict[str, Any] | None = None) -
     return body["data"]
 
 
+def create_student(app: AppProcess, student_id: str, email: str, level: int) -> None:
+    created = data(
+        app,
+        STUDENT_CREATE,
+        {
+            "in": {
+                "studentId": student_id,
+                "name": "Kill Test",
+                "email": email,
+                "gradeLevel": level,
+            }
+        },
+    )
+    assert created["studentCreate"]["__typename"] == "StudentCreateSuccess"
+
+
 def counts(app: AppProcess) -> tuple[int, int]:
     found = data(app, COUNT)
     return found["grades"]["totalCount"], found["students"]["totalCount"]
@@ -124,18 +140,7 @@ def server(backend: str, scratch_url: str, tmp_path: Path) -> Iterator[Server]:
 def test_a_killed_batch_is_all_or_nothing_and_its_retry_completes_it(
     server: Server,
 ) -> None:
-    data(
-        server.app,
-        STUDENT_CREATE,
-        {
-            "in": {
-                "studentId": "K00001",
-                "name": "Kill Test",
-                "email": "k@example.org",
-                "gradeLevel": 9,
-            }
-        },
-    )
+    create_student(server.app, "K00001", "k@example.org", 9)
     # The time one batch takes, to draw the kill moments around it.
     started = time.monotonic()
     first = data(
@@ -175,18 +180,7 @@ def test_a_killed_cascade_delete_is_all_or_nothing(server: Server) -> None:
     took = None
     for trial in range(DELETE_TRIALS):
         student = f"D{trial:05d}"
-        data(
-            server.app,
-            STUDENT_CREATE,
-            {
-                "in": {
-                    "studentId": student,
-                    "name": "Delete Test",
-                    "email": f"d{trial}@example.org",
-                    "gradeLevel": 10,
-                }
-            },
-        )
+        create_student(server.app, student, f"d{trial}@example.org", 10)
         data(
             server.app,
             GRADES_ADD_QUERY,
@@ -226,18 +220,7 @@ def job_of(app: AppProcess, job_id: str) -> dict[str, Any]:
 def test_an_import_killed_while_staging_ends_failed_with_nothing_imported(
     server: Server,
 ) -> None:
-    data(
-        server.app,
-        STUDENT_CREATE,
-        {
-            "in": {
-                "studentId": "I00001",
-                "name": "Import Kill",
-                "email": "i@example.org",
-                "gradeLevel": 9,
-            }
-        },
-    )
+    create_student(server.app, "I00001", "i@example.org", 9)
     csv = "student_id,subject,score,max_score,recorded_at\n" + "".join(
         f"I00001,S{n},50,100,2025-10-01T09:00:00Z\n" for n in range(IMPORT_ROWS)
     )

@@ -9,7 +9,6 @@ passed (408 when no response began)."""
 from __future__ import annotations
 
 import contextlib
-import resource
 import socket
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.factories.cluster import AppProcess, launch, wait_ready
+from tests.factories.cluster import AppProcess, app_with_files
 
 pytestmark = pytest.mark.faults
 
@@ -36,23 +35,10 @@ REQUEST = (
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[AppProcess]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, 4 * IDLE + 256)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    app = launch(
-        tmp_path,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'slow.db'}",
-        WORKERS="1",
-        ACCESS_LOG="false",
-        HTTP_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S),
-    )
-    try:
-        wait_ready(app)
+    with app_with_files(
+        tmp_path, 4 * IDLE + 256, HTTP_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S)
+    ) as app:
         yield app
-    finally:
-        app.kill()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class Prober:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.factories import TRANSPORT_WS, frames_until_closed, subscribe_frame
-from tests.factories.cluster import AppProcess, launch, wait_ready
+from tests.factories.cluster import AppProcess, app_with_files
 
 pytestmark = pytest.mark.faults
 
@@ -42,26 +41,15 @@ BIG_FEED = (
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[AppProcess]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, 3 * SILENT + 512)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    app = launch(
+    with app_with_files(
         tmp_path,
-        DATABASE_URL=f"sqlite:///{tmp_path / 'ws.db'}",
-        WORKERS="1",
-        ACCESS_LOG="false",
+        3 * SILENT + 512,
         SAMPLE_INTERVAL_MS="100",
         MAX_BODY_BYTES=str(MAX_BODY),
         MAX_SUBSCRIPTIONS="50",
         MAX_SUBSCRIPTIONS_PER_CONNECTION=str(STALLED_SUBSCRIPTIONS),
-    )
-    try:
-        wait_ready(app)
+    ) as app:
         yield app
-    finally:
-        app.kill()
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def ready(url: str, **options: object) -> ClientConnection:

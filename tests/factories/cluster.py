@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -317,3 +318,26 @@ def make_run(workdir: Path, **env: str | None) -> Iterator[AppProcess]:
     finally:
         stop_all([app])
     assert_clean_logs([app])
+
+
+@contextlib.contextmanager
+def app_with_files(workdir: Path, files: int, **env: str) -> Iterator[AppProcess]:
+    """`python app.py` on a SQLite file in `workdir` (one worker, no access log),
+    with this process's open-file limit raised to `files` for the test's sockets;
+    killed (and the limit put back) at the end."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, files):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, files), hard))
+    app = launch(
+        workdir,
+        DATABASE_URL=f"sqlite:///{workdir / 'app.db'}",
+        WORKERS="1",
+        ACCESS_LOG="false",
+        **env,
+    )
+    try:
+        wait_ready(app)
+        yield app
+    finally:
+        app.kill()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -256,9 +256,8 @@ class Reader:
         import aiosqlite
 
         async with self._lock:
-            if self._sqlite or self._closed:
-                if self._closed:
-                    raise InterfaceError("reader closed", None, Exception("closed"))
+            self._refuse_if_closed()
+            if self._sqlite:
                 return
             args, kwargs = self._connect_args
             opened = []
@@ -308,9 +307,8 @@ class Reader:
         import asyncpg
 
         async with self._lock:
+            self._refuse_if_closed()
             if self._pool is None:
-                if self._closed:
-                    raise InterfaceError("reader closed", None, Exception("closed"))
                 args, kwargs = self._connect_args
                 accepted = inspect.signature(asyncpg.connect).parameters
                 self._pool = asyncpg.create_pool(
@@ -323,6 +321,10 @@ class Reader:
                 )
                 await self._pool
             return self._pool
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise InterfaceError("reader closed", None, Exception("closed"))
 
     async def close(self) -> None:
         self._closed = True

@@ -62,7 +62,7 @@ from server.endpoint import GraphQLEndpoint
 from server.http import UPLOAD_HEADER, HTTPLimits
 from server.limits import QueryLimits
 from server.metrics import MetricsEndpoint
-from server.slowclients import RequestTimeoutProtocol
+from server.slowclients import RequestTimeoutProtocol, SendTimeoutProtocol
 from settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent
@@ -739,7 +739,11 @@ def main() -> None:
         app_dir=str(ROOT),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        # websockets-sansio, dropping a client that takes nothing for
+        # WS_SEND_TIMEOUT_S (slow clients).
+        ws=partial(  # type: ignore[arg-type]  # a protocol factory, as a class is
+            SendTimeoutProtocol, send_timeout_s=settings.ws_send_timeout_s
+        ),
         # Feed messages are small JSON: compressing each frame cost more CPU than the
         # whole GraphQL execution of a metrics event (measured with 1,000 subscribers).
         ws_per_message_deflate=False,

@@ -38,10 +38,15 @@ class Subscription:
         self._ready = asyncio.Event()
         self.dropped = 0
         self.closed = False
+        # Called once, when the first item is dropped: for a reader that must not
+        # wait until it reads again to learn it fell behind.
+        self.on_overflow: Callable[[], None] | None = None
 
     def put(self, item: Any) -> None:
         if len(self._items) == self._items.maxlen:
             self.dropped += 1
+            if self.dropped == 1 and self.on_overflow is not None:
+                self.on_overflow()
         self._items.append(item)
         self._ready.set()
 

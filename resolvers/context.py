@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,16 @@ class Connection:
 
     subscriptions: int = 0
     close: Callable[[int, str], Awaitable[None]] | None = None
+    closing: asyncio.Task[None] | None = None
+
+    def close_soon(self, code: int, reason: str) -> asyncio.Task[None] | None:
+        """Close the connection once, from code that may not wait (a queue that
+        overflows); the task is kept here, and a second call returns it."""
+        if self.closing is None and self.close is not None:
+            self.closing = asyncio.get_running_loop().create_task(
+                self.close(code, reason)
+            )
+        return self.closing
 
 
 @dataclass(frozen=True, slots=True)

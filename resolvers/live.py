@@ -4,7 +4,7 @@ Plain async generators, context first. Each subscription reads its own bounded q
 on the monitor's bus, so a slow client never delays the sampler or the others:
 metrics and costs keep only the newest item; alerts and grade writes are never dropped
 silently: a client that falls more than BACKLOG items behind is closed with 1013 (try
-again later), and graphql-ws clients reconnect on that code."""
+again later) as soon as it does, and graphql-ws clients reconnect on that code."""
 
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ async def costs(ctx: Context, interval_ms: int = 1000) -> AsyncGenerator[Any, No
 async def alerts(ctx: Context) -> AsyncGenerator[AlertEvent, None]:
     """Every firing and resolution, in order."""
     monitor = _operator_monitor(ctx)
-    with _slot(ctx, monitor), _queue(monitor.bus, ALERTS, BACKLOG) as queue:
+    with _slot(ctx, monitor), _backlog(ctx, monitor.bus, ALERTS, "alerts") as queue:
         while True:
             event = await queue.get()
             if queue.dropped:
@@ -159,7 +159,10 @@ async def grade_events(
     monitor = _require_monitor(ctx)
     viewer = ctx.viewer
     operation = audit.operation_name(ctx, "subscription:gradeEvents")
-    with _slot(ctx, monitor), _queue(monitor.bus, GRADES, BACKLOG) as queue:
+    with (
+        _slot(ctx, monitor),
+        _backlog(ctx, monitor.bus, GRADES, "grade events") as queue,
+    ):
         monitor.listener_started()  # the other workers publish their writes now
         while True:
             write: tuple[GradeEvent, ...] = await queue.get()
@@ -373,6 +376,22 @@ def _queue(bus: EventBus, topic: str, maxsize: int) -> Iterator[Subscription]:
         subscription.close()
 
 
+@contextmanager
+def _backlog(
+    ctx: Context, bus: EventBus, topic: str, what: str
+) -> Iterator[Subscription]:
+    """A queue of BACKLOG items that closes the connection with 1013 the moment it
+    must drop one: the stream would see that at its next read, but a client that
+    reads nothing keeps its stream waiting on a send, never reading again."""
+    with _queue(bus, topic, BACKLOG) as queue:
+        queue.on_overflow = lambda: _close_behind(ctx, what)
+        yield queue
+
+
+def _close_behind(ctx: Context, what: str) -> None:
+    ctx.connection.close_soon(TRY_AGAIN_LATER, f"fell behind on {what}")
+
+
 async def _paced(
     queue: Subscription,
     interval_ms: int,
@@ -391,6 +410,8 @@ async def _paced(
 
 async def _fell_behind(ctx: Context, what: str) -> NoReturn:
     reason = f"fell behind on {what}"
-    if ctx.connection.close is not None:
-        await ctx.connection.close(TRY_AGAIN_LATER, reason)
+    closing = ctx.connection.close_soon(TRY_AGAIN_LATER, reason)
+    if closing is not None:
+        # Shielded: this stream ending must not cancel the close it started.
+        await asyncio.shield(closing)
     raise SubscriberTooSlow(f"{reason}; subscribe again")

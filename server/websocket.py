@@ -103,6 +103,8 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
     has gone: the receive loop sees the disconnect and ends the operations, so there
     is nothing to report (Strawberry would log each operation's failed send)."""
 
+    closing = False
+
     async def send_json(self, message: Mapping[str, object]) -> None:
         if self.ws.application_state is WebSocketState.DISCONNECTED:
             return  # e.g. closed by us with 1013: the operation's last words go nowhere
@@ -119,7 +121,12 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
-        if self.ws.application_state is not WebSocketState.DISCONNECTED:
+        """Once: a second close while the first waits for a full socket to take
+        it (resolvers.live closes a subscriber that fell behind) does nothing."""
+        if self.closing or self.ws.application_state is WebSocketState.DISCONNECTED:
+            return
+        self.closing = True
+        with contextlib.suppress(WebSocketDisconnect):  # dropped while it waited
             await self.ws.close(code=code, reason=reason)
 
 

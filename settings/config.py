@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     operation_timeout_s: float = Field(5.0, gt=0)
     # A request (headers and body) must arrive within this (server/slowclients.py).
     http_request_timeout_s: float = Field(30.0, gt=0)
+    # A WebSocket whose client has taken nothing for this long is dropped (same file).
+    ws_send_timeout_s: float = Field(30.0, gt=0)
     batching_enabled: bool = False
     max_batch_operations: int = Field(10, ge=1)
     # Queries the planner covers run on compiled plans (server/plan.py); false runs

@@ -24,7 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories.cluster import AppProcess, launch, wait_ready
+from tests.factories.cluster import (
+    AppProcess,
+    create_student,
+    data,
+    launch,
+    wait_ready,
+)
 from tests.factories.grades import GRADES_ADD_QUERY
 
 pytestmark = pytest.mark.faults
@@ -34,9 +40,6 @@ TRIALS = 20
 DELETE_TRIALS = 5
 SEED = 20261206
 COUNT = "{ grades(first: 1) { totalCount } students { totalCount } }"
-STUDENT_CREATE = (
-    "mutation($in: StudentCreateInput!) { studentCreate(input: $in) { __typename } }"
-)
 STUDENT_DELETE = (
     "mutation($id: String!) { studentDelete(studentId: $id, cascade: true) { "
     "__typename ... on StudentDeleteSuccess { student { studentId } } } }"
@@ -53,30 +56,6 @@ def rows_for(student_id: str, tag: int) -> list[dict[str, Any]]:
         }
         for i in range(ROWS)
     ]
-
-
-def data(app: AppProcess, query: str, variables: dict[str, Any] | None = None) -> Any:
-    response = app.post(query, variables)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
-def create_student(app: AppProcess, student_id: str, email: str, level: int) -> None:
-    created = data(
-        app,
-        STUDENT_CREATE,
-        {
-            "in": {
-                "studentId": student_id,
-                "name": "Kill Test",
-                "email": email,
-                "gradeLevel": level,
-            }
-        },
-    )
-    assert created["studentCreate"]["__typename"] == "StudentCreateSuccess"
 
 
 def counts(app: AppProcess) -> tuple[int, int]:

@@ -341,3 +341,33 @@ def app_with_files(workdir: Path, files: int, **env: str) -> Iterator[AppProcess
     finally:
         app.kill()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+STUDENT_CREATE = (
+    "mutation($in: StudentCreateInput!) { studentCreate(input: $in) { __typename } }"
+)
+
+
+def data(app: AppProcess, query: str, variables: dict[str, Any] | None = None) -> Any:
+    """The `data` of a POST that must succeed (200, no errors)."""
+    response = app.post(query, variables)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def create_student(app: AppProcess, student_id: str, email: str, level: int) -> None:
+    created = data(
+        app,
+        STUDENT_CREATE,
+        {
+            "in": {
+                "studentId": student_id,
+                "name": "Test Student",
+                "email": email,
+                "gradeLevel": level,
+            }
+        },
+    )
+    assert created["studentCreate"]["__typename"] == "StudentCreateSuccess"

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import math
 import time
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import jwt
 from cachetools import TTLCache
+from jwt.utils import base64url_decode
 
 from db.engine import Database
 from db.keys import KEY_PREFIX, ApiKeyRecord, find_active_key, hash_key
@@ -37,8 +40,13 @@ AUDIENCE_MISMATCH = "token audience mismatch"
 BAD_SUB = "token sub claim must be a non-empty string"
 BAD_ROLE = "token role must be one of admin, teacher, student"
 BAD_EXP = "token exp claim must be a number"
+BAD_IAT = "token iat claim must be a number"
+ISSUED_IN_FUTURE = "token issued in the future"
 NO_STUDENT_ID = "a student token needs a student_id claim"
-BAD_LEVELS = "token grade_levels must be a list of grade levels from 1 to 12"
+BAD_LEVELS = (
+    "token grade_levels, when present, must be a non-empty list of grade levels "
+    "from 1 to 12"
+)
 INVALID_TOKEN = "invalid token"
 TOO_MANY_FAILURES = "too many failed authentications from this address"
 
@@ -219,6 +227,12 @@ class Authenticator:
         nbf = claims.get("nbf")
         if nbf is not None and (not _is_number(nbf) or nbf > now):
             raise _refuse(NOT_YET_VALID)
+        if "iat" in claims:
+            iat = claims["iat"]
+            if not _is_number(iat):
+                raise _refuse(BAD_IAT)
+            if iat > now:
+                raise _refuse(ISSUED_IN_FUTURE)
         sub = claims["sub"]
         if not isinstance(sub, str) or not sub.strip():
             raise _refuse(BAD_SUB)
@@ -230,14 +244,15 @@ class Authenticator:
             not isinstance(student_id, str) or not student_id.strip()
         ):
             raise _refuse(NO_STUDENT_ID)
+        # Absent: every level. Present, it names at least one: an issuer that
+        # writes "no levels" as [] or null must not grant them all.
         levels = claims.get("grade_levels") if role == "teacher" else None
-        if levels is not None and not _are_levels(levels):
+        if role == "teacher" and "grade_levels" in claims and not _are_levels(levels):
             raise _refuse(BAD_LEVELS)
         return Viewer(
             identity=f"user:{sub}",
             role=role,
             student_id=student_id if role == "student" else None,
-            # An empty list names no level, and a teacher who names none has all.
             grade_levels=frozenset(levels) if levels else None,
             anonymous=False,
             expires_at=float(exp),
@@ -255,6 +270,7 @@ class Authenticator:
             "verify_aud": self._jwt_audience is not None,
         }
         try:
+            _strict_json(token)
             with warnings.catch_warnings():
                 if self._short_secret:
                     warnings.filterwarnings(
@@ -323,13 +339,52 @@ def _epoch(naive_utc: datetime) -> float:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number (NaN, Infinity and 1e400 are no time)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value)
+
+
+def _strict_json(token: str) -> None:
+    """The header and the claims must be plain JSON objects, each name once: a
+    duplicated name (`"role": "student", ..., "role": "admin"`) or a NaN would
+    otherwise be read, the last one winning, by the JSON parser PyJWT uses."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise jwt.DecodeError("not three segments")
+    for segment in parts[:2]:
+        try:
+            raw = base64url_decode(segment.encode("ascii"))
+            value = json.loads(
+                raw, object_pairs_hook=_unique_names, parse_constant=_no_constant
+            )
+        except (ValueError, UnicodeError) as exc:
+            raise jwt.DecodeError(str(exc)) from None
+        if not isinstance(value, dict):
+            raise jwt.DecodeError("a segment is not a JSON object")
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("a name appears twice")
+    return dict(pairs)
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _are_levels(value: object) -> bool:
-    return isinstance(value, list) and all(
-        isinstance(level, int) and not isinstance(level, bool) and level in GRADE_LEVELS
-        for level in value
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(level, int)
+            and not isinstance(level, bool)
+            and level in GRADE_LEVELS
+            for level in value
+        )
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import warnings
@@ -13,6 +15,7 @@ import pytest
 from db.engine import Database
 from resolvers.viewer import Viewer
 from tests.factories import (
+    TEST_JWT_SECRET,
     jwt_token,
 )
 from tests.factories.auth import START, STUDENT, Clock, claims, make_auth, refused
@@ -32,7 +35,7 @@ from tests.factories.auth import START, STUDENT, Clock, claims, make_auth, refus
             {"role": "teacher", "student_id": None, "grade_levels": frozenset({9, 10})},
         ),
         (
-            {"role": "teacher", "grade_levels": []},
+            {"role": "teacher"},
             {"role": "teacher", "student_id": None, "grade_levels": None},
         ),
         (
@@ -130,13 +133,18 @@ async def test_jwt_without_a_required_claim_is_refused(
         ({"sub": 17}, "token sub claim must be a non-empty string"),
         ({"exp": "tomorrow"}, "token exp claim must be a number"),
         ({"nbf": START + 60}, "token not yet valid"),
+        ({"iat": START + 60}, "token issued in the future"),
+        ({"iat": "x"}, "token iat claim must be a number"),
     ]
     + [
         (
             {"role": "teacher", "grade_levels": levels},
-            "token grade_levels must be a list of grade levels from 1 to 12",
+            "token grade_levels, when present, must be a non-empty list of grade "
+            "levels from 1 to 12",
         )
-        for levels in ([13], [0], [9, "10"], [True], [9.5], "9", 9)
+        # [] named no level, and once meant every level: an issuer writing "none"
+        # as [] must not grant them all.
+        for levels in ([], [13], [0], [9, "10"], [True], [9.5], "9", 9)
     ],
 )
 async def test_jwt_with_a_bad_claim_is_refused(
@@ -186,6 +194,67 @@ async def test_every_jwt_is_refused_without_a_secret(
     message = await refused(make_auth(offline_database, jwt_secret=None), header)
 
     assert message == "JWTs are not accepted: no JWT_SECRET is configured"
+
+
+def _signed_raw(header: str, payload: str) -> str:
+    """A token of these exact JSON texts, signed with the test secret (PyJWT
+    would not write a duplicated name or a NaN)."""
+
+    def part(text: str) -> bytes:
+        return base64.urlsafe_b64encode(text.encode()).rstrip(b"=")
+
+    signing_input = part(header) + b"." + part(payload)
+    mac = hmac.new(TEST_JWT_SECRET.encode(), signing_input, hashlib.sha256)
+    signature = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=")
+    return (signing_input + b"." + signature).decode()
+
+
+HS256 = '{"alg": "HS256", "typ": "JWT"}'
+EXP = START + 600
+
+
+MALFORMED = "malformed token"
+
+
+@pytest.mark.parametrize(
+    ("header", "payload", "message"),
+    [
+        # The last name would win: a student token read as an admin one.
+        (
+            HS256,
+            f'{{"sub": "u", "role": "student", "student_id": "S1", "exp": {EXP}, '
+            '"role": "admin"}',
+            MALFORMED,
+        ),
+        (
+            '{"alg": "none", "alg": "HS256"}',
+            f'{{"sub": "u", "role": "admin", "exp": {EXP}}}',
+            MALFORMED,
+        ),
+        # Tokens that would never expire.
+        (HS256, '{"sub": "u", "role": "admin", "exp": NaN}', MALFORMED),
+        (HS256, '{"sub": "u", "role": "admin", "exp": Infinity}', MALFORMED),
+        (
+            HS256,
+            '{"sub": "u", "role": "admin", "exp": 1e400}',
+            "token exp claim must be a number",
+        ),
+        # An explicit null grade_levels, like [], names no level.
+        (
+            HS256,
+            f'{{"sub": "u", "role": "teacher", "grade_levels": null, "exp": {EXP}}}',
+            "token grade_levels, when present, must be a non-empty list of grade "
+            "levels from 1 to 12",
+        ),
+        (HS256, f'[{{"sub": "u", "role": "admin", "exp": {EXP}}}]', MALFORMED),
+    ],
+)
+async def test_jwt_that_a_lenient_parser_would_read_is_refused(
+    offline_database: Database, header: str, payload: str, message: str
+) -> None:
+    token = _signed_raw(header, payload)
+
+    assert await refused(make_auth(offline_database), f"Bearer {token}") == message
 
 
 @pytest.mark.parametrize("garbage", ["not-a-jwt", "a.b.c", "eyJhbGciOi.x.y"])

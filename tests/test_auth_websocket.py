@@ -115,6 +115,23 @@ async def test_connection_init_refusal_leaves_the_default_viewer(
     assert context.viewer == Viewer()
 
 
+@pytest.mark.parametrize("aud", ["some-other-service", None])
+async def test_connection_init_checks_the_audience_as_http_does(
+    offline_database: Database, aud: str | None
+) -> None:
+    authenticator = make_auth(offline_database, jwt_audience="gradepulse")
+    guard = _guard(_socket_context(offline_database, authenticator))
+
+    refusal = await guard.admit(
+        {"Authorization": f"Bearer {jwt_token(**claims(aud=aud))}"}
+    )
+
+    assert refusal == ConnectionRefusal(
+        4403, "Forbidden", "token audience mismatch", {"code": "UNAUTHENTICATED"}
+    )
+    assert not guard.admitted
+
+
 async def test_connection_without_an_authenticator_is_refused(
     offline_database: Database,
 ) -> None:

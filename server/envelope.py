@@ -18,6 +18,9 @@ from graphql import (
 from resolvers.errors import ErrorCode
 from server.errors import coded_error
 
+# The longest operationName a request may give (the cost records keep as many).
+MAX_OPERATION_NAME_CHARS = 200
+
 
 class Refusal(Exception):
     """The request (or one operation) is refused before it runs: one coded error,
@@ -79,6 +82,13 @@ def parse_operation(data: Any, *, where: str = "the request") -> Operation:
     name = data.get("operationName")
     if name is not None and not isinstance(name, str):
         raise Refusal(400, "`operationName` must be a string or null")
+    if name is not None and len(name) > MAX_OPERATION_NAME_CHARS:
+        # It would be echoed in the refusal and written to the access log, the
+        # metrics' labels and the cost records.
+        raise Refusal(
+            400,
+            f"`operationName` is longer than {MAX_OPERATION_NAME_CHARS} characters",
+        )
     extensions = data.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise Refusal(400, "`extensions` must be an object or null")

@@ -25,6 +25,10 @@ MALFORMED = [
         "`operationName` must be a string or null",
     ),
     (
+        {"query": "query A { subjects }", "operationName": "Z" * 201},
+        "`operationName` is longer than 200 characters",
+    ),
+    (
         {"query": "{ subjects }", "extensions": 7},
         "`extensions` must be an object or null",
     ),

@@ -9,11 +9,12 @@ from typing import Any
 from db import students as db_students
 from db import summaries
 from db.errors import InvalidInput
+from db.models import EMAIL_MAX, NAME_MAX
 from db.records import StudentRecord
 from db.validation import new_student, normalize_email, student_problems
 from resolvers import audit
 from resolvers.context import Context
-from resolvers.errors import Forbidden
+from resolvers.errors import BadUserInput, Forbidden
 from resolvers.loaders import invalidate_student
 from resolvers.pagination import (
     Page,
@@ -26,6 +27,8 @@ from resolvers.pagination import (
 )
 
 ORDER_FIELDS = ("student_id", "name", "grade_level", "created_at")
+# No name, id or email is longer: a longer search cannot match.
+MAX_SEARCH_CHARS = max(NAME_MAX, EMAIL_MAX)
 
 
 def require_readable(ctx: Context, record: StudentRecord) -> StudentRecord:
@@ -84,6 +87,13 @@ async def list_students(
     descending: bool = False,
 ) -> Page[StudentRecord]:
     check_first(first)
+    if search is not None and len(search) > MAX_SEARCH_CHARS:
+        # SQLite refuses a LIKE pattern of 50,000 bytes or more (it read as
+        # DB_UNAVAILABLE), and no name, id or email is this long.
+        raise BadUserInput(
+            f"search must be at most {MAX_SEARCH_CHARS} characters, got {len(search)}",
+            argument="search",
+        )
     # The viewer's scope is part of the SQL, so that pages stay full and cursors
     # stay right for teachers and students.
     where = db_students.StudentFilter(

@@ -265,7 +265,8 @@ class StudentQuery:
         search: Annotated[
             str | None,
             strawberry.argument(
-                description="Case-insensitive match on name, studentId or email."
+                description="Case-insensitive match on name, studentId or email "
+                "(at most 254 characters: no field is longer)."
             ),
         ] = None,
         order_by: Annotated[

@@ -131,6 +131,19 @@ async def test_students_refuses_first_out_of_range(seeded_api, first):
     assert body["data"] is None
 
 
+@pytest.mark.parametrize("length", [255, 50_000])
+async def test_students_refuses_a_search_longer_than_any_field(seeded_api, length):
+    seeded_api.counter.reset()
+    body = await seeded_api.post(STUDENTS_QUERY, {"search": "x" * length})
+
+    error = only_error(body)
+    assert error["message"] == f"search must be at most 254 characters, got {length}"
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["argument"] == "search"
+    assert body["data"] is None
+    assert seeded_api.counter.statements == []
+
+
 @pytest.mark.parametrize("direction", ["ASC", "DESC"])
 @pytest.mark.parametrize("order_by", list(ORDER_COLUMNS))
 async def test_students_pages_follow_every_order_without_gaps(

@@ -375,6 +375,9 @@ class JSONBody:
         raw = [
             (b"content-length", str(len(self.body)).encode()),
             (b"content-type", self.media_type.encode()),
+            # Answers depend on the caller and may hold student records: no cache
+            # (a browser's, a shared proxy's) may keep one, GET answers included.
+            (b"cache-control", b"no-store"),
         ]
         raw.extend(
             (name.lower().encode("latin-1"), value.encode("latin-1"))

@@ -92,6 +92,26 @@ async def test_get_query_returns_data(seeded_api):
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        '{ student(studentId: "S00001") { grades { score } } }',
+        "{ students { totalCount } }",  # the planned path
+        "{ students {",  # a request error
+    ],
+)
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_no_cache_may_keep_an_answer(seeded_api, method, query):
+    """Answers depend on the caller's credentials and hold student records: a
+    shared proxy must not serve one caller's answer to another."""
+    if method == "GET":
+        response = await seeded_api.http.get("/graphql", params={"query": query})
+    else:
+        response = await seeded_api.http.post("/graphql", json={"query": query})
+
+    assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize(
     ("query", "code"),
     [
         ("{ students {", "GRAPHQL_PARSE_FAILED"),

@@ -186,6 +186,15 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("trusted_hosts", "cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: str) -> str:
+        # Every profile: with `*`, any web page (CORS) or a rebound DNS name (Host)
+        # reaches the API, and in development the anonymous loopback admin.
+        if "*" in _split(value):
+            raise ValueError("`*` allows everyone: list the hosts or origins")
+        return value
+
     @field_validator("jwt_audience", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:

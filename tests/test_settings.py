@@ -82,6 +82,16 @@ def test_dot_env_file_is_read(tmp_path, monkeypatch):
             "0,10,10",
             "GC_THRESHOLD: the first threshold must be at least 1",
         ),
+        (
+            "CORS_ORIGINS",
+            "https://app.example,*",
+            "CORS_ORIGINS: `*` allows everyone: list the hosts or origins",
+        ),
+        (
+            "TRUSTED_HOSTS",
+            "*",
+            "TRUSTED_HOSTS: `*` allows everyone: list the hosts or origins",
+        ),
     ],
 )
 def test_bad_values_stop_with_one_line_naming_the_variable(

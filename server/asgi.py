@@ -20,6 +20,7 @@ from starlette._utils import parse_host_header
 from starlette.applications import Starlette
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -63,6 +64,10 @@ class App(Starlette):
         return dispatch
 
 
+TWO_HOSTS = b"\0two Host headers"
+INVALID_HOST = PlainTextResponse("Invalid host header", status_code=400)
+
+
 class TrustedHosts(TrustedHostMiddleware):
     """Starlette's Host check, with the Host values it has accepted remembered (raw,
     at most MAX_REMEMBERED): a request carrying one is let through after a scan of
@@ -83,6 +88,9 @@ class TrustedHosts(TrustedHostMiddleware):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             host = _raw_host(scope)
+            if host is TWO_HOSTS:  # RFC 9112: a request with two Host lines is 400
+                await INVALID_HOST(scope, receive, send)
+                return
             if host is not None:
                 if host in self._accepted:
                     await self.app(scope, receive, send)
@@ -104,7 +112,11 @@ class TrustedHosts(TrustedHostMiddleware):
 
 
 def _raw_host(scope: Scope) -> bytes | None:
+    """The Host header's value; TWO_HOSTS when it came more than once."""
+    found = None
     for name, value in scope["headers"]:
         if name == b"host":
-            return bytes(value)
-    return None
+            if found is not None:
+                return TWO_HOSTS
+            found = bytes(value)
+    return found

@@ -26,8 +26,14 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from monitoring.middleware import assigned_request_id
+from resolvers.auth import MALFORMED_HEADER
 from resolvers.context import Context, Services
-from resolvers.errors import REQUEST_ERROR_CODES, ClientError, ErrorCode
+from resolvers.errors import (
+    REQUEST_ERROR_CODES,
+    ClientError,
+    ErrorCode,
+    Unauthenticated,
+)
 from resolvers.ratelimit import RateState
 from resolvers.viewer import Viewer
 from server.deadlines import Deadlines
@@ -159,9 +165,7 @@ class GraphQLHTTP:
                 401, "authentication is not configured", ErrorCode.UNAUTHENTICATED
             )
         try:
-            return await authenticator.authenticate(
-                _header(request, b"authorization"), client
-            )
+            return await authenticator.authenticate(_authorization(request), client)
         except DB_UNAVAILABLE_ERRORS:
             # The key lookup could not reach the database: the client may retry.
             raise Refusal(
@@ -397,6 +401,15 @@ def _header(request: Request, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _authorization(request: Request) -> str | None:
+    """The Authorization header; sent twice, it is malformed (which one would a
+    proxy in front have checked?)."""
+    values = [v for k, v in request.scope["headers"] if k == b"authorization"]
+    if len(values) > 1:
+        raise Unauthenticated(MALFORMED_HEADER)
+    return values[0].decode("latin-1") if values else None
 
 
 def _counting(receive: Any, limit: int) -> Any:

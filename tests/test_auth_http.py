@@ -163,3 +163,25 @@ async def test_http_bad_credentials_are_401_even_where_auth_is_optional(
     anonymous = await api.http.post("/graphql", json=TYPENAME)
     assert anonymous.status_code == 200
     assert anonymous.json()["data"] == {"__typename": "Query"}
+
+
+async def test_http_authorization_sent_twice_is_malformed(
+    make_api: Any, scratch_url: str
+) -> None:
+    """Which one would a proxy in front have checked? Neither is used."""
+    api = await make_api(scratch_url, auth_required=True, jwt_secret=TEST_JWT_SECRET)
+    student = jwt_token(**claims(role="student", student_id=STUDENT))
+    admin = jwt_token(**claims(role="admin"))
+
+    for first, second in ((student, admin), (admin, student)):
+        response = await api.http.post(
+            "/graphql",
+            json=TYPENAME,
+            headers=[
+                ("Authorization", f"Bearer {first}"),
+                ("Authorization", f"Bearer {second}"),
+            ],
+        )
+        assert response.status_code == 401
+        [error] = response.json()["errors"]
+        assert error["message"] == auth.MALFORMED_HEADER

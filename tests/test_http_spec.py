@@ -488,6 +488,22 @@ async def test_untrusted_host_headers_are_refused(api, host):
     assert "data" not in response.text
 
 
+@pytest.mark.parametrize(
+    "hosts", [("127.0.0.1", "evil.example"), ("127.0.0.1", "127.0.0.1")]
+)
+async def test_two_host_headers_are_refused(api, hosts):
+    """RFC 9112: a request with more than one Host line is 400, whichever they are
+    (a proxy may have routed on the other one)."""
+    response = await api.http.post(
+        "/graphql",
+        json={"query": "{ __typename }"},
+        headers=[("Host", host) for host in hosts],
+    )
+
+    assert response.status_code == 400
+    assert response.text == "Invalid host header"
+
+
 async def test_untrusted_host_headers_are_refused_on_websockets(api):
     with pytest.raises(ConnectionError, match="handshake refused"):
         async with AsgiWebSocket(api.app, host="evil.example"):

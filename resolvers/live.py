@@ -39,7 +39,7 @@ from resolvers.errors import (
     SubscriberTooSlow,
     TooManySubscriptions,
 )
-from resolvers.students import check_readable_id
+from resolvers.students import check_readable_id, get_student
 from resolvers.viewer import Viewer
 
 T = TypeVar("T")
@@ -86,9 +86,16 @@ async def check_grade_events(
     """Refuse, before the stream starts, arguments that name only what the viewer
     may not read: another student, or a grade level outside a teacher's levels.
     Whatever the arguments, each event is filtered again (`_may_see`)."""
-    levels = ctx.viewer.readable_levels
+    viewer = ctx.viewer
+    levels = viewer.readable_levels
     if grade_level is not None and levels is not None and grade_level not in levels:
         raise Forbidden(f"you may not read grade level {grade_level}")
+    if grade_level is not None and viewer.role == "student":
+        # A student reads one level: their own (refused like a teacher's other
+        # levels, not left open with nothing ever coming).
+        own = await get_student(ctx, viewer.student_id) if viewer.student_id else None
+        if own is None or own.grade_level != grade_level:
+            raise Forbidden(f"you may not read grade level {grade_level}")
     if student_id is not None:
         await check_readable_id(ctx, student_id)
 

@@ -40,8 +40,12 @@ async def test_grade_events_reach_each_viewer_filtered(
 ) -> None:
     bus = api.app.state.monitor.bus
     streams = {
-        viewer.role: await subscribe(api, viewer, GRADE_EVENTS)
-        for viewer in (ADMIN, TEACHER, ME)
+        viewer.role: await subscribe(api, viewer, GRADE_EVENTS, **variables)
+        for viewer, variables in (
+            (ADMIN, {}),
+            (TEACHER, {}),
+            (ME, {"gradeLevel": 6}),  # a student may name their own level
+        )
     }
     received: dict[str, list[tuple[str, float]]] = {role: [] for role in streams}
 
@@ -92,6 +96,8 @@ async def test_grade_events_reach_each_viewer_filtered(
     [
         (ME, {"studentId": "PEER"}),
         (ME, {"studentId": "NOBODY"}),
+        (ME, {"gradeLevel": 1}),  # MINE is in level 6
+        (ME, {"studentId": "MINE", "gradeLevel": 1}),
         (TEACHER, {"gradeLevel": 1}),
         (TEACHER, {"studentId": "AWAY"}),
     ],

@@ -118,6 +118,13 @@ def _check_level(ctx: Context, student_id: str, level: int) -> None:
         raise Forbidden(f"you may not write grades of student {student_id!r}")
 
 
+def _check_stored(ctx: Context, grade_id: str, level: int) -> None:
+    """A stored grade the viewer may not write: refused without naming its
+    student, whom the caller did not name and may not know."""
+    if not ctx.viewer.may_write_level(level):
+        raise Forbidden(f"you may not write grade {grade_id!r}")
+
+
 async def add_grade(
     ctx: Context,
     *,
@@ -187,7 +194,7 @@ async def update_grade(
         owner = [values.get("student_id", before.student_id)] if values else []
         locked = await live.lock_students(ctx, session, ids, with_events=owner)
         levels = live.levels_of(locked)
-        _check_level(ctx, before.student_id, levels[before.student_id])
+        _check_stored(ctx, grade_id, levels[before.student_id])
         for student_id in ids:
             if student_id not in levels:
                 raise NotFound("student", student_id)
@@ -224,7 +231,7 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
             ctx, session, [before.student_id], with_events=()
         )
         levels = live.levels_of(locked)
-        _check_level(ctx, before.student_id, levels[before.student_id])
+        _check_stored(ctx, grade_id, levels[before.student_id])
         async with summaries.kept(session, [before.student_id]):
             await db_grades.delete_grade(session, number)
         await audit.record_write(

@@ -20,6 +20,7 @@ from tests.factories.roles import (
     forbidden,
     grade_row,
     run,
+    schema_of,
     state,
 )
 
@@ -238,3 +239,26 @@ async def test_a_teachers_class_analytics_follow_grade_writes(
 
     assert second["classAnalytics"]["gradeCount"] == 3
     assert second["classAnalytics"]["min"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("document", "extra"),
+    [(GRADE_UPDATE, {"input": SCORE}), (GRADE_DELETE, {})],
+)
+async def test_a_refused_grade_id_does_not_name_its_student(
+    api: Any, school: dict[str, str], document: str, extra: dict[str, Any]
+) -> None:
+    """A teacher probing grade ids outside their levels learns nothing of whose
+    they are."""
+    grade_id = school["AWAY"]
+
+    result = await schema_of(api).execute(
+        document,
+        variable_values={"id": grade_id, **extra},
+        context_value=api.services.context(viewer=WRITERS["teacher"]),
+    )
+
+    assert result.data is None
+    [error] = result.errors or []
+    assert (error.extensions or {})["code"] == "FORBIDDEN"
+    assert error.message == f"you may not write grade {grade_id!r}"

@@ -86,6 +86,7 @@ class SubjectStats:
     min: float
     max: float
     latest: float
+    students: int = 1  # how many students' grades (class figures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +330,7 @@ async def class_stats(
             values.total / values.n,
             min(values.counts),
             max(values.counts),
-            latest[name],
+            *latest[name],
         )
         for name, values in sorted(by_subject.items())
     ]
@@ -377,14 +378,16 @@ async def _latest(
     subjects: list[str],
     grade_level: int | None,
     grade_levels: frozenset[int] | None,
-) -> dict[str, float]:
-    """The percentage of the selection's latest grade in each subject: the greatest
-    (recorded_at, id), found by walking each subject's latest grades backwards (one
-    statement for all the subjects)."""
+) -> dict[str, tuple[float, int]]:
+    """For each subject: the percentage of the selection's latest grade (the
+    greatest recorded_at, id) and how many of its students have grades in it, one
+    statement for all the subjects."""
     students = _level_students(grade_level, grade_levels)
     parts = []
     for name in subjects:
-        query = select(SS.subject, SS.latest_p).where(SS.subject == name)
+        query = select(SS.subject, SS.latest_p, func.count().over()).where(
+            SS.subject == name
+        )
         if students is not None:
             query = query.where(SS.student_id.in_(students))
         query = query.order_by(SS.latest_at.desc(), SS.latest_id.desc()).limit(1)
@@ -392,7 +395,7 @@ async def _latest(
     if not parts:
         return {}
     rows = await session.execute(union_all(*parts))
-    return {name: float(p) for name, p in rows}
+    return {name: (float(p), int(count)) for name, p, count in rows}
 
 
 async def _student_count(

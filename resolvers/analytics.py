@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from db import analytics as db_analytics
 from db.analytics import ClassStats as ClassStats
@@ -23,6 +23,10 @@ from resolvers.pagination import (
     text_part,
 )
 from resolvers.students import get_student, require_readable
+
+# The fewest students whose class figures a student may read (figures over fewer
+# describe individuals).
+MIN_COHORT = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +79,9 @@ async def class_analytics(
     ctx: Context, *, grade_level: int | None = None, subject: str | None = None
 ) -> ClassStats:
     """A teacher of some levels: a level outside them is Forbidden, and without one
-    the statistics cover their levels only. Students may read any level's figures;
-    the fields that name students are refused to them (`class_ranking`)."""
+    the statistics cover their levels only. Students may read any level's figures
+    over enough students (`_for_viewer`); the fields that name students are refused
+    to them (`class_ranking`), and so is a subject's latest grade (`class_latest`)."""
     levels = ctx.viewer.readable_levels
     scope: tuple[int, ...] | None = None
     if levels is not None:
@@ -92,7 +97,7 @@ async def class_analytics(
     key = (grade_level, subject) if scope is None else (None, subject, scope)
     cached = ctx.services.cache.get(CLASS_ANALYTICS, key)
     if cached is not MISSING:
-        return cached
+        return _for_viewer(ctx, cached)
     generation = ctx.services.cache.generation()
     async with ctx.services.database.sessions() as session:
         stats = await db_analytics.class_stats(
@@ -102,7 +107,32 @@ async def class_analytics(
             frozenset(scope) if scope is not None else None,
         )
     ctx.services.cache.put(CLASS_ANALYTICS, key, stats, generation)
-    return stats
+    return _for_viewer(ctx, stats)
+
+
+def _for_viewer(ctx: Context, stats: ClassStats) -> ClassStats:
+    """A student reads aggregates over at least MIN_COHORT students and nothing
+    finer: a smaller selection is Forbidden (one student's mean is their grade),
+    and subjects that fewer students have are left out. The cache keeps the whole
+    figures for the roles that may read them."""
+    if ctx.viewer.role != "student":
+        return stats
+    if 0 < stats.student_count < MIN_COHORT:
+        raise Forbidden(
+            f"these figures cover {stats.student_count} students: students read "
+            f"class figures over at least {MIN_COHORT}"
+        )
+    kept = tuple(s for s in stats.subjects if s.students >= MIN_COHORT)
+    if len(kept) == len(stats.subjects):
+        return stats
+    return replace(stats, subjects=kept)
+
+
+def class_latest(ctx: Context, latest: float) -> float:
+    """A class's latest grade is one student's grade: not for students."""
+    if ctx.viewer.role == "student":
+        raise Forbidden("a class's latest grade is one student's: not for students")
+    return latest
 
 
 def class_ranking(

@@ -40,7 +40,9 @@ class StudentAverage:
 
 @strawberry.type(
     description="Statistics over the percentages of the selected grades. Every "
-    "field but top and bottom is an aggregate that any role may read."
+    "field but top, bottom and a subject's latest is an aggregate that any role may "
+    "read; students read them over at least 5 students (fewer: FORBIDDEN), and "
+    "only the subjects that at least 5 of those students have."
 )
 class ClassAnalytics:
     student_count: int = strawberry.field(description="Students with selected grades.")
@@ -88,7 +90,9 @@ class ClassAnalytics:
             histogram=[
                 Bucket(from_=b.start, to=b.end, count=b.count) for b in stats.histogram
             ],
-            subjects=[SubjectStats.from_model(s) for s in stats.subjects],
+            subjects=[
+                SubjectStats.from_model(s, of_class=True) for s in stats.subjects
+            ],
             _stats=stats,
         )
 

@@ -36,17 +36,30 @@ class SubjectStats:
     average: float = strawberry.field(description="Mean percentage.")
     min: float = strawberry.field(description="Lowest percentage.")
     max: float = strawberry.field(description="Highest percentage.")
-    latest: float = strawberry.field(description="The most recent grade's percentage.")
+    _latest: strawberry.Private[float]
+    _of_class: strawberry.Private[bool]
+
+    @strawberry.field(
+        description="The most recent grade's percentage. In class analytics it is "
+        "one student's grade: FORBIDDEN (and null) for students."
+    )
+    def latest(self, info: strawberry.Info) -> float | None:
+        if self._of_class:
+            return analytics.class_latest(ctx(info), self._latest)
+        return self._latest
 
     @classmethod
-    def from_model(cls, row: analytics.SubjectStats) -> SubjectStats:
+    def from_model(
+        cls, row: analytics.SubjectStats, *, of_class: bool = False
+    ) -> SubjectStats:
         return cls(
             subject=row.subject,
             count=row.count,
             average=row.average,
             min=row.min,
             max=row.max,
-            latest=row.latest,
+            _latest=row.latest,
+            _of_class=of_class,
         )
 
 

@@ -11,12 +11,17 @@ from tests.factories.roles import (
     ADMIN,
     AGGREGATES,
     CLASS_AGGREGATES_DOC,
+    GRADE_ADD,
+    GRADES_ADD,
+    ME,
     STUDENT,
+    STUDENT_CREATE,
     STUDENT_DOC,
     TEACHER,
     TEACHERS_GRADES,
     VIEWERS,
     forbidden,
+    grade_row,
     run,
     sql,
 )
@@ -46,17 +51,104 @@ async def test_students_read_class_aggregates_but_not_names(
         seeded_api, STUDENT, CLASS_AGGREGATES_DOC, level=grade_level
     )
 
-    assert data == {
-        "classAnalytics": {**reference["classAnalytics"], "top": None, "bottom": None}
-    }
-    assert errors == [
-        (("classAnalytics", "bottom"), "FORBIDDEN"),
-        (("classAnalytics", "top"), "FORBIDDEN"),
-    ]
-    expected = dict(reference["classAnalytics"])
+    expected, refused = student_view(reference["classAnalytics"])
+    assert data == {"classAnalytics": expected}
+    assert errors == refused
     del expected["top"], expected["bottom"]
     assert aggregates == {"classAnalytics": expected}
-    assert aggregate_errors == []
+    assert aggregate_errors == [e for e in refused if e[0][1] == "subjects"]
+
+
+def student_view(
+    figures: dict[str, Any],
+) -> tuple[dict[str, Any], list[tuple[Any, str]]]:
+    """What a student gets of an admin's CLASS_DOC figures, and the errors: no
+    names (top, bottom) and no subject's latest grade (one student's grade)."""
+    subjects = figures["subjects"]
+    latest_refused = [
+        (("classAnalytics", "subjects", i, "latest"), "FORBIDDEN")
+        for i in range(len(subjects))
+    ]
+    expected = {
+        **figures,
+        "subjects": [{**subject, "latest": None} for subject in subjects],
+        "top": None,
+        "bottom": None,
+    }
+    return expected, [
+        (("classAnalytics", "bottom"), "FORBIDDEN"),
+        *latest_refused,
+        (("classAnalytics", "top"), "FORBIDDEN"),
+    ]
+
+
+SMALL_CELLS_DOC = """
+query($level: Int, $subject: String) {
+  classAnalytics(gradeLevel: $level, subject: $subject) {
+    studentCount mean subjects { subject count average }
+  }
+}
+"""
+
+
+async def test_students_read_no_figures_of_fewer_than_five_students(
+    api: Any, school: dict[str, str]
+) -> None:
+    """Level 6 has two students (MINE and PEER): their mean would be close to
+    their grades, one student's figures would be exactly theirs."""
+    admin, _ = await run(api, ADMIN, SMALL_CELLS_DOC, level=6)
+    assert admin["classAnalytics"]["studentCount"] == 2
+
+    for level in (6, 1, None):
+        data, errors = await run(api, ME, SMALL_CELLS_DOC, level=level)
+        assert data == {"classAnalytics": None}
+        assert errors == forbidden("classAnalytics")
+
+
+async def test_students_see_only_subjects_that_five_students_have(
+    api: Any, school: dict[str, str]
+) -> None:
+    for number in range(3):  # with MINE and PEER, five students in level 6
+        student = f"MORE{number}"
+        created, _ = await run(
+            api,
+            ADMIN,
+            STUDENT_CREATE,
+            input={
+                "studentId": student,
+                "name": "More",
+                "email": f"more{number}@school.example",
+                "gradeLevel": 6,
+            },
+        )
+        assert created == {"studentCreate": {"__typename": "StudentCreateSuccess"}}
+        added, _ = await run(api, ADMIN, GRADE_ADD, id=student)
+        assert added == {"gradeAdd": {"__typename": "GradeAddSuccess"}}
+    # One student alone in History: their grade would be the subject's figures.
+    added, _ = await run(
+        api, ADMIN, GRADES_ADD, input=[grade_row("PEER", 37.5, "History")]
+    )
+    assert added == {"gradesAdd": {"__typename": "GradesAddSuccess"}}
+
+    admin, _ = await run(api, ADMIN, SMALL_CELLS_DOC, level=6)
+    data, errors = await run(api, ME, SMALL_CELLS_DOC, level=6)
+    alone, alone_errors = await run(
+        api, ME, SMALL_CELLS_DOC, level=6, subject="History"
+    )
+
+    assert [s["subject"] for s in admin["classAnalytics"]["subjects"]] == [
+        "History",
+        "Math",
+    ]
+    assert errors == []
+    assert data == {
+        "classAnalytics": {
+            **admin["classAnalytics"],
+            "subjects": admin["classAnalytics"]["subjects"][1:],  # Math only
+        }
+    }
+    assert alone == {"classAnalytics": None}
+    assert alone_errors == forbidden("classAnalytics")
 
 
 @pytest.mark.parametrize("grade_level", [6, 10])
@@ -122,15 +214,9 @@ async def test_class_analytics_cache_entries_never_cross_roles(
         assert admin[0]["classAnalytics"]["studentCount"] == SEEDED_STUDENTS
         assert len(admin[0]["classAnalytics"]["top"]) == 5
         assert teacher[0]["classAnalytics"]["studentCount"] == 30
-        assert student[0]["classAnalytics"] == {
-            **admin[0]["classAnalytics"],
-            "top": None,
-            "bottom": None,
-        }
-        assert student[1] == [
-            (("classAnalytics", "bottom"), "FORBIDDEN"),
-            (("classAnalytics", "top"), "FORBIDDEN"),
-        ]
+        expected, refused = student_view(admin[0]["classAnalytics"])
+        assert student[0]["classAnalytics"] == expected
+        assert student[1] == refused
 
 
 async def test_a_cached_student_record_is_still_refused_to_others(

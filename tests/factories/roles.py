@@ -112,8 +112,10 @@ async def state(api: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]
     return students, grades
 
 
-def grade_row(student_id: str, score: float = 70.0) -> dict[str, Any]:
-    return {"studentId": student_id, "subject": "Art", "score": score}
+def grade_row(
+    student_id: str, score: float = 70.0, subject: str = "Art"
+) -> dict[str, Any]:
+    return {"studentId": student_id, "subject": subject, "score": score}
 
 
 async def subscribe(api: Any, viewer: Viewer, document: str, **variables: Any) -> Any:

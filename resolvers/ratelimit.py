@@ -40,9 +40,13 @@ class RateStore(Protocol):
     """Where buckets live: in process (MemoryRateStore) or shared by the cluster
     through Redis (resolvers/ratelimit_redis.py).
     `take` never raises for an over-budget call: it answers with allowed=False and
-    charges nothing. A cost of 0 is always allowed and charges nothing."""
+    charges nothing. A cost of 0 is always allowed and charges nothing. `force`
+    takes the cost however little remains (down to 0): for work already done that
+    turned out to cost more than it was charged."""
 
-    async def take(self, identity: str, capacity: int, cost: int) -> RateState: ...
+    async def take(
+        self, identity: str, capacity: int, cost: int, *, force: bool = False
+    ) -> RateState: ...
 
 
 @dataclass(slots=True)
@@ -82,13 +86,15 @@ class MemoryRateStore:
                 break
             buckets.popitem(last=False)
 
-    async def take(self, identity: str, capacity: int, cost: int) -> RateState:
+    async def take(
+        self, identity: str, capacity: int, cost: int, *, force: bool = False
+    ) -> RateState:
         now = self._clock()
         bucket = self._buckets.get(identity)
         tokens = float(capacity)
         if bucket is not None:
             tokens = refilled(bucket.tokens, bucket.at, now, capacity)
-        allowed = cost <= tokens + EPSILON
+        allowed = force or cost <= tokens + EPSILON
         if allowed and cost > 0:
             tokens = max(0.0, tokens - cost)
             self._buckets[identity] = _Bucket(tokens, now)
@@ -162,4 +168,13 @@ class RateLimiter:
         """Take `cost` points from the caller's bucket, or refuse without charging."""
         return await self.store.take(
             self.identity(viewer, client_host), self.capacity(viewer), cost
+        )
+
+    async def charge_after(
+        self, viewer: Viewer, client_host: str | None, cost: int
+    ) -> RateState:
+        """Take `cost` points for work already done, however few remain: the
+        bucket empties at worst, and the caller's next operations wait."""
+        return await self.store.take(
+            self.identity(viewer, client_host), self.capacity(viewer), cost, force=True
         )

@@ -23,12 +23,14 @@ RETRY_INTERVAL_S = 1.0
 # disagree still share one bucket. Numbers travel as "%.17g" strings: they round-trip
 # exactly, and Redis would truncate a Lua number in a reply to an integer. A bucket
 # lives WINDOW_S after its last charge, as in MemoryRateStore: by then it is full,
-# and a missing bucket is a full one. A refused call or a cost of 0 writes nothing.
+# and a missing bucket is a full one. A refused call or a cost of 0 writes nothing;
+# ARGV[5] = '1' takes the cost however little remains (RateStore's `force`).
 TAKE = """
 local capacity = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local window_s = tonumber(ARGV[3])
 local epsilon = tonumber(ARGV[4])
+local force = ARGV[5] == '1'
 local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
 local tokens = capacity
@@ -38,7 +40,7 @@ if bucket[1] then
   local elapsed = math.max(0, now - tonumber(bucket[2]))
   tokens = math.min(capacity, tonumber(bucket[1]) + elapsed * rate)
 end
-local allowed = cost <= tokens + epsilon
+local allowed = force or cost <= tokens + epsilon
 if allowed and cost > 0 then
   tokens = math.max(0, tokens - cost)
   redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
@@ -78,14 +80,16 @@ class RedisRateStore:
         """False while operations are charged to this worker's own buckets."""
         return self._retry_at is None
 
-    async def take(self, identity: str, capacity: int, cost: int) -> RateState:
+    async def take(
+        self, identity: str, capacity: int, cost: int, *, force: bool = False
+    ) -> RateState:
         if self._retry_at is not None:
             now = self._clock()
             if now < self._retry_at:
-                return await self._take_locally(identity, capacity, cost)
+                return await self._take_locally(identity, capacity, cost, force)
             self._retry_at = now + RETRY_INTERVAL_S  # this operation probes; no other
         try:
-            state, _ = await self.take_shared(identity, capacity, cost)
+            state, _ = await self.take_shared(identity, capacity, cost, force=force)
         except (RedisError, OSError) as exc:
             if self._retry_at is None:
                 log.warning(
@@ -95,20 +99,20 @@ class RedisRateStore:
                     exc,
                 )
             self._retry_at = self._clock() + RETRY_INTERVAL_S
-            return await self._take_locally(identity, capacity, cost)
+            return await self._take_locally(identity, capacity, cost, force)
         if self._retry_at is not None:
             self._retry_at = None
             log.warning("Redis answers again: rate budgets are shared by the cluster")
         return state
 
     async def take_shared(
-        self, identity: str, capacity: int, cost: int
+        self, identity: str, capacity: int, cost: int, *, force: bool = False
     ) -> tuple[RateState, float]:
         """One charge of the cluster's bucket, and the Redis time (epoch seconds) it
         was taken at. Raises what the client raises when Redis fails."""
         reply: list[Any] = await self._script(
             keys=[self._prefix + identity],
-            args=[capacity, cost, repr(WINDOW_S), repr(EPSILON)],
+            args=[capacity, cost, repr(WINDOW_S), repr(EPSILON), int(force)],
         )
         tokens, seconds, micros, allowed = reply
         now = int(seconds) + int(micros) / 1_000_000  # as the script computes it
@@ -119,6 +123,10 @@ class RedisRateStore:
         """This worker's share of a budget while Redis is down (at least 1 point)."""
         return max(1, capacity // self._workers)
 
-    async def _take_locally(self, identity: str, capacity: int, cost: int) -> RateState:
+    async def _take_locally(
+        self, identity: str, capacity: int, cost: int, force: bool
+    ) -> RateState:
         # The answer reports the share as the limit: it is what this worker allows.
-        return await self._fallback.take(identity, self.local_capacity(capacity), cost)
+        return await self._fallback.take(
+            identity, self.local_capacity(capacity), cost, force=force
+        )

@@ -18,8 +18,10 @@ from graphql import (
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     VariableDefinitionNode,
     VariableNode,
     get_variable_values,
@@ -52,6 +54,12 @@ LIST_ESTIMATES: dict[str, int] = {
     "InvalidRowsError.rows": 100,
 }
 DEFAULT_ESTIMATE = 20
+# Writes also cost what they carry, on the rate budget only (MAX_COST bounds what
+# a query selects): a gradesAdd row a tenth of a point, an import a point per
+# 4 KiB of CSV (the file, or the text).
+ROWS_PER_POINT = 10
+IMPORT_BYTES_PER_POINT = 4096
+CARRYING = frozenset({"Mutation.gradesAdd", "Mutation.gradesImport"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,10 @@ class _CostWalk:
         self.fragments: dict[str, _Cost] = {}
         self.uses_variables = False
         self.invalid_variables = False
+        self.input_points = 0
+        # Whether a list without a page size counted its estimate: its real
+        # length is known only once it has run (settle_cost).
+        self.estimated = False
 
     def page_size(self, node: FieldNode, field: GraphQLField) -> int | None:
         """The field's `first` (or `last`) as execution will see it: the literal,
@@ -151,11 +163,45 @@ class _CostWalk:
                 total += self.selection(selection.selection_set, kind or parent)
         return total
 
+    def argument(self, node: FieldNode, name: str) -> Any:
+        """An argument's value before coercion: the literal's (a list's items as
+        None, a string's text), the variable's as sent; None when absent."""
+        given = next(
+            (a.value for a in node.arguments or () if a.name.value == name), None
+        )
+        if isinstance(given, VariableNode):
+            self.uses_variables = True
+            return self.variables.get(given.name.value)
+        if isinstance(given, ListValueNode):
+            return [None] * len(given.values)
+        if isinstance(given, StringValueNode):
+            return given.value
+        return None if given is None else [given]  # one item, as a list coerces it
+
+    def carried(self, node: FieldNode, key: str) -> int:
+        """The points of what a write carries (ROWS_PER_POINT)."""
+        if key == "Mutation.gradesAdd":
+            rows = self.argument(node, "input")
+            return -(-len(rows) // ROWS_PER_POINT) if isinstance(rows, list) else 0
+        if key == "Mutation.gradesImport":
+            size = 0
+            for name in ("file", "csv"):
+                value = self.argument(node, name)
+                if isinstance(value, str):
+                    size += len(value.encode("utf-8", "surrogatepass"))
+                elif isinstance(getattr(value, "size", None), int):
+                    size += value.size
+            return -(-size // IMPORT_BYTES_PER_POINT)
+        return 0
+
     def field(self, node: FieldNode, parent: Any) -> _Cost:
         name = node.name.value
         field = getattr(parent, "fields", {}).get(name)
         if field is None or name.startswith("__"):
             return _Cost()  # __typename is a scalar; introspection is not counted
+        key = f"{getattr(parent, 'name', '')}.{name}"
+        if key in CARRYING:
+            self.input_points += self.carried(node, key)
         kind = field.type
         if isinstance(kind, GraphQLNonNull):
             kind = kind.of_type
@@ -171,7 +217,8 @@ class _CostWalk:
         item = 1 + inner.at(None)
         if page is not None:
             return _Cost(fixed=capped(page * item))
-        estimate = LIST_ESTIMATES.get(f"{parent.name}.{name}", DEFAULT_ESTIMATE)
+        self.estimated = True
+        estimate = LIST_ESTIMATES.get(key, DEFAULT_ESTIMATE)
         return _Cost(paged=item, estimated=capped(estimate * item))
 
 
@@ -185,11 +232,20 @@ def _named(kind: Any) -> GraphQLNamedType:
 class Price(NamedTuple):
     """The points of one operation; whether they depend on variables (else they
     may be cached with the document); whether a variable that sets a page size
-    does not coerce, so that execution will refuse the operation."""
+    does not coerce, so that execution will refuse the operation; the points of
+    what a write carries (charged, not held to MAX_COST); whether a list counted
+    its estimate (settle_cost then charges what it held beyond)."""
 
     cost: int
     varies: bool
     invalid_variables: bool
+    input_points: int = 0
+    estimated: bool = False
+
+    @property
+    def charge(self) -> int:
+        """What the rate budget is charged before the operation runs."""
+        return capped(self.cost + self.input_points)
 
 
 def price_operation(
@@ -216,7 +272,28 @@ def price_operation(
             fragment.selection_set, condition
         )
     cost = walk.selection(operation.selection_set, root).at(None)
-    return Price(cost, walk.uses_variables, walk.invalid_variables)
+    return Price(
+        cost,
+        walk.uses_variables,
+        walk.invalid_variables,
+        walk.input_points,
+        walk.estimated,
+    )
+
+
+def objects_in(data: Any) -> int:
+    """How many objects an answer's data holds (what the cost counts, each a
+    point), its root excepted."""
+    count = 0
+    stack = list(data.values()) if isinstance(data, dict) else []
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            count += 1
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def check_cost(cost: int, limits: QueryLimits) -> GraphQLError | None:

@@ -26,7 +26,7 @@ from strawberry.schema.schema import validate_document
 from resolvers.context import Context
 from resolvers.errors import ErrorCode
 from schema.scalars import serialize_datetime
-from server.cost import Price, check_cost, price_operation
+from server.cost import Price, check_cost, objects_in, price_operation
 from server.envelope import operation_error
 from server.limits import (
     QueryLimits,
@@ -63,7 +63,7 @@ class Prepared:
     refusal: GraphQLError | None = None
     rules: tuple[Any, ...] | None = None
     errors: list[GraphQLError] = field(default_factory=list)
-    costs: dict[str | None, int] = field(default_factory=dict)
+    costs: dict[str | None, Price] = field(default_factory=dict)
 
 
 class Documents:
@@ -142,13 +142,13 @@ class Documents:
         assert prepared.document is not None
         cached = prepared.costs.get(operation_name)
         if cached is not None:
-            return Price(cached, False, False)
+            return cached
         operation = get_operation_ast(prepared.document, operation_name)
         if operation is None:
             return Price(0, False, False)  # refused in on_parse: nothing runs
         price = price_operation(schema, prepared.document, operation, variables)
         if not price.varies:
-            prepared.costs[operation_name] = price.cost
+            prepared.costs[operation_name] = price
         return price
 
     def variable_errors(
@@ -235,6 +235,8 @@ class DocumentGate(SchemaExtension):
         self.rate: RateState | None = None
         # This request's refusal, where the document's own is in `prepared`.
         self.refusal: GraphQLError | None = None
+        # The query's points when a list counted its estimate (settled after).
+        self.estimated_cost: int | None = None
 
     async def on_parse(self) -> AsyncIterator[None]:
         context = self.execution_context
@@ -307,16 +309,42 @@ class DocumentGate(SchemaExtension):
             # and an operation the planned path handed over was charged there.
             rate = app.precharged
             if rate is None:
-                rate = await limiter.charge(app.viewer, app.client_host, cost)
+                rate = await limiter.charge(app.viewer, app.client_host, price.charge)
             app.precharged = None
             self.rate = app.rate = rate
             if not rate.allowed:
                 return [rate_limited_error(rate)]
+            if price.estimated:
+                self.estimated_cost = cost
         return []
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        yield
+        if self.estimated_cost is not None and self.rate is not None:
+            result = self.execution_context.result
+            app = self.execution_context.context
+            self.rate = app.rate = await settle_cost(
+                app, self.rate, self.estimated_cost, getattr(result, "data", None)
+            )
 
     def get_results(self) -> dict[str, Any]:
         rate = self.rate
         return {"rateLimit": rate_limit_extension(rate)} if rate is not None else {}
+
+
+async def settle_cost(
+    context: Context, rate: RateState, estimated: int, data: Any
+) -> RateState:
+    """Charge what lists without a page size held beyond their estimates (say a
+    student's 20,000 grades where `Student.grades` counts 20): the answer's
+    objects, each a point, less the points the query was charged for. Taken
+    however little remains: the work is done, the caller's next operations wait."""
+    limiter = context.services.rate_limiter
+    extra = objects_in(data) - estimated
+    if limiter is None or extra <= 0:
+        return rate
+    after = await limiter.charge_after(context.viewer, context.client_host, extra)
+    return after._replace(cost=rate.cost + extra)
 
 
 def _rate_limiter(context: Any) -> RateLimiter | None:

@@ -41,7 +41,12 @@ from server.cost import check_cost
 from server.envelope import Operation, operation_error
 from server.errors import DB_UNAVAILABLE_ERRORS
 from server.execution import Fallback
-from server.gate import MAX_COERCION_ERRORS, graphql_schema, rate_limit_extension
+from server.gate import (
+    MAX_COERCION_ERRORS,
+    graphql_schema,
+    rate_limit_extension,
+    settle_cost,
+)
 from server.plan import NotPlanned, OperationPlan, Planner
 from server.steps import STEPS
 
@@ -103,8 +108,10 @@ class Ready:
 
     plan: Any  # OperationPlan; a subscription's shared plan in server/fanout.py
     operation_name: str | None  # named()
-    cost: int
+    cost: int  # what the rate budget is charged before it runs
     variables: Any  # graphql-core's VariableValues, or None
+    # The query's points when a list counted its estimate (settle_cost after).
+    estimated_cost: int | None = None
 
 
 class Pipeline:
@@ -181,7 +188,13 @@ class Pipeline:
             if isinstance(values, list):
                 return INVALID
             coerced = values
-        return Ready(plan, named(definition, operation_name), price.cost, coerced)
+        return Ready(
+            plan,
+            named(definition, operation_name),
+            price.charge,
+            coerced,
+            price.cost if price.estimated else None,
+        )
 
     def _compile(
         self, document: DocumentNode, name: str | None
@@ -231,6 +244,10 @@ class Pipeline:
             return self._fallback(RUNTIME)
         finally:
             current_tally.reset(token)
+        if rate is not None and ready.estimated_cost is not None:
+            rate = context.rate = await settle_cost(
+                context, rate, ready.estimated_cost, data
+            )
         result = ExecutionResult(data=data, errors=None)
         if record is not None:
             record.running = False

@@ -7,6 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 
 from monitoring.monitor import METRICS
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateState
@@ -221,6 +222,64 @@ async def test_every_response_reports_its_points(make_api, seeded_url):
     }
     # extensions.cost stays the dollar cost of the monitoring issue.
     assert set(first["extensions"]["cost"]) >= {"dbQueries", "totalCost"}
+
+
+CREATE = (
+    'mutation { studentCreate(input: {studentId: "LONG", name: "Long List", '
+    'email: "long@school.example", gradeLevel: 9}) { __typename } }'
+)
+ADD = "mutation($rows: [GradeAddInput!]!) { gradesAdd(input: $rows) { __typename } }"
+IMPORT = "mutation($csv: String!) { gradesImport(csv: $csv) { __typename } }"
+LONG_LIST = '{ student(studentId: "LONG") { grades { score } } }'
+
+
+async def test_writes_are_charged_for_what_they_carry(make_api, scratch_url):
+    """A 5,000-row gradesAdd cost 1 point, a 20,000-row import 2."""
+    api, clock = await budgeted_api(make_api, scratch_url, capacity=5000)
+    await post(api, CREATE)
+    rows = [{"studentId": "LONG", "subject": "Math", "score": 70.0}] * 95
+    header = "student_id,subject,score\n"
+    small = header + "LONG,Math,70\n"
+    large = header + "LONG,Math,70\n" * 800  # 10,425 bytes
+
+    added = (await post(api, ADD, {"rows": rows})).json()
+    imported = [
+        (await post(api, IMPORT, {"csv": csv})).json() for csv in (small, large)
+    ]
+
+    assert added["data"] == {"gradesAdd": {"__typename": "GradesAddSuccess"}}
+    assert rate_limit(added)["cost"] == 1 + 10  # the result, and 95 rows at 10 a point
+    assert [body["data"]["gradesImport"]["__typename"] for body in imported] == [
+        "GradesImportSuccess"
+    ] * 2
+    small_cost, large_cost = (rate_limit(body)["cost"] for body in imported)
+    assert large_cost - small_cost == 3 - 1  # a point per 4 KiB of CSV
+    assert len(large.encode()) == 10_425
+
+
+@pytest.mark.parametrize("planned", [True, False])
+async def test_a_list_longer_than_its_estimate_is_charged_what_it_held(
+    make_api, scratch_url, planned
+):
+    """Student.grades counts 20 before it runs; 95 grades are charged 95."""
+    api, clock = await budgeted_api(make_api, scratch_url, capacity=5000)
+    await post(api, CREATE)
+    rows = [{"studentId": "LONG", "subject": "Math", "score": 70.0}] * 95
+    await post(api, ADD, {"rows": rows})
+    before = rate_limit((await post(api, "{ __typename }")).json())["remaining"]
+    # @include sends the operation down the general path.
+    query = (
+        LONG_LIST
+        if planned
+        else LONG_LIST.replace("grades", "grades @include(if: true)")
+    )
+
+    body = (await post(api, query)).json()
+    after = rate_limit((await post(api, "{ __typename }")).json())["remaining"]
+
+    assert len(body["data"]["student"]["grades"]) == 95
+    assert rate_limit(body)["cost"] == 1 + 95  # the student and each grade
+    assert rate_limit(body)["remaining"] == after == before - 96
 
 
 async def test_spent_budget_is_rate_limited_without_data(make_api, seeded_url):

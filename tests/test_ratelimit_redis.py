@@ -25,30 +25,56 @@ from tests.factories.proxy import TcpProxy
 
 PAGE = "{ students(first: 10) { edges { node { studentId } } } }"  # 21 points
 FREE = "{ __typename }"
-# One step of a case: seconds to wait first, the identity, the cost.
-Step = tuple[float, str, int]
+# One step of a case: seconds to wait first, the identity, the cost, and whether
+# it is taken however little remains (force).
+Step = tuple[float, str, int, bool]
 
 CASES: dict[str, tuple[int, list[Step]]] = {
-    "a charge leaves the rest": (60, [(0, "a", 10), (0, "a", 0)]),
+    "a charge leaves the rest": (60, [(0, "a", 10, False), (0, "a", 0, False)]),
     "over budget is refused without charging": (
         6000,  # 100 points a second
-        [(0, "a", 5500), (0, "a", 3000), (0, "a", 0), (0.05, "a", 500)],
+        [
+            (0, "a", 5500, False),
+            (0, "a", 3000, False),
+            (0, "a", 0, False),
+            (0.05, "a", 500, False),
+        ],
     ),
-    "the cost equal to what remains is allowed": (60, [(0, "a", 40), (0, "a", 20)]),
+    "the cost equal to what remains is allowed": (
+        60,
+        [(0, "a", 40, False), (0, "a", 20, False)],
+    ),
     "free operations pass an empty bucket": (
         60,
-        [(0, "a", 60), (0, "a", 0), (0, "a", 1)],
+        [(0, "a", 60, False), (0, "a", 0, False), (0, "a", 1, False)],
     ),
-    "a free operation on no bucket": (100, [(0, "a", 0), (0, "a", 0)]),
-    "identities have their own buckets": (60, [(0, "a", 50), (0, "b", 50)]),
+    "a free operation on no bucket": (100, [(0, "a", 0, False), (0, "a", 0, False)]),
+    "identities have their own buckets": (
+        60,
+        [(0, "a", 50, False), (0, "b", 50, False)],
+    ),
     "the bucket refills continuously": (
         120,  # two points a second
-        [(0, "a", 3), (0.3, "a", 1), (0.3, "a", 0)],
+        [(0, "a", 3, False), (0.3, "a", 1, False), (0.3, "a", 0, False)],
     ),
-    "the bucket is full again": (60_000, [(0, "a", 1000), (1.1, "a", 0)]),
+    "the bucket is full again": (60_000, [(0, "a", 1000, False), (1.1, "a", 0, False)]),
+    "a forced charge takes what remains, and no more": (
+        60,
+        [
+            (0, "a", 50, False),
+            (0, "a", 30, True),
+            (0, "a", 1, False),
+            (0, "a", 0, True),
+        ],
+    ),
     "a refill never passes the capacity": (
         600,
-        [(0, "a", 1), (0.2, "a", 0), (0, "a", 600), (0, "a", 1)],
+        [
+            (0, "a", 1, False),
+            (0.2, "a", 0, False),
+            (0, "a", 600, False),
+            (0, "a", 1, False),
+        ],
     ),
 }
 
@@ -95,14 +121,17 @@ async def test_redis_answers_as_the_memory_store_does(redis, redis_prefix, case)
 
     shared: list[RateState] = []
     times: list[float] = []
-    for wait, identity, cost in steps:
+    for wait, identity, cost, force in steps:
         await asyncio.sleep(wait)
-        state, now = await store.take_shared(identity, capacity, cost)
+        state, now = await store.take_shared(identity, capacity, cost, force=force)
         shared.append(state)
         times.append(now)
     # The same charges, in process, at the times Redis took them.
     memory = MemoryRateStore(clock=Replay(times))
-    local = [await memory.take(identity, capacity, cost) for _, identity, cost in steps]
+    local = [
+        await memory.take(identity, capacity, cost, force=force)
+        for _, identity, cost, force in steps
+    ]
 
     assert shared == local
     assert store.shared

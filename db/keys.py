@@ -157,3 +157,9 @@ async def find_active_key(session: AsyncSession, key_hash: str) -> ApiKeyRecord 
     )
     row = result.first()
     return None if row is None else _record(row)
+
+
+async def active_prefixes(session: AsyncSession) -> frozenset[str]:
+    """The prefixes of the unrevoked keys (expired ones too: the caller tells)."""
+    result = await session.execute(select(K.prefix).where(K.revoked_at.is_(None)))
+    return frozenset(result.scalars())

@@ -18,7 +18,14 @@ from cachetools import TTLCache
 from jwt.utils import base64url_decode
 
 from db.engine import Database
-from db.keys import KEY_PREFIX, ApiKeyRecord, find_active_key, hash_key
+from db.keys import (
+    KEY_PREFIX,
+    ApiKeyRecord,
+    active_prefixes,
+    find_active_key,
+    hash_key,
+    key_prefix,
+)
 from resolvers.errors import TooManyFailedAuthentications, Unauthenticated
 from resolvers.ratelimit import MemoryRateStore, RateStore
 from resolvers.viewer import ROLES, Role, Viewer
@@ -101,6 +108,9 @@ class Authenticator:
         self._failures = (
             MemoryRateStore(clock=clock) if failure_store is None else failure_store
         )
+        # The live keys' prefixes, read while an address's failure budget is spent.
+        self._prefixes: frozenset[str] | None = None
+        self._prefixes_at = 0.0
         # Verified keys only: an unknown key is looked up every time, so that a key
         # created a moment ago works at once and misses cannot flood the cache.
         self._keys: TTLCache[str, ApiKeyRecord] | None = (
@@ -164,9 +174,10 @@ class Authenticator:
             return await self._from_api_key(token)
         return self._from_jwt(token)
 
-    async def _within_failure_budget(self, bucket: str) -> bool:
-        """Refuse when the address has no failure left; True when this attempt
-        was charged already (so that a failure does not cost it twice)."""
+    async def _within_failure_budget(self, bucket: str, key: str) -> bool:
+        """Refuse when the address has no failure left, unless the key starts as
+        a live key does; True when this attempt was charged already (so that a
+        failure does not cost it twice)."""
         # A charge of 0 reads the bucket without touching it.
         if (await self._failures.take(bucket, self._max_failures, 0)).remaining >= 1:
             return False
@@ -174,11 +185,27 @@ class Authenticator:
         state = await self._failures.take(bucket, self._max_failures, 1)
         if state.allowed:  # refilled in between: this attempt is charged up front
             return True
+        # A key with a live key's prefix is looked up all the same: guessing the
+        # rest of a key is hopeless, and the address's other clients (a school's
+        # NAT) must not be locked out by someone guessing.
+        if await self._live_prefix(key_prefix(key)):
+            return True
         log.debug("credentials refused unchecked: %s (%s)", TOO_MANY_FAILURES, bucket)
         raise TooManyFailedAuthentications(
             f"{TOO_MANY_FAILURES}: retry in {state.retry_after_s} s",
             retryAfter=state.retry_after_s,
         )
+
+    async def _live_prefix(self, prefix: str) -> bool:
+        """Whether a live key has this prefix: the prefixes are read again when a
+        key cache TTL old (so a new key passes within one), at most that often
+        however many guesses come."""
+        now = self._clock()
+        if self._prefixes is None or now - self._prefixes_at >= self._key_recheck_s:
+            self._prefixes_at = now
+            async with self._database.sessions() as session:
+                self._prefixes = await active_prefixes(session)
+        return prefix in self._prefixes
 
     def _anonymous(self, client_host: str | None) -> Viewer:
         if self._auth_required:
@@ -193,7 +220,9 @@ class Authenticator:
         digest = hash_key(key)
         record = self._keys.get(digest) if self._keys is not None else None
         if record is None:
-            charged = budget is not None and await self._within_failure_budget(budget)
+            charged = budget is not None and await self._within_failure_budget(
+                budget, key
+            )
             async with self._database.sessions() as session:
                 record = await find_active_key(session, digest)
             if record is None:

@@ -22,7 +22,7 @@ import httpx
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from bench import audit, cluster, imports, scale, soak, speed
+from bench import audit, cluster, imports, scale, slowsub, soak, speed
 from bench.fanout import CLIENT_PROCESSES, run_fanout
 from bench.load import MAX_ROUND_S, LoadResult, alternate
 from bench.process import Server, graphql_body
@@ -145,6 +145,7 @@ def main() -> None:
             "held",
             "import",
             "scale",
+            "slowsub",
             "soak",
             "speed",
         ],
@@ -153,6 +154,13 @@ def main() -> None:
     parser.add_argument(
         "--soak-minutes", type=int, default=10, help="issue 13: 10 minutes"
     )
+    parser.add_argument(
+        "--slowsub-subscribers",
+        type=int,
+        default=500,
+        help="the other subscribers of the slow-subscriber pair",
+    )
+    parser.add_argument("--slowsub-seconds", type=float, default=20.0)
     parser.add_argument(
         "--scale-students",
         type=int,
@@ -224,6 +232,15 @@ def main() -> None:
         speed.update_results(args.results, section, heading=heading)
         print(f"updated {args.results}")
         return
+    if args.only == "slowsub":
+        section = slowsub.measure(
+            database, args.slowsub_subscribers, args.slowsub_seconds
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        print("\n".join(section))
+        speed.update_results(args.results, section, heading=slowsub.HEADING)
+        print(f"updated {args.results}")
+        return
     if args.only == "speed":
         section = speed.cases(args, work, database)
         shutil.rmtree(work, ignore_errors=True)
@@ -284,6 +301,9 @@ def main() -> None:
     audit_cases, audit_overhead = audit_figures()
     cases.update(audit_cases)
     fanout_lines = fanout_cases(args, database)
+    slowsub_lines = slowsub.measure(
+        database, args.slowsub_subscribers, args.slowsub_seconds
+    )
     cluster_lines = cluster.cases(args, work, database)
     scale_lines = scale.cases(args, work)
     print("importing grades from CSV ...", flush=True)
@@ -312,7 +332,14 @@ def main() -> None:
         audit_overhead,
         cluster_lines
         + scale_lines
-        + ["", *speed_lines, *fanout_lines, *soak_lines, *held_lines],
+        + [
+            "",
+            *speed_lines,
+            *fanout_lines,
+            *slowsub_lines,
+            *soak_lines,
+            *held_lines,
+        ],
     )
 
 

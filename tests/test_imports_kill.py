@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 
 from db.engine import create_database
-from tests.factories.cluster import AppProcess, cluster
+from tests.factories.cluster import AppProcess, cluster, data
 from tests.factories.imports import IMPORT_JOB, csv_of
 
 pytestmark = pytest.mark.cluster
@@ -26,16 +26,8 @@ TAKEOVER_BOUND_S = 30.0
 HANDED_OVER_S = 8.0
 
 
-def post(app: AppProcess, query: str, variables: dict[str, Any] | None = None) -> Any:
-    response = app.post(query, variables)
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
 def job_of(app: AppProcess, job_id: str) -> dict[str, Any]:
-    job: dict[str, Any] = post(app, IMPORT_JOB, {"jobId": job_id})["importJob"]
+    job: dict[str, Any] = data(app, IMPORT_JOB, {"jobId": job_id})["importJob"]
     return job
 
 
@@ -79,14 +71,14 @@ async def test_a_stopped_worker_s_job_is_taken_over_by_another(
         IMPORT_CHUNK_SIZE="1",
     ) as apps:
         doomed, survivor = apps[0], apps[1]
-        created = post(
+        created = data(
             survivor,
             """mutation { studentCreate(input: {studentId: "KILL-1", name: "K",
                  email: "kill.1@school.example", gradeLevel: 9}) { __typename } }""",
         )
         assert created["studentCreate"]["__typename"] == "StudentCreateSuccess"
         rows = [("KILL-1", f"S{n}", 50.0) for n in range(ROWS)]
-        started = post(
+        started = data(
             doomed,
             "mutation($csv: String!) { gradesImport(csv: $csv) "
             "{ ... on GradesImportSuccess { job { id } } } }",
@@ -110,7 +102,7 @@ async def test_a_stopped_worker_s_job_is_taken_over_by_another(
             time.sleep(0.2)
         took = time.monotonic() - stopped_at
 
-        count = post(survivor, '{ grades(studentId: "KILL-1") { totalCount } }')
+        count = data(survivor, '{ grades(studentId: "KILL-1") { totalCount } }')
         if job["status"] == "SUCCEEDED":  # it had staged and checked every row
             assert count["grades"]["totalCount"] == ROWS
         else:

@@ -16,6 +16,7 @@ from typing import Any, NoReturn, cast
 import jwt
 from cachetools import TTLCache
 from jwt.utils import base64url_decode
+from sqlalchemy.exc import SQLAlchemyError
 
 from db.engine import Database
 from db.keys import (
@@ -203,9 +204,13 @@ class Authenticator:
         now = self._clock()
         if self._prefixes is None or now - self._prefixes_at >= self._key_recheck_s:
             self._prefixes_at = now
-            async with self._database.sessions() as session:
-                self._prefixes = await active_prefixes(session)
-        return prefix in self._prefixes
+            try:
+                async with self._database.sessions() as session:
+                    self._prefixes = await active_prefixes(session)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                # No answer: the address stays refused, as it was before asking.
+                log.debug("live key prefixes unread: %s", type(exc).__name__)
+        return self._prefixes is not None and prefix in self._prefixes
 
     def _anonymous(self, client_host: str | None) -> Viewer:
         if self._auth_required:

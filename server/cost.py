@@ -283,9 +283,13 @@ def price_operation(
 
 def objects_in(data: Any) -> int:
     """How many objects an answer's data holds (what the cost counts, each a
-    point), its root excepted."""
+    point), its root and introspection (`__schema`, `__type`: free) excepted."""
     count = 0
-    stack = list(data.values()) if isinstance(data, dict) else []
+    stack = (
+        [value for key, value in data.items() if not key.startswith("__")]
+        if isinstance(data, dict)
+        else []
+    )
     while stack:
         value = stack.pop()
         if isinstance(value, dict):

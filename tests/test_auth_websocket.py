@@ -172,17 +172,18 @@ async def test_connection_recheck_refuses_a_credential_that_expired(
 
 
 async def test_connection_from_a_spent_address_is_refused_with_4429(
-    offline_database: Database,
+    database: Database,
 ) -> None:
     clock = Clock()
     store = MemoryRateStore(clock=clock)
     authenticator = make_auth(
-        offline_database, clock=clock, max_failures=1, failure_store=store
+        database, clock=clock, max_failures=1, failure_store=store
     )
     await store.take("authfail:198.51.100.7", 1, 1)  # the address's one failure
-    guard = _guard(_socket_context(offline_database, authenticator))
+    guard = _guard(_socket_context(database, authenticator))
 
-    # An API key would need a lookup, which a spent address does not get.
+    # An API key would need a lookup, which a spent address does not get (unless
+    # its prefix is a live key's).
     refusal = await guard.admit({"Authorization": f"Bearer {new_key()}"})
 
     assert refusal == ConnectionRefusal(

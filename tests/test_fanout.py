@@ -145,9 +145,15 @@ async def test_a_frame_is_what_the_general_path_sends(api: Any) -> None:
         view.fanout = fanout
     app.state.monitor.tick()
     first, second = json.loads(await shared.raw()), json.loads(await general.raw())
+    # The two were charged a moment apart: the budget after each differs (its
+    # reset time too, when a second boundary fell between them).
+    resets = []
     for message in (first, second):
-        message["payload"]["extensions"]["rateLimit"].pop("remaining")
+        budget = message["payload"]["extensions"]["rateLimit"]
+        budget.pop("remaining")
+        resets.append(datetime.fromisoformat(budget.pop("resetAt")))
     assert first == second
+    assert abs((resets[0] - resets[1]).total_seconds()) <= 1
     await shared.stop()
     await general.stop()
 

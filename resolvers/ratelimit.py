@@ -18,6 +18,9 @@ WINDOW_S = 60.0
 MAX_IDENTITIES = 100_000
 # Float refills can land a hair below a whole point (9.999999999 for 10).
 EPSILON = 1e-9
+# A forced charge (work already done) may leave the bucket this many minutes of
+# budget in debt: the caller then waits for it to refill past 0.
+MAX_DEBT_WINDOWS = 10
 
 
 class RateState(NamedTuple):
@@ -53,6 +56,7 @@ class RateStore(Protocol):
 class _Bucket:
     tokens: float
     at: float
+    full_at: float  # when it is full again (then it is dropped)
 
 
 class MemoryRateStore:
@@ -79,10 +83,9 @@ class MemoryRateStore:
 
     def _prune(self, now: float) -> None:
         buckets = self._buckets
-        horizon = now - WINDOW_S
         while buckets:
             oldest = next(iter(buckets.values()))
-            if oldest.at > horizon and len(buckets) <= self._max:
+            if oldest.full_at > now and len(buckets) <= self._max:
                 break
             buckets.popitem(last=False)
 
@@ -96,8 +99,9 @@ class MemoryRateStore:
             tokens = refilled(bucket.tokens, bucket.at, now, capacity)
         allowed = force or cost <= tokens + EPSILON
         if allowed and cost > 0:
-            tokens = max(0.0, tokens - cost)
-            self._buckets[identity] = _Bucket(tokens, now)
+            tokens = charged(tokens, cost, capacity, force=force)
+            full_at = now + (capacity - tokens) * WINDOW_S / capacity
+            self._buckets[identity] = _Bucket(tokens, now, full_at)
             self._buckets.move_to_end(identity)
             self._prune(now)
         return rate_state(capacity, cost, tokens, now, allowed=allowed)
@@ -105,6 +109,13 @@ class MemoryRateStore:
 
 # The bucket's arithmetic, shared by every store (resolvers/ratelimit_redis.py runs
 # the same steps in Lua, then answers through rate_state).
+
+
+def charged(tokens: float, cost: int, capacity: int, *, force: bool) -> float:
+    """The points left after a charge: never below 0, except for a forced one,
+    which may leave a debt of up to MAX_DEBT_WINDOWS minutes of budget."""
+    floor = -MAX_DEBT_WINDOWS * capacity if force else 0.0
+    return max(floor, tokens - cost)
 
 
 def refilled(tokens: float, at: float, now: float, capacity: int) -> float:
@@ -126,7 +137,7 @@ def rate_state(
     return RateState(
         cost=cost,
         limit=capacity,
-        remaining=math.floor(tokens + EPSILON),
+        remaining=max(0, math.floor(tokens + EPSILON)),  # a debt shows as 0
         reset_at=datetime.fromtimestamp(math.ceil(now + to_full), UTC),
         allowed=allowed,
         retry_after_s=retry_after_s,

@@ -12,7 +12,14 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from resolvers.ratelimit import EPSILON, WINDOW_S, RateState, RateStore, rate_state
+from resolvers.ratelimit import (
+    EPSILON,
+    MAX_DEBT_WINDOWS,
+    WINDOW_S,
+    RateState,
+    RateStore,
+    rate_state,
+)
 
 log = logging.getLogger("gradepulse.ratelimit")
 # While Redis is down, at most one operation a second tries it again (the others are
@@ -24,7 +31,8 @@ RETRY_INTERVAL_S = 1.0
 # exactly, and Redis would truncate a Lua number in a reply to an integer. A bucket
 # lives WINDOW_S after its last charge, as in MemoryRateStore: by then it is full,
 # and a missing bucket is a full one. A refused call or a cost of 0 writes nothing;
-# ARGV[5] = '1' takes the cost however little remains (RateStore's `force`).
+# ARGV[5] = '1' takes the cost however little remains (RateStore's `force`), down
+# to a debt of ARGV[6] minutes of budget.
 TAKE = """
 local capacity = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
@@ -42,10 +50,14 @@ if bucket[1] then
 end
 local allowed = force or cost <= tokens + epsilon
 if allowed and cost > 0 then
-  tokens = math.max(0, tokens - cost)
+  local floor = 0
+  if force then floor = -tonumber(ARGV[6]) * capacity end
+  tokens = math.max(floor, tokens - cost)
   redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
              'at', string.format('%.17g', now))
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window_s * 1000))
+  -- Kept until it is full again (a minute, or longer after a forced charge).
+  redis.call('PEXPIRE', KEYS[1],
+             math.max(1, math.ceil((capacity - tokens) * window_s * 1000 / capacity)))
 end
 return {string.format('%.17g', tokens), time[1], time[2], allowed and 1 or 0}
 """
@@ -112,7 +124,14 @@ class RedisRateStore:
         was taken at. Raises what the client raises when Redis fails."""
         reply: list[Any] = await self._script(
             keys=[self._prefix + identity],
-            args=[capacity, cost, repr(WINDOW_S), repr(EPSILON), int(force)],
+            args=[
+                capacity,
+                cost,
+                repr(WINDOW_S),
+                repr(EPSILON),
+                int(force),
+                MAX_DEBT_WINDOWS,
+            ],
         )
         tokens, seconds, micros, allowed = reply
         now = int(seconds) + int(micros) / 1_000_000  # as the script computes it

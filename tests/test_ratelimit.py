@@ -145,12 +145,12 @@ async def test_full_buckets_are_dropped():
 
     await store.take("ip:10.0.0.1", 60, 0)  # free: no bucket at all
     await store.take("key:1", 60, 30)
-    clock.now += 30
+    clock.now += 29
     await store.take("key:2", 60, 60)
     held = len(store)
-    clock.now += 30  # key:1 is full again; key:2 is half full
+    clock.now += 1  # key:1 is full again (30 points at one a second)
     later = len(store)
-    clock.now += 30
+    clock.now += 59  # key:2 is full again
     last = len(store)
 
     assert (held, later, last) == (2, 1, 0)
@@ -280,6 +280,26 @@ async def test_a_list_longer_than_its_estimate_is_charged_what_it_held(
     assert len(body["data"]["student"]["grades"]) == 95
     assert rate_limit(body)["cost"] == 1 + 95  # the student and each grade
     assert rate_limit(body)["remaining"] == after == before - 96
+
+
+async def test_what_a_list_held_beyond_its_estimate_is_a_debt(make_api, scratch_url):
+    """The post-charge may leave the budget below 0: the caller's next operations
+    wait until it has refilled past their cost (a floor at 0 let them go on)."""
+    api, clock = await budgeted_api(make_api, scratch_url, capacity=100)
+    await post(api, CREATE)  # 1 point
+    rows = [{"studentId": "LONG", "subject": "Math", "score": 70.0}] * 95
+    await post(api, ADD, {"rows": rows})  # 11 points: 88 left
+
+    answered = (await post(api, LONG_LIST)).json()  # 21 before, 96 after: -8
+    refused = await post(api, LONG_LIST)
+    clock.now += 18  # 29 points at 100 a minute: 17.4 s
+    again = await post(api, LONG_LIST)
+
+    assert len(answered["data"]["student"]["grades"]) == 95
+    assert rate_limit(answered)["remaining"] == 0  # a debt shows as 0
+    assert refused.status_code == 429
+    assert refusal(refused.json())["retryAfter"] == 18
+    assert again.status_code == 200
 
 
 async def test_spent_budget_is_rate_limited_without_data(make_api, seeded_url):

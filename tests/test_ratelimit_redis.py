@@ -58,13 +58,15 @@ CASES: dict[str, tuple[int, list[Step]]] = {
         [(0, "a", 3, False), (0.3, "a", 1, False), (0.3, "a", 0, False)],
     ),
     "the bucket is full again": (60_000, [(0, "a", 1000, False), (1.1, "a", 0, False)]),
-    "a forced charge takes what remains, and no more": (
+    "a forced charge leaves a debt, of ten minutes of budget at most": (
         60,
         [
             (0, "a", 50, False),
-            (0, "a", 30, True),
-            (0, "a", 1, False),
-            (0, "a", 0, True),
+            (0, "a", 30, True),  # 20 points in debt
+            (0, "a", 1, False),  # refused until the debt is paid
+            (0, "a", 0, False),
+            (0, "a", 10_000, True),  # down to -600
+            (0, "a", 0, False),
         ],
     ),
     "a refill never passes the capacity": (
@@ -161,7 +163,8 @@ async def test_buckets_live_under_the_prefix_until_full(redis, redis_prefix):
     assert await redis.keys(f"{redis_prefix}*") == [
         f"{redis_prefix}rate:key:7".encode()
     ]
-    assert 59_000 < await redis.pttl(f"{redis_prefix}rate:key:7") <= 60_000
+    # Until it is full again: 30 points at one a second.
+    assert 29_000 < await redis.pttl(f"{redis_prefix}rate:key:7") <= 30_000
 
 
 async def test_charges_from_many_tasks_are_atomic(redis, redis_prefix):

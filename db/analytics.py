@@ -86,7 +86,6 @@ class SubjectStats:
     min: float
     max: float
     latest: float
-    students: int = 1  # how many students' grades (class figures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,9 +229,11 @@ class ClassStats:
     subjects: tuple[SubjectStats, ...]
     top: tuple[StudentAverage, ...]
     bottom: tuple[StudentAverage, ...]
+    suppressed: tuple[str, ...] = ()  # subjects left out (class_stats' min_students)
 
 
 TOP_N = 5
+LATEST_PER_STATEMENT = 400
 
 
 def _levels(
@@ -287,15 +288,31 @@ async def class_stats(
     grade_level: int | None,
     subject: str | None,
     grade_levels: frozenset[int] | None = None,
+    *,
+    min_students: int = 0,
 ) -> ClassStats:
     """Statistics over the percentages of the selected grades, from the summaries
     the writes keep (db.summaries): the value counts of the selected levels and
     subjects (a few thousand rows however many grades), the latest grade of each
     subject and the students' averages. `grade_levels` keeps only students of those
-    levels (None: every level)."""
+    levels (None: every level).
+
+    `min_students`: the figures as someone may read them who may not see single
+    students (a student): the subjects that fewer students of the selection have
+    are left out of every figure (`suppressed` names them; their grades would show
+    as the difference between the totals and the subjects listed), and there is no
+    ranking."""
     where = _levels(V.grade_level, grade_level, grade_levels)
     if subject is not None:
         where.append(V.subject == subject)
+    suppressed: tuple[str, ...] = ()
+    if min_students:
+        counts = await _students_per_subject(
+            session, grade_level, subject, grade_levels
+        )
+        suppressed = tuple(sorted(s for s, n in counts.items() if n < min_students))
+        if suppressed:
+            where.append(V.subject.notin_(suppressed))
     by_subject: dict[str, _Values] = {}
     overall = _Values()
     for name, p, n in await session.execute(
@@ -315,7 +332,19 @@ async def class_stats(
     n = overall.n
     if n == 0:
         return ClassStats(
-            0, 0, None, None, None, None, None, letters, histogram, (), (), ()
+            0,
+            0,
+            None,
+            None,
+            None,
+            None,
+            None,
+            letters,
+            histogram,
+            (),
+            (),
+            (),
+            suppressed,
         )
     mean = overall.total / n
     # Deviations from the mean, not sum(p*p) - n*mean^2: the one-pass formula
@@ -330,13 +359,22 @@ async def class_stats(
             values.total / values.n,
             min(values.counts),
             max(values.counts),
-            *latest[name],
+            latest[name],
         )
         for name, values in sorted(by_subject.items())
     ]
-    top, bottom = await _ranked(session, grade_level, subject, grade_levels)
+    if min_students:
+        top = bottom = ()
+        student_count = await _student_count(
+            session, grade_level, subject, grade_levels, suppressed
+        )
+    else:
+        top, bottom = await _ranked(session, grade_level, subject, grade_levels)
+        student_count = await _student_count(
+            session, grade_level, subject, grade_levels
+        )
     return ClassStats(
-        student_count=await _student_count(session, grade_level, subject, grade_levels),
+        student_count=student_count,
         grade_count=n,
         mean=mean,
         median=_median(ordered, n),
@@ -348,6 +386,7 @@ async def class_stats(
         subjects=tuple(subjects),
         top=top,
         bottom=bottom,
+        suppressed=suppressed,
     )
 
 
@@ -378,24 +417,39 @@ async def _latest(
     subjects: list[str],
     grade_level: int | None,
     grade_levels: frozenset[int] | None,
-) -> dict[str, tuple[float, int]]:
-    """For each subject: the percentage of the selection's latest grade (the
-    greatest recorded_at, id) and how many of its students have grades in it, one
-    statement for all the subjects."""
+) -> dict[str, float]:
+    """The percentage of the selection's latest grade in each subject: the greatest
+    (recorded_at, id), found by walking each subject's latest grades backwards (one
+    statement per LATEST_PER_STATEMENT subjects: SQLite allows 500 terms in a
+    compound SELECT)."""
     students = _level_students(grade_level, grade_levels)
-    parts = []
-    for name in subjects:
-        query = select(SS.subject, SS.latest_p, func.count().over()).where(
-            SS.subject == name
-        )
-        if students is not None:
-            query = query.where(SS.student_id.in_(students))
-        query = query.order_by(SS.latest_at.desc(), SS.latest_id.desc()).limit(1)
-        parts.append(select(*query.subquery().c))
-    if not parts:
-        return {}
-    rows = await session.execute(union_all(*parts))
-    return {name: (float(p), int(count)) for name, p, count in rows}
+    found: dict[str, float] = {}
+    for start in range(0, len(subjects), LATEST_PER_STATEMENT):
+        parts = []
+        for name in subjects[start : start + LATEST_PER_STATEMENT]:
+            query = select(SS.subject, SS.latest_p).where(SS.subject == name)
+            if students is not None:
+                query = query.where(SS.student_id.in_(students))
+            query = query.order_by(SS.latest_at.desc(), SS.latest_id.desc()).limit(1)
+            parts.append(select(*query.subquery().c))
+        rows = await session.execute(union_all(*parts))
+        found.update((name, float(p)) for name, p in rows)
+    return found
+
+
+async def _students_per_subject(
+    session: AsyncSession,
+    grade_level: int | None,
+    subject: str | None,
+    grade_levels: frozenset[int] | None,
+) -> dict[str, int]:
+    """How many of the selection's students have grades in each subject."""
+    query = select(SS.subject, func.count()).group_by(SS.subject)
+    if subject is not None:
+        query = query.where(SS.subject == subject)
+    if (students := _level_students(grade_level, grade_levels)) is not None:
+        query = query.where(SS.student_id.in_(students))
+    return {name: int(count) for name, count in await session.execute(query)}
 
 
 async def _student_count(
@@ -403,7 +457,18 @@ async def _student_count(
     grade_level: int | None,
     subject: str | None,
     grade_levels: frozenset[int] | None,
+    suppressed: tuple[str, ...] = (),
 ) -> int:
+    if suppressed:
+        # The students with grades in the subjects that are not left out.
+        query = select(func.count(func.distinct(SS.student_id))).where(
+            SS.subject.notin_(suppressed)
+        )
+        if subject is not None:
+            query = query.where(SS.subject == subject)
+        if (students := _level_students(grade_level, grade_levels)) is not None:
+            query = query.where(SS.student_id.in_(students))
+        return int((await session.execute(query)).scalar_one())
     if subject is None:
         query = select(func.count()).where(
             S.grade_count > 0, *_levels(S.grade_level, grade_level, grade_levels)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from db import analytics as db_analytics
 from db.analytics import ClassStats as ClassStats
@@ -80,7 +80,7 @@ async def class_analytics(
 ) -> ClassStats:
     """A teacher of some levels: a level outside them is Forbidden, and without one
     the statistics cover their levels only. Students may read any level's figures
-    over enough students (`_for_viewer`); the fields that name students are refused
+    over enough students (MIN_COHORT); the fields that name students are refused
     to them (`class_ranking`), and so is a subject's latest grade (`class_latest`)."""
     levels = ctx.viewer.readable_levels
     scope: tuple[int, ...] | None = None
@@ -94,38 +94,39 @@ async def class_analytics(
     # A scoped entry's key starts with None, so that every grade or student write
     # drops it (resolvers.loaders invalidates keys whose level is None), and its
     # third part keeps it apart from the whole school's figures.
+    # A student reads figures without the subjects that fewer than MIN_COHORT of
+    # the selection's students have (one student's mean is their grade): a cache
+    # entry of its own.
+    cohort = MIN_COHORT if ctx.viewer.role == "student" else 0
     key = (grade_level, subject) if scope is None else (None, subject, scope)
-    cached = ctx.services.cache.get(CLASS_ANALYTICS, key)
-    if cached is not MISSING:
-        return _for_viewer(ctx, cached)
-    generation = ctx.services.cache.generation()
-    async with ctx.services.database.sessions() as session:
-        stats = await db_analytics.class_stats(
-            session,
-            grade_level,
-            subject,
-            frozenset(scope) if scope is not None else None,
-        )
-    ctx.services.cache.put(CLASS_ANALYTICS, key, stats, generation)
-    return _for_viewer(ctx, stats)
-
-
-def _for_viewer(ctx: Context, stats: ClassStats) -> ClassStats:
-    """A student reads aggregates over at least MIN_COHORT students and nothing
-    finer: a smaller selection is Forbidden (one student's mean is their grade),
-    and subjects that fewer students have are left out. The cache keeps the whole
-    figures for the roles that may read them."""
-    if ctx.viewer.role != "student":
-        return stats
-    if 0 < stats.student_count < MIN_COHORT:
+    if cohort:
+        key = (*key, "cohort")
+    stats = ctx.services.cache.get(CLASS_ANALYTICS, key)
+    if stats is MISSING:
+        generation = ctx.services.cache.generation()
+        async with ctx.services.database.sessions() as session:
+            stats = await db_analytics.class_stats(
+                session,
+                grade_level,
+                subject,
+                frozenset(scope) if scope is not None else None,
+                min_students=cohort,
+            )
+        ctx.services.cache.put(CLASS_ANALYTICS, key, stats, generation)
+    if cohort and (
+        subject in stats.suppressed
+        or 0 < stats.student_count < cohort
+        or (stats.suppressed and not stats.student_count)  # all of it left out
+    ):
         raise Forbidden(
-            f"these figures cover {stats.student_count} students: students read "
-            f"class figures over at least {MIN_COHORT}"
+            f"these figures cover fewer than {cohort} students: students read "
+            f"class figures over at least {cohort}"
         )
-    kept = tuple(s for s in stats.subjects if s.students >= MIN_COHORT)
-    if len(kept) == len(stats.subjects):
-        return stats
-    return replace(stats, subjects=kept)
+    if 0 < stats.student_count < MIN_COHORT:
+        # Figures over so few students describe each of them: audited as their
+        # analytics would be (the ranking lists every one of them).
+        audit.note_many(ctx, {row.student_id for row in (*stats.top, *stats.bottom)})
+    return stats
 
 
 def class_latest(ctx: Context, latest: float) -> float:

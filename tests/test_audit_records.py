@@ -157,3 +157,16 @@ async def test_an_operation_on_a_context_that_runs_another_returns_nothing(
     )
     assert result.errors is None
     assert len(result.data["students"]["edges"]) == 5
+
+
+async def test_class_figures_over_fewer_than_five_students_are_recorded(api, school):
+    """Level 6 has two students (MINE and PEER): its mean describes each of them,
+    as their analytics would. Over five or more, aggregates are not recorded."""
+    request_id, body = answer(
+        await post(api, "{ classAnalytics(gradeLevel: 6) { studentCount mean } }")
+    )
+
+    assert body["data"]["classAnalytics"]["studentCount"] == 2
+    assert await records(api, request_id) == [
+        (ANONYMOUS, "admin", "query:classAnalytics", "read", ["MINE", "PEER"])
+    ]

@@ -491,6 +491,7 @@ def build_services(
             at_risk_trend=settings.at_risk_trend,
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
             max_subscriptions=settings.max_subscriptions,
+            max_subscriptions_per_identity=settings.max_subscriptions_per_identity,
             import_chunk_size=settings.import_chunk_size,
         ),
         monitor=monitor,

@@ -48,6 +48,8 @@ class Server:
             # One anonymous client (admin) sends every request: a budget no load run
             # can spend, so that the figures measure serving, not the rate limiter.
             "RATE_LIMIT_ADMIN": str(10**12),
+            # And every subscriber is that one client.
+            "MAX_SUBSCRIPTIONS_PER_IDENTITY": str(10**6),
             **settings,
         }
         self.process = subprocess.Popen(

@@ -31,6 +31,7 @@ class Limits:
     at_risk_trend: float = -2.0
     max_subscriptions_per_connection: int = 20
     max_subscriptions: int = 10_000
+    max_subscriptions_per_identity: int = 100
     import_chunk_size: int = 1000
 
 
@@ -95,6 +96,8 @@ class Services:
     audit: AuditLog | None = None
     # Tells the other workers what a write invalidated (RedisInvalidations).
     invalidations: InvalidationBus = LOCAL_ONLY
+    # Open subscriptions per identity on this worker (resolvers.live._slot).
+    subscribers: dict[str, int] = field(default_factory=dict)
 
     def context(
         self,

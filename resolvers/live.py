@@ -365,12 +365,27 @@ def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
             "subscriptions; try again later",
             limit=limits.max_subscriptions,
         )
+    # One caller (a key, a token's sub, an anonymous address) over many
+    # connections must not take every slot of the server.
+    identity = ctx.viewer.identity
+    held = ctx.services.subscribers
+    if held.get(identity, 0) >= limits.max_subscriptions_per_identity:
+        raise TooManySubscriptions(
+            f"at most {limits.max_subscriptions_per_identity} subscriptions per "
+            "caller on a server",
+            limit=limits.max_subscriptions_per_identity,
+        )
     ctx.connection.subscriptions += 1
+    held[identity] = held.get(identity, 0) + 1
     registry.subscription_started()
     try:
         yield
     finally:
         ctx.connection.subscriptions -= 1
+        if (left := held[identity] - 1) > 0:
+            held[identity] = left
+        else:
+            del held[identity]
         registry.subscription_ended()
 
 

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     import_chunk_size: int = Field(1000, ge=1)
     max_subscriptions_per_connection: int = Field(20, ge=1)
     max_subscriptions: int = Field(10_000, ge=1)
+    max_subscriptions_per_identity: int = Field(100, ge=1)
     at_risk_average: float = 65.0
     at_risk_trend: float = -2.0
     graphiql_enabled: bool | None = None

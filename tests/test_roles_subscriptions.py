@@ -140,3 +140,43 @@ async def test_monitoring_subscriptions_are_for_operators(
     assert bus.subscribers(topic) == before
 
     assert refused == [((field,), "FORBIDDEN")]
+
+
+async def test_one_caller_cannot_take_every_subscription_slot(
+    make_api: Any, scratch_url: str
+) -> None:
+    """MAX_SUBSCRIPTIONS_PER_IDENTITY counts a caller's subscriptions over all its
+    connections (each stream here has a context, so a connection, of its own)."""
+    api = await make_api(scratch_url, max_subscriptions_per_identity=2)
+    registry = api.app.state.monitor.registry
+    held = [await subscribe(api, ME, GRADE_EVENTS) for _ in range(2)]
+    reading = [asyncio.ensure_future(anext(stream)) for stream in held]
+    deadline = time.monotonic() + 5
+    while registry.active_subscriptions < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+    third = await asyncio.wait_for(anext(await subscribe(api, ME, GRADE_EVENTS)), 5)
+    other = await subscribe(api, TEACHER, GRADE_EVENTS)  # another caller
+    other_reading = asyncio.ensure_future(anext(other))
+    while registry.active_subscriptions < 3:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    for task in (*reading, other_reading):
+        task.cancel()
+    await asyncio.gather(*reading, other_reading, return_exceptions=True)
+    for stream in (*held, other):
+        await stream.aclose()
+    again = await subscribe(api, ME, GRADE_EVENTS)  # the slots came back
+    again_reading = asyncio.ensure_future(anext(again))
+    while registry.active_subscriptions < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    again_reading.cancel()
+    await asyncio.gather(again_reading, return_exceptions=True)
+    await again.aclose()
+
+    assert third.data is None
+    [error] = third.errors or []
+    assert error.message == "at most 2 subscriptions per caller on a server"
+    assert (error.extensions or {})["code"] == "TOO_MANY_SUBSCRIPTIONS"

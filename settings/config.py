@@ -196,6 +196,18 @@ class Settings(BaseSettings):
             raise ValueError("`*` allows everyone: list the hosts or origins")
         return value
 
+    @field_validator("trusted_hosts")
+    @classmethod
+    def _host_patterns(cls, value: str) -> str:
+        # Starlette's check would fail on every request (a 500) for any other use
+        # of `*`.
+        for pattern in _split(value):
+            if "*" in pattern and (not pattern.startswith("*.") or "*" in pattern[1:]):
+                raise ValueError(
+                    f"{pattern!r}: a host, or `*.` and a domain (*.example.org)"
+                )
+        return value
+
     @field_validator("jwt_audience", mode="before")
     @classmethod
     def _blank_is_none(cls, value: Any) -> Any:

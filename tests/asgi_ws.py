@@ -68,6 +68,10 @@ class AsgiWebSocket:
             {"type": "websocket.receive", "text": json.dumps(message)}
         )
 
+    async def send_text(self, text: str) -> None:
+        """A frame as it stands (JSON that json.dumps would not write)."""
+        await self.incoming.put({"type": "websocket.receive", "text": text})
+
     async def receive_json(self, timeout: float = 5.0) -> dict[str, Any]:
         """The next message that is not a ping; ConnectionError once closed."""
         while True:

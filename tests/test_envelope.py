@@ -93,3 +93,22 @@ async def test_an_empty_operation_name_is_none_on_every_transport(
     assert "errors" not in over_http
     assert answer["type"] in ("next", "data")
     assert answer["payload"]["data"] == over_http["data"]
+
+
+# graphql-ws (legacy) ignores a message that does not parse: never acknowledged,
+# the connection ends at the init timeout.
+@pytest.mark.parametrize(("protocol", "code"), [(TRANSPORT, 4400), (LEGACY, 4408)])
+async def test_a_message_naming_a_member_twice_is_malformed(
+    seeded_api: Any, protocol: str, code: int
+) -> None:
+    """Parsers disagree on which of two same-named members counts: the last one
+    made a student's key and an admin's in one connection_init an admin."""
+    async with AsgiWebSocket(seeded_api.app, subprotocol=protocol) as ws:
+        await ws.send_text(
+            '{"type": "connection_init", "payload": '
+            '{"Authorization": "Bearer a", "Authorization": "Bearer b"}}'
+        )
+        with pytest.raises(ConnectionError):
+            await ws.receive_json(RECEIVE_TIMEOUT_S)
+
+    assert ws.close_code == code

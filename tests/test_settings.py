@@ -87,6 +87,15 @@ def test_dot_env_file_is_read(tmp_path, monkeypatch):
             "https://app.example,*",
             "CORS_ORIGINS: `*` allows everyone: list the hosts or origins",
         ),
+        *(
+            (
+                "TRUSTED_HOSTS",
+                f"localhost,{pattern}",
+                f"TRUSTED_HOSTS: '{pattern}': a host, or `*.` and a domain "
+                "(*.example.org)",
+            )
+            for pattern in ("*.*", "**", "*com", "api.*.org")
+        ),
         (
             "TRUSTED_HOSTS",
             "*",

@@ -13,6 +13,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from monitoring import monitor
 from monitoring.costs import COSTS_HEADER
 from tests.factories import free_port
 from tests.test_leader import clustered, leaders
@@ -24,6 +27,13 @@ SUMMARY = (
     "mutation { costSummaryWrite { __typename ... on CostSummaryWriteSuccess "
     "{ row { timestamp dbQueries apiRequests apiCost } } } }"
 )
+
+
+@pytest.fixture(autouse=True)
+def quick_sync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Meters synced every 0.5 s of ticks, not 5 (the interval is the monitor's
+    own business, tested in test_monitor_costs): these tests wait for syncs."""
+    monkeypatch.setattr(monitor, "COST_SYNC_S", 0.5)
 
 
 async def until(condition: Callable[[], bool]) -> None:

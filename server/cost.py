@@ -284,20 +284,29 @@ def price_operation(
 def objects_in(data: Any) -> int:
     """How many objects an answer's data holds (what the cost counts, each a
     point), its root and introspection (`__schema`, `__type`: free) excepted."""
-    count = 0
-    stack = (
-        [value for key, value in data.items() if not key.startswith("__")]
-        if isinstance(data, dict)
-        else []
-    )
-    while stack:
-        value = stack.pop()
-        if isinstance(value, dict):
-            count += 1
-            stack.extend(value.values())
-        elif isinstance(value, list):
-            stack.extend(value)
-    return count
+    if not isinstance(data, dict):
+        return 0
+    return sum(_objects(v) for k, v in data.items() if not k.startswith("__"))
+
+
+def _objects(value: Any) -> int:
+    kind = type(value)
+    if kind is dict:
+        return 1 + sum(_objects(v) for v in value.values() if type(v) in _NESTED)
+    if kind is not list or not value:
+        return 0
+    first = value[0]
+    # The items of a list share one selection: when the first holds only scalars
+    # (no object, list or null that could be an object), so does every other.
+    if type(first) is dict and not any(
+        type(v) in _MAYBE_NESTED for v in first.values()
+    ):
+        return len(value)
+    return sum(_objects(item) for item in value)
+
+
+_NESTED = (dict, list)
+_MAYBE_NESTED = (dict, list, type(None))
 
 
 def check_cost(cost: int, limits: QueryLimits) -> GraphQLError | None:

@@ -412,6 +412,16 @@ def _level_students(
     return select(S.student_id).where(*where) if where else None
 
 
+def _subject_rows(
+    subject: str | None, grade_level: int | None, grade_levels: frozenset[int] | None
+) -> list[Any]:
+    """The conditions on student_subject_stats for the selection."""
+    where = [] if subject is None else [SS.subject == subject]
+    if (students := _level_students(grade_level, grade_levels)) is not None:
+        where.append(SS.student_id.in_(students))
+    return where
+
+
 async def _latest(
     session: AsyncSession,
     subjects: list[str],
@@ -444,11 +454,11 @@ async def _students_per_subject(
     grade_levels: frozenset[int] | None,
 ) -> dict[str, int]:
     """How many of the selection's students have grades in each subject."""
-    query = select(SS.subject, func.count()).group_by(SS.subject)
-    if subject is not None:
-        query = query.where(SS.subject == subject)
-    if (students := _level_students(grade_level, grade_levels)) is not None:
-        query = query.where(SS.student_id.in_(students))
+    query = (
+        select(SS.subject, func.count())
+        .where(*_subject_rows(subject, grade_level, grade_levels))
+        .group_by(SS.subject)
+    )
     return {name: int(count) for name, count in await session.execute(query)}
 
 
@@ -462,21 +472,18 @@ async def _student_count(
     if suppressed:
         # The students with grades in the subjects that are not left out.
         query = select(func.count(func.distinct(SS.student_id))).where(
-            SS.subject.notin_(suppressed)
+            SS.subject.notin_(suppressed),
+            *_subject_rows(subject, grade_level, grade_levels),
         )
-        if subject is not None:
-            query = query.where(SS.subject == subject)
-        if (students := _level_students(grade_level, grade_levels)) is not None:
-            query = query.where(SS.student_id.in_(students))
         return int((await session.execute(query)).scalar_one())
     if subject is None:
         query = select(func.count()).where(
             S.grade_count > 0, *_levels(S.grade_level, grade_level, grade_levels)
         )
     else:
-        query = select(func.count()).where(SS.subject == subject)
-        if (students := _level_students(grade_level, grade_levels)) is not None:
-            query = query.where(SS.student_id.in_(students))
+        query = select(func.count()).where(
+            *_subject_rows(subject, grade_level, grade_levels)
+        )
     return int((await session.execute(query)).scalar_one())
 
 

@@ -23,14 +23,14 @@ install: $(STAMP)
 # Upgrade DATABASE_URL's database to the latest migration (staging and production
 # refuse to start until it is there; development does it at start).
 migrate: install
-	$(BIN)/python -m cli.migrate
+	$(BIN)/gradepulse migrate
 
 # The seed migrates the (new) demo database first, so the server finds it at head.
 seed: install
-	$(BIN)/python -m db.seed --if-empty --students 1000 --grades-per-student 20 --seed 42
+	$(BIN)/gradepulse seed --if-empty --students 1000 --grades-per-student 20 --seed 42
 
 run: seed
-	$(BIN)/python app.py
+	$(BIN)/gradepulse serve
 
 lint: install
 	$(BIN)/ruff check $(SOURCES)

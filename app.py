@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -24,15 +25,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from db.audit import AuditLog
+from db.backup import BackupError, hold_serving
 from db.costs import CostLedger
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
-from monitoring.alerts import AlertEngine, default_rules, parse_rules
+from db.usage import UsageLedger
+from monitoring.alerts import HIGH_COST, AlertEngine, default_rules, parse_rules
 from monitoring.bus import EventBus
 from monitoring.bus_redis import RedisBus
 from monitoring.cluster import Cluster, Worker
 from monitoring.costs import COSTS_HEADER, CostMeter
-from monitoring.dashboard import DashboardPage
+from monitoring.dashboard import DashboardPage, dashboard_documents
 from monitoring.health import Health
 from monitoring.leader import Leadership
 from monitoring.middleware import AccessLines, RequestId, RequestMonitor
@@ -43,6 +46,7 @@ from monitoring.registry import Registry
 from monitoring.sinks import FileSink
 from monitoring.subscriber import RedisSubscriber
 from monitoring.system import PsutilReader
+from monitoring.usage import FieldUsageMeter
 from resolvers.auth import Authenticator
 from resolvers.cache import LOCAL_ONLY, InvalidationBus, LocalCache
 from resolvers.cache_redis import RedisInvalidations
@@ -57,11 +61,20 @@ from resolvers.ordering import GradeOrder
 from resolvers.ratelimit import MemoryRateStore, RateLimiter, RateStore
 from resolvers.ratelimit_redis import RedisRateStore
 from server.asgi import App, TrustedHosts
-from server.build import GradePulseSchema, build_schema
+from server.build import GradePulseSchema, build_schema, declare_usage
 from server.endpoint import GraphQLEndpoint
 from server.http import UPLOAD_HEADER, HTTPLimits
 from server.limits import QueryLimits
 from server.metrics import MetricsEndpoint
+from server.persisted import (
+    DocumentStore,
+    ManifestError,
+    MemoryDocuments,
+    PersistedOperations,
+    RedisDocuments,
+    check_manifest,
+    document_hash,
+)
 from server.slowclients import RequestTimeoutProtocol, SendTimeoutProtocol
 from settings import Settings, SettingsError, load_settings
 
@@ -72,7 +85,7 @@ try:
 except PackageNotFoundError:  # running from a checkout without `pip install -e .`
     VERSION = "unknown"
 log = logging.getLogger("gradepulse")
-MIGRATE_COMMAND = "make migrate (python -m cli.migrate)"
+MIGRATE_COMMAND = "gradepulse migrate (make migrate)"
 # A dead or unreachable Redis answers an operation within this long instead of
 # hanging it (connect and every read); the rate store then charges locally.
 REDIS_TIMEOUT_S = 0.5
@@ -174,6 +187,7 @@ def create_app(settings: Settings | None = None, *, audit: bool = True) -> Starl
         subscriber,
     )
     schema = build_schema_for(settings, monitor if observe else None, audit=audit)
+    declare_usage(schema, monitor)
     install_collectors(monitor.registry.prometheus, scrape_collector(monitor))
 
     app = App(
@@ -230,6 +244,7 @@ async def running(
             await audit_log.stop()
         await services.imports.shutdown()
         await monitor.costs.aclose()
+        await monitor.usage.aclose()
         await database.dispose()
         if subscriber is not None:
             await subscriber.stop()
@@ -262,6 +277,7 @@ async def running(
     await monitor.stop()
     await monitor.leader.release()  # another worker leads from its next tick
     await monitor.costs.aclose()
+    await monitor.usage.aclose()
     await cluster.leave()  # the other workers stop listing this one at once
     await monitor.bus.stop()  # before the client it publishes through is closed
     if subscriber is not None:
@@ -402,8 +418,59 @@ async def prepare_schema(database: Database, environment: str) -> None:
         )
 
 
+def trusted_documents(settings: Settings) -> dict[str, str]:
+    """The dashboard's documents and PERSISTED_OPERATIONS_MANIFEST's; StartRefused
+    with the reason when the manifest cannot be used."""
+    documents = {document_hash(text): text for text in dashboard_documents().values()}
+    if settings.persisted_operations_manifest is not None:
+        source = Path(settings.persisted_operations_manifest)
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+            documents.update(check_manifest(data, str(source)))
+        except OSError as exc:
+            raise StartRefused(
+                f"refusing to start: PERSISTED_OPERATIONS_MANIFEST {source}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        except ValueError as exc:  # not JSON (or not UTF-8)
+            raise StartRefused(
+                f"refusing to start: PERSISTED_OPERATIONS_MANIFEST {source} is not "
+                f"JSON: {exc}"
+            ) from None
+        except ManifestError as exc:
+            raise StartRefused(
+                f"refusing to start: PERSISTED_OPERATIONS_MANIFEST {exc}"
+            ) from None
+    return documents
+
+
+def persisted_operations(
+    settings: Settings, redis: Redis | None, monitor: Monitor
+) -> PersistedOperations:
+    """Trusted documents and automatic persisted queries (Redis when configured)."""
+    store: DocumentStore = (
+        RedisDocuments(
+            redis,
+            prefix=settings.redis_prefix,
+            ttl_s=settings.persisted_queries_ttl_s,
+            max_documents=settings.persisted_queries_max,
+        )
+        if redis is not None
+        else MemoryDocuments(settings.persisted_queries_max)
+    )
+    return PersistedOperations(
+        mode=settings.persisted_operations_mode,
+        manifest=trusted_documents(settings),
+        store=store,
+        admin_bypass=settings.persisted_operations_admin_bypass,
+        count=monitor.registry.record_persisted,
+    )
+
+
 async def check_schema(settings: Settings) -> None:
-    """prepare_schema before the server starts, so that a refusal is one line."""
+    """prepare_schema (and the trusted documents' manifest) before the server
+    starts, so that a refusal is one line."""
+    trusted_documents(settings)
     database = create_database(
         settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms
     )
@@ -430,6 +497,7 @@ def build_routes(
         limits=http_limits(settings),
         graphiql=STATIC / "graphiql" / "graphiql.html" if settings.graphiql else None,
         allowed_origins=settings.cors_origin_list,
+        persisted=persisted_operations(settings, redis, monitor),
     )
     health = Health(
         ping=partial(ping, database),
@@ -450,6 +518,7 @@ def build_routes(
     dashboard = DashboardPage(
         environment=settings.environment,
         auth_required=settings.requires_auth,
+        documents=dashboard_documents(),
         # the rules as parsed (ALERT_RULES applied; disabled ones absent)
         thresholds={rule.id: rule.threshold for rule in monitor.alerts.rules},
     )
@@ -618,6 +687,7 @@ def build_monitor(
         response_time_ms=settings.alert_response_time_ms,
         memory_mb=settings.alert_memory_mb,
         cost_per_hour=settings.alert_cost_per_hour,
+        cost_window_s=settings.alert_cost_window_s,
     )
     try:
         rules = parse_rules(settings.alert_rules, defaults)
@@ -647,6 +717,10 @@ def build_monitor(
             # A sampler tick (at most a second): the other workers' syncs at the
             # boundary land before the leader closes the period.
             close_delay_s=min(settings.sample_interval_ms / 1000, 1.0),
+            # high_cost's window (ALERT_COST_WINDOW_S, or its ALERT_RULES window_s):
+            # the meter's costPerHour is the figure the rule compares.
+            rate_window_s=next(r.window_s for r in rules if r.id == HIGH_COST)
+            or settings.alert_cost_window_s,
         )
     except ValueError as exc:  # a rate the meter cannot keep exactly
         name, _, reason = str(exc).partition(" ")
@@ -677,6 +751,13 @@ def build_monitor(
         # Each worker's sample counts its gradeEvents subscribers: a write publishes
         # its grade events only while some worker has one.
         listened=GRADES,
+        # Field usage goes by the hour to the database, on an engine of the
+        # meter's own (its statements are not the operations' DB queries).
+        usage=FieldUsageMeter(
+            ledger=UsageLedger.connect(
+                settings.database_url, busy_timeout_ms=settings.db_busy_timeout_ms
+            )
+        ),
     )
 
 
@@ -711,19 +792,35 @@ def cost_totals(monitor: Monitor) -> dict[str, float]:
 
 
 def main() -> None:
-    """`python app.py`: check the settings and the schema once, then serve WORKERS
-    worker processes on HOST:PORT (each builds its app with create_app())."""
+    """`python app.py`: serve with the settings of the environment."""
+    import sys
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(str(exc))
+    serve(settings)
+
+
+def serve(settings: Settings) -> None:
+    """`python app.py` and `gradepulse serve`: check the settings and the schema once,
+    then serve WORKERS worker processes on HOST:PORT (each builds its app with
+    create_app()); a refusal to start exits with one line. On SQLite this process
+    (with several workers, the master) holds the database's serving lock as long as
+    it serves: `gradepulse restore` refuses to overwrite the database meanwhile."""
     import signal
     import sys
 
     import uvicorn
 
     try:
-        settings = load_settings()
         configure_logging(settings)
+        serving = hold_serving(settings.database_url)
         asyncio.run(check_schema(settings))
     except (SettingsError, StartRefused) as exc:
         sys.exit(str(exc))
+    except BackupError as exc:  # a restore is writing the database
+        sys.exit(f"refusing to start: {exc}")
     logging.basicConfig(level=logging.DEBUG if settings.debug else logging.INFO)
     # prepare_schema logs what a migration did; Alembic's own lines are noise here.
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -754,6 +851,9 @@ def main() -> None:
         # RequestMonitor writes the access log, without query strings (a GET query
         # may search by email).
         access_log=False,
+        # No `server: uvicorn` header, in any profile: no client needs it, it only
+        # tells a scanner what to try, and development answers as production does.
+        server_header=False,
         # SIGTERM: stop accepting, close WebSockets with 1012 at once, let requests in
         # flight finish (each ends by OPERATION_TIMEOUT_S; the margin lets its own
         # timeout answer first), then the lifespan shutdown.
@@ -763,6 +863,8 @@ def main() -> None:
             RequestTimeoutProtocol, request_timeout_s=settings.http_request_timeout_s
         ),
     )
+    if serving is not None:
+        serving.release()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

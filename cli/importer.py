@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cli.database import add_database_url, database_url, migrated
+from cli.parsing import Parser
 from db.csvrows import (
     ParsedCsv,
     RowProblem,
@@ -28,7 +28,7 @@ PROG = "python -m db.importer"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description="Import students and grades from CSV files: every row is "
         "validated first; one bad row and nothing is imported.",

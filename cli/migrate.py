@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 from collections.abc import Sequence
 
 from cli.database import add_database_url, database_url, migrated
+from cli.parsing import Parser
 from db.engine import create_database
 
 PROG = "python -m cli.migrate"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description="Upgrade the database to the latest migration (creating the "
         "schema in an empty one; a database made before migrations existed is "

@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 
 from cli.database import add_database_url, database_url, migrated
+from cli.parsing import Parser
 from db.engine import create_database
 from db.seed import is_empty, seed
 from db.students import StudentFilter, count_students
@@ -17,14 +18,26 @@ PROG = "python -m db.seed"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=prog,
         description="Fill an empty database with deterministic demo students and "
         "grades (migrating it to the latest schema first).",
     )
-    parser.add_argument("--students", type=_positive, default=1000)
-    parser.add_argument("--grades-per-student", type=_positive, default=20)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--students", type=_positive, default=1000, help="how many (default 1000)"
+    )
+    parser.add_argument(
+        "--grades-per-student",
+        type=_positive,
+        default=20,
+        help="grades of each student (default 20)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="the same seed gives the same data (default 42)",
+    )
     parser.add_argument(
         "--if-empty",
         action="store_true",
@@ -76,7 +89,10 @@ async def _run(
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value

@@ -128,6 +128,19 @@ async def grades_by_ids(
     return [found.get(key) for key in ids]
 
 
+async def read_grades_by_ids(
+    reader: Reader, ids: Sequence[int]
+) -> list[GradeRecord | None]:
+    """Grades by id (None for an unknown one), in the order asked, on the reader."""
+
+    def build(dialect: str) -> Select[Any]:
+        return select(*_COLUMNS).where(in_values(G.id, "ids", dialect))
+
+    rows = await reader.fetch("grades.by_ids", build, {"ids": list(ids)})
+    found = {row[0]: to_record(row) for row in rows}
+    return [found.get(key) for key in ids]
+
+
 @dataclass(frozen=True, slots=True)
 class GradeFilter:
     """`grade_levels` and `student_ids` narrow a list to the students its reader may

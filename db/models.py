@@ -1,6 +1,6 @@
 """SQLModel tables: students, grades, idempotency keys, import jobs and their staged
-rows, API keys, the audit log and the cost meter (open period, closed periods,
-operations)."""
+rows, API keys, the audit log, the cost meter (open period, closed periods,
+operations) and the schema's field usage by hour."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def _zero() -> Column[float]:
 
 class Student(SQLModel, table=True):
     __tablename__ = "students"
+    # Each order of the students connection, its tie-breaking student_id included:
+    # a keyset page is read in index order from its cursor, never sorted (revision
+    # 0007; db/plans.py shows the plans).
+    __table_args__ = (
+        Index("ix_students_grade_level", "grade_level", "student_id"),
+        Index("ix_students_name", "name", "student_id"),
+        Index("ix_students_created_at", "created_at", "student_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     student_id: str = Field(
@@ -57,7 +65,7 @@ class Student(SQLModel, table=True):
     )
     name: str = Field(sa_column=Column(String(NAME_MAX), nullable=False))
     email: str = Field(sa_column=Column(String(EMAIL_MAX), unique=True, nullable=False))
-    grade_level: int = Field(nullable=False, index=True)
+    grade_level: int = Field(nullable=False)
     created_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))
     # The student's grade events in commit order: a write that publishes them takes
     # the next number under the row's lock (db.students.lock_for_write), and keeps
@@ -340,3 +348,23 @@ class CostOperation(SQLModel, table=True):
     count: int = _count()
     db_cost: int = _count()
     api_cost: int = _count()
+
+
+TYPE_NAME_MAX = 128
+FIELD_NAME_MAX = 200
+
+
+class FieldUsage(SQLModel, table=True):
+    """How many operations selected one field of the schema in one UTC hour, and
+    when the last of them ran: each worker adds its counts (an upsert that adds),
+    so that fieldUsage(since:) reads the cluster's usage over time and restarts."""
+
+    __tablename__ = "field_usage"
+    __table_args__ = (Index("ix_field_usage_hour", "hour"),)
+
+    type_name: str = Field(sa_column=Column(String(TYPE_NAME_MAX), primary_key=True))
+    # A field's name, or "field(argument:)" for a deprecated argument given.
+    field_name: str = Field(sa_column=Column(String(FIELD_NAME_MAX), primary_key=True))
+    hour: datetime = Field(sa_column=Column(DateTime(), primary_key=True))
+    count: int = _count()
+    last_used_at: datetime = Field(sa_column=Column(DateTime(), nullable=False))

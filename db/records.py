@@ -34,6 +34,11 @@ class GradeRecord:
     recorded_at: datetime
 
     @property
+    def grade_id(self) -> int:
+        """The grade's number, as the API names it (Grade.gradeId)."""
+        return self.id
+
+    @property
     def percentage(self) -> float:
         return percentage(self.score, self.max_score)
 

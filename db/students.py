@@ -124,6 +124,20 @@ async def read_students_by_ids(
     return [found.get(key) for key in student_ids]
 
 
+async def read_students_by_pks(
+    reader: Reader, pks: Sequence[int]
+) -> list[StudentRecord | None]:
+    """Students by primary key (None for an unknown one), in the order asked: what
+    a global id names (resolvers/nodes.py)."""
+
+    def build(dialect: str) -> Select[Any]:
+        return select(*_COLUMNS).where(in_values(S.id, "pks", dialect))
+
+    rows = await reader.fetch("students.by_pks", build, {"pks": list(pks)})
+    found = {row[0]: to_record(row) for row in rows}
+    return [found.get(key) for key in pks]
+
+
 async def list_students(
     reader: Reader,
     *,

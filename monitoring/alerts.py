@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from monitoring.costs import RATE_WINDOW_S, RING_S
 from monitoring.sinks import FileSink
 from monitoring.snapshot import AlertEvent, AlertInputs, AlertState
 
@@ -39,14 +40,17 @@ _PARAMETERS: dict[str, tuple[str, ...]] = {
     HIGH_ERROR_RATE: ("min_requests", "window_s"),
     HIGH_COST: ("window_s",),
 }
-_DEFAULT_WINDOW_S = {HIGH_ERROR_RATE: 60.0, HIGH_COST: 600.0}
+_DEFAULT_WINDOW_S = {HIGH_ERROR_RATE: 60.0, HIGH_COST: RATE_WINDOW_S}
+# The window of low_cache_hit_rate's lookups (the monitor's cache counters).
+CACHE_WINDOW_S = 60
 
 
 @dataclass(frozen=True, slots=True)
 class AlertRule:
     """One rule. `window_s` is read by whoever builds AlertInputs (the sampler): the
     error window of high_error_rate (60 s) and the spending window of high_cost
-    (600 s); it is None for the other rules."""
+    (ALERT_COST_WINDOW_S, 600 s, at most the hour the cost meter keeps); it is None
+    for the other rules."""
 
     id: str
     threshold: float
@@ -83,6 +87,10 @@ class AlertRule:
             raise ValueError(f"{self.id}: window_s must be a number > 0")
         else:
             object.__setattr__(self, "window_s", float(self.window_s))
+        window = self.window_s
+        if self.id == HIGH_COST and window is not None and window > RING_S:
+            # The cost meter keeps an hour of spending.
+            raise ValueError(f"{self.id}: window_s must be at most {RING_S}")
 
 
 def _is_number(value: object) -> bool:
@@ -100,13 +108,14 @@ def default_rules(
     cost_per_hour: float,
     cache_hit_rate: float = 70.0,
     error_rate: float = 5.0,
+    cost_window_s: float = RATE_WINDOW_S,
 ) -> list[AlertRule]:
     return [
         AlertRule(HIGH_RESPONSE_TIME, response_time_ms),
         AlertRule(LOW_CACHE_HIT_RATE, cache_hit_rate),
         AlertRule(HIGH_MEMORY, memory_mb),
         AlertRule(HIGH_ERROR_RATE, error_rate),
-        AlertRule(HIGH_COST, cost_per_hour),
+        AlertRule(HIGH_COST, cost_per_hour, window_s=cost_window_s),
     ]
 
 
@@ -220,6 +229,11 @@ def _message(rule: AlertRule, values: tuple[float, ...]) -> str:
             f"High response time: [{durations}] ms "
             f"(threshold: {format_threshold(threshold)}ms)"
         )
+    if rule.id == LOW_CACHE_HIT_RATE and not values:
+        return (
+            f"Low cache hit rate: no cache lookups in the last {CACHE_WINDOW_S}s "
+            f"(threshold: {format_threshold(threshold)}%)"
+        )
     (value,) = values
     if rule.id == LOW_CACHE_HIT_RATE:
         return (
@@ -301,6 +315,10 @@ class AlertEngine:
         now = (now if now.tzinfo else now.replace(tzinfo=UTC)).astimezone(UTC)
         events: list[AlertEvent] = []
         for rule in self.rules:
+            if rule.id == HIGH_COST and not inputs.cost_window_full:
+                # A young meter's figure covers part of the window: the rule waits
+                # (neither fires nor resolves) until it covers all of it.
+                continue
             state = self._states[rule.id]
             active, values = self._judge(rule, inputs)
             if values is not None:
@@ -350,6 +368,8 @@ class AlertEngine:
             return False, _shown(tail, 1)
         if rule.id == LOW_CACHE_HIT_RATE:
             rate = snapshot.cache_hit_rate
+            if inputs.cache_lookups_in_window == 0:
+                return False, ()  # known: no lookups at all (its own message)
             if rate is None or inputs.cache_lookups_in_window < rule.min_lookups:
                 return False, None
             return rate < threshold, _shown([rate], 1)

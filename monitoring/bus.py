@@ -7,6 +7,7 @@ process; monitoring/bus_redis.py carries some topics between workers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -34,29 +35,45 @@ class Subscription:
     def __init__(self, bus: EventBus, topic: str, maxsize: int) -> None:
         self._bus = bus
         self.topic = topic
-        self._items: deque[Any] = deque(maxlen=maxsize)
+        # Each item with when it arrived (time.perf_counter()).
+        self._items: deque[tuple[Any, float]] = deque(maxlen=maxsize)
         self._ready = asyncio.Event()
         self.dropped = 0
         self.closed = False
         # Called once, when the first item is dropped: for a reader that must not
         # wait until it reads again to learn it fell behind.
         self.on_overflow: Callable[[], None] | None = None
+        # Called at every item dropped (the subscription signals count them).
+        self.on_drop: Callable[[], None] | None = None
 
     def put(self, item: Any) -> None:
         if len(self._items) == self._items.maxlen:
             self.dropped += 1
+            if self.on_drop is not None:
+                self.on_drop()
             if self.dropped == 1 and self.on_overflow is not None:
                 self.on_overflow()
-        self._items.append(item)
+        self._items.append((item, time.perf_counter()))
         self._ready.set()
+
+    def __len__(self) -> int:
+        """Items waiting."""
+        return len(self._items)
 
     def drain(self) -> list[Any]:
         """Everything waiting, oldest first, without waiting for more."""
-        items = list(self._items)
+        items = [item for item, _ in self._items]
         self._items.clear()
         return items
 
     async def get(self) -> Any:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()[0]
+
+    async def get_timed(self) -> tuple[Any, float]:
+        """The next item and when it arrived (time.perf_counter())."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()

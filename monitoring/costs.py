@@ -36,6 +36,7 @@ MAX_OPERATIONS = 1000  # distinct names kept; further ones count as OTHER
 MAX_OPERATION_NAME = 200  # longer names are cut (the database column's size)
 TOP_OPERATIONS = 10
 RING_S = 3600  # how far back cost_per_hour can look
+RATE_WINDOW_S = 600.0  # the high_cost rule's window by default (ALERT_COST_WINDOW_S)
 STATE_VERSION = 1  # of the state file that earlier versions kept
 PICO = 10**12  # money is counted in picodollars
 PRICES_KEPT = 1000  # distinct (statements, requests) prices remembered
@@ -70,6 +71,15 @@ class OperationCost:
 
 
 @dataclass(frozen=True, slots=True)
+class CostRate:
+    """Dollars per hour spent over the last `window_s` (rounded to 6 decimals), and
+    whether the meter has seen that whole window (high_cost judges it only then)."""
+
+    per_hour: float
+    window_full: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CostSnapshot:
     total_cost: float
     db_cost: float
@@ -78,6 +88,9 @@ class CostSnapshot:
     api_requests: int
     current_period: CostRow  # the open period so far
     top_operations: list[OperationCost]  # the 10 costliest, costliest first
+    # The meter's rate over its window: what the high_cost rule compares.
+    cost_per_hour: float = 0.0
+    cost_window_full: bool = False
 
 
 # --- what the ledger (db/costs.py) is to the meter ---------------------------------
@@ -253,10 +266,17 @@ class CostMeter:
         ledger: Ledger | None = None,
         legacy_state_path: str | Path | None = None,
         close_delay_s: float = 0.0,
+        rate_window_s: float = RATE_WINDOW_S,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        if not 0 < rate_window_s <= RING_S:
+            raise ValueError(
+                f"rate_window_s must be above 0 and at most {RING_S}, "
+                f"got {rate_window_s!r}"
+            )
+        self.rate_window_s = float(rate_window_s)
         self.environment = environment
         self.interval = timedelta(seconds=interval_s)
         if self.interval <= timedelta(0):
@@ -342,15 +362,22 @@ class CostMeter:
 
     # -- reading -------------------------------------------------------------------
 
-    def cost_per_hour(self, window_s: float = 600) -> float:
-        """The cluster's dollars per hour over the last `window_s` seconds (at most
-        RING_S), or over the meter's age when it is younger (at least 1 s): how much
-        the cluster's running total grew, as read at each sync, plus this worker's
-        counts not sent yet. Before the first sync, this worker's own spending
-        (whole-second buckets)."""
+    def cost_per_hour(self, window_s: float | None = None) -> float:
+        """`rate(window_s).per_hour`."""
+        return self.rate(window_s).per_hour
+
+    def rate(self, window_s: float | None = None) -> CostRate:
+        """The cluster's dollars per hour over the last `window_s` seconds (the
+        meter's `rate_window_s` by default; at most RING_S): how much the cluster's
+        running total grew, as read at each sync, plus this worker's counts not sent
+        yet; before the first sync, this worker's own spending (whole-second
+        buckets). Always the spending of the window over the window: a meter younger
+        than it shows what it saw (nothing is extrapolated from its first seconds)
+        and says its window is not full yet."""
+        window = self.rate_window_s if window_s is None else float(window_s)
         now = self._now()
         second = int(now.timestamp())
-        horizon = second - window_s
+        horizon = second - window
         with self._lock:
             if self._totals_seen:
                 pending = self._pending.db_cost + self._pending.api_cost
@@ -360,12 +387,14 @@ class CostMeter:
                         break
                     first_second, base = seen_second, total
                 spent = self._totals_seen[-1][1] + pending - base
-                age = float(second - first_second)
+                full = first_second <= horizon
             else:
                 spent = sum(b.cost for b in self._ring if b.second > horizon)
-                age = (now - self._started_at).total_seconds()
-        span = max(1.0, min(float(window_s), age))
-        return round_money(Decimal(spent).scaleb(-12) * 3600 / Decimal(repr(span)))
+                full = (now - self._started_at).total_seconds() >= window
+        per_hour = round_money(
+            Decimal(spent).scaleb(-12) * 3600 / Decimal(repr(window))
+        )
+        return CostRate(per_hour, full)
 
     def _saw(self, view: Any) -> None:
         """Keep the cluster's running total as this sync read it (for cost_per_hour)."""
@@ -400,6 +429,7 @@ class CostMeter:
             cost[0] += tally.db_cost + tally.api_cost
             cost[1] += tally.count
         top = sorted(costs.items(), key=lambda c: (-c[1][0], -c[1][1], c[0]))
+        rate = self.rate()
         return CostSnapshot(
             total_cost=_dollars(totals.db_cost + totals.api_cost),
             db_cost=_dollars(totals.db_cost),
@@ -411,6 +441,8 @@ class CostMeter:
                 OperationCost(operation=name, count=count, total_cost=_dollars(cost))
                 for name, (cost, count) in top[:TOP_OPERATIONS]
             ],
+            cost_per_hour=rate.per_hour,
+            cost_window_full=rate.window_full,
         )
 
     # -- the cluster's meter -------------------------------------------------------

@@ -3,13 +3,16 @@ alert thresholds embedded as JSON, served by a small ASGI app."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "static/dashboard/dashboard.html"
+SCRIPT = TEMPLATE.with_name("dashboard.js")
 PLACEHOLDER = "{{ DASHBOARD_CONFIG }}"
 GRAPHQL_PATH = "/graphql"
 WINDOW_SECONDS = 300  # what the charts show
@@ -33,12 +36,50 @@ CONTENT_SECURITY_POLICY = "; ".join(
 Scope = dict[str, Any]
 
 
+_CONSTANT = re.compile(r"const ([A-Z_]+) = `([^`]*)`;")
+_INTERPOLATION = re.compile(r"\$\{([A-Z_]+)\}")
+_OPERATION = re.compile(r"(query|mutation|subscription)\s+([A-Za-z_]\w*)")
+
+
+def dashboard_documents(script: Path = SCRIPT) -> dict[str, str]:
+    """The dashboard's GraphQL operations, by operation name, exactly as the page
+    sends them: the script's `const NAME = `...`;` template literals, with each
+    `${OTHER}` replaced by that constant's text, as the browser builds them.
+    These are the dashboard's trusted documents (PERSISTED_OPERATIONS): the page
+    names each by its hash, which the server embeds in the page."""
+    constants: dict[str, str] = {}
+    documents: dict[str, str] = {}
+    for name, raw in _CONSTANT.findall(script.read_text(encoding="utf-8")):
+        if "\\" in raw:
+            raise ValueError(f"{script}: {name} has an escape the server cannot read")
+
+        def substitute(match: re.Match[str], name: str = name) -> str:
+            if match.group(1) not in constants:
+                raise ValueError(f"{script}: {name} uses {match.group(1)} before it")
+            return constants[match.group(1)]
+
+        text = constants[name] = _INTERPOLATION.sub(substitute, raw)
+        operation = _OPERATION.match(text)
+        if operation is not None:
+            documents[operation.group(2)] = text
+    return documents
+
+
+def document_hashes(documents: Mapping[str, str]) -> dict[str, str]:
+    """Operation name -> sha256 hex of its document."""
+    return {
+        name: hashlib.sha256(text.encode("utf-8")).hexdigest()
+        for name, text in documents.items()
+    }
+
+
 def render_dashboard(
     *,
     environment: str,
     thresholds: Mapping[str, float],
     template: Path = TEMPLATE,
     auth_required: bool = False,
+    documents: Mapping[str, str] | None = None,
 ) -> str:
     """The page, its configuration embedded as JSON. `thresholds` maps alert rule
     ids (high_response_time, low_cache_hit_rate, ...) to their thresholds; a rule
@@ -54,6 +95,9 @@ def render_dashboard(
         "intervalMs": INTERVAL_MS,
         # The page asks for an API key before connecting when the server needs one.
         "authRequired": auth_required,
+        # Operation name -> sha256 of its document: the page sends the hash alone
+        # (extensions.persistedQuery), which PERSISTED_OPERATIONS=require runs.
+        "documents": document_hashes(documents or {}),
     }
     # Inside <script type="application/json"> only "</script" could end the block:
     # escaping <, > and & keeps any text inert.
@@ -79,12 +123,14 @@ class DashboardPage:
         thresholds: Mapping[str, float],
         template: Path = TEMPLATE,
         auth_required: bool = False,
+        documents: Mapping[str, str] | None = None,
     ) -> None:
         self.body = render_dashboard(
             environment=environment,
             thresholds=thresholds,
             template=template,
             auth_required=auth_required,
+            documents=documents,
         ).encode()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:

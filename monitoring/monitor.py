@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from monitoring.alerts import AlertHistory, AlertRule
+from monitoring.alerts import CACHE_WINDOW_S, AlertHistory, AlertRule
 from monitoring.bus import Codec, EventBus
 from monitoring.leader import Leadership, Role
 from monitoring.registry import Registry
@@ -30,6 +30,7 @@ from monitoring.snapshot import (
 )
 from monitoring.system import SystemReader
 from monitoring.tally import count_statement
+from monitoring.usage import FieldUsageMeter
 from monitoring.windows import SlidingCounter
 
 log = logging.getLogger("gradepulse.monitor")
@@ -46,6 +47,9 @@ LISTENING = "listening"  # a worker got its first listener: (worker, its tick in
 # counts to the cluster's meter as last read.
 COST_SYNC_S = 5.0
 START_SYNC_TIMEOUT_S = 5.0
+# The field usage counted here goes to the database every this many seconds of
+# ticks, beside the sampler, and at stop.
+USAGE_FLUSH_S = 60.0
 STOP_SYNC_TIMEOUT_S = 5.0
 _CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "PRAGMA")
 
@@ -57,7 +61,7 @@ class CostMeterLike(Protocol):
     ) -> None: ...
     def snapshot(self) -> Any: ...
     def boundary_passed(self) -> bool: ...
-    def cost_per_hour(self, window_s: float = 600) -> float: ...
+    def cost_per_hour(self, window_s: float | None = None) -> float: ...
     async def sync(self, *, close: bool = False) -> list[Any]: ...
     async def close_now(self) -> Any: ...
     async def aclose(self) -> None: ...
@@ -93,6 +97,7 @@ class Monitor:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         heartbeat: Callable[[Monitor], Coroutine[Any, Any, None]] | None = None,
         listened: str | None = None,
+        usage: FieldUsageMeter | None = None,
     ) -> None:
         self.environment = environment
         self.registry = registry
@@ -116,8 +121,10 @@ class Monitor:
         # The cluster's alert events as they reach this worker (its own included).
         self.history = AlertHistory()
         self.latest: MetricsSnapshot | None = None
-        self._cache_hits = SlidingCounter(60, registry.clock)
-        self._cache_misses = SlidingCounter(60, registry.clock)
+        # The cost meter's snapshot of the latest tick: the one its rules judged.
+        self.latest_costs: Any = None
+        self._cache_hits = SlidingCounter(CACHE_WINDOW_S, registry.clock)
+        self._cache_misses = SlidingCounter(CACHE_WINDOW_S, registry.clock)
         self._last_cache = (0, 0)
         self._task: asyncio.Task[None] | None = None
         # The other workers' samples (when the bus crosses workers), and ours.
@@ -132,6 +139,12 @@ class Monitor:
         self._announcements = self.bus.listen(
             LISTENING, lambda item: self.peers.announced(*item)
         )
+        # How often operations select each field (/metrics and fieldUsage).
+        self.usage = usage or FieldUsageMeter()
+        registry.prometheus.register(self.usage)
+        self._flushing: asyncio.Task[None] | None = None
+        self._usage_every = max(1, round(USAGE_FLUSH_S / interval_s))
+        self._usage_ticks = 0
 
     # --- request path --------------------------------------------------------------
 
@@ -230,7 +243,7 @@ class Monitor:
         return snapshot
 
     def _merged(
-        self, own: WorkerSample, take_recent: bool = False
+        self, own: WorkerSample, take_recent: bool = False, costs: Any = None
     ) -> tuple[MetricsSnapshot, AlertInputs]:
         degraded = self.bus.degraded
         peers = self.peers.live() if self.bus.crosses(SNAPSHOTS) else []
@@ -240,7 +253,8 @@ class Monitor:
         merged = merge(
             [own, *(peer.sample for peer in peers)], self.peers.ordered(peers)
         )
-        costs = self.costs.snapshot()
+        if costs is None:
+            costs = self.costs.snapshot()
         snapshot = MetricsSnapshot(
             at=self.wall(),
             environment=self.environment,
@@ -270,7 +284,10 @@ class Monitor:
             recent_response_ms=(*own.recent_response_ms, *recent),
             cache_lookups_in_window=merged.cache_lookups_in_window,
             requests_in_window=merged.requests_per_minute,
-            cost_per_hour=self.costs.cost_per_hour(),
+            # The figure the costs feed shows (costPerHour), judged only once
+            # the meter has seen its whole window.
+            cost_per_hour=costs.cost_per_hour,
+            cost_window_full=costs.cost_window_full,
         )
         return snapshot, inputs
 
@@ -278,7 +295,7 @@ class Monitor:
         """One sample, synchronously: snapshot, alerts, publication (the cost meter's
         exchange with the database is the running sampler's, or `sync_costs`)."""
         snapshot = self._sample()
-        self._publish_costs([])
+        self._publish_costs([], self.latest_costs)
         return snapshot
 
     def _sample(self) -> MetricsSnapshot:
@@ -296,9 +313,11 @@ class Monitor:
             self.bus.publish(SNAPSHOTS, published(own, full=full))
         else:
             own = self.sample(recent)
-        snapshot, inputs = self._merged(own, take_recent=True)
+        costs = self.costs.snapshot()
+        snapshot, inputs = self._merged(own, take_recent=True, costs=costs)
         events = self._judge_alerts(inputs)
         self.latest = snapshot
+        self.latest_costs = costs
         self.bus.publish(METRICS, snapshot)
         for event in events:
             self.bus.publish(ALERTS, event)  # to the history too (its listener)
@@ -328,8 +347,10 @@ class Monitor:
             return self.history.firing(rule.id for rule in self.alerts.rules)
         return self.alerts.firing()
 
-    def _publish_costs(self, rows: list[Any]) -> None:
-        self.bus.publish(COSTS, (self.costs.snapshot(), rows))
+    def _publish_costs(self, rows: list[Any], costs: Any = None) -> None:
+        """The cost feed: `costs` (the tick's own, whose rate the rules judged), or
+        the meter as it stands (after a sync)."""
+        self.bus.publish(COSTS, (costs or self.costs.snapshot(), rows))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -339,7 +360,9 @@ class Monitor:
                 self._sample()
                 self._beat()
                 if not self._sync_costs_beside():
-                    self._publish_costs([])  # with this worker's unsent counts
+                    # with this worker's unsent counts
+                    self._publish_costs([], self.latest_costs)
+                self._flush_usage_beside()
             except Exception:  # a bad tick must not stop monitoring
                 log.exception("monitor tick failed")
             # A fixed cadence: the time a tick takes does not stretch the interval
@@ -387,6 +410,19 @@ class Monitor:
         rows = await self.costs.sync(close=self.leader.role is not Role.FOLLOW)
         self._publish_costs(rows)
 
+    def _flush_usage_beside(self) -> None:
+        """Every USAGE_FLUSH_S of ticks, beside the sampler (skipped while the last
+        is unfinished): the field usage counted here goes to the database."""
+        if self._flushing is not None and not self._flushing.done():
+            return
+        self._usage_ticks += 1
+        if self._usage_ticks < self._usage_every:
+            return
+        self._usage_ticks = 0
+        self._flushing = asyncio.get_running_loop().create_task(
+            self.usage.flush(), name="usage"
+        )
+
     def _beat(self) -> None:
         if self.heartbeat is None:
             return
@@ -422,6 +458,18 @@ class Monitor:
         except TimeoutError:
             log.warning("the last cost counts were not saved: the database is slow")
         self._costing = None
+        # Likewise the field usage counted since the last flush.
+        try:
+            await asyncio.wait_for(self._last_flush(), STOP_SYNC_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the last field usage was not saved: the database is slow")
+        self._flushing = None
+
+    async def _last_flush(self) -> None:
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await self._flushing
+        await self.usage.flush()
 
     async def _last_sync(self) -> None:
         if self._costing is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from monitoring.subscriptions import SubscriptionSignals
 from monitoring.windows import RESPONSE_WINDOW, DurationWindow, SlidingCounter
 
 MAX_OPERATION_LABELS = 50
@@ -96,6 +97,20 @@ class Registry:
             registry=self.prometheus,
         )
         self._fallback_children: dict[str, Any] = {}
+        self.persisted_operations = Counter(
+            "graphql_persisted_operations",
+            "Operations by what persisted operations made of them: trusted (in the "
+            "manifest), untrusted (outside it, run), not_found (an unknown hash), "
+            "refused (outside it under PERSISTED_OPERATIONS=require).",
+            ("outcome",),
+            registry=self.prometheus,
+        )
+        self._persisted_children = {
+            outcome: self.persisted_operations.labels(outcome)
+            for outcome in ("trusted", "untrusted", "not_found", "refused")
+        }
+        # Per subscription root field: active, events sent and dropped, fan-out.
+        self.subscriptions = SubscriptionSignals(self.prometheus)
         self._http_children: dict[tuple[str, int], Any] = {}
         self._duration_children: dict[tuple[str, str], Any] = {}
 
@@ -174,6 +189,14 @@ class Registry:
             child = self._fallback_children[reason] = self.plan_fallbacks.labels(reason)
         child.inc()
 
+    def record_persisted(self, outcome: str) -> None:
+        child = self._persisted_children.get(outcome)
+        if child is None:
+            child = self._persisted_children[outcome] = (
+                self.persisted_operations.labels(outcome)
+            )
+        child.inc()
+
     def record_resolver(self, field: str, duration_s: float) -> None:
         entry = self._resolver_entries.get(field)
         if entry is None:
@@ -191,11 +214,13 @@ class Registry:
         self.db_queries_per_minute.add()
         self.db_queries.inc()
 
-    def subscription_started(self) -> None:
+    def subscription_started(self, field: str) -> None:
         self.active_subscriptions += 1
+        self.subscriptions.started(field)
 
-    def subscription_ended(self) -> None:
+    def subscription_ended(self, field: str) -> None:
         self.active_subscriptions = max(0, self.active_subscriptions - 1)
+        self.subscriptions.ended(field)
 
     # --- reading (sampler, /metrics, queries) -----------------------------------
 

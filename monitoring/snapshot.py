@@ -86,5 +86,7 @@ class AlertInputs:
     # Lookups in the cache window, requests in the error window (60 s).
     cache_lookups_in_window: int = 0
     requests_in_window: int = 0
-    # Dollars per hour over the last 10 minutes.
+    # Dollars per hour over the cost window (ALERT_COST_WINDOW_S, 10 minutes), and
+    # whether the cost meter has seen all of it (high_cost is judged only then).
     cost_per_hour: float = 0.0
+    cost_window_full: bool = False

@@ -184,4 +184,10 @@ async def at_risk_students(
                 student_ids=viewer.readable_students,
             )
 
-    return Page(rows, [encode_cursor("r", r.student_id) for r in rows], has_next, count)
+    return Page(
+        rows,
+        [encode_cursor("r", r.student_id) for r in rows],
+        has_next,
+        count,
+        has_previous=after is not None,
+    )

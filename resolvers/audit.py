@@ -130,4 +130,4 @@ async def list_audit_entries(
             return await db_audit.count_entries(session, where)
 
     cursors = [time_id_cursor("a", r.at, r.id) for r in rows]
-    return Page(rows, cursors, has_next, count)
+    return Page(rows, cursors, has_next, count, has_previous=after is not None)

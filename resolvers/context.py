@@ -139,6 +139,9 @@ class Context:
     # A charge made for this operation by the planned path, which then handed the
     # operation to the general path (server/pipeline.py): not charged again.
     precharged: RateState | None = None
+    # Set once the operation's fields are counted (monitoring/usage.py), so that a
+    # path that hands it over to another does not count them twice.
+    usage_counted: bool = False
     # What the running operation returned, for the FERPA audit log (set by
     # server/audit.py's extension; None outside a GraphQL operation).
     operation: OperationAudit | None = None

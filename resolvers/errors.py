@@ -29,6 +29,10 @@ class ErrorCode(StrEnum):
     GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED", True
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED", True
     BAD_USER_INPUT = "BAD_USER_INPUT", True
+    # Persisted operations: a hash the server does not know (send the document
+    # with it), a document outside the trusted manifest (PERSISTED_OPERATIONS)
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND", True
+    PERSISTED_QUERY_REQUIRED = "PERSISTED_QUERY_REQUIRED", True
     # Limits
     DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE", True
     QUERY_TOO_DEEP = "QUERY_TOO_DEEP", True

@@ -33,6 +33,7 @@ from resolvers import audit, live
 from resolvers.context import Context
 from resolvers.errors import Forbidden
 from resolvers.loaders import invalidate_grades
+from resolvers.nodes import grade_number
 from resolvers.pagination import Page, check_first, time_id_cursor, time_id_key
 from resolvers.students import check_readable_id, require_readable
 
@@ -105,7 +106,7 @@ async def list_grades(
 
     audit.note_many(ctx, {row.student_id for row in rows})
     cursors = [time_id_cursor("g", r.recorded_at, r.id) for r in rows]
-    return Page(rows, cursors, has_next, count)
+    return Page(rows, cursors, has_next, count, has_previous=after is not None)
 
 
 async def list_subjects(ctx: Context) -> list[str]:
@@ -247,11 +248,9 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
 
 
 def _grade_number(grade_id: str) -> int:
-    try:
-        number = int(grade_id)
-    except (TypeError, ValueError):
-        raise NotFound("grade", str(grade_id)) from None
-    if not 0 < number < 2**31:  # no such id; the driver would refuse it as a value
+    """The grade `grade_id` names: its global id, or its number (deprecated)."""
+    number = grade_number(str(grade_id))
+    if number is None:  # no such grade (and never a value the driver refuses)
         raise NotFound("grade", str(grade_id))
     return number
 

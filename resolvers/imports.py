@@ -199,7 +199,7 @@ async def import_progress(
     ctx: Context, job: ImportJob
 ) -> AsyncGenerator[ImportJob, None]:
     """The job now and at each change, until it has finished."""
-    with live.counted(ctx):
+    with live.counted(ctx, live.IMPORT_PROGRESS_FIELD) as signals:
         last: ImportJob | None = None
         async for seen in _watch(ctx.services, job.id, poll_s=POLL_S):
             if seen is None:  # deleted (long finished): nothing more to say
@@ -207,6 +207,7 @@ async def import_progress(
             if seen != last:
                 last = seen
                 yield seen
+                signals.sent(live.IMPORT_PROGRESS_FIELD)
 
 
 async def _watch(

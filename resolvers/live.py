@@ -4,7 +4,11 @@ Plain async generators, context first. Each subscription reads its own bounded q
 on the monitor's bus, so a slow client never delays the sampler or the others:
 metrics and costs keep only the newest item; alerts and grade writes are never dropped
 silently: a client that falls more than BACKLOG items behind is closed with 1013 (try
-again later) as soon as it does, and graphql-ws clients reconnect on that code."""
+again later) as soon as it does, and graphql-ws clients reconnect on that code.
+
+Each stream counts itself in the monitor's subscription signals under its root
+field: while it runs, each event it sends, each event it drops (and why), and the
+time from an item's publication to its send."""
 
 from __future__ import annotations
 
@@ -28,9 +32,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db import students as db_students
 from db.records import GradeRecord
 from db.students import Locked
-from monitoring.bus import Codec, EventBus, Subscription
+from monitoring.bus import Codec, Subscription
 from monitoring.monitor import ALERTS, COSTS, METRICS, Monitor
 from monitoring.snapshot import AlertEvent, MetricsSnapshot
+from monitoring.subscriptions import (
+    OVERFLOW,
+    SLOW_CLIENT_CLOSED,
+    SUPERSEDED,
+    SubscriptionSignals,
+)
 from resolvers import audit
 from resolvers.context import Context
 from resolvers.errors import (
@@ -51,6 +61,12 @@ MAX_INTERVAL_MS = 60_000
 LATEST_ONLY = 1  # metrics and costs: a slow client gets the newest snapshot
 BACKLOG = 256  # alerts or grade writes a client may fall behind by
 TRY_AGAIN_LATER = 1013
+# The subscription root fields, as the signals label them.
+METRICS_FIELD = "metrics"
+COSTS_FIELD = "costs"
+ALERTS_FIELD = "alerts"
+GRADE_EVENTS_FIELD = "gradeEvents"
+IMPORT_PROGRESS_FIELD = "importProgress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +123,7 @@ def metrics_feed(ctx: Context, interval_ms: int) -> Iterator[Monitor]:
     the same document at once (server/fanout.py)."""
     check_interval(interval_ms)
     monitor = _operator_monitor(ctx)
-    with _slot(ctx, monitor):
+    with _slot(ctx, monitor, METRICS_FIELD):
         yield monitor
 
 
@@ -126,14 +142,16 @@ async def metrics(
     """The snapshot of the first sampler tick at or after each interval."""
     with (
         metrics_feed(ctx, interval_ms) as monitor,
-        _queue(monitor.bus, METRICS, LATEST_ONLY) as queue,
+        _queue(monitor, METRICS, LATEST_ONLY, METRICS_FIELD) as queue,
     ):
+        signals = monitor.registry.subscriptions
         ticks = _paced(
             queue, interval_ms, monitor.interval_s, lambda s: s.at.timestamp()
         )
         async with aclosing(ticks) as paced:
-            async for snapshot in paced:
+            async for snapshot, at in paced:
                 yield snapshot
+                _sent(signals, METRICS_FIELD, at)
 
 
 async def costs(ctx: Context, interval_ms: int = 1000) -> AsyncGenerator[Any, None]:
@@ -141,22 +159,33 @@ async def costs(ctx: Context, interval_ms: int = 1000) -> AsyncGenerator[Any, No
     check_interval(interval_ms)
     monitor = _operator_monitor(ctx)
     clock = asyncio.get_running_loop().time
-    with _slot(ctx, monitor), _queue(monitor.bus, COSTS, LATEST_ONLY) as queue:
+    signals = monitor.registry.subscriptions
+    with (
+        _slot(ctx, monitor, COSTS_FIELD),
+        _queue(monitor, COSTS, LATEST_ONLY, COSTS_FIELD) as queue,
+    ):
         ticks = _paced(queue, interval_ms, monitor.interval_s, lambda _: clock())
         async with aclosing(ticks) as paced:
-            async for snapshot, _rows in paced:
+            async for (snapshot, _rows), at in paced:
                 yield snapshot
+                _sent(signals, COSTS_FIELD, at)
 
 
 async def alerts(ctx: Context) -> AsyncGenerator[AlertEvent, None]:
     """Every firing and resolution, in order."""
     monitor = _operator_monitor(ctx)
-    with _slot(ctx, monitor), _backlog(ctx, monitor.bus, ALERTS, "alerts") as queue:
+    signals = monitor.registry.subscriptions
+    with (
+        _slot(ctx, monitor, ALERTS_FIELD),
+        _backlog(ctx, monitor, ALERTS, "alerts", ALERTS_FIELD) as queue,
+    ):
         while True:
-            event = await queue.get()
+            event, at = await queue.get_timed()
             if queue.dropped:
+                signals.drop(ALERTS_FIELD, SLOW_CLIENT_CLOSED)  # this one too
                 await _fell_behind(ctx, "alerts")
             yield event
+            _sent(signals, ALERTS_FIELD, at)
 
 
 async def grade_events(
@@ -166,15 +195,19 @@ async def grade_events(
     monitor = _require_monitor(ctx)
     viewer = ctx.viewer
     operation = audit.operation_name(ctx, "subscription:gradeEvents")
+    signals = monitor.registry.subscriptions
     with (
-        _slot(ctx, monitor),
-        _backlog(ctx, monitor.bus, GRADES, "grade events") as queue,
+        _slot(ctx, monitor, GRADE_EVENTS_FIELD),
+        _backlog(ctx, monitor, GRADES, "grade events", GRADE_EVENTS_FIELD) as queue,
     ):
         monitor.listener_started()  # the other workers publish their writes now
         while True:
-            write: tuple[GradeEvent, ...] = await queue.get()
+            write: tuple[GradeEvent, ...]
+            write, at = await queue.get_timed()
             if queue.dropped:
+                signals.drop(GRADE_EVENTS_FIELD, SLOW_CLIENT_CLOSED)  # this one too
                 await _fell_behind(ctx, "grade events")
+            sent = 0
             for event in write:
                 if student_id is not None and event.student_id != student_id:
                     continue
@@ -190,6 +223,11 @@ async def grade_events(
                 # first, or the stream ends with DB_UNAVAILABLE instead.
                 await audit.record_read(ctx, [event.student_id], operation)
                 yield event
+                sent += 1
+            if sent:
+                # One publication: from it to the send of its last event here.
+                signals.sent(GRADE_EVENTS_FIELD, sent)
+                signals.fanned_out(time.perf_counter() - at)
 
 
 def wants_grade_events(ctx: Context) -> bool:
@@ -326,10 +364,12 @@ CODECS: dict[str, Codec] = {
 
 
 @contextmanager
-def counted(ctx: Context) -> Iterator[None]:
-    """Count a subscription that reads no bus topic (importProgress) like the rest."""
-    with _slot(ctx, _require_monitor(ctx)):
-        yield
+def counted(ctx: Context, field: str) -> Iterator[SubscriptionSignals]:
+    """Count a subscription that reads no bus topic (importProgress) like the rest,
+    under its root field; its events are counted with the signals it gives."""
+    monitor = _require_monitor(ctx)
+    with _slot(ctx, monitor, field):
+        yield monitor.registry.subscriptions
 
 
 def _require_monitor(ctx: Context) -> Monitor:
@@ -348,9 +388,10 @@ def _may_see(viewer: Viewer, event: GradeEvent) -> bool:
 
 
 @contextmanager
-def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
-    """Count the subscription while it runs; refuse it beyond the limits. The check
-    and the claim happen without an await in between, so they cannot race."""
+def _slot(ctx: Context, monitor: Monitor, field: str) -> Iterator[None]:
+    """Count the subscription (under its root field) while it runs; refuse it
+    beyond the limits. The check and the claim happen without an await in between,
+    so they cannot race."""
     limits = ctx.services.limits
     registry = monitor.registry
     if ctx.connection.subscriptions >= limits.max_subscriptions_per_connection:
@@ -377,7 +418,7 @@ def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
         )
     ctx.connection.subscriptions += 1
     held[identity] = held.get(identity, 0) + 1
-    registry.subscription_started()
+    registry.subscription_started(field)
     try:
         yield
     finally:
@@ -386,12 +427,19 @@ def _slot(ctx: Context, monitor: Monitor) -> Iterator[None]:
             held[identity] = left
         else:
             del held[identity]
-        registry.subscription_ended()
+        registry.subscription_ended(field)
 
 
 @contextmanager
-def _queue(bus: EventBus, topic: str, maxsize: int) -> Iterator[Subscription]:
-    subscription = bus.subscribe(topic, maxsize)
+def _queue(
+    monitor: Monitor, topic: str, maxsize: int, field: str
+) -> Iterator[Subscription]:
+    """The stream's queue on the monitor's bus; an item it drops is counted: a
+    latest-only queue's as superseded, a backlog's as an overflow."""
+    subscription = monitor.bus.subscribe(topic, maxsize)
+    signals = monitor.registry.subscriptions
+    reason = SUPERSEDED if maxsize == LATEST_ONLY else OVERFLOW
+    subscription.on_drop = lambda: signals.drop(field, reason)
     try:
         yield subscription
     finally:
@@ -400,14 +448,19 @@ def _queue(bus: EventBus, topic: str, maxsize: int) -> Iterator[Subscription]:
 
 @contextmanager
 def _backlog(
-    ctx: Context, bus: EventBus, topic: str, what: str
+    ctx: Context, monitor: Monitor, topic: str, what: str, field: str
 ) -> Iterator[Subscription]:
     """A queue of BACKLOG items that closes the connection with 1013 the moment it
     must drop one: the stream would see that at its next read, but a client that
-    reads nothing keeps its stream waiting on a send, never reading again."""
-    with _queue(bus, topic, BACKLOG) as queue:
+    reads nothing keeps its stream waiting on a send, never reading again. What
+    it still holds when the stream ends then never goes out."""
+    with _queue(monitor, topic, BACKLOG, field) as queue:
         queue.on_overflow = lambda: _close_behind(ctx, what)
-        yield queue
+        try:
+            yield queue
+        finally:
+            if queue.dropped and (left := len(queue)):
+                monitor.registry.subscriptions.drop(field, SLOW_CLIENT_CLOSED, left)
 
 
 def _close_behind(ctx: Context, what: str) -> None:
@@ -419,15 +472,23 @@ async def _paced(
     interval_ms: int,
     tick_s: float,
     when: Callable[[Any], float],
-) -> AsyncGenerator[Any, None]:
-    """The first item at or after each interval (due_after)."""
+) -> AsyncGenerator[tuple[Any, float], None]:
+    """The first item at or after each interval (due_after), with when it
+    arrived (time.perf_counter())."""
     due = float("-inf")
     while True:
-        item = await queue.get()
+        item, at = await queue.get_timed()
         following = due_after(when(item), due, interval_ms, tick_s)
         if following is not None:
             due = following
-            yield item
+            yield item, at
+
+
+def _sent(signals: SubscriptionSignals, field: str, at: float) -> None:
+    """An item that arrived at `at` went to the subscriber (the stream resumes
+    once its event was sent)."""
+    signals.sent(field)
+    signals.fanned_out(time.perf_counter() - at)
 
 
 async def _fell_behind(ctx: Context, what: str) -> NoReturn:

@@ -24,6 +24,13 @@ class Page(Generic[T]):
     cursors: list[str]
     has_next: bool
     count: Callable[[], Awaitable[int]]
+    # Pages are read forwards: items come before this one when it was read `after`
+    # a cursor (Relay's hasPreviousPage, which may say so when it is cheap).
+    has_previous: bool = False
+
+    @property
+    def start_cursor(self) -> str | None:
+        return self.cursors[0] if self.cursors else None
 
     @property
     def end_cursor(self) -> str | None:

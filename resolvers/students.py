@@ -127,7 +127,7 @@ async def list_students(
     cursors = [
         encode_cursor(kind, _order_value(r, order_by), r.student_id) for r in rows
     ]
-    return Page(rows, cursors, has_next, count)
+    return Page(rows, cursors, has_next, count, has_previous=after is not None)
 
 
 def _raise_first(problems: list[Any]) -> None:

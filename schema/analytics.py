@@ -6,6 +6,7 @@ import strawberry
 
 from resolvers import analytics
 from schema.common import After, First, GradeLevel, Subject, ctx
+from schema.figures import figure
 from schema.students import StudentAnalytics, StudentConnection, SubjectStats
 
 
@@ -81,11 +82,11 @@ class ClassAnalytics:
         return cls(
             student_count=stats.student_count,
             grade_count=stats.grade_count,
-            mean=stats.mean,
-            median=stats.median,
-            std_dev=stats.std_dev,
-            min=stats.min,
-            max=stats.max,
+            mean=figure(stats.mean),
+            median=figure(stats.median),
+            std_dev=figure(stats.std_dev),
+            min=figure(stats.min),
+            max=figure(stats.max),
             letters=LetterCounts(**stats.letters),
             histogram=[
                 Bucket(from_=b.start, to=b.end, count=b.count) for b in stats.histogram
@@ -99,7 +100,7 @@ class ClassAnalytics:
 
 def _averages(rows: tuple[analytics.StudentAverage, ...]) -> list[StudentAverage]:
     return [
-        StudentAverage(student_id=r.student_id, name=r.name, average=r.average)
+        StudentAverage(student_id=r.student_id, name=r.name, average=figure(r.average))
         for r in rows
     ]
 

@@ -44,16 +44,38 @@ class OrderDirection(Enum):
     DESC = "DESC"
 
 
-@strawberry.type(description="Where a page ends and whether more follow.")
+@strawberry.interface(
+    description="An object with a global id (Relay's Global Object Identification): "
+    "`node(id:)` and `nodes(ids:)` read it back."
+)
+class Node:
+    id: strawberry.ID = strawberry.field(
+        description="The object's global id: opaque, stable, unique across types."
+    )
+
+
+@strawberry.type(description="Where a page starts and ends, and whether more follow.")
 class PageInfo:
     has_next_page: bool = strawberry.field(description="True when more items follow.")
+    has_previous_page: bool = strawberry.field(
+        description="True when items come before this page: when it was read with "
+        "`after` (pages are read forwards only)."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The first item's cursor; null on an empty page."
+    )
     end_cursor: str | None = strawberry.field(
         description="Pass as `after` to read the next page; null on an empty page."
     )
 
     @classmethod
     def of(cls, page: Page[Any]) -> PageInfo:
-        return cls(has_next_page=page.has_next, end_cursor=page.end_cursor)
+        return cls(
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
+            start_cursor=page.start_cursor,
+            end_cursor=page.end_cursor,
+        )
 
 
 def edges(page: Page[R], edge: Callable[..., T], node: Callable[[R], Any]) -> list[T]:

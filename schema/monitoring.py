@@ -194,6 +194,16 @@ class CostSnapshot:
     top_operations: list[OperationCost] = strawberry.field(
         description="The 10 costliest."
     )
+    cost_per_hour: float = strawberry.field(
+        description="Dollars per hour spent over the last ALERT_COST_WINDOW_S "
+        "(10 minutes): the figure the high_cost alert compares with "
+        "ALERT_COST_PER_HOUR. Never extrapolated: a server younger than the window "
+        "shows what it spent so far, spread over the whole window."
+    )
+    cost_window_full: bool = strawberry.field(
+        description="Whether the meter has seen the whole window: high_cost judges "
+        "costPerHour only then (it neither fires nor resolves before)."
+    )
 
     @classmethod
     def from_model(cls, s: Any) -> CostSnapshot:
@@ -210,6 +220,8 @@ class CostSnapshot:
                 )
                 for o in s.top_operations
             ],
+            cost_per_hour=money(s.cost_per_hour),
+            cost_window_full=s.cost_window_full,
         )
 
 

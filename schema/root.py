@@ -13,7 +13,9 @@ from schema.monitoring import (
     MonitoringQuery,
     MonitoringSubscription,
 )
+from schema.nodes import NodeQuery
 from schema.students import StudentMutation, StudentQuery
+from schema.usage import UsageQuery
 
 # The order of the bases is the order of the fields in the schema.
 
@@ -27,7 +29,14 @@ from schema.students import StudentMutation, StudentQuery
     "null."
 )
 class Query(
-    MonitoringQuery, ImportQuery, AuditQuery, StudentQuery, GradeQuery, AnalyticsQuery
+    MonitoringQuery,
+    ImportQuery,
+    AuditQuery,
+    UsageQuery,
+    StudentQuery,
+    GradeQuery,
+    AnalyticsQuery,
+    NodeQuery,
 ):
     pass
 

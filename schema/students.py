@@ -10,11 +10,13 @@ import strawberry
 
 from db.records import StudentRecord
 from resolvers import analytics, grades, students
+from resolvers.nodes import STUDENT, global_id
 from resolvers.pagination import Page
 from schema.common import (
     After,
     First,
     GradeLevel,
+    Node,
     OrderDirection,
     PageInfo,
     ctx,
@@ -22,6 +24,7 @@ from schema.common import (
     set_fields,
 )
 from schema.errors import ConflictError, InvalidInputError, NotFoundError, attempt
+from schema.figures import figure
 from schema.grades import Grade
 
 STUDENT_FIELDS = ("student_id", "name", "email", "grade_level")
@@ -55,10 +58,10 @@ class SubjectStats:
         return cls(
             subject=row.subject,
             count=row.count,
-            average=row.average,
-            min=row.min,
-            max=row.max,
-            _latest=row.latest,
+            average=figure(row.average),
+            min=figure(row.min),
+            max=figure(row.max),
+            _latest=figure(row.latest),
             _of_class=of_class,
         )
 
@@ -73,7 +76,7 @@ class StudentAnalytics:
 
     @strawberry.field(description="Mean percentage of all grades; null without grades.")
     def average(self) -> float | None:
-        return self._value.stats.average
+        return figure(self._value.stats.average)
 
     @strawberry.field(
         description="Letter of the average: A >= 90, B >= 80, C >= 70, D >= 60, F."
@@ -85,21 +88,21 @@ class StudentAnalytics:
         description="Mean over subjects of each subject average's grade points (4.0 scale)."
     )
     def gpa(self) -> float | None:
-        return self._value.stats.gpa
+        return figure(self._value.stats.gpa)
 
     @strawberry.field(
         description="Least-squares slope of percentage against time, points per 30 days; "
         "null with fewer than 3 grades."
     )
     def trend_per_month(self) -> float | None:
-        return self._value.stats.trend_per_month
+        return figure(self._value.stats.trend_per_month)
 
     @strawberry.field(
         description="Mid-rank percentile of the average among the students of the same "
         "grade level: 100 * (below + 0.5 * ties) / count."
     )
     async def percentile(self, info: strawberry.Info) -> float | None:
-        return await analytics.percentile_of(ctx(info), self._value.student)
+        return figure(await analytics.percentile_of(ctx(info), self._value.student))
 
     @strawberry.field(
         description="Average below AT_RISK_AVERAGE or trend below AT_RISK_TREND."
@@ -120,9 +123,10 @@ class StudentAnalytics:
     description="A student. Admins read every student, teachers the students of "
     "their grade levels, students only themselves."
 )
-class Student:
+class Student(Node):
     student_id: str = strawberry.field(
-        description="The student's public id, e.g. S00001."
+        description="The student's public id, e.g. S00001 (changes with "
+        "studentUpdate; `id` does not)."
     )
     name: str = strawberry.field(description="Full name.")
     email: str = strawberry.field(description="Email address (stored lower-case).")
@@ -142,6 +146,13 @@ class Student:
             created_at=row.created_at,
             _record=row,
         )
+
+    @strawberry.field(
+        description="The student's global id (Relay): opaque and stable, also when "
+        "studentId changes; `node(id:)` reads the student back."
+    )
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(global_id(STUDENT, self._record.id))
 
     @strawberry.field(description="All of the student's grades, oldest first.")
     def grades(

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 import strawberry
+from graphql import GraphQLObjectType
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.schema import StreamResult
 
@@ -19,9 +20,10 @@ from schema.scalars import SCALARS
 from server.audit import AuditExtension
 from server.errors import ErrorCodes
 from server.execution import executor_class
-from server.gate import DocumentGate, Documents
+from server.gate import DocumentGate, Documents, graphql_schema
 from server.limits import QueryLimits
 from server.pipeline import Pipeline
+from server.usage import schema_fields, subscription_fields
 
 
 class GradePulseSchema(strawberry.Schema):
@@ -78,7 +80,11 @@ def build_schema(
     their compiled plans (server/pipeline.py); only with no `outer_extensions` or
     `extra_extensions`, which must see every operation."""
     documents = Documents(
-        limits or QueryLimits(), introspection=introspection, suggestions=suggestions
+        limits or QueryLimits(),
+        introspection=introspection,
+        suggestions=suggestions,
+        # Each operation admitted counts its fields (monitoring/usage.py).
+        usage=monitor.usage if monitor is not None else None,
     )
     schema = GradePulseSchema(
         query=Query,
@@ -111,8 +117,33 @@ def build_schema(
         ],
     )
     schema.documents = documents
+    _drop_type_checks(schema)
     if query_plans and not outer_extensions and not extra_extensions:
         schema.pipeline = Pipeline(
             schema, monitor=monitor, audit=audit, server_errors=server_errors
         )
     return schema
+
+
+def _drop_type_checks(schema: strawberry.Schema) -> None:
+    """Strawberry gives each implementation of an interface an `is_type_of` check,
+    which graphql-core calls for every object of the type, wherever it is returned.
+    The Node interface resolves an object's type by its class (Strawberry's
+    interface `resolve_type`), and each field returning Student or Grade returns
+    one (Student.grades: the records, which have every attribute Grade reads): the
+    check only cost a call per object and kept those types off the executor's
+    fast path (server/execution.py), so it goes."""
+    for graphql_type in schema._schema.type_map.values():
+        if isinstance(graphql_type, GraphQLObjectType) and any(
+            interface.name == "Node" for interface in graphql_type.interfaces
+        ):
+            graphql_type.is_type_of = None
+
+
+def declare_usage(schema: strawberry.Schema, monitor: Monitor) -> None:
+    """The schema's fields and subscription root fields to the monitor: their
+    usage and subscription series exist from the start, at 0, and fieldUsage lists
+    every field (with monitoring switched off too)."""
+    core = graphql_schema(schema)
+    monitor.usage.declare(schema_fields(core))
+    monitor.registry.subscriptions.declare(subscription_fields(core))

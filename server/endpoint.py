@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from resolvers.context import Services
 from server.fanout import FanOut
 from server.http import GraphQLHTTP, HTTPLimits
+from server.persisted import PersistedOperations
 from server.websocket import GraphQLWebSocket
 
 
@@ -25,8 +26,10 @@ class GraphQLEndpoint:
         limits: HTTPLimits,
         graphiql: Path | None,
         allowed_origins: list[str],
+        persisted: PersistedOperations | None = None,
     ) -> None:
         self.schema = schema
+        persisted = persisted or PersistedOperations()
         pipeline = getattr(schema, "pipeline", None)
         self.http = GraphQLHTTP(
             schema=schema,
@@ -34,6 +37,7 @@ class GraphQLEndpoint:
             limits=limits,
             ide_html=graphiql.read_text() if graphiql is not None else None,
             pipeline=pipeline,
+            persisted=persisted,
         )
         fanout = (
             FanOut(pipeline, pipeline.monitor)
@@ -41,7 +45,11 @@ class GraphQLEndpoint:
             else None
         )
         self.websocket = GraphQLWebSocket(
-            services, schema=schema, allowed_origins=allowed_origins, fanout=fanout
+            services,
+            schema=schema,
+            allowed_origins=allowed_origins,
+            fanout=fanout,
+            persisted=persisted,
         )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

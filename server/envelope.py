@@ -4,6 +4,8 @@ answers a request that cannot run."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from server.errors import coded_error
 
 # The longest operationName a request may give (the cost records keep as many).
 MAX_OPERATION_NAME_CHARS = 200
+PERSISTED_QUERY_VERSION = 1
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class Refusal(Exception):
@@ -49,10 +53,14 @@ class Refusal(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Operation:
+    # Empty when the request names its document by hash only (persisted_hash):
+    # server/persisted.py puts the document in before anything runs.
     query: str
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
+    # extensions.persistedQuery.sha256Hash (lower-case hex), when given.
+    persisted_hash: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """The operation as a WebSocket payload: what Strawberry's handlers run."""
@@ -71,11 +79,22 @@ def parse_operation(data: Any, *, where: str = "the request") -> Operation:
     a Refusal (400, BAD_USER_INPUT) when a member has the wrong type."""
     if not isinstance(data, dict):
         raise Refusal(400, f"{where} must be a JSON object")
+    extensions = data.get("extensions")
+    if extensions is not None and not isinstance(extensions, dict):
+        raise Refusal(400, "`extensions` must be an object or null")
+    persisted = _persisted_hash(extensions)
     query = data.get("query")
     if query is None or query == "":
-        raise Refusal(400, f"{where} has no `query`")
-    if not isinstance(query, str):
+        if persisted is None:
+            raise Refusal(400, f"{where} has no `query`")
+        query = ""  # named by its hash: the stored document runs
+    elif not isinstance(query, str):
         raise Refusal(400, "`query` must be a string")
+    elif persisted is not None and document_hash(query) != persisted:
+        raise Refusal(
+            400,
+            "extensions.persistedQuery.sha256Hash is not the sha256 of `query`",
+        )
     variables = data.get("variables")
     if variables is not None and not isinstance(variables, dict):
         raise Refusal(400, "`variables` must be an object or null")
@@ -89,10 +108,36 @@ def parse_operation(data: Any, *, where: str = "the request") -> Operation:
             400,
             f"`operationName` is longer than {MAX_OPERATION_NAME_CHARS} characters",
         )
-    extensions = data.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise Refusal(400, "`extensions` must be an object or null")
-    return Operation(query, variables, name or None, extensions)
+    return Operation(query, variables, name or None, extensions, persisted)
+
+
+def document_hash(document: str) -> str:
+    """The sha256 hex of a document, as persisted operations name it."""
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+
+
+def _persisted_hash(extensions: dict[str, Any] | None) -> str | None:
+    """extensions.persistedQuery's hash (Apollo's protocol: version 1, the sha256
+    hex of the document), or None when the request names no document."""
+    if extensions is None or "persistedQuery" not in extensions:
+        return None
+    persisted = extensions["persistedQuery"]
+    if not isinstance(persisted, dict):
+        raise Refusal(400, "extensions.persistedQuery must be an object")
+    version = persisted.get("version")
+    if type(version) is not int or version != PERSISTED_QUERY_VERSION:
+        raise Refusal(
+            400,
+            f"extensions.persistedQuery.version must be {PERSISTED_QUERY_VERSION}",
+        )
+    digest = persisted.get("sha256Hash")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest.lower()):
+        raise Refusal(
+            400,
+            "extensions.persistedQuery.sha256Hash must be the sha256 of the "
+            "document, 64 hex digits",
+        )
+    return digest.lower()
 
 
 def operation_error(

@@ -11,7 +11,13 @@ charge already made (`Context.precharged`), which then words the error exactly a
 it always does. Each member keeps its own pacing (resolvers.live.due_after) and
 gets only the newest due frame when it reads slowly, as the general path's
 latest-only queue does; the group's work per tick does not grow with its members
-beyond setting a frame each."""
+beyond setting a frame each.
+
+A member counts in the subscription signals as the general path's subscriptions
+do: active while it runs, each frame it sends, each frame a newer one replaced
+before it went out (superseded), and per tick the time from the snapshot's
+publication to the group's last send of it (the fan-out histogram). Its
+operation's fields are counted once, when it joins."""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from graphql import (
 )
 
 from monitoring.monitor import METRICS, Monitor
+from monitoring.subscriptions import SUPERSEDED, SubscriptionSignals
 from resolvers import live
 from resolvers.context import Context
 from resolvers.errors import ClientError
@@ -39,6 +46,7 @@ from server.execution import Fallback
 from server.gate import rate_limit_extension
 from server.pipeline import Pipeline, Plans, named, selected
 from server.plan import FieldPlan, NotPlanned, ObjectCompleter, Run, attributes_only
+from server.usage import count_once
 
 log = logging.getLogger("gradepulse.fanout")
 SHARED_FIELDS = frozenset({"metrics"})
@@ -56,6 +64,27 @@ class Shared:
     name: str | None  # the operation's name as the monitor records it
 
 
+class Tick:
+    """One snapshot on its way to a group's due members: when it was published,
+    how many members have yet to send or lose it, and the latest send. When the
+    last has, the fan-out histogram observes publication to latest send."""
+
+    __slots__ = ("at", "last", "signals", "waiting")
+
+    def __init__(self, signals: SubscriptionSignals, at: float, waiting: int) -> None:
+        self.signals = signals
+        self.at = at
+        self.waiting = waiting
+        self.last: float | None = None
+
+    def done(self, sent: bool) -> None:
+        if sent:
+            self.last = time.perf_counter()
+        self.waiting -= 1
+        if self.waiting == 0 and self.last is not None:
+            self.signals.fanned_out(self.last - self.at)
+
+
 @dataclass(eq=False)
 class Member:
     """One subscriber of a group: where its frames go and when it is due next."""
@@ -65,8 +94,16 @@ class Member:
     interval_ms: int
     due: float = float("-inf")
     frame: str | None = None
+    tick: Tick | None = None  # the frame's
     switch: bool = False  # the group could not run a tick: go the general way
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def lose_frame(self) -> None:
+        """The waiting frame will not go out: its tick stops waiting for it."""
+        self.frame = None
+        if self.tick is not None:
+            self.tick.done(False)
+            self.tick = None
 
 
 class Group:
@@ -100,10 +137,14 @@ class Group:
         completer = self.shared.field.completer
         assert isinstance(completer, ObjectCompleter)
         plan = completer.plan
+        signals = monitor.registry.subscriptions
+        name = self.shared.field.field_name
         queue = monitor.bus.subscribe(METRICS, live.LATEST_ONLY)
+        # A snapshot the group itself missed: none of its members gets it.
+        queue.on_drop = lambda: signals.drop(name, SUPERSEDED, len(self.members))
         try:
             while True:
-                snapshot = await queue.get()
+                snapshot, published = await queue.get_timed()
                 at = snapshot.at.timestamp()
                 due = []
                 for member in self.members:
@@ -128,8 +169,13 @@ class Group:
                         member.switch = True
                         member.wake.set()
                     continue
+                tick = Tick(signals, published, len(due))
                 for member in due:
+                    if member.frame is not None:  # still unsent: this one replaces it
+                        signals.drop(name, SUPERSEDED)
+                        member.lose_frame()
                     member.frame = member.prefix + body + member.suffix
+                    member.tick = tick
                     member.wake.set()
         finally:
             queue.close()
@@ -185,6 +231,7 @@ class FanOut:
         except GraphQLError:
             return operation
         interval_ms = arguments.get("interval_ms", 1000)
+        usage = self.pipeline.usage
         limiter = operation.services.rate_limiter
         rate = None
         if limiter is not None:
@@ -197,6 +244,8 @@ class FanOut:
         try:
             with live.metrics_feed(operation, interval_ms):
                 operation.precharged = None
+                if usage is not None:  # admitted (the general path would count it)
+                    count_once(usage, ready.fields, operation)
                 member = _member(operation_id, legacy, interval_ms, self.monitor, rate)
                 return await self._stream(operation, shared, variables, member, send)
         except Exception as error:
@@ -229,6 +278,8 @@ class FanOut:
         if group is None:
             group = self.groups[key] = Group(self, key, shared)
         group.join(member)
+        signals = self.monitor.registry.subscriptions
+        name = shared.field.field_name
         started = time.perf_counter()
         try:
             while True:
@@ -239,9 +290,19 @@ class FanOut:
                     operation.precharged = operation.rate
                     return operation
                 frame, member.frame = member.frame, None
+                tick, member.tick = member.tick, None
                 if frame is not None:
-                    await send(frame)
+                    try:
+                        await send(frame)
+                    except BaseException:
+                        if tick is not None:
+                            tick.done(False)
+                        raise
+                    if tick is not None:
+                        tick.done(True)
+                    signals.sent(name)
         finally:
+            member.lose_frame()
             group.leave(member)
             if not member.switch:
                 self.monitor.record_operation(

@@ -37,8 +37,10 @@ from server.limits import (
     nesting_error,
     placeholder_document,
 )
+from server.usage import count_once, operation_cells
 
 if TYPE_CHECKING:
+    from monitoring.usage import FieldCell, FieldUsageMeter
     from resolvers.ratelimit import RateLimiter, RateState
 
 DOCUMENT_CACHE_SIZE = 1000
@@ -64,6 +66,8 @@ class Prepared:
     rules: tuple[Any, ...] | None = None
     errors: list[GraphQLError] = field(default_factory=list)
     costs: dict[str | None, Price] = field(default_factory=dict)
+    # The meter's cells of each operation's fields (server/usage.py), worked out once.
+    fields: dict[str | None, tuple[FieldCell, ...]] = field(default_factory=dict)
 
 
 class Documents:
@@ -77,8 +81,11 @@ class Documents:
         introspection: bool = True,
         suggestions: bool = True,
         maxsize: int = DOCUMENT_CACHE_SIZE,
+        usage: FieldUsageMeter | None = None,
     ) -> None:
         self.limits = limits
+        # Counts the fields of each operation admitted (monitoring/usage.py).
+        self.usage = usage
         self.extra_rules: tuple[Any, ...] = (
             () if introspection else (NoSchemaIntrospectionCustomRule,)
         )
@@ -316,6 +323,11 @@ class DocumentGate(SchemaExtension):
                 return [rate_limited_error(rate)]
             if price.estimated:
                 self.estimated_cost = cost
+        if (usage := self.documents.usage) is not None:
+            cells = operation_cells(
+                usage, prepared.fields, schema, prepared.document, operation_name
+            )
+            count_once(usage, cells, app)
         return []
 
     async def on_execute(self) -> AsyncIterator[None]:

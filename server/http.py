@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from graphql import GraphQLError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -38,8 +39,14 @@ from resolvers.ratelimit import RateState
 from resolvers.viewer import Viewer
 from server.deadlines import Deadlines
 from server.envelope import Operation, Refusal, parse_operation
-from server.errors import DB_UNAVAILABLE_ERRORS, DB_UNAVAILABLE_MESSAGE, timeout_error
+from server.errors import (
+    DB_UNAVAILABLE_ERRORS,
+    DB_UNAVAILABLE_MESSAGE,
+    coded_error,
+    timeout_error,
+)
 from server.gate import rate_limit_extension
+from server.persisted import PersistedOperations
 from server.pipeline import Pipeline
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -74,9 +81,11 @@ class GraphQLHTTP:
         limits: HTTPLimits,
         ide_html: str | None = None,
         pipeline: Pipeline | None = None,
+        persisted: PersistedOperations | None = None,
     ) -> None:
         self.schema = schema
         self.pipeline = pipeline
+        self.persisted = persisted or PersistedOperations()
         self.services = services
         self.limits = limits
         self.deadlines = Deadlines(limits.operation_timeout_s)
@@ -296,6 +305,16 @@ class GraphQLHTTP:
     async def _execute(
         self, method: str, operation: Operation, context: Context
     ) -> ExecutionResult:
+        try:
+            operation = await self.persisted.resolve(operation, context.viewer)
+        except ClientError as error:
+            # Not run: a request error (400 under application/graphql-response+json,
+            # 200 under application/json, which Apollo's clients expect).
+            coded = coded_error(error.code, str(error), context.request_id)
+            return ExecutionResult(
+                data=None,
+                errors=[GraphQLError(coded["message"], extensions=coded["extensions"])],
+            )
         timeout = self.limits.operation_timeout_s
         started = time.perf_counter()
         try:

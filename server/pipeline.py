@@ -49,6 +49,7 @@ from server.gate import (
 )
 from server.plan import NotPlanned, OperationPlan, Planner
 from server.steps import STEPS
+from server.usage import count_once, operation_cells
 
 log = logging.getLogger("gradepulse.plans")
 PLAN_CACHE_SIZE = 1000
@@ -112,6 +113,8 @@ class Ready:
     variables: Any  # graphql-core's VariableValues, or None
     # The query's points when a list counted its estimate (settle_cost after).
     estimated_cost: int | None = None
+    # The meter's cells of the operation's fields (server/usage.py).
+    fields: tuple[Any, ...] = ()
 
 
 class Pipeline:
@@ -135,6 +138,8 @@ class Pipeline:
         self.audit = audit
         self.server_errors = server_errors
         self.plans = Plans(self._compile)
+        # Counts each operation's fields (monitoring/usage.py), as the gate does.
+        self.usage = monitor.usage if monitor is not None else None
         registry = monitor.registry if monitor is not None else None
         self._timings = registry.record_resolver if registry is not None else None
         self._fallback_counter = (
@@ -188,12 +193,16 @@ class Pipeline:
             if isinstance(values, list):
                 return INVALID
             coerced = values
+        usage = self.usage
         return Ready(
             plan,
             named(definition, operation_name),
             price.charge,
             coerced,
             price.cost if price.estimated else None,
+            operation_cells(usage, prepared.fields, self.core, document, operation_name)
+            if usage is not None
+            else (),
         )
 
     def _compile(
@@ -229,6 +238,10 @@ class Pipeline:
             if not rate.allowed:
                 context.precharged = rate
                 return self._fallback(RATE_LIMITED)
+        if self.usage is not None:
+            # Admitted: counted here, and not again by the general path if it
+            # takes the operation over.
+            count_once(self.usage, ready.fields, context)
         record: OperationAudit | None = None
         if self.audit:
             record = context.operation = OperationAudit(lambda: ready.plan.label)

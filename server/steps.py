@@ -15,6 +15,7 @@ from typing import Any
 
 from resolvers import grades
 from resolvers.grades import GRADE_ROW_COLUMNS, percentage
+from resolvers.nodes import GRADE, global_id
 from server.plan import (
     Batch,
     FieldPlan,
@@ -26,9 +27,11 @@ from server.plan import (
     leaf_expression,
 )
 
-# Grade's fields as the rows give them: (columns read, expression over them).
+# Grade's fields as the rows give them: (columns read, expression over them), by
+# attribute (basic fields) or, for the fields with a resolver, "Grade.<field>".
 _GRADE_FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
-    "id": (("id",), "{id}"),
+    "Grade.id": (("id",), "global_id(GRADE, {id})"),
+    "grade_id": (("id",), "{id}"),
     "student_id": (("student_id",), "{student_id}"),
     "subject": (("subject",), "{subject}"),
     "score": (("score",), "{score}"),
@@ -47,7 +50,7 @@ class GradeRows:
         self, columns: tuple[str, ...], entries: list[tuple[str, str | None, Any]]
     ) -> None:
         self.columns = columns
-        # (response name, Grade attribute or None for __typename, field type)
+        # (response name, _GRADE_FIELDS key or None for __typename, field type)
         self.entries = entries
         self._builds: dict[tuple[str, ...], Build] = {}
 
@@ -60,7 +63,11 @@ class GradeRows:
     def _compile(self, selected: tuple[str, ...]) -> Build:
         # The statement selects the student id first, then `selected`.
         index = {name: f"r[{i + 1}]" for i, name in enumerate(selected)}
-        namespace: dict[str, Any] = {"percentage": percentage}
+        namespace: dict[str, Any] = {
+            "percentage": percentage,
+            "global_id": global_id,
+            "GRADE": GRADE,
+        }
         entries: list[tuple[str, str]] = []
         for position, (response_name, attribute, field_type) in enumerate(self.entries):
             if attribute is None:
@@ -80,8 +87,10 @@ def _grades_step(
 ) -> tuple[Batch, GradeRows] | None:
     """The step for `Student.grades` when every selected Grade field is a column or
     computed from columns; None (the resolver runs) otherwise."""
-    if grade_plan is None or grade_plan.nested or grade_plan.steps:
+    if grade_plan is None or grade_plan.nested:
         return None
+    if any(step.timing_name not in _GRADE_FIELDS for step in grade_plan.steps):
+        return None  # a resolver this step cannot compute from columns
     core_type = planner.core.get_type(grade_plan.type_name)
     columns: list[str] = []
     entries: list[tuple[str, str | None, Any]] = []
@@ -89,12 +98,13 @@ def _grades_step(
         if field_plan is None:
             entries.append((response_name, None, None))
             continue
-        known = _GRADE_FIELDS.get(field_plan.attribute or "")
+        key = field_plan.attribute or field_plan.timing_name
+        known = _GRADE_FIELDS.get(key)
         field_type = core_type.fields[field_plan.field_name].type  # type: ignore[union-attr]
         if known is None or leaf_expression("v", field_type, "c", {}) is None:
             return None
         columns.extend(c for c in known[0] if c not in columns)
-        entries.append((response_name, field_plan.attribute, field_type))
+        entries.append((response_name, key, field_type))
     if not set(columns) <= GRADE_ROW_COLUMNS:
         return None
     plan.completer = ReadyCompleter()

@@ -77,6 +77,7 @@ from server.errors import (
     timeout_error,
 )
 from server.fanout import FanOut
+from server.persisted import PersistedOperations
 
 log = logging.getLogger("gradepulse.websocket")
 
@@ -285,16 +286,24 @@ class ConnectionGuard:
             log.exception("the credential watch failed")
 
 
-def read_payload(message: Any, request_id: str | None) -> dict[str, Any] | None:
+async def read_payload(
+    message: Any, context: Any, persisted: PersistedOperations | None
+) -> dict[str, Any] | None:
     """Check an operation message's payload as HTTP checks a request, and put the
-    operation back as the envelope reads it (an empty operationName is none); the
-    coded error for a payload HTTP would refuse too, else None."""
+    operation back as the envelope reads it (an empty operationName is none), with
+    its document when it names one by hash (persisted operations); the coded error
+    for a payload HTTP would refuse too, else None."""
+    request_id = _request_id(context)
     try:
         operation = parse_operation(
             message.get("payload"), where="an operation's payload"
         )
+        if persisted is not None:
+            operation = await persisted.resolve(operation, context.viewer)
     except Refusal as refusal:
         return refusal.error(request_id)
+    except ClientError as error:  # PERSISTED_QUERY_NOT_FOUND and _REQUIRED
+        return coded_error(error.code, str(error), request_id)
     message["payload"] = operation.payload()
     return None
 
@@ -350,7 +359,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged:
-            error = read_payload(message, _request_id(self.context))
+            error = await read_payload(
+                message, self.context, getattr(self.view, "persisted", None)
+            )
             if error is not None:
                 await self.send_message(
                     {"type": "error", "id": str(message.get("id")), "payload": [error]}
@@ -501,7 +512,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             # Strawberry would fail on a bad payload and drop the operation or the
             # connection, and would silently replace a running operation.
             request_id = _request_id(self.context)
-            error = read_payload(message, request_id)
+            error = await read_payload(
+                message, self.context, getattr(self.view, "persisted", None)
+            )
             if error is None and operation_id in self.tasks:
                 error = coded_error(
                     ErrorCode.BAD_USER_INPUT,
@@ -641,6 +654,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         schema: Any,
         allowed_origins: list[str],
         fanout: FanOut | None = None,
+        persisted: PersistedOperations | None = None,
     ) -> None:
         super().__init__(
             schema=schema,
@@ -656,6 +670,8 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         self.services = services
         # Shares the work of `metrics` subscribers' events (server/fanout.py).
         self.fanout = fanout
+        # Documents named by hash, and the PERSISTED_OPERATIONS mode.
+        self.persisted = persisted
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         client = request.client.host if request.client else None

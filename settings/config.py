@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     alert_response_time_ms: float = Field(500.0, ge=0)
     alert_memory_mb: float = Field(300.0, ge=0)
     alert_cost_per_hour: float = Field(1.0, ge=0)
+    # high_cost's window: judged once the cost meter has seen this much (at most
+    # the hour the meter keeps).
+    alert_cost_window_s: float = Field(600.0, gt=0, le=3600)
     alert_cooldown_seconds: float = Field(300.0, ge=0)
     alert_rules: str | None = None
     alert_log_path: str = "alert.log"
@@ -134,6 +137,17 @@ class Settings(BaseSettings):
     rate_limit_teacher: int = Field(50_000, ge=1)
     rate_limit_admin: int = Field(200_000, ge=1)
 
+    # Persisted operations (server/persisted.py): off, audit (documents outside the
+    # manifest run, and are counted and logged with their hash) or require (only
+    # the manifest's documents run). The manifest maps sha256 hex to a document, as
+    # Relay and GraphQL Codegen write it; the dashboard's own are always in it.
+    persisted_operations: Literal["off", "audit", "require"] | None = None
+    persisted_operations_manifest: str | None = None
+    persisted_operations_admin_bypass: bool = False
+    # Automatic persisted queries: how many documents a worker keeps without Redis,
+    # and how long Redis keeps one after it was last registered.
+    persisted_queries_max: int = Field(10_000, ge=1)
+    persisted_queries_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     # Hardening.
     introspection_enabled: bool | None = None
     cors_origins: str = ""
@@ -207,6 +221,23 @@ class Settings(BaseSettings):
                     f"{pattern!r}: a host, or `*.` and a domain (*.example.org)"
                 )
         return value
+
+    @field_validator("persisted_operations", mode="before")
+    @classmethod
+    def _persisted_mode(cls, value: Any) -> Any:
+        return value.strip().lower() or None if isinstance(value, str) else value
+
+    @field_validator("persisted_operations_manifest", mode="before")
+    @classmethod
+    def _blank_manifest_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @property
+    def persisted_operations_mode(self) -> str:
+        """PERSISTED_OPERATIONS, else off in development and audit elsewhere."""
+        if self.persisted_operations is not None:
+            return self.persisted_operations
+        return "off" if self.environment == "development" else "audit"
 
     @field_validator("jwt_audience", mode="before")
     @classmethod

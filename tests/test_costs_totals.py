@@ -12,6 +12,7 @@ import pytest
 from monitoring.costs import (
     COSTS_HEADER,
     CostMeter,
+    CostRate,
     OperationCost,
 )
 from tests.factories.costs import (
@@ -164,16 +165,20 @@ async def test_cost_per_hour_over_the_last_10_minutes(
     clock.now = at(10, 0, 30)
     meter.record("Students", 100, 0)  # $0.01
 
-    assert meter.cost_per_hour() == 1.2  # over the 30 s the meter has lived
+    # $0.01 in the last 10 minutes, however young the meter: never extrapolated
+    # from its 30 s (that would say $1.20/h), and the window is not full yet.
+    assert meter.rate() == CostRate(0.06, window_full=False)
     clock.now = at(10, 1)
-    assert meter.cost_per_hour() == 0.6
-    assert meter.cost_per_hour(window_s=60) == 0.6
+    assert meter.rate() == CostRate(0.06, window_full=False)
+    assert meter.rate(window_s=60) == CostRate(0.6, window_full=True)
+    clock.now = at(10, 9, 59)
+    assert meter.rate() == CostRate(0.06, window_full=False)
     clock.now = at(10, 10)
-    assert meter.cost_per_hour() == 0.06
+    assert meter.rate() == CostRate(0.06, window_full=True)
     clock.now = at(10, 10, 29)
     assert meter.cost_per_hour() == 0.06
     clock.now = at(10, 10, 30)
-    assert meter.cost_per_hour() == 0.0
+    assert meter.rate() == CostRate(0.0, window_full=True)
 
 
 async def test_cost_per_hour_is_the_clusters_once_the_meter_has_synced(
@@ -189,27 +194,42 @@ async def test_cost_per_hour_is_the_clusters_once_the_meter_has_synced(
     await first.sync()
     await second.sync()
 
-    # $0.015 over the minute both have watched, whoever spent it.
-    assert second.cost_per_hour() == 0.9
+    # $0.015 in the minute both have watched, whoever spent it, over the window
+    # (10 minutes): its first minute only, so not full.
+    assert second.rate() == CostRate(0.09, window_full=False)
+    assert second.rate(window_s=60) == CostRate(0.9, window_full=True)
     second.record("Students", 100, 0)  # not sent yet: counted here at once
-    assert second.cost_per_hour() == 1.5
+    assert second.cost_per_hour() == 0.15
     await second.sync()
     await first.sync()
-    assert first.cost_per_hour() == 1.5
+    assert first.cost_per_hour() == 0.15
     clock.now = at(10, 10, 59)
     await first.sync()
-    assert first.cost_per_hour() == 0.15  # over the last 10 minutes
+    # over the last 10 minutes, which the meter has seen since its sync at 10:00
+    assert first.rate() == CostRate(0.15, window_full=True)
     clock.now = at(10, 11)
     assert first.cost_per_hour() == 0.0  # the window has moved past 10:01
 
 
-async def test_cost_per_hour_of_a_new_meter_spans_at_least_a_second(
+async def test_cost_per_hour_of_a_new_meter_is_not_extrapolated(
     make_meter: MakeMeter, tmp_path: Path
 ) -> None:
-    meter = make_meter(Clock(at(10)))
-    meter.record("Students", 1, 0)
+    # 41 operations of 3 statements in the meter's first second ($0.01271): over
+    # that second they would be $45.756/h; they are what the 10 minutes hold.
+    clock = Clock(at(10))
+    meter = make_meter(clock)
+    await meter.sync()  # read at start, as a worker does before serving
+    clock.now = at(10, 0, 1)
+    for _ in range(41):
+        meter.record("Students", 3, 1)
 
-    assert meter.cost_per_hour() == 0.36
+    assert meter.rate() == CostRate(0.07626, window_full=False)
+    snapshot = meter.snapshot()
+    assert (snapshot.cost_per_hour, snapshot.cost_window_full) == (0.07626, False)
+    await meter.sync()  # read back from the cluster's totals: the same figure
+    assert meter.rate() == CostRate(0.07626, window_full=False)
+    clock.now = at(10, 10)
+    assert meter.rate() == CostRate(0.07626, window_full=True)
 
 
 async def test_rows_closed_while_costs_csv_is_unwritable_are_appended_later(

@@ -5,21 +5,34 @@ test's temporary folder."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
+from graphql import parse, validate
 
-from monitoring.dashboard import DashboardPage, render_dashboard
+from monitoring.dashboard import DashboardPage, dashboard_documents, render_dashboard
+from server.gate import graphql_schema
 from tests.browser import Browser, chromium_path
-from tests.factories import TEST_JWT_SECRET, free_port, jwt_token, wait_until_up
+from tests.factories import (
+    TEST_JWT_SECRET,
+    TRANSPORT_WS,
+    free_port,
+    jwt_token,
+    wait_until_up,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = (
@@ -77,8 +90,13 @@ class Server:
             "ENVIRONMENT": "development",
             # Low enough that the load below (dollars per hour) fires high_cost on
             # any machine, high enough that the page's own query ($0.00001 in the
-            # server's first second: $0.036/h) does not.
+            # 2 s window: $0.018/h) does not.
             "ALERT_COST_PER_HOUR": "0.1",
+            # high_cost waits for a full window of spending: 2 s, not 10 minutes.
+            "ALERT_COST_WINDOW_S": "2",
+            # The page names its documents by hash (trusted); the tests' own
+            # clients send theirs whole (run, counted as untrusted).
+            "PERSISTED_OPERATIONS": "audit",
         }
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -391,6 +409,48 @@ def test_asks_for_an_api_key_when_the_server_requires_one(
         live.stop()
 
 
+def test_the_page_runs_where_only_trusted_documents_do(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """PERSISTED_OPERATIONS=require: the page names each of its documents by hash
+    (the server gives it the hashes), so its query and its three feeds run."""
+    chromium_path()
+    live = Server(tmp_path_factory.mktemp("trusted"))
+    live.env["PERSISTED_OPERATIONS"] = "require"
+    live.seed()
+    live.start()
+    browser = Browser()
+    try:
+        browser.goto(f"http://127.0.0.1:{live.port}/dashboard")
+        browser.wait_for(LIVE)
+        browser.wait_for("Number(document.body.dataset.updates) >= 2")
+        browser.wait_for(ACTIVE_SUBSCRIPTIONS_AT_LEAST_3)
+        browser.wait_for(PAGE_QUERY_ANSWERED)
+        problems = browser.evaluate(
+            "[...window.gradePulseDashboard.state.problems.values()]"
+        )
+        metrics = httpx.get(f"http://127.0.0.1:{live.port}/metrics", timeout=10).text
+        refused = httpx.post(
+            f"http://127.0.0.1:{live.port}/graphql",
+            json={"query": "{ subjects }"},
+            timeout=10,
+        ).json()
+    finally:
+        browser.close()
+        live.stop()
+    assert problems == []
+    counts = {
+        outcome: float(value)
+        for outcome, value in re.findall(
+            r'graphql_persisted_operations_total\{outcome="(\w+)"\} (\S+)', metrics
+        )
+    }
+    # The initial query and the three subscriptions, each by its hash.
+    assert counts["trusted"] >= 4
+    assert counts["untrusted"] == counts["refused"] == counts["not_found"] == 0
+    assert refused["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_REQUIRED"
+
+
 # Without a browser: the page's configuration and its HTTP answers.
 
 
@@ -408,6 +468,7 @@ def test_config_is_embedded_as_inert_json() -> None:
         "windowSeconds": 300,
         "intervalMs": 1000,
         "authRequired": False,
+        "documents": {},
     }
     assert "<script>alert(1)" not in html
 
@@ -429,3 +490,109 @@ async def test_page_answers_get_and_head_only() -> None:
     assert (head.status_code, head.content) == (200, b"")
     assert head.headers["content-length"] == str(len(got.content))
     assert (post.status_code, post.headers["allow"]) == (405, "GET, HEAD")
+
+
+# The cost card shows the server's costPerHour: the figure high_cost compares.
+
+DASHBOARD_JS = ROOT / "static/dashboard/dashboard.js"
+COST_CARD_NOTE = "document.querySelector('[data-sub=\"totalCost\"]').textContent"
+COSTS_FEED = gql(
+    "subscription { costs(intervalMs: 1000) { totalCost costPerHour costWindowFull } }"
+)
+FEED_WAIT_S = 10
+PAGE_QUERY_ANSWERED = (
+    "performance.getEntriesByType('resource')"
+    ".some(e => e.name.endsWith('/graphql') && e.responseEnd > 0)"
+)
+
+
+async def test_the_pages_documents_read_the_rules_cost_figure(
+    make_api: Any, scratch_url: str
+) -> None:
+    # Without a browser too: the page's own documents against the schema, and its
+    # initial query's answer; the card's code takes the figure as it is.
+    api = await make_api(scratch_url, alert_cost_window_s=3600)
+    documents = dashboard_documents()
+    core = graphql_schema(api.app.state.schema)
+    source = DASHBOARD_JS.read_text(encoding="utf-8")
+
+    body = await api.post(documents["DashboardInitial"])
+
+    assert "costPerHour costWindowFull" in documents["DashboardCostsFeed"]
+    assert sorted(documents) == [
+        "DashboardAlertsFeed",
+        "DashboardCostsFeed",
+        "DashboardInitial",
+        "DashboardMetricsFeed",
+    ]
+    for name, document in documents.items():
+        assert validate(core, parse(document)) == [], name
+    costs = body["data"]["costs"]
+    # an hour's window holds all this young server spent: the figure is the total
+    assert (costs["costPerHour"], costs["costWindowFull"]) == (
+        costs["totalCost"],
+        False,
+    )
+    assert (
+        "state.costRate = { perHour: c.costPerHour, full: Boolean(c.costWindowFull) }"
+        in source
+    )
+    assert 'lvl = level(rate.perHour, T.high_cost, "above");' in source
+    assert "costHistory" not in source  # no estimate of the page's own
+
+
+async def _server_cost_rate(port: int) -> dict[str, Any]:
+    transport = WebsocketsTransport(
+        url=f"ws://127.0.0.1:{port}/graphql", subprotocols=[TRANSPORT_WS]
+    )
+    async with Client(
+        transport=transport, fetch_schema_from_transport=False
+    ) as session:
+        async for item in session.subscribe(COSTS_FEED):
+            costs: dict[str, Any] = item["costs"]
+            return costs
+    raise AssertionError("the costs feed ended")
+
+
+def test_the_cost_card_shows_the_rules_figure(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    chromium_path()
+    live = Server(tmp_path_factory.mktemp("dashboard-cost"))
+    # An hour's window: the figure stays what was spent while the server idles.
+    live.env["ALERT_COST_WINDOW_S"] = "3600"
+    live.seed()
+    live.start()
+    try:
+        for query in QUERIES:  # some spending before the page opens
+            httpx.post(
+                f"http://127.0.0.1:{live.port}/graphql",
+                json={"query": query},
+                timeout=5,
+            ).raise_for_status()
+        browser = Browser()
+        try:
+            browser.goto(f"http://127.0.0.1:{live.port}/dashboard")
+            browser.wait_for("Number(document.body.dataset.updates) >= 2")
+            # the page's own query (over HTTP, so charged) has been answered
+            browser.wait_for(PAGE_QUERY_ANSWERED)
+            # read over a subscription, which costs nothing (a query would add)
+            costs = asyncio.run(
+                asyncio.wait_for(_server_cost_rate(live.port), FEED_WAIT_S)
+            )
+            expected = (
+                f"${costs['costPerHour']:.6f}/h so far (window filling) "
+                "· alert > $0.1/h"
+            )
+            browser.wait_for(f"{COST_CARD_NOTE} === {json.dumps(expected)}", timeout=5)
+            level = browser.evaluate(
+                "document.querySelector('[data-card=\"totalCost\"]').dataset.level"
+            )
+        finally:
+            browser.close()
+    finally:
+        live.stop()
+
+    assert costs["costWindowFull"] is False
+    assert 0 < costs["costPerHour"] == costs["totalCost"]
+    assert level == "none"  # the rule does not judge it yet: nor does the card

@@ -32,6 +32,31 @@ MALFORMED = [
         {"query": "{ subjects }", "extensions": 7},
         "`extensions` must be an object or null",
     ),
+    # Persisted operations (Apollo's protocol): version 1 and the document's sha256.
+    (
+        {"extensions": {"persistedQuery": "abc"}},
+        "extensions.persistedQuery must be an object",
+    ),
+    (
+        {"extensions": {"persistedQuery": {"version": 2, "sha256Hash": "a" * 64}}},
+        "extensions.persistedQuery.version must be 1",
+    ),
+    (
+        {"extensions": {"persistedQuery": {"version": True, "sha256Hash": "a" * 64}}},
+        "extensions.persistedQuery.version must be 1",
+    ),
+    (
+        {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "xyz"}}},
+        "extensions.persistedQuery.sha256Hash must be the sha256 of the document, "
+        "64 hex digits",
+    ),
+    (
+        {
+            "query": "{ subjects }",
+            "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "a" * 64}},
+        },
+        "extensions.persistedQuery.sha256Hash is not the sha256 of `query`",
+    ),
 ]
 
 

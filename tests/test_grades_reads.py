@@ -19,6 +19,7 @@ from tests.factories.grades import (
     STORED_COLUMNS,
     STUDENT_GRADES,
     G,
+    global_grade_id,
     only_error,
 )
 from tests.factories.pages import (
@@ -39,7 +40,7 @@ def cursor_of(*parts: Any) -> str:
 def as_node(row: Any) -> dict[str, Any]:
     """A stored grade row as the API shows it."""
     return {
-        "id": str(row.id),
+        "id": global_grade_id(row.id),
         "studentId": row.student_id,
         "subject": row.subject,
         "score": row.score,
@@ -169,7 +170,7 @@ async def test_grades_pages_a_seeded_subject_in_order(seeded_api):
                 "SELECT id FROM grades WHERE subject = 'Math' ORDER BY recorded_at, id"
             )
         )
-        expected = [str(row[0]) for row in rows]
+        expected = [global_grade_id(row[0]) for row in rows]
     assert len(expected) > 100
 
     nodes = await all_grade_pages(seeded_api, first=100, subject="Math")

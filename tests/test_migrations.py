@@ -310,7 +310,7 @@ async def test_seed_if_empty_leaves_the_demo_database_at_head(tmp_path: Path):
 def refusal(current: str | None) -> str:
     return (
         f"refusing to start: the database is at migration {current or 'none'}, not at "
-        f"the latest ({HEAD}): run make migrate (python -m cli.migrate) first"
+        f"the latest ({HEAD}): run gradepulse migrate (make migrate) first"
     )
 
 

@@ -584,9 +584,11 @@ async def test_grade_writes_publish_the_stored_rows_once_committed(api: Any) -> 
         ("PUB-1", 4, 2),
         ("PUB-2", 5, 1),
     ]
-    stored = await api.post('{ grades(studentId: "PUB-1") { edges { node { id } } } }')
-    ids = [edge["node"]["id"] for edge in stored["data"]["grades"]["edges"]]
-    assert sorted(str(grade.id) for grade in write[0].grades) == sorted(ids)
+    stored = await api.post(
+        '{ grades(studentId: "PUB-1") { edges { node { gradeId } } } }'
+    )
+    ids = [edge["node"]["gradeId"] for edge in stored["data"]["grades"]["edges"]]
+    assert sorted(grade.id for grade in write[0].grades) == sorted(ids)
     assert [(g.subject, g.score) for g in write[0].grades] == [
         ("Math", 90.0),
         ("Art", 70.0),

@@ -8,7 +8,6 @@
   const config = readConfig();
   const T = config.thresholds; // rule id -> threshold
   const WINDOW_MS = config.windowSeconds * 1000;
-  const COST_RATE_WINDOW_MS = 10 * 60 * 1000; // high_cost reads the last 10 minutes
   const STALE_AFTER_MS = 5000;
 
   function readConfig() {
@@ -44,7 +43,7 @@
     }`;
   const COSTS_FIELDS = `
     fragment DashboardCosts on CostSnapshot {
-      totalCost dbCost apiCost dbQueries apiRequests
+      totalCost dbCost apiCost dbQueries apiRequests costPerHour costWindowFull
       currentPeriod { timestamp totalCost dbQueries apiRequests }
     }`;
   const ALERT_FIELDS = `
@@ -373,6 +372,9 @@
     updates: 0,
     lastUpdateAt: 0,
     costFromFeed: false,
+    // The server's costPerHour and costWindowFull (the high_cost rule's own figure)
+    // from the latest costs snapshot; null before the first one.
+    costRate: null,
     alerts: new Map(), // key -> event
     firing: new Set(), // rule ids whose latest event is a firing
     problems: new Map(), // source -> message
@@ -385,7 +387,6 @@
     memory: [],
     cost: [],
   };
-  const costHistory = []; // {t, y: total} over 10 minutes, for the $/h estimate
 
   function push(points, t, y, keep = WINDOW_MS) {
     points.push({ t, y });
@@ -460,36 +461,36 @@
     if (fromFeed) state.costFromFeed = true;
     const period = c.currentPeriod || {};
     if (fromFeed) addCostPoint(Date.now(), c.totalCost);
+    if (c.costPerHour != null) {
+      state.costRate = { perHour: c.costPerHour, full: Boolean(c.costWindowFull) };
+    }
     showCosts(c.totalCost, period.totalCost, c, period);
     scheduleRender();
   }
 
   function addCostPoint(t, total) {
     if (total == null) return;
-    const last = costHistory[costHistory.length - 1];
-    if (last && total < last.y) costHistory.length = 0; // a fresh meter
-    push(costHistory, t, total, COST_RATE_WINDOW_MS);
     push(series.cost, t, total);
   }
 
-  // Dollars per hour over what the page has seen of the last 10 minutes.
-  function costRate() {
-    if (costHistory.length < 2) return null;
-    const first = costHistory[0];
-    const last = costHistory[costHistory.length - 1];
-    const hours = (last.t - first.t) / 3600000;
-    if (hours < 3 / 3600) return null;
-    return (last.y - first.y) / hours;
+  // Dollars per hour as the server's high_cost rule sees them (costPerHour), so
+  // that the card and the alert agree: coloured against the threshold once the
+  // rule judges it (a full window); before, shown as what was spent so far.
+  function costRateText(rate) {
+    if (rate == null) return "$/h: waiting for the server";
+    if (!rate.full) return `${fmtMoney(rate.perHour)}/h so far (window filling)`;
+    return `${fmtMoney(rate.perHour)}/h`;
   }
 
   function showCosts(total, periodTotal, snapshot, period) {
-    const rate = costRate();
-    // The page's estimate covers only what it has seen; the server's high_cost rule
-    // has the last 10 minutes, so its firing wins.
-    const lvl = state.firing.has("high_cost")
-      ? "red"
-      : level(rate, T.high_cost, "above");
-    const rateText = rate == null ? "$/h: measuring" : `≈ ${fmtMoney(rate)}/h`;
+    const rate = state.costRate;
+    let lvl = "none";
+    if (state.firing.has("high_cost")) {
+      lvl = "red";
+    } else if (rate != null && rate.full) {
+      lvl = level(rate.perHour, T.high_cost, "above");
+    }
+    const rateText = costRateText(rate);
     setFigure(
       "totalCost",
       fmtMoney(total),
@@ -851,6 +852,19 @@
   const graphqlUrl = new URL(config.graphqlPath, window.location.href);
   const wsUrl = `${window.location.protocol === "https:" ? "wss:" : "ws:"}//${graphqlUrl.host}${graphqlUrl.pathname}`;
 
+  // The server reads the page's documents above and gives it each one's sha256
+  // (config.documents): the page names them by hash, as a persisted operation,
+  // which runs however PERSISTED_OPERATIONS is set; without a hash, the text.
+  function operation(name, text, variables) {
+    const hash = (config.documents || {})[name];
+    const body = hash
+      ? { extensions: { persistedQuery: { version: 1, sha256Hash: hash } } }
+      : { query: text };
+    body.operationName = name;
+    if (variables) body.variables = variables;
+    return body;
+  }
+
   async function fetchInitial() {
     streamedDuringFetch = new Set();
     try {
@@ -862,10 +876,7 @@
           accept: "application/json",
           ...authHeader(),
         },
-        body: JSON.stringify({
-          query: INITIAL_QUERY,
-          operationName: "DashboardInitial",
-        }),
+        body: JSON.stringify(operation("DashboardInitial", INITIAL_QUERY)),
       });
       if (response.status === 401) {
         askForKey("The server refused the credentials for the initial query.");
@@ -954,21 +965,17 @@
   const interval = { intervalMs: config.intervalMs };
   client.subscribe(
     "metrics",
-    {
-      query: METRICS_SUBSCRIPTION,
-      variables: interval,
-      operationName: "DashboardMetricsFeed",
-    },
+    operation("DashboardMetricsFeed", METRICS_SUBSCRIPTION, interval),
     feed("metrics", applyMetrics),
   );
   client.subscribe(
     "costs",
-    { query: COSTS_SUBSCRIPTION, variables: interval, operationName: "DashboardCostsFeed" },
+    operation("DashboardCostsFeed", COSTS_SUBSCRIPTION, interval),
     feed("costs", (c) => applyCosts(c, true)),
   );
   client.subscribe(
     "alerts",
-    { query: ALERTS_SUBSCRIPTION, operationName: "DashboardAlertsFeed" },
+    operation("DashboardAlertsFeed", ALERTS_SUBSCRIPTION),
     feed("alerts", (event) => addAlerts([event])),
   );
 

@@ -64,6 +64,7 @@ def tick(
     lookups: int = 0,
     requests: int = 0,
     cost_per_hour: float = 0.0,
+    cost_window_full: bool = True,
     **snapshot_overrides: Any,
 ) -> AlertInputs:
     return AlertInputs(
@@ -72,6 +73,7 @@ def tick(
         cache_lookups_in_window=lookups,
         requests_in_window=requests,
         cost_per_hour=cost_per_hour,
+        cost_window_full=cost_window_full,
     )
 
 

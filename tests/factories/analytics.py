@@ -11,7 +11,6 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-import pytest
 from gql import gql
 from sqlalchemy import select
 
@@ -19,6 +18,8 @@ from db import models
 from db.engine import create_database
 
 TOLERANCE = 1e-6
+# The API rounds analytics figures to this many decimals (schema/figures.py).
+SHOWN_DIGITS = 4
 # The app's defaults (AT_RISK_AVERAGE, AT_RISK_TREND).
 AT_RISK_AVERAGE = 65.0
 AT_RISK_TREND = -2.0
@@ -330,10 +331,28 @@ async def read_data(url: str) -> Data:
     )
 
 
+class Shown:
+    """A reference figure as the API prints it: rounded to SHOWN_DIGITS decimals.
+    The server sums in its own order, up to TOLERANCE away from the reference, so
+    a reference that close to a rounding midpoint may print as either neighbour."""
+
+    def __init__(self, expected: float) -> None:
+        self.expected = expected
+        self.allowed = {
+            round(expected + slack, SHOWN_DIGITS) for slack in (-TOLERANCE, TOLERANCE)
+        }
+
+    def __eq__(self, actual: object) -> bool:
+        return isinstance(actual, float) and actual in self.allowed
+
+    def __repr__(self) -> str:
+        return f"{round(self.expected, SHOWN_DIGITS)!r} (shown of {self.expected!r})"
+
+
 def approx(expected: Any) -> Any:
-    """`expected` with every float compared to TOLERANCE (pytest.approx is flat)."""
+    """`expected` with every float as the API shows it (`Shown`); nested."""
     if isinstance(expected, float):
-        return pytest.approx(expected, abs=TOLERANCE)
+        return Shown(expected)
     if isinstance(expected, dict):
         return {k: approx(v) for k, v in expected.items()}
     if isinstance(expected, list):

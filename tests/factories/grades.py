@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from gql import gql
@@ -62,8 +63,21 @@ G = models.Grade.__table__.c
 STORED_COLUMNS = (G.student_id, G.subject, G.score, G.max_score, G.recorded_at)
 
 
+def global_grade_id(number: int) -> str:
+    """A grade's global id, as Relay's convention writes it."""
+    return base64.b64encode(f"Grade:{number}".encode()).decode()
+
+
+def grade_number(grade_id: str) -> int:
+    """The row a Grade's global id names (base64 of "Grade:<number>"), decoded
+    here by hand so that the tests check the server's encoding."""
+    kind, _, number = base64.b64decode(grade_id).decode().partition(":")
+    assert kind == "Grade", grade_id
+    return int(number)
+
+
 async def stored_grade(api: Any, grade_id: str) -> dict[str, Any] | None:
     async with api.services.database.sessions() as session:
-        query = select(*STORED_COLUMNS).where(G.id == int(grade_id))
+        query = select(*STORED_COLUMNS).where(G.id == grade_number(grade_id))
         row = (await session.execute(query)).first()
         return dict(row._mapping) if row else None

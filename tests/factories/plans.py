@@ -116,8 +116,16 @@ def comparable(body: dict[str, Any]) -> dict[str, Any]:
 
 
 # Fields whose values change between two requests (live figures, the audit log
-# that every read appends to): their answers are compared by shape.
-LIVE_FIELDS = ("metrics", "costs", "alerts", "slowestResolvers", "auditLog")
+# that every read appends to, the field usage that every operation adds to): their
+# answers are compared by shape.
+LIVE_FIELDS = (
+    "metrics",
+    "costs",
+    "alerts",
+    "slowestResolvers",
+    "auditLog",
+    "fieldUsage",
+)
 
 
 def is_live(query: str) -> bool:

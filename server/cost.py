@@ -52,8 +52,11 @@ LIST_ESTIMATES: dict[str, int] = {
     "CostSnapshot.topOperations": 10,
     "ImportJob.errors": 100,
     "InvalidRowsError.rows": 100,
+    "Query.fieldUsage": 400,  # every field of the schema (admins only)
 }
 DEFAULT_ESTIMATE = 20
+# Lists as long as one of their arguments (nodes(ids:) answers one item per id).
+SIZED_BY: dict[str, str] = {"Query.nodes": "ids"}
 # Writes also cost what they carry, on the rate budget only (MAX_COST bounds what
 # a query selects): a gradesAdd row a tenth of a point, an import a point per
 # 4 KiB of CSV (the file, or the text).
@@ -217,6 +220,10 @@ class _CostWalk:
         item = 1 + inner.at(None)
         if page is not None:
             return _Cost(fixed=capped(page * item))
+        if key in SIZED_BY:
+            given = self.argument(node, SIZED_BY[key])
+            count = min(len(given), MAX_PAGE) if isinstance(given, list) else 1
+            return _Cost(fixed=capped(count * item))
         self.estimated = True
         estimate = LIST_ESTIMATES.get(key, DEFAULT_ESTIMATE)
         return _Cost(paged=item, estimated=capped(estimate * item))

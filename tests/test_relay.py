@@ -470,3 +470,18 @@ async def test_page_info_gives_start_cursor_and_has_previous_page(seeded_api):
         "startCursor": None,
         "endCursor": None,
     }
+
+
+async def test_nodes_costs_one_point_per_id_and_what_each_selects(seeded_api):
+    pk, grade = await keys(seeded_api, "S00001")
+    ids = [gid("Student", pk)] * 3 + [gid("Grade", grade)] * 2
+    document = "query($ids: [ID!]!) { nodes(ids: $ids) { id ... on Student { grades { id } } } }"
+    body = (await post(seeded_api, document, {"ids": ids})).json()
+    assert "errors" not in body
+    # Five objects, each priced with what it may select (a student's grades, at
+    # their estimate of 20): 5 * (1 + 20), charged before it runs.
+    assert body["extensions"]["rateLimit"]["cost"] == 5 * (1 + 20)
+    listed = ", ".join(f'"{i}"' for i in ids[:2])
+    literal = f"{{ nodes(ids: [{listed}]) {{ id }} }}"
+    body = (await post(seeded_api, literal)).json()
+    assert body["extensions"]["rateLimit"]["cost"] == 2

@@ -9,6 +9,7 @@ import pytest
 from resolvers.viewer import Viewer
 from tests.conftest import SEEDED_GRADES_PER_STUDENT, SEEDED_STUDENTS
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
+from tests.factories.grades import global_grade_id
 from tests.factories.roles import (
     ADMIN,
     STUDENT,
@@ -218,7 +219,7 @@ async def _first_grades(api: Any, where: str, **params: Any) -> list[dict[str, s
         "ORDER BY recorded_at, id LIMIT 100",
         **params,
     )
-    return [{"node": {"id": str(row[0]), "studentId": row[1]}} for row in rows]
+    return [{"node": {"id": global_grade_id(row[0]), "studentId": row[1]}} for row in rows]
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,53 @@ PG_SCRATCH = f"gradepulse_scratch_{os.getpid()}"
 PG_LARGE = f"gradepulse_large_{os.getpid()}"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--serial",
+        choices=("include", "skip", "only"),
+        default="include",
+        help="tests marked `serial` (they time the server under load, and another "
+        "process's tests would skew them): run them with the rest (include), leave "
+        "them out (skip: `make test`'s parallel run) or run only them (only)",
+    )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Modules marked `sqlite_only` test the HTTP and WebSocket layers, which reach
+    no SQL that differs between the backends: PostgreSQL would add time, not
+    coverage, so their PostgreSQL cases are left out. `--serial` selects by the
+    `serial` marker."""
+    serial = config.getoption("--serial")
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgresql = (
+            callspec is not None and callspec.params.get("backend") == "postgresql"
+        )
+        is_serial = item.get_closest_marker("serial") is not None
+        if (
+            (on_postgresql and item.get_closest_marker("sqlite_only") is not None)
+            or (serial == "skip" and is_serial)
+            or (serial == "only" and not is_serial)
+        ):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # `make test`'s serial run finds nothing to run when PYTEST_ARGS selects no
+    # serial test: that is a pass, not pytest's "no tests collected" (5).
+    if session.config.getoption("--serial") == "only" and exitstatus == 5:
+        session.exitstatus = 0
+
+
 def _require_services() -> bool:
     return os.environ.get("REQUIRE_SERVICES") == "1"
 

@@ -143,6 +143,8 @@ async def test_http_api_key_and_jwt_are_accepted(
         ("Bearer " + jwt_token(**claims(exp=1_000)), "expired token"),
         ("Basic dXNlcjpwYXNz", auth.MALFORMED_HEADER),
     ],
+    # Fixed ids: the key is random, and parallel runs must collect the same tests.
+    ids=["unknown-key", "expired-token", "basic"],
 )
 async def test_http_bad_credentials_are_401_even_where_auth_is_optional(
     make_api: Any, scratch_url: str, header: str, message: str

@@ -9,6 +9,9 @@ import pytest
 
 from tests.asgi_ws import AsgiWebSocket
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
 RECEIVE_TIMEOUT_S = 10.0

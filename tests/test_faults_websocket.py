@@ -172,6 +172,7 @@ async def _closed_code(ws: ClientConnection) -> int | None:
     return ws.close_code
 
 
+@pytest.mark.serial  # it measures others' lag: another process's tests skew it
 async def test_subscribers_that_stop_reading_hold_nobody_up(
     server: AppProcess,
 ) -> None:

@@ -13,6 +13,9 @@ import pytest
 from tests.asgi_ws import AsgiWebSocket
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token, post
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 SUBJECTS = ["Art", "English", "History", "Math", "Science"]
 ADD_STUDENT = """mutation { studentCreate(input: {studentId: "H1", name: "Hal",

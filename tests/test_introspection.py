@@ -14,6 +14,9 @@ from tests.factories import (
     refused,
 )
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 INTROSPECTION = get_introspection_query()
 # The part of GraphiQL's query inside `__schema`, and the fragments it spreads.
 SCHEMA_SELECTION = INTROSPECTION[

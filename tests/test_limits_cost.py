@@ -31,6 +31,9 @@ from tests.factories import (
 )
 from tests.factories.limits import STUDENTS_WITH_GRADES
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 README_QUERY = (
     "query Students { students(first: 5, gradeLevel: 9, orderBy: NAME) { totalCount "
     "pageInfo { hasNextPage endCursor } edges { node { studentId name gradeLevel "

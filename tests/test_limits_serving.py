@@ -6,6 +6,8 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 from monitoring.monitor import METRICS
 from resolvers import students
 from server import gate as server_gate
@@ -22,6 +24,9 @@ from tests.factories import (
     ws_start,
 )
 from tests.factories.limits import DEEP_GRADES, STUDENTS_WITH_GRADES, fragment_bomb
+
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
 
 # --- hardening ----------------------------------------------------------------------
 

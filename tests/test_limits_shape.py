@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from graphql import (
     get_introspection_query,
 )
@@ -15,6 +16,9 @@ from tests.factories import (
     refused,
 )
 from tests.factories.limits import DEEP_GRADES, fragment_bomb
+
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
 
 # --- before parsing -----------------------------------------------------------------
 

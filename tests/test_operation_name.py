@@ -16,6 +16,9 @@ from tests.factories import (
     ws_start,
 )
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 TWO_OPERATIONS = """
     query Names { students(first: 2) { edges { node { name } } } }

@@ -19,6 +19,9 @@ from tests.asgi_ws import AsgiWebSocket
 from tests.conftest import make_settings
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 SUBJECTS = "query Subjects { subjects }"

@@ -15,6 +15,9 @@ from tests.factories import (
     refused,
 )
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 PAGE_BY_VARIABLE = (
     "query Page($n: Int!) { students(first: $n) "
     "{ edges { node { studentId grades { score } } } } }"

@@ -219,7 +219,9 @@ async def _first_grades(api: Any, where: str, **params: Any) -> list[dict[str, s
         "ORDER BY recorded_at, id LIMIT 100",
         **params,
     )
-    return [{"node": {"id": global_grade_id(row[0]), "studentId": row[1]}} for row in rows]
+    return [
+        {"node": {"id": global_grade_id(row[0]), "studentId": row[1]}} for row in rows
+    ]
 
 
 @pytest.mark.parametrize(

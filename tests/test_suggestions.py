@@ -12,6 +12,9 @@ from tests.factories import (
     post,
 )
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 BAD_ENUM = (
     "query($o: StudentOrderField!) { students(first: 1, orderBy: $o) { totalCount } }",
     {"o": "NAM"},

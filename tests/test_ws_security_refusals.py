@@ -29,6 +29,9 @@ from tests.factories.ws_security import (
     until_closed,
 )
 
+# The HTTP and WebSocket layers: the same on either backend (conftest.py).
+pytestmark = pytest.mark.sqlite_only
+
 
 def replace_services(api: Any, **changes: Any) -> None:
     """What the WebSocket view builds each connection's context from."""

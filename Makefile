@@ -37,12 +37,14 @@ lint: install
 	$(BIN)/ruff format --check $(SOURCES)
 	PYTHONPATH=. $(BIN)/lint-imports
 
-# The suite in TEST_WORKERS processes (pytest-xdist; each has databases and a Redis
-# prefix of its own), then alone the few tests that time the server under load.
+# First, alone on a quiet machine, the few tests that time the server under load;
+# then the rest in TEST_WORKERS processes (pytest-xdist; each has databases and a
+# Redis prefix of its own). The parallel run ends by dropping its large databases,
+# whose disk writes would skew a timing test that came after.
 TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --serial=skip $(PYTEST_ARGS)
 	$(BIN)/python -m pytest --serial=only $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --serial=skip $(PYTEST_ARGS)
 
 # The fault tests alone (database away, crashes, hostile clients, full disks); `make
 # test` runs them with the rest. PostgreSQL's with TEST_DATABASE_URL set.

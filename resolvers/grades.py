@@ -29,6 +29,7 @@ from db.validation import (
     new_grade,
     to_naive_utc,
 )
+from monitoring.usage import SchemaField
 from resolvers import audit, live
 from resolvers.context import Context
 from resolvers.errors import Forbidden
@@ -38,6 +39,13 @@ from resolvers.pagination import Page, check_first, time_id_cursor, time_id_key
 from resolvers.students import check_readable_id, require_readable
 
 GRADES_ADD = "gradesAdd"
+# gradeUpdate's and gradeDelete's `id` as the grade's number, the form global ids
+# replaced: deprecated (README: Schema policy), and counted as a deprecated use
+# (graphql_deprecated_field_usage_total, fieldUsage) so that it can be retired.
+NUMERIC_ID_USES = {
+    "gradeUpdate": SchemaField("Mutation", "gradeUpdate(id: gradeId)", True),
+    "gradeDelete": SchemaField("Mutation", "gradeDelete(id: gradeId)", True),
+}
 
 
 def grades_of_student(
@@ -167,7 +175,7 @@ async def update_grade(
 ) -> GradeRecord:
     """`changes` maps column names (student_id, subject, score, ...) to new values."""
     ctx.viewer.require("admin", "teacher")
-    number = _grade_number(grade_id)
+    number = _grade_number(ctx, grade_id, "gradeUpdate")
     checked = {k: v for k, v in changes.items() if k in ("student_id", "subject")}
     if problems := grade_problems(**checked):
         raise InvalidInput(problems[0])
@@ -223,7 +231,7 @@ async def update_grade(
 
 async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
     ctx.viewer.require("admin", "teacher")
-    number = _grade_number(grade_id)
+    number = _grade_number(ctx, grade_id, "gradeDelete")
     async with ctx.services.database.writing() as session:
         before = (await db_grades.grades_by_ids(session, [number]))[0]
         if before is None:
@@ -247,11 +255,16 @@ async def delete_grade(ctx: Context, grade_id: str) -> GradeRecord:
     return before
 
 
-def _grade_number(grade_id: str) -> int:
-    """The grade `grade_id` names: its global id, or its number (deprecated)."""
+def _grade_number(ctx: Context, grade_id: str, mutation: str) -> int:
+    """The grade `grade_id` names: its global id, or its number (deprecated, and
+    counted as such)."""
     number = grade_number(str(grade_id))
     if number is None:  # no such grade (and never a value the driver refuses)
         raise NotFound("grade", str(grade_id))
+    monitor = ctx.services.monitor
+    if monitor is not None and str(grade_id).isdecimal():
+        use = NUMERIC_ID_USES[mutation]
+        monitor.usage.record(monitor.usage.cells([(use.type_name, use.field_name)]))
     return number
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from db import grades as db_grades
@@ -103,10 +104,12 @@ async def nodes(ctx: Context, ids: list[str]) -> list[Node | Exception | None]:
     return results
 
 
-async def _owners(ctx: Context, grades: object) -> dict[str, StudentRecord | None]:
+async def _owners(
+    ctx: Context, grades: Iterable[GradeRecord]
+) -> dict[str, StudentRecord | None]:
     """The students who own these grades (their levels decide who may read them),
     through the request's loader and the shared cache."""
-    student_ids = sorted({grade.student_id for grade in grades})  # type: ignore[attr-defined]
+    student_ids = sorted({grade.student_id for grade in grades})
     if not student_ids:
         return {}
     records = await ctx.loaders.student_by_id.load_many(student_ids)

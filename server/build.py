@@ -15,6 +15,7 @@ from strawberry.schema.schema import StreamResult
 from monitoring.monitor import Monitor
 from monitoring.timing import OperationMonitor
 from resolvers.context import Context
+from resolvers.grades import NUMERIC_ID_USES
 from schema.root import Mutation, Query, Subscription
 from schema.scalars import SCALARS
 from server.audit import AuditExtension
@@ -146,4 +147,6 @@ def declare_usage(schema: strawberry.Schema, monitor: Monitor) -> None:
     every field (with monitoring switched off too)."""
     core = graphql_schema(schema)
     monitor.usage.declare(schema_fields(core))
+    # Deprecated forms of an argument's value, counted where they are read.
+    monitor.usage.declare(NUMERIC_ID_USES.values())
     monitor.registry.subscriptions.declare(subscription_fields(core))

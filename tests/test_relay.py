@@ -377,6 +377,13 @@ mutation($id: ID!) {
 """
 
 
+def deprecated_uses(api: Any, mutation: str) -> float | None:
+    return api.services.monitor.registry.prometheus.get_sample_value(
+        "graphql_deprecated_field_usage_total",
+        {"type": "Mutation", "field": f"{mutation}(id: gradeId)"},
+    )
+
+
 async def test_a_students_id_survives_a_new_student_id(api):
     created = await api.execute(
         STUDENT_CREATE,
@@ -407,8 +414,12 @@ async def test_grade_writes_take_the_global_id_and_the_deprecated_number(
     assert grade["id"] == global_grade_id(grade["gradeId"])
     assert grade_number(grade["id"]) == grade["gradeId"]
 
+    assert deprecated_uses(api, "gradeUpdate") == 0  # its series, from the start
     by_global = await api.execute(GRADE_UPDATE, id=grade["id"], score=61)
+    assert deprecated_uses(api, "gradeUpdate") == 0
     by_number = await api.execute(GRADE_UPDATE, id=str(grade["gradeId"]), score=62)
+    # The number is the deprecated form: counted, so that it can be retired.
+    assert deprecated_uses(api, "gradeUpdate") == 1
     for result, score in ((by_global, 61), (by_number, 62)):
         assert result["gradeUpdate"] == {
             "__typename": "GradeUpdateSuccess",
@@ -426,9 +437,17 @@ async def test_grade_writes_take_the_global_id_and_the_deprecated_number(
         }
     assert await stored_grade(api, grade["id"]) is not None
 
-    deleted = await api.execute(GRADE_DELETE, id=grade["id"])
+    deleted = await api.execute(GRADE_DELETE, id=str(grade["gradeId"]))
     assert deleted["gradeDelete"]["grade"] == {"id": grade["id"]}
     assert await stored_grade(api, grade["id"]) is None
+    assert deprecated_uses(api, "gradeDelete") == 1
+    usage = await api.post("{ fieldUsage { type field count deprecated } }")
+    assert {
+        "type": "Mutation",
+        "field": "gradeDelete(id: gradeId)",
+        "count": 1,
+        "deprecated": True,
+    } in usage["data"]["fieldUsage"]
 
 
 # --- PageInfo: both ends ---------------------------------------------------------

@@ -30,7 +30,13 @@ from db.costs import CostLedger
 from db.engine import Database, create_database, ping
 from db.migrations import MigrationError, revision, upgrade
 from db.usage import UsageLedger
-from monitoring.alerts import HIGH_COST, AlertEngine, default_rules, parse_rules
+from monitoring.alerts import (
+    HIGH_COST,
+    AlertEngine,
+    AlertRule,
+    default_rules,
+    parse_rules,
+)
 from monitoring.bus import EventBus
 from monitoring.bus_redis import RedisBus
 from monitoring.cluster import Cluster, Worker
@@ -445,18 +451,21 @@ def trusted_documents(settings: Settings) -> dict[str, str]:
 
 
 def persisted_operations(
-    settings: Settings, redis: Redis | None, monitor: Monitor
+    settings: Settings, redis: Redis | None, monitor: Monitor, schema: GradePulseSchema
 ) -> PersistedOperations:
-    """Trusted documents and automatic persisted queries (Redis when configured)."""
+    """Trusted documents and automatic persisted queries (Redis when configured);
+    a document is kept only if it parses within the schema's limits."""
+    documents = schema.documents
+    assert documents is not None  # build_schema gives every schema its Documents
     store: DocumentStore = (
         RedisDocuments(
             redis,
             prefix=settings.redis_prefix,
             ttl_s=settings.persisted_queries_ttl_s,
-            max_documents=settings.persisted_queries_max,
+            max_chars=settings.persisted_queries_max_chars,
         )
         if redis is not None
-        else MemoryDocuments(settings.persisted_queries_max)
+        else MemoryDocuments(settings.persisted_queries_max_chars)
     )
     return PersistedOperations(
         mode=settings.persisted_operations_mode,
@@ -464,6 +473,7 @@ def persisted_operations(
         store=store,
         admin_bypass=settings.persisted_operations_admin_bypass,
         count=monitor.registry.record_persisted,
+        admissible=documents.admissible,
     )
 
 
@@ -497,7 +507,7 @@ def build_routes(
         limits=http_limits(settings),
         graphiql=STATIC / "graphiql" / "graphiql.html" if settings.graphiql else None,
         allowed_origins=settings.cors_origin_list,
-        persisted=persisted_operations(settings, redis, monitor),
+        persisted=persisted_operations(settings, redis, monitor, schema),
     )
     health = Health(
         ping=partial(ping, database),
@@ -671,6 +681,21 @@ def middleware(settings: Settings, registry: Registry | None) -> list[Middleware
     return stack
 
 
+def alert_rules(settings: Settings) -> list[AlertRule]:
+    """The alert rules: the defaults from the settings, with ALERT_RULES applied
+    (disabled ones left out); SettingsError names what ALERT_RULES gets wrong."""
+    defaults = default_rules(
+        response_time_ms=settings.alert_response_time_ms,
+        memory_mb=settings.alert_memory_mb,
+        cost_per_hour=settings.alert_cost_per_hour,
+        cost_window_s=settings.alert_cost_window_s,
+    )
+    try:
+        return parse_rules(settings.alert_rules, defaults)
+    except ValueError as exc:
+        raise SettingsError(f"invalid settings: ALERT_RULES: {exc}") from None
+
+
 def build_monitor(
     settings: Settings,
     cache: LocalCache,
@@ -683,16 +708,7 @@ def build_monitor(
 ) -> Monitor:
     """The monitor with its sinks, cost meter and alert rules, from the settings;
     its sampler beats `cluster`'s heartbeat and renews the leader lease in `redis`."""
-    defaults = default_rules(
-        response_time_ms=settings.alert_response_time_ms,
-        memory_mb=settings.alert_memory_mb,
-        cost_per_hour=settings.alert_cost_per_hour,
-        cost_window_s=settings.alert_cost_window_s,
-    )
-    try:
-        rules = parse_rules(settings.alert_rules, defaults)
-    except ValueError as exc:
-        raise SettingsError(f"invalid settings: ALERT_RULES: {exc}") from None
+    rules = alert_rules(settings)
     alerts = AlertEngine(
         rules,
         cooldown_seconds=settings.alert_cooldown_seconds,
@@ -719,8 +735,11 @@ def build_monitor(
             close_delay_s=min(settings.sample_interval_ms / 1000, 1.0),
             # high_cost's window (ALERT_COST_WINDOW_S, or its ALERT_RULES window_s):
             # the meter's costPerHour is the figure the rule compares.
-            rate_window_s=next(r.window_s for r in rules if r.id == HIGH_COST)
-            or settings.alert_cost_window_s,
+            # (A disabled high_cost leaves the meter ALERT_COST_WINDOW_S.)
+            rate_window_s=next(
+                (r.window_s for r in rules if r.id == HIGH_COST and r.window_s),
+                settings.alert_cost_window_s,
+            ),
         )
     except ValueError as exc:  # a rate the meter cannot keep exactly
         name, _, reason = str(exc).partition(" ")

@@ -48,10 +48,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
         "reads its table with, on this database and its data",
     )
     args = parser.parse_args(argv)
+    # Imported here, as in serve: the app costs start-up time --help can skip.
+    from app import StartRefused, alert_rules, trusted_documents
+
     try:
         settings = load_settings()
-        _check_alert_rules(settings)
-    except SettingsError as exc:
+        # What the server checks at start beyond the settings themselves.
+        alert_rules(settings)
+        trusted_documents(settings)
+    except (SettingsError, StartRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for line in settings_lines(settings):
@@ -62,21 +67,6 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def _check_alert_rules(settings: Settings) -> None:
-    """ALERT_RULES as the server parses it at start."""
-    from monitoring.alerts import default_rules, parse_rules
-
-    defaults = default_rules(
-        response_time_ms=settings.alert_response_time_ms,
-        memory_mb=settings.alert_memory_mb,
-        cost_per_hour=settings.alert_cost_per_hour,
-    )
-    try:
-        parse_rules(settings.alert_rules, defaults)
-    except ValueError as exc:
-        raise SettingsError(f"invalid settings: ALERT_RULES: {exc}") from None
 
 
 def settings_lines(settings: Settings) -> list[str]:

@@ -18,14 +18,12 @@ from db.records import GradeRecord, StudentRecord
 from resolvers import audit
 from resolvers.context import Context
 from resolvers.errors import BadUserInput, Forbidden
-from resolvers.pagination import MAX_FIRST
+from resolvers.pagination import INT_LIMIT, MAX_FIRST
 from resolvers.students import require_readable
 
 STUDENT = "Student"
 GRADE = "Grade"
 TYPES = (STUDENT, GRADE)
-# A primary key the database can hold (and the driver accepts as a value).
-_MAX_KEY = 2**63 - 1
 MAX_NODES = MAX_FIRST
 
 
@@ -50,7 +48,7 @@ def parse_global_id(text: str, *, argument: str = "id") -> GlobalId:
     type_name, _, key = raw.partition(":")
     if type_name in TYPES and key.isascii() and key.isdecimal():
         number = int(key)
-        if 0 < number <= _MAX_KEY and global_id(type_name, number) == text:
+        if number > 0 and global_id(type_name, number) == text:
             return GlobalId(type_name, number)
     shown = text if len(text) <= 64 else text[:64] + "..."
     raise BadUserInput(f"{shown!r} is not a global id", argument=argument)
@@ -58,33 +56,44 @@ def parse_global_id(text: str, *, argument: str = "id") -> GlobalId:
 
 def grade_number(text: str) -> int | None:
     """The grade a gradeUpdate/gradeDelete `id` names: its global id, or the
-    numeric gradeId (the older form, deprecated); None for neither."""
+    numeric gradeId (the older form, deprecated); None for neither, and for a
+    number no row can hold (the driver would refuse it as a value)."""
     if text.isascii() and text.isdecimal():
         number = int(text)
-        return number if 0 < number < 2**31 else None
-    try:
-        parsed = parse_global_id(text)
-    except BadUserInput:
-        return None
-    return parsed.key if parsed.type_name == GRADE else None
+    else:
+        try:
+            parsed = parse_global_id(text)
+        except BadUserInput:
+            return None
+        if parsed.type_name != GRADE:
+            return None
+        number = parsed.key
+    return number if 0 < number < INT_LIMIT else None
 
 
 Node = StudentRecord | GradeRecord
 
 
-async def nodes(ctx: Context, ids: list[str]) -> list[Node | Exception | None]:
+async def nodes(
+    ctx: Context, ids: list[str], *, argument: str = "ids"
+) -> list[Node | Exception | None]:
     """What each id names, in order: the record, None when there is no such row,
     or the Forbidden error (shown as FORBIDDEN at that position, its value null)
     when the viewer may not read it. Students and grades are read in one statement
     each, whatever the number of ids."""
     if len(ids) > MAX_NODES:
         raise BadUserInput(
-            f"ids may hold at most {MAX_NODES} ids, got {len(ids)}", argument="ids"
+            f"ids may hold at most {MAX_NODES} ids, got {len(ids)}", argument=argument
         )
-    parsed = [parse_global_id(text, argument="ids") for text in ids]
+    parsed = [parse_global_id(text, argument=argument) for text in ids]
     reader = ctx.services.database.reader
+    # A key beyond what the id columns hold names no row (and the driver would
+    # refuse it as a value): looked up as absent.
     wanted = {
-        name: sorted({p.key for p in parsed if p.type_name == name}) for name in TYPES
+        name: sorted(
+            {p.key for p in parsed if p.type_name == name and p.key < INT_LIMIT}
+        )
+        for name in TYPES
     }
     students: dict[int, StudentRecord] = {}
     grades: dict[int, GradeRecord] = {}

@@ -37,7 +37,7 @@ class NodeQuery:
         info: strawberry.Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="A global id.")],
     ) -> Node | None:
-        (value,) = await nodes.nodes(ctx(info), [str(id)])
+        (value,) = await nodes.nodes(ctx(info), [str(id)], argument="id")
         if isinstance(value, Exception):
             raise value
         return _typed(value)

@@ -23,7 +23,7 @@ from server.errors import coded_error
 # The longest operationName a request may give (the cost records keep as many).
 MAX_OPERATION_NAME_CHARS = 200
 PERSISTED_QUERY_VERSION = 1
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+HEX64 = re.compile(r"[0-9a-f]{64}")  # a sha256 in lower-case hex
 
 
 class Refusal(Exception):
@@ -131,7 +131,7 @@ def _persisted_hash(extensions: dict[str, Any] | None) -> str | None:
             f"extensions.persistedQuery.version must be {PERSISTED_QUERY_VERSION}",
         )
     digest = persisted.get("sha256Hash")
-    if not isinstance(digest, str) or not _HEX64.fullmatch(digest.lower()):
+    if not isinstance(digest, str) or not HEX64.fullmatch(digest.lower()):
         raise Refusal(
             400,
             "extensions.persistedQuery.sha256Hash must be the sha256 of the "

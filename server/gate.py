@@ -117,6 +117,12 @@ class Documents:
             return Prepared(None, nesting_error(nesting_depth(query), self.limits))
         return self.adopt(document)
 
+    def admissible(self, query: str) -> bool:
+        """Whether the document parses within the limits (what a client may
+        register as a persisted query), by the preparation the gate caches."""
+        prepared = self.prepare(query)
+        return prepared.document is not None and prepared.refusal is None
+
     def adopt(self, document: DocumentNode) -> Prepared:
         """Depth, aliases and directives are checked before validation, whose cost
         grows with them."""

@@ -20,7 +20,6 @@ used out first), or in Redis for the whole cluster."""
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
@@ -31,7 +30,7 @@ from redis.exceptions import RedisError
 
 from resolvers.errors import ClientError, ErrorCode
 from resolvers.viewer import Viewer
-from server.envelope import Operation, document_hash
+from server.envelope import HEX64, Operation, document_hash
 
 log = logging.getLogger("gradepulse.persisted")
 
@@ -46,7 +45,7 @@ REFUSED = "refused"  # outside the manifest under require
 OUTCOMES = (TRUSTED, UNTRUSTED, NOT_FOUND, REFUSED)
 # Untrusted hashes logged per worker (each once): a bound on the log and memory.
 MAX_LOGGED = 10_000
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+DEFAULT_MAX_CHARS = 16 * 1_048_576
 
 
 class PersistedQueryNotFound(ClientError):
@@ -69,7 +68,7 @@ def check_manifest(data: Any, source: str) -> dict[str, str]:
         raise ManifestError(f"{source}: a manifest is a JSON object of hash: document")
     manifest: dict[str, str] = {}
     for key, document in data.items():
-        if not isinstance(key, str) or not _HEX64.fullmatch(key):
+        if not isinstance(key, str) or not HEX64.fullmatch(key):
             raise ManifestError(
                 f"{source}: {key!r} is not a sha256 hash (64 hex digits)"
             )
@@ -88,10 +87,11 @@ class DocumentStore(Protocol):
 
 
 class MemoryDocuments:
-    """Registered documents of this worker, at most `max_documents`."""
+    """Registered documents of this worker, at most `max_chars` of them in all
+    (the least recently used go first)."""
 
-    def __init__(self, max_documents: int) -> None:
-        self._documents: LRUCache[str, str] = LRUCache(maxsize=max_documents)
+    def __init__(self, max_chars: int) -> None:
+        self._documents: LRUCache[str, str] = LRUCache(maxsize=max_chars, getsizeof=len)
 
     async def get(self, digest: str) -> str | None:
         return self._documents.get(digest)
@@ -106,12 +106,12 @@ class RedisDocuments:
     own store answers (a miss only makes the client send the document again)."""
 
     def __init__(
-        self, redis: Redis, *, prefix: str, ttl_s: int, max_documents: int
+        self, redis: Redis, *, prefix: str, ttl_s: int, max_chars: int
     ) -> None:
         self._redis = redis
         self._prefix = f"{prefix}apq:"
         self._ttl_s = ttl_s
-        self._local = MemoryDocuments(max_documents)
+        self._local = MemoryDocuments(max_chars)
 
     async def get(self, digest: str) -> str | None:
         try:
@@ -142,14 +142,19 @@ class PersistedOperations:
         store: DocumentStore | None = None,
         admin_bypass: bool = False,
         count: Callable[[str], None] | None = None,
+        admissible: Callable[[str], bool] = bool,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         self.manifest = dict(manifest or {})
-        self.store = store or MemoryDocuments(10_000)
+        self.store = store or MemoryDocuments(DEFAULT_MAX_CHARS)
         self.admin_bypass = admin_bypass
         self._count = count
+        # Whether a document may be kept: one that parses within the limits
+        # (server/gate.py's Documents.admissible), so that what is stored is
+        # bounded by MAX_DOCUMENT_CHARS and is a document at all.
+        self._admissible = admissible
         self._logged: set[str] = set()
 
     async def resolve(self, operation: Operation, viewer: Viewer) -> Operation:
@@ -165,7 +170,9 @@ class PersistedOperations:
         if operation.query:
             # Sent with its document (the envelope checked the hash): run it, and
             # keep it for next time unless only the manifest may run.
-            if not self._judge(digest, operation, viewer):
+            if not self._judge(digest, operation, viewer) and self._admissible(
+                operation.query
+            ):
                 await self.store.put(digest, operation.query)
             return operation
         document = self.manifest.get(digest)

@@ -287,7 +287,7 @@ class ConnectionGuard:
 
 
 async def read_payload(
-    message: Any, context: Any, persisted: PersistedOperations | None
+    message: Any, context: Any, persisted: PersistedOperations
 ) -> dict[str, Any] | None:
     """Check an operation message's payload as HTTP checks a request, and put the
     operation back as the envelope reads it (an empty operationName is none), with
@@ -298,8 +298,7 @@ async def read_payload(
         operation = parse_operation(
             message.get("payload"), where="an operation's payload"
         )
-        if persisted is not None:
-            operation = await persisted.resolve(operation, context.viewer)
+        operation = await persisted.resolve(operation, context.viewer)
     except Refusal as refusal:
         return refusal.error(request_id)
     except ClientError as error:  # PERSISTED_QUERY_NOT_FOUND and _REQUIRED
@@ -359,17 +358,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged:
-            error = await read_payload(
-                message, self.context, getattr(self.view, "persisted", None)
-            )
+            # The credential may have expired or been revoked since the last check:
+            # nothing of the operation is read (or registered) under it.
+            if (refusal := await self.guard.recheck()) is not None:
+                await self._refuse(refusal)
+                return
+            error = await read_payload(message, self.context, self.view.persisted)
             if error is not None:
                 await self.send_message(
                     {"type": "error", "id": str(message.get("id")), "payload": [error]}
                 )
-                return
-            # The credential may have expired or been revoked since the last check.
-            if (refusal := await self.guard.recheck()) is not None:
-                await self._refuse(refusal)
                 return
         await super().handle_subscribe(message)
 
@@ -509,12 +507,15 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     async def handle_start(self, message: StartMessage) -> None:
         operation_id = message.get("id")
         if self.connection_acknowledged:
+            # The credential may have expired or been revoked since the last check:
+            # nothing of the operation is read (or registered) under it.
+            if (refusal := await self.guard.recheck()) is not None:
+                await self._refuse(refusal)
+                return
             # Strawberry would fail on a bad payload and drop the operation or the
             # connection, and would silently replace a running operation.
             request_id = _request_id(self.context)
-            error = await read_payload(
-                message, self.context, getattr(self.view, "persisted", None)
-            )
+            error = await read_payload(message, self.context, self.view.persisted)
             if error is None and operation_id in self.tasks:
                 error = coded_error(
                     ErrorCode.BAD_USER_INPUT,
@@ -526,10 +527,6 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 await self.send_message(
                     {"type": "error", "id": str(operation_id), "payload": error}
                 )
-                return
-            # The credential may have expired or been revoked since the last check.
-            if (refusal := await self.guard.recheck()) is not None:
-                await self._refuse(refusal)
                 return
         await super().handle_start(message)
 
@@ -654,7 +651,7 @@ class GraphQLWebSocket(GraphQL[Context, None]):
         schema: Any,
         allowed_origins: list[str],
         fanout: FanOut | None = None,
-        persisted: PersistedOperations | None = None,
+        persisted: PersistedOperations,
     ) -> None:
         super().__init__(
             schema=schema,

@@ -144,9 +144,10 @@ class Settings(BaseSettings):
     persisted_operations: Literal["off", "audit", "require"] | None = None
     persisted_operations_manifest: str | None = None
     persisted_operations_admin_bypass: bool = False
-    # Automatic persisted queries: how many documents a worker keeps without Redis,
-    # and how long Redis keeps one after it was last registered.
-    persisted_queries_max: int = Field(10_000, ge=1)
+    # Automatic persisted queries: how many characters of documents a worker keeps
+    # (without Redis, and beside it), and how long Redis keeps one after it was
+    # last registered.
+    persisted_queries_max_chars: int = Field(16 * 1_048_576, ge=1)
     persisted_queries_ttl_s: int = Field(7 * 24 * 3600, ge=1)
     # Hardening.
     introspection_enabled: bool | None = None

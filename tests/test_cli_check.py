@@ -222,6 +222,24 @@ async def test_invalid_settings_are_one_line_and_exit_1(
     assert err.count("\n") == 1 and err.endswith("\n")
 
 
+async def test_a_manifest_the_server_would_refuse_fails_the_check(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"abc": "{ subjects }"}')
+    monkeypatch.setenv("PERSISTED_OPERATIONS_MANIFEST", str(manifest))
+
+    code, lines, err = await check(capsys)
+
+    assert (code, lines) == (1, [])
+    assert err == (
+        "error: refusing to start: PERSISTED_OPERATIONS_MANIFEST "
+        f"{manifest}: 'abc' is not a sha256 hash (64 hex digits)\n"
+    )
+
+
 async def test_explain_prints_each_hot_statements_plan_and_index(
     scratch_url: str,
     capsys: pytest.CaptureFixture[str],

@@ -5,6 +5,7 @@ documents shared through Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -15,6 +16,7 @@ import pytest
 
 from app import StartRefused, trusted_documents
 from monitoring.dashboard import dashboard_documents
+from server.persisted import MemoryDocuments
 from tests.asgi_ws import AsgiWebSocket
 from tests.conftest import make_settings
 from tests.factories import TEST_JWT_SECRET, bearer_header, jwt_token
@@ -124,6 +126,33 @@ async def test_a_hash_that_is_not_the_documents_is_refused_and_not_kept(seeded_a
     assert status == 400 and codes(answer) == ["BAD_USER_INPUT"]
     status, answer = await send(seeded_api, named(OTHER))
     assert codes(answer) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    ["{ subjects ", "{ " + "subjects " * 2000 + "}"],  # does not parse; too long
+    ids=["unparsable", "over-max-document-chars"],
+)
+async def test_only_a_document_within_the_limits_is_kept(seeded_api, document):
+    status, body = await send(seeded_api, named(document, with_query=True))
+    assert codes(body) and codes(body)[0] in (
+        "GRAPHQL_PARSE_FAILED",
+        "DOCUMENT_TOO_LARGE",
+    )
+    status, body = await send(seeded_api, named(document))
+    assert codes(body) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+def test_the_workers_store_is_bounded_by_characters():
+    store = MemoryDocuments(max_chars=100)
+
+    async def fill() -> list[str | None]:
+        for number in range(5):
+            await store.put(str(number), "x" * 30)
+        return [await store.get(str(number)) for number in range(5)]
+
+    kept = asyncio.run(fill())
+    assert kept == [None, None, "x" * 30, "x" * 30, "x" * 30]
 
 
 async def test_a_persisted_mutation_over_get_is_refused_as_any_mutation(api):

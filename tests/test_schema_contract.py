@@ -72,8 +72,11 @@ def released_schema() -> tuple[str, str]:
     )
     commits = first.stdout.split()
     if not commits:
-        # The file is not committed yet: the commit that adds it starts the record.
-        return "the working tree", SCHEMA_FILE.read_text(encoding="utf-8")
+        # No commit has the file (a shallow clone, or before its first commit):
+        # nothing to compare with, which CI must not take for a pass.
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail("no release tag or commit holds schema.graphql to compare with")
+        pytest.skip("no release tag or commit holds schema.graphql yet")
     return f"commit {commits[0][:12]}", _git(
         "show", f"{commits[0]}:schema.graphql"
     ).stdout

@@ -853,13 +853,13 @@
   const wsUrl = `${window.location.protocol === "https:" ? "wss:" : "ws:"}//${graphqlUrl.host}${graphqlUrl.pathname}`;
 
   // The server reads the page's documents above and gives it each one's sha256
-  // (config.documents): the page names them by hash, as a persisted operation,
-  // which runs however PERSISTED_OPERATIONS is set; without a hash, the text.
+  // (config.documents): the page names them by hash, as trusted documents, which
+  // run however PERSISTED_OPERATIONS is set. The text goes along, so that a worker
+  // of another version (during a rolling deploy) runs them too.
   function operation(name, text, variables) {
     const hash = (config.documents || {})[name];
-    const body = hash
-      ? { extensions: { persistedQuery: { version: 1, sha256Hash: hash } } }
-      : { query: text };
+    const body = { query: text };
+    if (hash) body.extensions = { persistedQuery: { version: 1, sha256Hash: hash } };
     body.operationName = name;
     if (variables) body.variables = variables;
     return body;

@@ -46,14 +46,15 @@ class Subscription:
         # Called at every item dropped (the subscription signals count them).
         self.on_drop: Callable[[], None] | None = None
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, at: float | None = None) -> None:
+        """`at`: when it was published (time.perf_counter()), now when not given."""
         if len(self._items) == self._items.maxlen:
             self.dropped += 1
             if self.on_drop is not None:
                 self.on_drop()
             if self.dropped == 1 and self.on_overflow is not None:
                 self.on_overflow()
-        self._items.append((item, time.perf_counter()))
+        self._items.append((item, time.perf_counter() if at is None else at))
         self._ready.set()
 
     def __len__(self) -> int:
@@ -67,10 +68,7 @@ class Subscription:
         return items
 
     async def get(self) -> Any:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()[0]
+        return (await self.get_timed())[0]
 
     async def get_timed(self) -> tuple[Any, float]:
         """The next item and when it arrived (time.perf_counter())."""
@@ -102,7 +100,7 @@ class Listener(Subscription):
         super().__init__(bus, topic, 1)
         self._receive = receive
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, at: float | None = None) -> None:
         self._receive(item)
 
 
@@ -147,8 +145,10 @@ class EventBus:
             sequencer.arrive(item, partial(self._deliver, topic))
 
     def _deliver(self, topic: str, item: Any) -> None:
+        # One clock read per publication, not one per subscriber.
+        at = time.perf_counter()
         for subscription in list(self._subscriptions.get(topic, ())):
-            subscription.put(item)
+            subscription.put(item, at)
 
     def subscribers(self, topic: str) -> int:
         return len(self._subscriptions.get(topic, ()))

@@ -8,6 +8,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ _INTERPOLATION = re.compile(r"\$\{([A-Z_]+)\}")
 _OPERATION = re.compile(r"(query|mutation|subscription)\s+([A-Za-z_]\w*)")
 
 
+@cache  # the script does not change while the server runs: read once (read-only)
 def dashboard_documents(script: Path = SCRIPT) -> dict[str, str]:
     """The dashboard's GraphQL operations, by operation name, exactly as the page
     sends them: the script's `const NAME = `...`;` template literals, with each

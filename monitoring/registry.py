@@ -52,7 +52,6 @@ class Registry:
         self.db_queries_per_minute = SlidingCounter(60, clock)
         self.resolvers: dict[str, DurationWindow] = {}
         self._resolver_entries: dict[str, tuple[DurationWindow, Any]] = {}
-        self.active_subscriptions = 0
         # Operation names seen (bounded) and the ones that have their own label.
         self._operation_counts: dict[str, int] = {}
         self._operation_labels: set[str] = set()
@@ -215,12 +214,15 @@ class Registry:
         self.db_queries.inc()
 
     def subscription_started(self, field: str) -> None:
-        self.active_subscriptions += 1
         self.subscriptions.started(field)
 
     def subscription_ended(self, field: str) -> None:
-        self.active_subscriptions = max(0, self.active_subscriptions - 1)
         self.subscriptions.ended(field)
+
+    @property
+    def active_subscriptions(self) -> int:
+        """Open subscriptions of every field (graphql_subscriptions_active's sum)."""
+        return sum(self.subscriptions.active.values())
 
     # --- reading (sampler, /metrics, queries) -----------------------------------
 
